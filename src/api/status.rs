@@ -1,0 +1,197 @@
+//! Status: what a person reads, and the durable facts the plan derives the phase from.
+//! Every `*At` field is a fact recorded once; the phase is only a summary of them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Preflight,
+    Provisioning,
+    AwaitingPromotion,
+    ShiftingTraffic,
+    Draining,
+    Migrating,
+    Verifying,
+    RetiringSource,
+    Finalizing,
+    Completed,
+    Paused,
+    Blocked,
+    Degraded,
+    RollingBack,
+    RolledBack,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Preflight => "Preflight",
+            Phase::Provisioning => "Provisioning",
+            Phase::AwaitingPromotion => "AwaitingPromotion",
+            Phase::ShiftingTraffic => "ShiftingTraffic",
+            Phase::Draining => "Draining",
+            Phase::Migrating => "Migrating",
+            Phase::Verifying => "Verifying",
+            Phase::RetiringSource => "RetiringSource",
+            Phase::Finalizing => "Finalizing",
+            Phase::Completed => "Completed",
+            Phase::Paused => "Paused",
+            Phase::Blocked => "Blocked",
+            Phase::Degraded => "Degraded",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CheckResult {
+    Pass,
+    Warn,
+    Fail,
+    Skipped,
+}
+
+/// One line of the preflight report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreflightCheck {
+    pub name: String,
+    pub result: CheckResult,
+    pub message: String,
+}
+
+/// What the operator knows of one background migration row.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    pub name: String,
+    /// queued, running, stalled, finished or failed.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_reason: Option<String>,
+}
+
+/// Postgres vs ClickHouse row counts for one table, both at or before the cut-off.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableVerification {
+    pub table: String,
+    pub postgres: i64,
+    pub clickhouse: i64,
+    pub verdict: String,
+}
+
+/// What rolling back would mean right now.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    pub possible: bool,
+    /// What a rollback would hide from v2, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_if_rolled_back: Option<String>,
+    /// Why a rollback started, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LangfuseUpgradeStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    /// e.g. `2/4 (63%)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_progress: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PreflightCheck>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<MigrationStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification: Vec<TableVerification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+
+    // Facts, recorded once each.
+    /// v2 Deployment replicas when provisioning started: restored on rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_started_at: Option<Time>,
+    /// The Service selector before the shift, recorded before the Service is touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_shifted_at: Option<Time>,
+    /// Since when v3 web has been unavailable after the shift (drives `rollbackAfter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_unavailable_since: Option<Time>,
+    /// Newest Postgres write seen while draining; v2 is quiet when it stops moving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_source_write_at: Option<Time>,
+    /// When the operator last saw the newest write move (its own clock, immune to DB clock skew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_quiet_since: Option<Time>,
+    /// v2 quiet: rows at or before this instant are what the migrations must carry over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutoff: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations_enabled_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations_finished_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_retired_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<Time>,
+    /// Last time the operator restarted the worker (grace before judging the migrations idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_restarted_at: Option<Time>,
+    /// Remedies applied so far, by kind, to bound them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remedies: BTreeMap<String, i32>,
+}
+
+/// Conditions as a map keyed by `type`, so server-side apply merges them per type.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    let object = schema.ensure_object();
+    object.insert("x-kubernetes-list-type".into(), "map".into());
+    object.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema
+}

@@ -1,0 +1,93 @@
+//! Execute: make the plan's writes, in order, stopping at the first failure (the next
+//! reconcile re-plans from what is then observed). Every write is idempotent.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use super::plan::Action;
+use crate::api::{FIELD_MANAGER, FINALIZER, LangfuseUpgrade};
+use crate::error::{Error, Result};
+use crate::resources::service::selector_apply_body;
+
+fn apply_params() -> PatchParams {
+    // force: these fields are the operator's to set (the Service selector and v2 replicas are
+    // taken over deliberately; a later revert is detected and reported, not fought).
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Run `actions`; returns the ones that ran, for the audit trail.
+pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Action]) -> Result<Vec<Action>> {
+    let ns = upgrade.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = upgrade.name_any();
+    let upgrades: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let mut done = Vec::new();
+    for action in actions {
+        match action {
+            Action::AddFinalizer | Action::RemoveFinalizer => {
+                let mut finalizers: Vec<String> = upgrade.finalizers().to_vec();
+                finalizers.retain(|f| f != FINALIZER);
+                if matches!(action, Action::AddFinalizer) {
+                    finalizers.push(FINALIZER.to_string());
+                }
+                // resourceVersion makes this a compare-and-swap: another writer's finalizer is
+                // never dropped; a conflict is retried from a fresh read.
+                let patch = json!({ "metadata": { "resourceVersion": upgrade.resource_version(), "finalizers": finalizers } });
+                match upgrades.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                    Err(kube::Error::Api(s)) if s.code == 404 && matches!(action, Action::RemoveFinalizer) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            Action::ApplyDeployment(d) => {
+                let target = d.metadata.name.clone().ok_or(Error::MissingField("metadata.name"))?;
+                deployments.patch(&target, &apply_params(), &Patch::Apply(d.as_ref())).await?;
+            }
+            Action::DeleteDeployment(target) => match deployments.delete(target, &DeleteParams::background()).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                other => {
+                    other?;
+                }
+            },
+            Action::ReleaseDeployment(target) => {
+                let Some(current) = deployments.get_opt(target).await? else { continue };
+                let uid = upgrade.uid();
+                let kept: Vec<_> = current.owner_references().iter().filter(|o| Some(&o.uid) != uid.as_ref()).cloned().collect();
+                // resourceVersion makes this a compare-and-swap.
+                let patch = json!({
+                    "metadata": {
+                        "resourceVersion": current.resource_version(),
+                        "ownerReferences": if kept.is_empty() { serde_json::Value::Null } else { serde_json::to_value(kept)? },
+                    }
+                });
+                deployments.patch(target, &PatchParams::default(), &Patch::Merge(patch)).await?;
+            }
+            Action::ApplySelector { selector, previous } => {
+                let body = selector_apply_body(&upgrade.spec.source.service, &ns, selector, previous);
+                services.patch(&upgrade.spec.source.service, &apply_params(), &Patch::Apply(body)).await?;
+            }
+            Action::ScaleSource(replicas) => {
+                let body = json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": { "name": upgrade.spec.source.deployment, "namespace": ns },
+                    "spec": { "replicas": replicas },
+                });
+                deployments.patch(&upgrade.spec.source.deployment, &apply_params(), &Patch::Apply(body)).await?;
+            }
+            Action::DeleteSource => match deployments.delete(&upgrade.spec.source.deployment, &DeleteParams::background()).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                other => {
+                    other?;
+                }
+            },
+        }
+        done.push(action.clone());
+    }
+    Ok(done)
+}

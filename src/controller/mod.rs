@@ -1,0 +1,177 @@
+//! The controller: observe → plan → execute → report, once per reconcile.
+
+pub mod execute;
+pub mod observe;
+pub mod plan;
+pub mod report;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use rand::Rng;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::api::LangfuseUpgrade;
+use crate::databases::Databases;
+use crate::error::{Error, Result};
+use crate::resources::deployments::deployment_name;
+use crate::resources::labels::Role;
+
+/// Shared by every reconcile.
+pub struct Context<D> {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub databases: D,
+    /// Consecutive failures per object, for backoff.
+    failures: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, u32>>,
+}
+
+impl<D> Context<D> {
+    pub fn new(client: Client, reporter: Reporter, databases: D) -> Self {
+        Self { recorder: Recorder::new(client.clone(), reporter), client, databases, failures: Mutex::default() }
+    }
+}
+
+/// Exponential backoff with ±20 % jitter, 2 s doubling to 5 min.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = 2f64 * 2f64.powi(failures.min(8) as i32);
+    Duration::from_secs_f64(base.min(300.0) * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
+}
+
+async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
+    let span = info_span!("reconcile", namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), generation = upgrade.metadata.generation);
+    async move {
+        let needs = plan::needs(&upgrade);
+        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
+        let now = Timestamp::now();
+        let decision = plan::plan(&upgrade, &observed, now);
+        let executed = execute::execute(&ctx.client, &upgrade, &decision.actions).await?;
+        let status = report::next_status(&upgrade, &decision, now);
+        report::report(&ctx.client, &ctx.recorder, &upgrade, &status, &executed).await?;
+        if !executed.is_empty() || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {
+            info!(phase = %decision.phase, writes = executed.len(), "reconciled");
+        }
+        ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from(upgrade.as_ref()));
+        // A zero requeue would spin; status writes already trigger the next reconcile.
+        Ok(Requeue::requeue(decision.requeue.max(Duration::from_millis(500))))
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx: Arc<Context<D>>) -> Requeue {
+    let key = ObjectRef::from(upgrade.as_ref());
+    let failures = {
+        let mut map = ctx.failures.lock().expect("failures lock");
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff(failures, rand::rng().random());
+    warn!(namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), kind = error.kind(), error = %error, retry_in_s = delay.as_secs_f64(), "reconcile failed");
+    Requeue::requeue(delay)
+}
+
+/// Upgrades that refer to a Deployment by name (the v2 one, or a v3 one derived from it).
+fn upgrades_for_deployment(store: &Store<LangfuseUpgrade>, ns: Option<String>, name: &str) -> Vec<ObjectRef<LangfuseUpgrade>> {
+    store
+        .state()
+        .iter()
+        .filter(|u| u.namespace() == ns)
+        .filter(|u| {
+            let source = &u.spec.source.deployment;
+            source == name || deployment_name(source, Role::Web) == name || deployment_name(source, Role::Worker) == name
+        })
+        .map(|u| ObjectRef::from(u.as_ref()))
+        .collect()
+}
+
+fn upgrades_for_service(store: &Store<LangfuseUpgrade>, ns: Option<String>, service: &str) -> Vec<ObjectRef<LangfuseUpgrade>> {
+    store
+        .state()
+        .iter()
+        .filter(|u| u.namespace() == ns && u.spec.source.service == service)
+        .map(|u| ObjectRef::from(u.as_ref()))
+        .collect()
+}
+
+/// Run the controller until SIGTERM/SIGINT. `namespace`: watch one namespace only.
+pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: Arc<Context<D>>) -> Result<()> {
+    let api = |c: &Client| -> Api<LangfuseUpgrade> {
+        match &namespace {
+            Some(ns) => Api::namespaced(c.clone(), ns),
+            None => Api::all(c.clone()),
+        }
+    };
+    let upgrades = api(&client);
+    if let Err(e) = upgrades.list(&ListParams::default().limit(1)).await {
+        warn!(error = %e, "cannot list LangfuseUpgrades");
+        return Err(Error::CrdMissing);
+    }
+    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let controller = Controller::new(upgrades, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    // Metadata-only watches: a change to any related object wakes the upgrades that name it,
+    // without caching the objects themselves.
+    // Metadata-only watches: a change to any related object wakes the upgrades that name it,
+    // without caching the objects themselves.
+    let config = || watcher::Config::default().any_semantic();
+    controller
+        .watches(scoped::<PartialObjectMeta<Deployment>>(&client, &namespace), config(), move |d| {
+            upgrades_for_deployment(&s1, d.namespace(), &d.name_any())
+        })
+        .watches(scoped::<PartialObjectMeta<Service>>(&client, &namespace), config(), move |s| {
+            upgrades_for_service(&s2, s.namespace(), &s.name_any())
+        })
+        .watches(scoped::<PartialObjectMeta<EndpointSlice>>(&client, &namespace), config(), move |s| {
+            let service = s.labels().get("kubernetes.io/service-name").cloned().unwrap_or_default();
+            upgrades_for_service(&s3, s.namespace(), &service)
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        assert!(backoff(1, 0.0) >= Duration::from_millis(3200) && backoff(1, 1.0) <= Duration::from_millis(4800));
+        assert!(backoff(3, 0.5) > backoff(2, 0.5));
+        assert!(backoff(50, 1.0) <= Duration::from_secs(360));
+        assert_ne!(backoff(4, 0.0), backoff(4, 1.0));
+    }
+}

@@ -1,0 +1,143 @@
+//! Rolling back to v2 (abort, an unhealthy v3 web after the shift, or deleting an unfinished
+//! upgrade), and what a rollback would cost right now.
+
+use super::retire::owned_v3;
+use super::shift::endpoint_split;
+use super::workloads::{Desire, build, version_now};
+use super::{Action, Gate, Hold, Planner, wait};
+use crate::api::conditions::reason;
+use crate::api::{FINALIZER, Phase, RollbackStatus};
+use crate::resources::deployments::applied_hash;
+use crate::resources::labels::{Role, v3_selector};
+use crate::resources::service::{recorded_previous_selector, selector_of};
+
+/// `spec.abort`: a person asked to go back to v2.
+pub(super) fn abort(p: &mut Planner) -> Gate {
+    if let Some(at) = &p.status.source_retired_at {
+        return Err(Hold::new(
+            Phase::Blocked,
+            reason::ABORT_TOO_LATE,
+            format!("abort requested, but v2 was retired at {}: events v3 ingested since the shift exist only in ClickHouse and S3, so a rollback would hide them. Set spec.abort: false to continue", at.0),
+            wait::IDLE,
+        ));
+    }
+    if p.status.provisioning_started_at.is_none() && p.obs.web.is_none() && p.obs.worker.is_none() {
+        p.status.rollback = Some(RollbackStatus { reason: Some("aborted before anything was changed".into()), started_at: Some(p.now_time()), ..Default::default() });
+        p.status.rolled_back_at = Some(p.now_time());
+        return Err(Hold::new(Phase::RolledBack, reason::ROLLED_BACK, "aborted before anything was changed", wait::IDLE));
+    }
+    if p.status.rollback.as_ref().and_then(|r| r.started_at.as_ref()).is_none() {
+        p.status.rollback = Some(RollbackStatus { reason: Some("spec.abort is true".into()), started_at: Some(p.now_time()), ..Default::default() });
+    }
+    roll_back(p, true)
+}
+
+/// Drive the rollback one step; `delete_v3` when a person asked for it (abort, deletion),
+/// otherwise v3 is scaled to 0 and kept for its logs.
+pub(super) fn roll_back(p: &mut Planner, delete_v3: bool) -> Gate {
+    restore(p, delete_v3)?;
+    p.status.rolled_back_at = Some(p.now_time());
+    let why = p.status.rollback.as_ref().and_then(|r| r.reason.clone()).unwrap_or_default();
+    Err(Hold::new(Phase::RolledBack, reason::ROLLED_BACK, format!("rolled back to v2: {why}"), wait::IDLE))
+}
+
+/// v2 scaled back and serving, the old selector back, the endpoints on v2, then v3 removed.
+fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
+    let rolling = |message: String| Hold::new(Phase::RollingBack, reason::ROLLING_BACK, message, wait::ROLLOUT);
+    let Some(source) = p.obs.source.as_ref() else {
+        return Err(Hold::new(
+            Phase::Failed,
+            reason::SOURCE_MISSING,
+            format!("cannot roll back: the v2 Deployment {:?} is gone; v3 is left serving", p.spec.source.deployment),
+            wait::IDLE,
+        ));
+    };
+    let want = p.status.source_replicas.unwrap_or(1).max(1);
+    let asked = source.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let available = source.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    if asked < want {
+        p.act(Action::ScaleSource(want));
+        return Err(rolling(format!("scaling v2 back to {want} replicas")));
+    }
+    if available < 1 {
+        return Err(rolling("waiting for a ready v2 pod before moving traffic back".into()));
+    }
+    if let Some(service) = p.obs.service.as_ref() {
+        let current = selector_of(service);
+        let v3 = v3_selector(p.name(), Role::Web);
+        let previous = p.status.previous_selector.clone().or_else(|| recorded_previous_selector(service)).filter(|s| !s.is_empty());
+        if current == v3 {
+            let Some(previous) = previous else {
+                return Err(Hold::new(Phase::Failed, reason::ROLLING_BACK, "the Service points to v3 and its previous selector is unknown; restore it by hand", wait::IDLE));
+            };
+            p.act(Action::ApplySelector { selector: previous.clone(), previous });
+            return Err(rolling("moving the Service selector back to v2".into()));
+        }
+        let (v3_endpoints, _) = endpoint_split(p.obs);
+        if v3_endpoints > 0 {
+            return Err(rolling(format!("waiting for {v3_endpoints} v3 endpoints to leave the Service")));
+        }
+    }
+    let existing: Vec<String> = [&p.obs.web, &p.obs.worker].into_iter().flatten().filter_map(|d| d.metadata.name.clone()).collect();
+    if delete_v3 {
+        if existing.is_empty() {
+            return Ok(());
+        }
+        for name in existing {
+            p.act(Action::DeleteDeployment(name));
+        }
+        return Err(rolling("removing the v3 Deployments".into()));
+    }
+    let desire = Desire { version: version_now(p), web_replicas: 0, worker_replicas: 0, owned: true, migrations: false };
+    let Ok((web, worker)) = build(p, &desire) else { return Ok(()) };
+    let mut pods = 0;
+    for (observed, desired) in [(p.obs.web.clone(), web), (p.obs.worker.clone(), worker)] {
+        let Some(observed) = observed else { continue };
+        if applied_hash(&observed) != applied_hash(&desired) {
+            p.act(Action::ApplyDeployment(Box::new(desired)));
+        }
+        pods += observed.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    }
+    if pods > 0 {
+        return Err(rolling(format!("scaling v3 to 0: {pods} pods left")));
+    }
+    Ok(())
+}
+
+/// Deleting the object. Unfinished and v2 still there: roll back, then let go. Completed, rolled
+/// back, or v2 retired (v3 is production now): touch nothing but the owner references.
+pub(super) fn cleanup(p: &mut Planner) -> Hold {
+    let phase = p.status.phase.unwrap_or(Phase::Pending);
+    if !p.upgrade.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER) {
+        return Hold::new(phase, reason::ROLLED_BACK, "being deleted", wait::IDLE);
+    }
+    let untouched = p.status.provisioning_started_at.is_none() && p.obs.web.is_none() && p.obs.worker.is_none();
+    let keep_v3 = p.status.completed_at.is_some() || p.status.source_retired_at.is_some() || p.obs.source.is_none();
+    if untouched || p.status.rolled_back_at.is_some() || keep_v3 {
+        for name in owned_v3(p) {
+            p.act(Action::ReleaseDeployment(name));
+        }
+        p.act(Action::RemoveFinalizer);
+        return Hold::new(phase, reason::COMPLETED, "deleted; v3 Deployments (if any) released and left running", wait::IDLE);
+    }
+    if p.status.rollback.as_ref().and_then(|r| r.started_at.as_ref()).is_none() {
+        p.status.rollback = Some(RollbackStatus { reason: Some("the LangfuseUpgrade is being deleted".into()), started_at: Some(p.now_time()), ..Default::default() });
+    }
+    match restore(p, true) {
+        Ok(()) => {
+            p.act(Action::RemoveFinalizer);
+            Hold::new(Phase::RolledBack, reason::ROLLED_BACK, "rolled back to v2 on deletion", wait::IDLE)
+        }
+        Err(hold) => hold,
+    }
+}
+
+/// What a rollback would mean now, for status.
+pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
+    let mut out = p.status.rollback.clone().unwrap_or_default();
+    out.possible = p.status.source_retired_at.is_none() && p.obs.source.is_some() && p.status.rolled_back_at.is_none() && p.status.completed_at.is_none();
+    out.loss_if_rolled_back = p.status.traffic_shifted_at.as_ref().filter(|_| out.possible).map(|at| {
+        format!("events v3 ingested since {} live only in ClickHouse and S3; v2 would not show them", at.0)
+    });
+    out
+}

@@ -1,0 +1,207 @@
+//! The v3 Deployments: build what they should be, write only on drift, and read their rollout.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+use super::{Action, Gate, Hold, Planner, wait};
+use crate::api::conditions::reason;
+use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RollbackStatus};
+use crate::controller::validate::Settings;
+use crate::resources::deployments::{BuildInput, applied_hash, web_deployment, worker_deployment};
+use crate::resources::labels::Labels;
+use crate::resources::service::resolve_web_port;
+
+/// Remedy counter key for worker restarts (the pod-template restart annotation).
+pub const WORKER_RESTARTS: &str = "workerRestart";
+
+/// What the rollout of the v3 Deployments looks like right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Rolled out at what the operator last applied, all replicas available.
+    pub web: bool,
+    pub worker: bool,
+    /// At least one web pod serves.
+    pub web_serving: bool,
+}
+
+/// The Langfuse container of the v2 pod: the named one, else the only one, else `langfuse`.
+pub fn source_container<'d>(spec: &LangfuseUpgradeSpec, d: &'d Deployment) -> Result<&'d Container, String> {
+    let containers = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).map(|p| p.containers.as_slice()).unwrap_or_default();
+    if let Some(name) = &spec.source.container {
+        return containers.iter().find(|c| &c.name == name).ok_or_else(|| format!("the v2 pod has no container named {name:?}"));
+    }
+    match containers {
+        [only] => Ok(only),
+        _ => containers
+            .iter()
+            .find(|c| c.name == "langfuse")
+            .ok_or_else(|| "the v2 pod has several containers and none is named \"langfuse\"; set spec.source.container".into()),
+    }
+}
+
+pub fn source_selector(d: &Deployment) -> Labels {
+    d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default()
+}
+
+pub fn owner_reference(upgrade: &LangfuseUpgrade) -> Option<OwnerReference> {
+    upgrade.controller_owner_ref(&())
+}
+
+/// How the operator wants the v3 Deployments this reconcile.
+#[derive(Clone, Debug)]
+pub struct Desire {
+    pub version: String,
+    pub web_replicas: i32,
+    pub worker_replicas: i32,
+    pub owned: bool,
+    pub migrations: bool,
+}
+
+/// Build both Deployments as `desire` says; `None` when v2 is gone and nothing can be built.
+pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), String> {
+    let source = p.obs.source.as_ref().ok_or_else(|| format!("the v2 Deployment {:?} is gone", p.spec.source.deployment))?;
+    let container = source_container(p.spec, source)?;
+    let pod = source.spec.as_ref().and_then(|s| s.template.spec.as_ref()).ok_or("the v2 Deployment has no pod template")?;
+    let service = p.obs.service.as_ref().ok_or_else(|| format!("the Service {:?} is gone", p.spec.source.service))?;
+    let port = resolve_web_port(service, container)?;
+    let selector = source_selector(source);
+    let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
+    let input = BuildInput {
+        upgrade_name: p.name(),
+        namespace: p.namespace(),
+        owner: if desire.owned { owner_reference(p.upgrade) } else { None },
+        spec: p.spec,
+        source_name: &p.spec.source.deployment,
+        source_selector: &selector,
+        source_pod: pod,
+        source_container: container,
+        web_port: &port,
+        version: &desire.version,
+        replicas: desire.web_replicas,
+        migrations_enabled: desire.migrations,
+        restarts: 0,
+    };
+    let web = web_deployment(&input);
+    let worker = worker_deployment(&BuildInput { replicas: desire.worker_replicas, restarts, ..input });
+    Ok((web, worker))
+}
+
+/// Rolled out at exactly what was built, every replica available.
+pub fn rolled_out(observed: Option<&Deployment>, desired: &Deployment) -> bool {
+    let Some(d) = observed else { return false };
+    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else { return false };
+    let want = spec.replicas.unwrap_or(1);
+    applied_hash(d) == applied_hash(desired)
+        && status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+        && status.updated_replicas.unwrap_or(0) == want
+        && status.available_replicas.unwrap_or(0) >= want
+        && status.replicas.unwrap_or(0) == want
+}
+
+fn available(d: Option<&Deployment>) -> i32 {
+    d.and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or(0)
+}
+
+/// Why a Deployment is not there yet, from its own conditions, for a person to act on.
+fn rollout_text(role: &str, d: Option<&Deployment>, name: &str) -> String {
+    let Some(d) = d else { return format!("v3 {role} Deployment {name} not created yet") };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let deadline = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Progressing" && c.status == "False"))
+        .map(|c| format!(" ({}: {})", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        .unwrap_or_default();
+    format!("v3 {role} {name}: {}/{want} available{deadline}; see `kubectl logs deploy/{name}`", available(Some(d)))
+}
+
+/// The version v3 runs: the target while any v2 pod may exist (invariant 3), then the final one.
+pub fn version_now(p: &Planner) -> String {
+    let v2_pods = p.obs.source.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    let v2_asked = p.obs.source.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    match (&p.status.source_retired_at, &p.spec.target.final_version) {
+        (Some(_), Some(v)) if v2_pods == 0 && v2_asked == 0 => v.clone(),
+        _ => p.spec.target.version.clone(),
+    }
+}
+
+/// Write the v3 Deployments where they drifted from what they should be, and say how far the
+/// rollout is. Before the shift a v3 that is not ready holds in `Provisioning`.
+pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness, Hold> {
+    let web_initialised = p.obs.web.as_ref().is_some_and(|d| {
+        available(Some(d)) >= 1 || d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 1
+    });
+    let desire = Desire {
+        version: version_now(p),
+        // One pod runs the Prisma and ClickHouse migrations before the others start.
+        web_replicas: if web_initialised { p.spec.target.web.replicas } else { 1 },
+        worker_replicas: p.spec.target.worker.replicas,
+        owned: true,
+        migrations: p.status.migrations_enabled_at.is_some(),
+    };
+    let (web, worker) = build(p, &desire).map_err(|e| Hold::new(Phase::Blocked, reason::SOURCE_MISSING, e, wait::ROLLOUT))?;
+    let web_name = web.metadata.name.clone().unwrap_or_default();
+    let worker_name = worker.metadata.name.clone().unwrap_or_default();
+    if applied_hash_of(p.obs.web.as_ref()) != applied_hash(&web) {
+        p.act(Action::ApplyDeployment(Box::new(web.clone())));
+    }
+    let readiness = Readiness {
+        web: web_initialised && rolled_out(p.obs.web.as_ref(), &web),
+        worker: rolled_out(p.obs.worker.as_ref(), &worker),
+        web_serving: available(p.obs.web.as_ref()) >= 1,
+    };
+    // The worker validates ClickHouse tables that web creates: it starts after web served once.
+    if web_initialised && applied_hash_of(p.obs.worker.as_ref()) != applied_hash(&worker) {
+        p.act(Action::ApplyDeployment(Box::new(worker)));
+    }
+    if p.status.traffic_shifted_at.is_some() {
+        return Ok(readiness);
+    }
+    if !readiness.web {
+        return Err(Hold::new(Phase::Provisioning, reason::WEB_NOT_AVAILABLE, rollout_text("web", p.obs.web.as_ref(), &web_name), wait::ROLLOUT));
+    }
+    if !readiness.worker {
+        return Err(Hold::new(Phase::Provisioning, reason::PROVISIONING, rollout_text("worker", p.obs.worker.as_ref(), &worker_name), wait::ROLLOUT));
+    }
+    Ok(readiness)
+}
+
+fn applied_hash_of(d: Option<&Deployment>) -> Option<&str> {
+    d.and_then(applied_hash)
+}
+
+/// After the shift v3 web serves production: if no web pod serves for `rollbackAfter`, and v2 is
+/// still there to take traffic back, roll back.
+pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readiness) -> Gate {
+    if p.status.traffic_shifted_at.is_none() || p.status.source_retired_at.is_some() {
+        p.status.web_unavailable_since = None;
+        return Ok(());
+    }
+    if ready.web_serving {
+        p.status.web_unavailable_since = None;
+        return Ok(());
+    }
+    let since = p.status.web_unavailable_since.get_or_insert_with(|| jiff_time(p.now)).clone();
+    let down_for = p.since(&Some(since.clone())).unwrap_or_default();
+    if down_for >= settings.rollback_after {
+        let why = format!("v3 web served no ready pod for {}s (rollbackAfter {})", down_for.as_secs(), p.spec.strategy.rollback_after);
+        p.status.rollback = Some(RollbackStatus { reason: Some(why), started_at: Some(p.now_time()), ..Default::default() });
+        return super::rollback::roll_back(p, false);
+    }
+    Err(Hold::new(
+        Phase::Degraded,
+        reason::WEB_NOT_AVAILABLE,
+        format!(
+            "v3 web has no ready pod since {}; rolling back to v2 after {} unless it recovers",
+            since.0, p.spec.strategy.rollback_after
+        ),
+        wait::POLL,
+    ))
+}
+
+fn jiff_time(t: jiff::Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
+}

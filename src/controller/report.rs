@@ -1,0 +1,111 @@
+//! Report: one status write per reconcile (only when something changed) and an Event per
+//! transition and per write made.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::plan::{Action, Decision};
+use crate::api::conditions::{self as cond};
+use crate::api::{FIELD_MANAGER, LangfuseUpgrade, LangfuseUpgradeStatus, Phase};
+use crate::error::Result;
+
+/// The status to write: the decision's, with conditions merged so transition times hold.
+pub fn next_status(upgrade: &LangfuseUpgrade, decision: &Decision, now: Timestamp) -> LangfuseUpgradeStatus {
+    let old = upgrade.status.clone().unwrap_or_default();
+    let mut status = decision.status.clone();
+    status.conditions = cond::merge(&old.conditions, &decision.conditions, upgrade.metadata.generation, &Time(now));
+    status
+}
+
+/// A notable change between two statuses, as an Event.
+pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> Vec<(EventType, String, String)> {
+    let mut out = Vec::new();
+    if old.phase != new.phase
+        && let Some(phase) = new.phase
+    {
+        let ready = new.conditions.iter().find(|c| c.type_ == cond::READY);
+        let note = format!(
+            "{} -> {phase}: {}",
+            old.phase.map(|p| p.to_string()).unwrap_or_else(|| "new".into()),
+            ready.map(|c| c.message.clone()).unwrap_or_default()
+        );
+        out.push((severity(phase), phase.to_string(), note));
+    }
+    for c in &new.conditions {
+        if [cond::READY, cond::RECONCILING, cond::STALLED].contains(&c.type_.as_str()) {
+            continue;
+        }
+        let before = old.conditions.iter().find(|o| o.type_ == c.type_);
+        let changed = before.is_none_or(|o| o.status != c.status || o.reason != c.reason);
+        if changed && (before.is_some() || c.status == "True") {
+            let kind = if c.status == "True" || c.reason == "Shifting" || c.reason == "Migrating" { EventType::Normal } else { EventType::Warning };
+            out.push((kind, c.reason.clone(), format!("{}={}: {}", c.type_, c.status, c.message)));
+        }
+    }
+    out
+}
+
+fn severity(phase: Phase) -> EventType {
+    match phase {
+        Phase::Blocked | Phase::Degraded | Phase::Failed | Phase::RollingBack | Phase::RolledBack => EventType::Warning,
+        _ => EventType::Normal,
+    }
+}
+
+/// Events must fit: reason <= 128 characters, note <= 1 kB.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+pub async fn report(
+    client: &Client,
+    recorder: &Recorder,
+    upgrade: &LangfuseUpgrade,
+    status: &LangfuseUpgradeStatus,
+    executed: &[Action],
+) -> Result<()> {
+    let old = upgrade.status.clone().unwrap_or_default();
+    let reference = upgrade.object_ref(&());
+    let mut events: Vec<(EventType, String, String)> = executed
+        .iter()
+        .filter(|a| !matches!(a, Action::AddFinalizer))
+        .map(|a| {
+            let (reason, note) = a.describe();
+            (EventType::Normal, reason.to_string(), note)
+        })
+        .collect();
+    events.extend(transitions(&old, status));
+    for (type_, reason, note) in events {
+        let event = Event { type_, reason: clip(&reason, 128), note: Some(clip(&note, 1000)), action: "Reconcile".into(), secondary: None };
+        // An Event that cannot be written must not block the upgrade.
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+    if *status == old || upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer) {
+        return Ok(());
+    }
+    let ns = upgrade.namespace().unwrap_or_default();
+    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
+    let body = json!({
+        "apiVersion": LangfuseUpgrade::api_version(&()),
+        "kind": LangfuseUpgrade::kind(&()),
+        "metadata": { "name": upgrade.name_any() },
+        "status": status,
+    });
+    match api.patch_status(&upgrade.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}

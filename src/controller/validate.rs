@@ -1,0 +1,150 @@
+//! Spec validation the apiserver cannot do (or that an older CRD may not have enforced).
+//! Pure: the spec in, parsed settings or the first offending field out.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::SecretKeySelector;
+
+use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec};
+use crate::resources::deployments::MIGRATIONS_ENV;
+use crate::version::Version;
+
+/// The spec, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub target: Version,
+    pub final_version: Option<Version>,
+    pub drain_period: Duration,
+    pub retire_source_after: Duration,
+    pub rollback_after: Duration,
+    pub stuck_after: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSpec {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec { field: field.to_string(), message: message.into() }
+}
+
+pub fn validate(upgrade: &LangfuseUpgrade) -> Result<Settings, InvalidSpec> {
+    let name = upgrade.metadata.name.as_deref().unwrap_or_default();
+    if name.len() > 63 {
+        return Err(invalid("metadata.name", "must be at most 63 characters: it becomes a label value on the v3 pods"));
+    }
+    validate_spec(&upgrade.spec)
+}
+
+pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec> {
+    let target = parse_v3("spec.target.version", &spec.target.version)?;
+    let final_version = match &spec.target.final_version {
+        Some(v) => {
+            let parsed = parse_v3("spec.target.finalVersion", v)?;
+            if parsed < target {
+                return Err(invalid(
+                    "spec.target.finalVersion",
+                    format!("{parsed} is older than spec.target.version {target}; downgrades are not supported"),
+                ));
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    for (field, image) in [("spec.target.web.image", &spec.target.web.image), ("spec.target.worker.image", &spec.target.worker.image)] {
+        let last = image.rsplit('/').next().unwrap_or(image);
+        if image.is_empty() || last.contains(':') || image.contains('@') {
+            return Err(invalid(field, format!("{image:?} must be a repository without tag or digest; the tag is the target version")));
+        }
+    }
+    for (field, replicas) in [("spec.target.web.replicas", spec.target.web.replicas), ("spec.target.worker.replicas", spec.target.worker.replicas)] {
+        if replicas < 1 {
+            return Err(invalid(field, "must be at least 1"));
+        }
+    }
+    for (i, env) in spec.target.extra_env.iter().enumerate() {
+        if env.name.is_empty() {
+            return Err(invalid(&format!("spec.target.extraEnv[{i}].name"), "must not be empty"));
+        }
+        if env.name == MIGRATIONS_ENV {
+            return Err(invalid(&format!("spec.target.extraEnv[{i}]"), format!("{MIGRATIONS_ENV} is managed by the operator")));
+        }
+    }
+    let ch = &spec.clickhouse;
+    if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+        return Err(invalid("spec.clickhouse.url", "must be an http:// or https:// URL (port 8123 or 8443)"));
+    }
+    if !ch.migration_url.starts_with("clickhouse://") {
+        return Err(invalid("spec.clickhouse.migrationUrl", "must be a clickhouse:// URL (port 9000 or 9440)"));
+    }
+    secret_ref("spec.clickhouse.userSecretRef", &ch.user_secret_ref)?;
+    secret_ref("spec.clickhouse.passwordSecretRef", &ch.password_secret_ref)?;
+    let redis = &spec.redis;
+    match (&redis.connection_string_secret_ref, &redis.host) {
+        (Some(r), None) => secret_ref("spec.redis.connectionStringSecretRef", r)?,
+        (None, Some(h)) if !h.is_empty() => {}
+        _ => return Err(invalid("spec.redis", "set exactly one of connectionStringSecretRef and host")),
+    }
+    if let Some(r) = &redis.auth_secret_ref {
+        secret_ref("spec.redis.authSecretRef", r)?;
+    }
+    let s3 = &spec.s3;
+    if s3.bucket.is_empty() {
+        return Err(invalid("spec.s3.bucket", "must not be empty"));
+    }
+    match (&s3.access_key_id_secret_ref, &s3.secret_access_key_secret_ref) {
+        (Some(a), Some(b)) => {
+            secret_ref("spec.s3.accessKeyIdSecretRef", a)?;
+            secret_ref("spec.s3.secretAccessKeySecretRef", b)?;
+        }
+        (None, None) => {}
+        _ => return Err(invalid("spec.s3", "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither")),
+    }
+    if let Some(pg) = &spec.postgres {
+        secret_ref("spec.postgres.urlSecretRef", &pg.url_secret_ref)?;
+    }
+    if spec.migrations.min_batch_size < 1 {
+        return Err(invalid("spec.migrations.minBatchSize", "must be at least 1"));
+    }
+    Ok(Settings {
+        target,
+        final_version,
+        drain_period: duration("spec.strategy.drainPeriod", &spec.strategy.drain_period)?,
+        retire_source_after: duration("spec.strategy.retireSourceAfter", &spec.strategy.retire_source_after)?,
+        rollback_after: duration("spec.strategy.rollbackAfter", &spec.strategy.rollback_after)?,
+        stuck_after: duration("spec.migrations.stuckAfter", &spec.migrations.stuck_after)?,
+    })
+}
+
+fn parse_v3(field: &str, value: &str) -> Result<Version, InvalidSpec> {
+    match Version::parse(value) {
+        Some(v) if v.major == 3 => Ok(v),
+        Some(v) => Err(invalid(field, format!("{v} is not a Langfuse v3 version"))),
+        None => Err(invalid(field, format!("{value:?} is not a version like 3.29.0"))),
+    }
+}
+
+fn duration(field: &str, value: &str) -> Result<Duration, InvalidSpec> {
+    let parsed = kube::core::Duration::from_str(value)
+        .map_err(|e| invalid(field, format!("{value:?} is not a duration like 90s, 5m or 1h30m ({e})")))?;
+    if parsed.is_negative() {
+        return Err(invalid(field, format!("{value:?} is negative")));
+    }
+    Ok(parsed.into())
+}
+
+fn secret_ref(field: &str, selector: &SecretKeySelector) -> Result<(), InvalidSpec> {
+    if selector.name.is_empty() || selector.key.is_empty() {
+        return Err(invalid(field, "needs both name and key"));
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! The crate's error type. Variants name what failed; `kind` gives a stable label for logs and
+//! metrics.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("serialization: {0}")]
+    Serialization(#[from] serde_json::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("the LangfuseUpgrade CRD is not installed: run `langfuse-upgrade-operator crd | kubectl apply -f -`")]
+    CrdMissing,
+    #[error("leader election: {0}")]
+    Leader(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
+            Error::Kube(kube::Error::Api(s)) if s.code == 404 => "not_found",
+            Error::Kube(_) => "kube",
+            Error::Serialization(_) => "serialization",
+            Error::MissingField(_) => "missing_field",
+            Error::CrdMissing => "crd_missing",
+            Error::Leader(_) => "leader",
+            Error::Io(_) => "io",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,148 @@
+//! Thin CLI: `crd` prints the CRD, `run` runs the controller.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use kube::Client;
+use kube::runtime::events::Reporter;
+use kube_lease_manager::LeaseManagerBuilder;
+use langfuse_upgrade_operator::api::{FIELD_MANAGER, crd_yaml};
+use langfuse_upgrade_operator::controller::{self, Context};
+use langfuse_upgrade_operator::databases::NotConnected;
+use langfuse_upgrade_operator::error::{Error, Result};
+use langfuse_upgrade_operator::http::{self, Health};
+use langfuse_upgrade_operator::telemetry::{self, LogFormat};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "langfuse-upgrade-operator", version, about = "Upgrades a running self-hosted Langfuse v2 to v3 with no downtime and no lost data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the LangfuseUpgrade CRD as YAML.
+    Crd,
+    /// Run the controller against the cluster (in-cluster config or the current kubeconfig).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: LogFormat,
+    /// Disable leader election (only for a single replica, e.g. local runs).
+    #[arg(long, env = "NO_LEADER_ELECTION")]
+    no_leader_election: bool,
+    #[arg(long, env = "LEASE_NAME", default_value = "langfuse-upgrade-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            match run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "exiting");
+                    eprintln!("langfuse-upgrade-operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let client = Client::try_default().await?;
+    let identity = args.identity.clone().unwrap_or_else(|| format!("{}-{}", FIELD_MANAGER, std::process::id()));
+    let health = Health::default();
+    let server = tokio::spawn(http::serve(args.http_addr, health.clone(), shutdown_signal()));
+
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.clone()) };
+    let ctx = Arc::new(Context::new(client.clone(), reporter, NotConnected));
+
+    let result = if args.no_leader_election {
+        health.set_ready(true);
+        controller::run(client, args.namespace, ctx).await
+    } else {
+        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .with_field_manager(FIELD_MANAGER)
+            .build()
+            .await
+            .map_err(|e| Error::Leader(e.to_string()))?;
+        let (mut leading, lease_task) = manager.watch().await;
+        info!(lease = %args.lease_name, %identity, "waiting to lead");
+        let became_leader = async {
+            while !*leading.borrow_and_update() {
+                if leading.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        let led = tokio::select! { led = became_leader => led, _ = shutdown_signal() => false };
+        let result = if led {
+            info!("leading; starting the controller");
+            health.set_ready(true);
+            let lost = async {
+                while *leading.borrow_and_update() {
+                    if leading.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                r = controller::run(client, args.namespace, ctx) => r,
+                _ = lost => Err(Error::Leader("lost the lease; exiting so that only one replica acts".into())),
+            }
+        } else {
+            Ok(())
+        };
+        health.set_ready(false);
+        // Closing the channel makes the lease task release the lease for the next replica.
+        drop(leading);
+        let _ = lease_task.await;
+        result
+    };
+    server.abort();
+    result
+}

@@ -1,0 +1,114 @@
+//! Langfuse's background migrations as the operator sees them in Postgres: plain data behind
+//! the [`crate::databases::Databases`] boundary, so the plan is tested without a database.
+
+use jiff::Timestamp;
+
+/// The four v3.29.0 background migrations, in the order the worker runs them (by name).
+pub const V3_MIGRATIONS: [&str; 4] = [
+    "20241024_1216_add_generations_cost_backfill",
+    "20241024_1730_migrate_traces_from_pg_to_ch",
+    "20241024_1737_migrate_observations_from_pg_to_ch",
+    "20241024_1738_migrate_scores_from_pg_to_ch",
+];
+
+/// A lock older than this is stale: the worker heartbeats every 15 s.
+pub const LOCK_STALE_AFTER_SECS: i64 = 60;
+
+/// The batch size of the v3.29.0 copy scripts when `args.batchSize` is unset.
+pub const DEFAULT_BATCH_SIZE: i64 = 5000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowState {
+    Queued,
+    Running,
+    Stalled,
+    Finished,
+    Failed,
+}
+
+impl RowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowState::Queued => "queued",
+            RowState::Running => "running",
+            RowState::Stalled => "stalled",
+            RowState::Finished => "finished",
+            RowState::Failed => "failed",
+        }
+    }
+}
+
+/// One `background_migrations` row, reduced to what the operator decides on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigrationRow {
+    pub name: String,
+    pub finished_at: Option<Timestamp>,
+    pub failed_at: Option<Timestamp>,
+    pub failed_reason: Option<String>,
+    pub locked_at: Option<Timestamp>,
+    /// `state.maxDate`: everything newer has been copied.
+    pub cursor: Option<Timestamp>,
+    /// Oldest `created_at` of the table the row copies, for a cheap progress estimate.
+    pub oldest_row: Option<Timestamp>,
+}
+
+impl MigrationRow {
+    /// queued / running (fresh lock) / stalled (lock stale or dropped mid-run) / finished / failed.
+    pub fn state(&self, now: Timestamp) -> RowState {
+        if self.finished_at.is_some() {
+            return RowState::Finished;
+        }
+        if self.failed_at.is_some() {
+            return RowState::Failed;
+        }
+        match self.locked_at {
+            Some(locked) if now.as_second() - locked.as_second() <= LOCK_STALE_AFTER_SECS => RowState::Running,
+            Some(_) => RowState::Stalled,
+            None if self.cursor.is_some() => RowState::Stalled,
+            None => RowState::Queued,
+        }
+    }
+
+    /// Share copied so far: the copy walks from its start cursor down to the oldest row.
+    pub fn progress(&self, start: Option<Timestamp>) -> Option<f64> {
+        if self.finished_at.is_some() {
+            return Some(1.0);
+        }
+        let (start, cursor, oldest) = (start?, self.cursor?, self.oldest_row?);
+        let total = (start.as_millisecond() - oldest.as_millisecond()) as f64;
+        if total <= 0.0 {
+            return Some(1.0);
+        }
+        let done = (start.as_millisecond() - cursor.as_millisecond()) as f64;
+        Some((done / total).clamp(0.0, 1.0))
+    }
+}
+
+/// Per-table row counts (traces, observations, scores).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TableCounts {
+    pub traces: i64,
+    pub observations: i64,
+    pub scores: i64,
+}
+
+impl TableCounts {
+    pub fn iter(&self) -> [(&'static str, i64); 3] {
+        [("traces", self.traces), ("observations", self.observations), ("scores", self.scores)]
+    }
+}
+
+/// What one Postgres observation returned; fields not asked for stay `None`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct PostgresFacts {
+    /// `server_version_num`, e.g. 150008.
+    pub server_version_num: Option<i64>,
+    pub migrations: Vec<MigrationRow>,
+    /// Newest `created_at` over traces, observations and scores (index-backed max).
+    pub newest_write: Option<Timestamp>,
+    /// Largest group of rows sharing one `created_at`, per table, when at least the batch size.
+    pub same_created_at_groups: Vec<(String, i64)>,
+    pub counts: Option<TableCounts>,
+    /// Rows created after the migrations' start cursor: written by v2 after the cut-off.
+    pub late_writes: Option<TableCounts>,
+}

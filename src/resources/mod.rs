@@ -1,0 +1,5 @@
+//! Builders of the objects the operator writes. Pure: objects in, objects out.
+
+pub mod deployments;
+pub mod labels;
+pub mod service;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# TEST INFRASTRUCTURE ONLY: stop the PostgreSQL and ClickHouse stand-in started by
+# tests/db/up.sh <workdir>, then remove <workdir>. Safe to run twice or after a failed up.sh.
+set -euo pipefail
+
+die() { echo "down.sh: $*" >&2; exit 1; }
+[[ $# -eq 1 && -n $1 ]] || die "usage: $0 <workdir>"
+[[ -d $1 ]] || { echo "down.sh: $1 does not exist, nothing to do" >&2; exit 0; }
+WORKDIR="$(cd "$1" && pwd -P)"
+PGDATA=$WORKDIR/pg/data
+PG_BIN=/usr/lib/postgresql/15/bin
+
+# True if $1 runs and is not a zombie: our daemons are reparented to PID 1, which may reap
+# them late, and kill -0 succeeds on a zombie.
+alive() {
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
+# Pid of a live process whose command line contains $2, read from pid file $1; guards
+# against signalling an unrelated process that reused a stale pid.
+live_pid() {
+  local pid
+  [[ -f $1 ]] || return 1
+  pid=$(head -n 1 "$1" | tr -dc '0-9')
+  [[ -n $pid ]] && alive "$pid" &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" && echo "$pid"
+}
+
+# SIGTERM, wait up to $2 seconds, then SIGKILL.
+stop_pid() {
+  local pid=$1 secs=$2 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < secs * 10; i++)); do
+    alive "$pid" || return 0
+    sleep 0.1
+  done
+  echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# ClickHouse stand-in (it deletes its own pid file on a clean exit).
+if pid=$(live_pid "$WORKDIR/pids/chdb_http.pid" chdb_http.py); then
+  stop_pid "$pid" 10
+fi
+
+# PostgreSQL: immediate shutdown (the data is thrown away anyway) via pg_ctl as the data
+# dir's owner; signals as a fallback.
+if pid=$(live_pid "$PGDATA/postmaster.pid" postgres) ||
+   pid=$(live_pid "$WORKDIR/pids/postgres.pid" postgres); then
+  owner=$(stat -c %U "$PGDATA" 2>/dev/null || echo postgres)
+  if (( EUID == 0 )); then
+    runuser -u "$owner" -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 -s stop || true
+  else
+    "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 -s stop || true
+  fi
+  if alive "$pid"; then stop_pid "$pid" 10; fi
+fi
+
+# Only delete directories that up.sh created (marker file), never an arbitrary path.
+if [[ -f $WORKDIR/.lfu-test-db ]]; then
+  rm -rf -- "$WORKDIR"
+else
+  echo "down.sh: $WORKDIR has no .lfu-test-db marker; processes stopped, directory kept" >&2
+fi
