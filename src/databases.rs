@@ -76,7 +76,11 @@ pub enum DbError {
 }
 
 pub trait Databases: Send + Sync + 'static {
-    fn postgres(&self, url: &SecretString, query: &PostgresQuery) -> impl Future<Output = Result<PostgresFacts, DbError>> + Send;
+    fn postgres(
+        &self,
+        url: &SecretString,
+        query: &PostgresQuery,
+    ) -> impl Future<Output = Result<PostgresFacts, DbError>> + Send;
     fn clickhouse(
         &self,
         conn: &ClickHouseConnection,
@@ -93,7 +97,8 @@ pub struct NotConnected;
 impl Databases for NotConnected {
     async fn postgres(&self, _: &SecretString, _: &PostgresQuery) -> Result<PostgresFacts, DbError> {
         Err(DbError::NotSupported(
-            "this build of the operator cannot read Postgres yet (background-migration support is not compiled in)".into(),
+            "this build of the operator cannot read Postgres yet (background-migration support is not compiled in)"
+                .into(),
         ))
     }
 

@@ -30,14 +30,24 @@ pub fn router(health: Health) -> Router {
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {
-                if h.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not leading") }
+                if h.is_ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not leading")
+                }
             }),
         )
         .with_state(health)
 }
 
-pub async fn serve(addr: SocketAddr, health: Health, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz and /readyz");
-    axum::serve(listener, router(health)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(health))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -17,7 +17,11 @@ use langfuse_upgrade_operator::telemetry::{self, LogFormat};
 use tracing::{error, info};
 
 #[derive(Parser)]
-#[command(name = "langfuse-upgrade-operator", version, about = "Upgrades a running self-hosted Langfuse v2 to v3 with no downtime and no lost data")]
+#[command(
+    name = "langfuse-upgrade-operator",
+    version,
+    about = "Upgrades a running self-hosted Langfuse v2 to v3 with no downtime and no lost data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -89,11 +94,17 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> Result<()> {
     let client = Client::try_default().await?;
-    let identity = args.identity.clone().unwrap_or_else(|| format!("{}-{}", FIELD_MANAGER, std::process::id()));
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", FIELD_MANAGER, std::process::id()));
     let health = Health::default();
     let server = tokio::spawn(http::serve(args.http_addr, health.clone(), shutdown_signal()));
 
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.clone()) };
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(identity.clone()),
+    };
     let ctx = Arc::new(Context::new(client.clone(), reporter, NotConnected));
 
     let result = if args.no_leader_election {

@@ -88,16 +88,31 @@ mod tests {
 
     #[test]
     fn reads_image_references() {
-        assert_eq!(image_version("langfuse/langfuse:2.95.9"), ImageVersion::Exact(Version::new(2, 95, 9)));
-        assert_eq!(image_version("ghcr.io/langfuse/langfuse:2"), ImageVersion::Floating("2".into()));
+        assert_eq!(
+            image_version("langfuse/langfuse:2.95.9"),
+            ImageVersion::Exact(Version::new(2, 95, 9))
+        );
+        assert_eq!(
+            image_version("ghcr.io/langfuse/langfuse:2"),
+            ImageVersion::Floating("2".into())
+        );
         assert_eq!(image_version("registry:5000/langfuse/langfuse"), ImageVersion::Untagged);
         assert_eq!(
             image_version("registry:5000/langfuse/langfuse:2.93.1@sha256:abc"),
             ImageVersion::Exact(Version::new(2, 93, 1))
         );
-        assert_eq!(image_version("langfuse/langfuse@sha256:abc"), ImageVersion::Floating("digest".into()));
-        assert_eq!(image_repository("registry:5000/langfuse/langfuse:2.95.9"), "registry:5000/langfuse/langfuse");
-        assert_eq!(image_repository("registry:5000/langfuse/langfuse"), "registry:5000/langfuse/langfuse");
+        assert_eq!(
+            image_version("langfuse/langfuse@sha256:abc"),
+            ImageVersion::Floating("digest".into())
+        );
+        assert_eq!(
+            image_repository("registry:5000/langfuse/langfuse:2.95.9"),
+            "registry:5000/langfuse/langfuse"
+        );
+        assert_eq!(
+            image_repository("registry:5000/langfuse/langfuse"),
+            "registry:5000/langfuse/langfuse"
+        );
         assert_eq!(image_repository("langfuse/langfuse@sha256:abc"), "langfuse/langfuse");
     }
 }

@@ -35,7 +35,12 @@ pub struct Desired {
 
 impl Desired {
     pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -125,25 +130,54 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_changes() {
-        let first = merge(&[], &[Desired::new(READY, false, reason::PROVISIONING, "a")], Some(1), &at(10));
+        let first = merge(
+            &[],
+            &[Desired::new(READY, false, reason::PROVISIONING, "a")],
+            Some(1),
+            &at(10),
+        );
         assert_eq!(first[0].last_transition_time, at(10));
 
         // Same status, new reason and message: the time stays.
-        let second = merge(&first, &[Desired::new(READY, false, reason::DRAINING, "b")], Some(2), &at(20));
+        let second = merge(
+            &first,
+            &[Desired::new(READY, false, reason::DRAINING, "b")],
+            Some(2),
+            &at(20),
+        );
         assert_eq!(second[0].last_transition_time, at(10));
         assert_eq!(second[0].reason, "Draining");
         assert_eq!(second[0].observed_generation, Some(2));
 
-        let third = merge(&second, &[Desired::new(READY, true, reason::COMPLETED, "c")], Some(2), &at(30));
+        let third = merge(
+            &second,
+            &[Desired::new(READY, true, reason::COMPLETED, "c")],
+            Some(2),
+            &at(30),
+        );
         assert_eq!(third[0].last_transition_time, at(30));
         assert_eq!(third[0].status, "True");
     }
 
     #[test]
     fn conditions_the_plan_omits_are_kept() {
-        let first = merge(&[], &[Desired::new(VERIFIED, true, reason::COUNTS_MATCH, "ok")], Some(1), &at(10));
-        let second = merge(&first, &[Desired::new(READY, false, reason::RETIRING, "x")], Some(1), &at(20));
+        let first = merge(
+            &[],
+            &[Desired::new(VERIFIED, true, reason::COUNTS_MATCH, "ok")],
+            Some(1),
+            &at(10),
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, false, reason::RETIRING, "x")],
+            Some(1),
+            &at(20),
+        );
         assert_eq!(second.len(), 2);
-        assert!(second.iter().any(|c| c.type_ == VERIFIED && c.last_transition_time == at(10)));
+        assert!(
+            second
+                .iter()
+                .any(|c| c.type_ == VERIFIED && c.last_transition_time == at(10))
+        );
     }
 }

@@ -36,8 +36,12 @@ pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Acti
                 }
                 // resourceVersion makes this a compare-and-swap: another writer's finalizer is
                 // never dropped; a conflict is retried from a fresh read.
-                let patch = json!({ "metadata": { "resourceVersion": upgrade.resource_version(), "finalizers": finalizers } });
-                match upgrades.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                let patch =
+                    json!({ "metadata": { "resourceVersion": upgrade.resource_version(), "finalizers": finalizers } });
+                match upgrades
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
                     Err(kube::Error::Api(s)) if s.code == 404 && matches!(action, Action::RemoveFinalizer) => {}
                     other => {
                         other?;
@@ -46,7 +50,9 @@ pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Acti
             }
             Action::ApplyDeployment(d) => {
                 let target = d.metadata.name.clone().ok_or(Error::MissingField("metadata.name"))?;
-                deployments.patch(&target, &apply_params(), &Patch::Apply(d.as_ref())).await?;
+                deployments
+                    .patch(&target, &apply_params(), &Patch::Apply(d.as_ref()))
+                    .await?;
             }
             Action::DeleteDeployment(target) => match deployments.delete(target, &DeleteParams::background()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -55,9 +61,16 @@ pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Acti
                 }
             },
             Action::ReleaseDeployment(target) => {
-                let Some(current) = deployments.get_opt(target).await? else { continue };
+                let Some(current) = deployments.get_opt(target).await? else {
+                    continue;
+                };
                 let uid = upgrade.uid();
-                let kept: Vec<_> = current.owner_references().iter().filter(|o| Some(&o.uid) != uid.as_ref()).cloned().collect();
+                let kept: Vec<_> = current
+                    .owner_references()
+                    .iter()
+                    .filter(|o| Some(&o.uid) != uid.as_ref())
+                    .cloned()
+                    .collect();
                 // resourceVersion makes this a compare-and-swap.
                 let patch = json!({
                     "metadata": {
@@ -65,11 +78,15 @@ pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Acti
                         "ownerReferences": if kept.is_empty() { serde_json::Value::Null } else { serde_json::to_value(kept)? },
                     }
                 });
-                deployments.patch(target, &PatchParams::default(), &Patch::Merge(patch)).await?;
+                deployments
+                    .patch(target, &PatchParams::default(), &Patch::Merge(patch))
+                    .await?;
             }
             Action::ApplySelector { selector, previous } => {
                 let body = selector_apply_body(&upgrade.spec.source.service, &ns, selector, previous);
-                services.patch(&upgrade.spec.source.service, &apply_params(), &Patch::Apply(body)).await?;
+                services
+                    .patch(&upgrade.spec.source.service, &apply_params(), &Patch::Apply(body))
+                    .await?;
             }
             Action::ScaleSource(replicas) => {
                 let body = json!({
@@ -78,9 +95,14 @@ pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Acti
                     "metadata": { "name": upgrade.spec.source.deployment, "namespace": ns },
                     "spec": { "replicas": replicas },
                 });
-                deployments.patch(&upgrade.spec.source.deployment, &apply_params(), &Patch::Apply(body)).await?;
+                deployments
+                    .patch(&upgrade.spec.source.deployment, &apply_params(), &Patch::Apply(body))
+                    .await?;
             }
-            Action::DeleteSource => match deployments.delete(&upgrade.spec.source.deployment, &DeleteParams::background()).await {
+            Action::DeleteSource => match deployments
+                .delete(&upgrade.spec.source.deployment, &DeleteParams::background())
+                .await
+            {
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 other => {
                     other?;

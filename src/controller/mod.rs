@@ -16,10 +16,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng;
@@ -42,7 +42,12 @@ pub struct Context<D> {
 
 impl<D> Context<D> {
     pub fn new(client: Client, reporter: Reporter, databases: D) -> Self {
-        Self { recorder: Recorder::new(client.clone(), reporter), client, databases, failures: Mutex::default() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            databases,
+            failures: Mutex::default(),
+        }
     }
 }
 
@@ -65,7 +70,10 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
         if !executed.is_empty() || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {
             info!(phase = %decision.phase, writes = executed.len(), "reconciled");
         }
-        ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from(upgrade.as_ref()));
+        ctx.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&ObjectRef::from(upgrade.as_ref()));
         // A zero requeue would spin; status writes already trigger the next reconcile.
         Ok(Requeue::requeue(decision.requeue.max(Duration::from_millis(500))))
     }
@@ -87,20 +95,30 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
 }
 
 /// Upgrades that refer to a Deployment by name (the v2 one, or a v3 one derived from it).
-fn upgrades_for_deployment(store: &Store<LangfuseUpgrade>, ns: Option<String>, name: &str) -> Vec<ObjectRef<LangfuseUpgrade>> {
+fn upgrades_for_deployment(
+    store: &Store<LangfuseUpgrade>,
+    ns: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<LangfuseUpgrade>> {
     store
         .state()
         .iter()
         .filter(|u| u.namespace() == ns)
         .filter(|u| {
             let source = &u.spec.source.deployment;
-            source == name || deployment_name(source, Role::Web) == name || deployment_name(source, Role::Worker) == name
+            source == name
+                || deployment_name(source, Role::Web) == name
+                || deployment_name(source, Role::Worker) == name
         })
         .map(|u| ObjectRef::from(u.as_ref()))
         .collect()
 }
 
-fn upgrades_for_service(store: &Store<LangfuseUpgrade>, ns: Option<String>, service: &str) -> Vec<ObjectRef<LangfuseUpgrade>> {
+fn upgrades_for_service(
+    store: &Store<LangfuseUpgrade>,
+    ns: Option<String>,
+    service: &str,
+) -> Vec<ObjectRef<LangfuseUpgrade>> {
     store
         .state()
         .iter()
@@ -124,7 +142,10 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     }
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
         match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -140,16 +161,28 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     // without caching the objects themselves.
     let config = || watcher::Config::default().any_semantic();
     controller
-        .watches(scoped::<PartialObjectMeta<Deployment>>(&client, &namespace), config(), move |d| {
-            upgrades_for_deployment(&s1, d.namespace(), &d.name_any())
-        })
-        .watches(scoped::<PartialObjectMeta<Service>>(&client, &namespace), config(), move |s| {
-            upgrades_for_service(&s2, s.namespace(), &s.name_any())
-        })
-        .watches(scoped::<PartialObjectMeta<EndpointSlice>>(&client, &namespace), config(), move |s| {
-            let service = s.labels().get("kubernetes.io/service-name").cloned().unwrap_or_default();
-            upgrades_for_service(&s3, s.namespace(), &service)
-        })
+        .watches(
+            scoped::<PartialObjectMeta<Deployment>>(&client, &namespace),
+            config(),
+            move |d| upgrades_for_deployment(&s1, d.namespace(), &d.name_any()),
+        )
+        .watches(
+            scoped::<PartialObjectMeta<Service>>(&client, &namespace),
+            config(),
+            move |s| upgrades_for_service(&s2, s.namespace(), &s.name_any()),
+        )
+        .watches(
+            scoped::<PartialObjectMeta<EndpointSlice>>(&client, &namespace),
+            config(),
+            move |s| {
+                let service = s
+                    .labels()
+                    .get("kubernetes.io/service-name")
+                    .cloned()
+                    .unwrap_or_default();
+                upgrades_for_service(&s3, s.namespace(), &service)
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -47,9 +47,22 @@ pub struct Observed {
     pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
 }
 
-pub async fn observe<D: Databases>(client: &Client, db: &D, upgrade: &LangfuseUpgrade, needs: &Needs) -> Result<Observed> {
-    let ns = upgrade.metadata.namespace.as_deref().ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = upgrade.metadata.name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
+pub async fn observe<D: Databases>(
+    client: &Client,
+    db: &D,
+    upgrade: &LangfuseUpgrade,
+    needs: &Needs,
+) -> Result<Observed> {
+    let ns = upgrade
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = upgrade
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))?;
     let spec = &upgrade.spec;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -63,9 +76,15 @@ pub async fn observe<D: Databases>(client: &Client, db: &D, upgrade: &LangfuseUp
         .collect::<Vec<_>>()
         .join(",");
     let slice_selector = format!("kubernetes.io/service-name={}", spec.source.service);
-    let (web_name, worker_name) = (deployment_name(&spec.source.deployment, Role::Web), deployment_name(&spec.source.deployment, Role::Worker));
-    let (slice_params, pod_params, hpa_params) =
-        (ListParams::default().labels(&slice_selector), ListParams::default().labels(&web_selector), ListParams::default());
+    let (web_name, worker_name) = (
+        deployment_name(&spec.source.deployment, Role::Web),
+        deployment_name(&spec.source.deployment, Role::Worker),
+    );
+    let (slice_params, pod_params, hpa_params) = (
+        ListParams::default().labels(&slice_selector),
+        ListParams::default().labels(&web_selector),
+        ListParams::default(),
+    );
     let (source, service, web, worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
         deployments.get_opt(&spec.source.deployment),
         services.get_opt(&spec.source.service),
@@ -81,7 +100,11 @@ pub async fn observe<D: Databases>(client: &Client, db: &D, upgrade: &LangfuseUp
         .iter()
         .flat_map(|s| s.endpoints.iter())
         .map(|e| Endpoint {
-            pod: e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone()),
+            pod: e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone()),
             ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false),
         })
         .collect();
@@ -90,7 +113,9 @@ pub async fn observe<D: Databases>(client: &Client, db: &D, upgrade: &LangfuseUp
         .items
         .iter()
         .filter(|h| {
-            h.spec.as_ref().is_some_and(|s| s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == spec.source.deployment)
+            h.spec.as_ref().is_some_and(|s| {
+                s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == spec.source.deployment
+            })
         })
         .filter_map(|h| h.metadata.name.clone())
         .collect();
@@ -118,10 +143,12 @@ pub async fn observe<D: Databases>(client: &Client, db: &D, upgrade: &LangfuseUp
         clickhouse: None,
     };
     if !needs.postgres.is_empty() {
-        observed.postgres = Some(match postgres_url(client, ns, upgrade, observed.source.as_ref()).await? {
-            Ok(url) => db.postgres(&url, &needs.postgres).await.map_err(|e| e.to_string()),
-            Err(why) => Err(why),
-        });
+        observed.postgres = Some(
+            match postgres_url(client, ns, upgrade, observed.source.as_ref()).await? {
+                Ok(url) => db.postgres(&url, &needs.postgres).await.map_err(|e| e.to_string()),
+                Err(why) => Err(why),
+            },
+        );
     }
     if !needs.clickhouse.is_empty() {
         let ch = &spec.clickhouse;
@@ -129,7 +156,12 @@ pub async fn observe<D: Databases>(client: &Client, db: &D, upgrade: &LangfuseUp
         let password = read_secret_key(&secrets, &ch.password_secret_ref).await?;
         observed.clickhouse = Some(match (user, password) {
             (Some(user), Some(password)) => {
-                let conn = ClickHouseConnection { url: ch.url.clone(), user, password, database: ch.database.clone() };
+                let conn = ClickHouseConnection {
+                    url: ch.url.clone(),
+                    user,
+                    password,
+                    database: ch.database.clone(),
+                };
                 db.clickhouse(&conn, &needs.clickhouse).await.map_err(|e| e.to_string())
             }
             _ => Err("the ClickHouse user or password Secret key is missing".into()),
@@ -151,11 +183,17 @@ pub fn referenced_secrets(upgrade: &LangfuseUpgrade) -> Vec<&SecretKeySelector> 
 }
 
 async fn read_secret_key(secrets: &Api<Secret>, selector: &SecretKeySelector) -> Result<Option<SecretString>> {
-    let Some(secret) = secrets.get_opt(&selector.name).await? else { return Ok(None) };
+    let Some(secret) = secrets.get_opt(&selector.name).await? else {
+        return Ok(None);
+    };
     if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&selector.key)) {
         return Ok(Some(SecretString::new(String::from_utf8_lossy(&bytes.0).into_owned())));
     }
-    Ok(secret.string_data.as_ref().and_then(|d| d.get(&selector.key)).map(|s| SecretString::new(s.clone())))
+    Ok(secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(&selector.key))
+        .map(|s| SecretString::new(s.clone())))
 }
 
 /// The operator's Postgres URL: the explicit Secret, else v2's `DATABASE_URL` as written
@@ -169,10 +207,15 @@ async fn postgres_url(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     if let Some(pg) = &upgrade.spec.postgres {
         let key = &pg.url_secret_ref;
-        return Ok(read_secret_key(&secrets, key).await?.ok_or(format!("Secret key {}/{} not found (spec.postgres.urlSecretRef)", key.name, key.key)));
+        return Ok(read_secret_key(&secrets, key).await?.ok_or(format!(
+            "Secret key {}/{} not found (spec.postgres.urlSecretRef)",
+            key.name, key.key
+        )));
     }
     let Some(container) = source.and_then(|d| source_container(&upgrade.spec, d).ok()) else {
-        return Ok(Err("the v2 container is not found, so its DATABASE_URL cannot be read".into()));
+        return Ok(Err(
+            "the v2 container is not found, so its DATABASE_URL cannot be read".into()
+        ));
     };
     let Some(var) = container.env.iter().flatten().find(|e| e.name == "DATABASE_URL") else {
         return Ok(Err("the v2 container has no DATABASE_URL env (DATABASE_HOST style is not read); set spec.postgres.urlSecretRef".into()));
@@ -182,12 +225,23 @@ async fn postgres_url(
     }
     let from = var.value_from.as_ref();
     if let Some(key) = from.and_then(|f| f.secret_key_ref.as_ref()) {
-        return Ok(read_secret_key(&secrets, key).await?.ok_or(format!("DATABASE_URL refers to Secret key {}/{}, which is missing", key.name, key.key)));
+        return Ok(read_secret_key(&secrets, key).await?.ok_or(format!(
+            "DATABASE_URL refers to Secret key {}/{}, which is missing",
+            key.name, key.key
+        )));
     }
     if let Some(key) = from.and_then(|f| f.config_map_key_ref.as_ref()) {
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        let value = maps.get_opt(&key.name).await?.and_then(|m| m.data.and_then(|d| d.get(&key.key).cloned()));
-        return Ok(value.map(SecretString::new).ok_or(format!("DATABASE_URL refers to ConfigMap key {}/{}, which is missing", key.name, key.key)));
+        let value = maps
+            .get_opt(&key.name)
+            .await?
+            .and_then(|m| m.data.and_then(|d| d.get(&key.key).cloned()));
+        return Ok(value.map(SecretString::new).ok_or(format!(
+            "DATABASE_URL refers to ConfigMap key {}/{}, which is missing",
+            key.name, key.key
+        )));
     }
-    Ok(Err("DATABASE_URL in the v2 container has neither a value nor a Secret or ConfigMap reference".into()))
+    Ok(Err(
+        "DATABASE_URL in the v2 container has neither a value nor a Secret or ConfigMap reference".into(),
+    ))
 }

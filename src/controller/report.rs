@@ -17,7 +17,12 @@ use crate::error::Result;
 pub fn next_status(upgrade: &LangfuseUpgrade, decision: &Decision, now: Timestamp) -> LangfuseUpgradeStatus {
     let old = upgrade.status.clone().unwrap_or_default();
     let mut status = decision.status.clone();
-    status.conditions = cond::merge(&old.conditions, &decision.conditions, upgrade.metadata.generation, &Time(now));
+    status.conditions = cond::merge(
+        &old.conditions,
+        &decision.conditions,
+        upgrade.metadata.generation,
+        &Time(now),
+    );
     status
 }
 
@@ -42,8 +47,16 @@ pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> 
         let before = old.conditions.iter().find(|o| o.type_ == c.type_);
         let changed = before.is_none_or(|o| o.status != c.status || o.reason != c.reason);
         if changed && (before.is_some() || c.status == "True") {
-            let kind = if c.status == "True" || c.reason == "Shifting" || c.reason == "Migrating" { EventType::Normal } else { EventType::Warning };
-            out.push((kind, c.reason.clone(), format!("{}={}: {}", c.type_, c.status, c.message)));
+            let kind = if c.status == "True" || c.reason == "Shifting" || c.reason == "Migrating" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            out.push((
+                kind,
+                c.reason.clone(),
+                format!("{}={}: {}", c.type_, c.status, c.message),
+            ));
         }
     }
     out
@@ -87,7 +100,13 @@ pub async fn report(
         .collect();
     events.extend(transitions(&old, status));
     for (type_, reason, note) in events {
-        let event = Event { type_, reason: clip(&reason, 128), note: Some(clip(&note, 1000)), action: "Reconcile".into(), secondary: None };
+        let event = Event {
+            type_,
+            reason: clip(&reason, 128),
+            note: Some(clip(&note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
         // An Event that cannot be written must not block the upgrade.
         if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::warn!(error = %e, "could not publish an Event");
@@ -104,7 +123,14 @@ pub async fn report(
         "metadata": { "name": upgrade.name_any() },
         "status": status,
     });
-    match api.patch_status(&upgrade.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await {
+    match api
+        .patch_status(
+            &upgrade.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         other => other.map(|_| ()).map_err(Into::into),
     }

@@ -34,13 +34,19 @@ impl std::fmt::Display for InvalidSpec {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> InvalidSpec {
-    InvalidSpec { field: field.to_string(), message: message.into() }
+    InvalidSpec {
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 pub fn validate(upgrade: &LangfuseUpgrade) -> Result<Settings, InvalidSpec> {
     let name = upgrade.metadata.name.as_deref().unwrap_or_default();
     if name.len() > 63 {
-        return Err(invalid("metadata.name", "must be at most 63 characters: it becomes a label value on the v3 pods"));
+        return Err(invalid(
+            "metadata.name",
+            "must be at most 63 characters: it becomes a label value on the v3 pods",
+        ));
     }
     validate_spec(&upgrade.spec)
 }
@@ -60,13 +66,22 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
         }
         None => None,
     };
-    for (field, image) in [("spec.target.web.image", &spec.target.web.image), ("spec.target.worker.image", &spec.target.worker.image)] {
+    for (field, image) in [
+        ("spec.target.web.image", &spec.target.web.image),
+        ("spec.target.worker.image", &spec.target.worker.image),
+    ] {
         let last = image.rsplit('/').next().unwrap_or(image);
         if image.is_empty() || last.contains(':') || image.contains('@') {
-            return Err(invalid(field, format!("{image:?} must be a repository without tag or digest; the tag is the target version")));
+            return Err(invalid(
+                field,
+                format!("{image:?} must be a repository without tag or digest; the tag is the target version"),
+            ));
         }
     }
-    for (field, replicas) in [("spec.target.web.replicas", spec.target.web.replicas), ("spec.target.worker.replicas", spec.target.worker.replicas)] {
+    for (field, replicas) in [
+        ("spec.target.web.replicas", spec.target.web.replicas),
+        ("spec.target.worker.replicas", spec.target.worker.replicas),
+    ] {
         if replicas < 1 {
             return Err(invalid(field, "must be at least 1"));
         }
@@ -76,15 +91,24 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
             return Err(invalid(&format!("spec.target.extraEnv[{i}].name"), "must not be empty"));
         }
         if env.name == MIGRATIONS_ENV {
-            return Err(invalid(&format!("spec.target.extraEnv[{i}]"), format!("{MIGRATIONS_ENV} is managed by the operator")));
+            return Err(invalid(
+                &format!("spec.target.extraEnv[{i}]"),
+                format!("{MIGRATIONS_ENV} is managed by the operator"),
+            ));
         }
     }
     let ch = &spec.clickhouse;
     if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
-        return Err(invalid("spec.clickhouse.url", "must be an http:// or https:// URL (port 8123 or 8443)"));
+        return Err(invalid(
+            "spec.clickhouse.url",
+            "must be an http:// or https:// URL (port 8123 or 8443)",
+        ));
     }
     if !ch.migration_url.starts_with("clickhouse://") {
-        return Err(invalid("spec.clickhouse.migrationUrl", "must be a clickhouse:// URL (port 9000 or 9440)"));
+        return Err(invalid(
+            "spec.clickhouse.migrationUrl",
+            "must be a clickhouse:// URL (port 9000 or 9440)",
+        ));
     }
     secret_ref("spec.clickhouse.userSecretRef", &ch.user_secret_ref)?;
     secret_ref("spec.clickhouse.passwordSecretRef", &ch.password_secret_ref)?;
@@ -92,7 +116,12 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
     match (&redis.connection_string_secret_ref, &redis.host) {
         (Some(r), None) => secret_ref("spec.redis.connectionStringSecretRef", r)?,
         (None, Some(h)) if !h.is_empty() => {}
-        _ => return Err(invalid("spec.redis", "set exactly one of connectionStringSecretRef and host")),
+        _ => {
+            return Err(invalid(
+                "spec.redis",
+                "set exactly one of connectionStringSecretRef and host",
+            ));
+        }
     }
     if let Some(r) = &redis.auth_secret_ref {
         secret_ref("spec.redis.authSecretRef", r)?;
@@ -107,7 +136,12 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
             secret_ref("spec.s3.secretAccessKeySecretRef", b)?;
         }
         (None, None) => {}
-        _ => return Err(invalid("spec.s3", "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither")),
+        _ => {
+            return Err(invalid(
+                "spec.s3",
+                "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
+            ));
+        }
     }
     if let Some(pg) = &spec.postgres {
         secret_ref("spec.postgres.urlSecretRef", &pg.url_secret_ref)?;
@@ -134,8 +168,12 @@ fn parse_v3(field: &str, value: &str) -> Result<Version, InvalidSpec> {
 }
 
 fn duration(field: &str, value: &str) -> Result<Duration, InvalidSpec> {
-    let parsed = kube::core::Duration::from_str(value)
-        .map_err(|e| invalid(field, format!("{value:?} is not a duration like 90s, 5m or 1h30m ({e})")))?;
+    let parsed = kube::core::Duration::from_str(value).map_err(|e| {
+        invalid(
+            field,
+            format!("{value:?} is not a duration like 90s, 5m or 1h30m ({e})"),
+        )
+    })?;
     if parsed.is_negative() {
         return Err(invalid(field, format!("{value:?} is negative")));
     }

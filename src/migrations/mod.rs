@@ -94,7 +94,11 @@ pub struct TableCounts {
 
 impl TableCounts {
     pub fn iter(&self) -> [(&'static str, i64); 3] {
-        [("traces", self.traces), ("observations", self.observations), ("scores", self.scores)]
+        [
+            ("traces", self.traces),
+            ("observations", self.observations),
+            ("scores", self.scores),
+        ]
     }
 }
 

@@ -53,10 +53,7 @@ pub fn deployment_name(source_name: &str, role: Role) -> String {
 
 pub fn web_deployment(input: &BuildInput) -> Deployment {
     let port = input.web_port;
-    let overrides = [
-        plain("HOSTNAME", "0.0.0.0"),
-        plain("PORT", &port.number.to_string()),
-    ];
+    let overrides = [plain("HOSTNAME", "0.0.0.0"), plain("PORT", &port.number.to_string())];
     let mut container = base_container(input, Role::Web, &overrides);
     container.ports = Some(vec![ContainerPort {
         name: Some(port.name.clone()),
@@ -101,7 +98,10 @@ fn base_container(input: &BuildInput, role: Role, role_env: &[EnvVar]) -> Contai
         upsert(&mut env, var);
     }
     // Last, so nothing inherited or extra can turn the migrations on early (invariant 2).
-    upsert(&mut env, plain(MIGRATIONS_ENV, if input.migrations_enabled { "true" } else { "false" }));
+    upsert(
+        &mut env,
+        plain(MIGRATIONS_ENV, if input.migrations_enabled { "true" } else { "false" }),
+    );
     Container {
         name: format!("langfuse-{}", role.as_str()),
         image: Some(format!("{}:{}", component.image, input.version)),
@@ -154,7 +154,10 @@ fn v3_settings(spec: &LangfuseUpgradeSpec) -> Vec<EnvVar> {
             env.push(plain(name, value));
         }
     }
-    env.push(plain("LANGFUSE_S3_EVENT_UPLOAD_FORCE_PATH_STYLE", bool_str(s3.force_path_style)));
+    env.push(plain(
+        "LANGFUSE_S3_EVENT_UPLOAD_FORCE_PATH_STYLE",
+        bool_str(s3.force_path_style),
+    ));
     if let Some(r) = &s3.access_key_id_secret_ref {
         env.push(secret("LANGFUSE_S3_EVENT_UPLOAD_ACCESS_KEY_ID", r));
     }
@@ -171,8 +174,8 @@ fn assemble(input: &BuildInput, role: Role, container: Container) -> Deployment 
     let mut object_labels = pod_labels.clone();
     object_labels.insert(MANAGED_BY_LABEL.into(), FIELD_MANAGER.into());
     object_labels.insert(VERSION_LABEL.into(), input.version.into());
-    let template_annotations = (input.restarts > 0)
-        .then(|| BTreeMap::from([(restart_annotation(), input.restarts.to_string())]));
+    let template_annotations =
+        (input.restarts > 0).then(|| BTreeMap::from([(restart_annotation(), input.restarts.to_string())]));
     let mut deployment = Deployment {
         metadata: ObjectMeta {
             name: Some(deployment_name(input.source_name, role)),
@@ -183,7 +186,10 @@ fn assemble(input: &BuildInput, role: Role, container: Container) -> Deployment 
         },
         spec: Some(DeploymentSpec {
             replicas: Some(input.replicas),
-            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
             // Never fewer ready pods than asked for while rolling.
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -222,8 +228,12 @@ fn assemble(input: &BuildInput, role: Role, container: Container) -> Deployment 
 /// FNV-1a over the serialized object (without the hash itself): stable across restarts and
 /// operator versions, unlike `DefaultHasher`.
 pub fn spec_hash(deployment: &Deployment) -> String {
-    let bytes = serde_json::to_vec(&(&deployment.metadata.labels, &deployment.metadata.owner_references, &deployment.spec))
-        .expect("a Deployment serializes");
+    let bytes = serde_json::to_vec(&(
+        &deployment.metadata.labels,
+        &deployment.metadata.owner_references,
+        &deployment.spec,
+    ))
+    .expect("a Deployment serializes");
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         hash ^= u64::from(b);
@@ -233,7 +243,12 @@ pub fn spec_hash(deployment: &Deployment) -> String {
 }
 
 pub fn applied_hash(deployment: &Deployment) -> Option<&str> {
-    deployment.metadata.annotations.as_ref()?.get(&applied_hash_annotation()).map(String::as_str)
+    deployment
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(&applied_hash_annotation())
+        .map(String::as_str)
 }
 
 /// Whether the pod template turns the background migrations on (read from what is applied).
@@ -257,14 +272,21 @@ fn upsert(env: &mut Vec<EnvVar>, var: EnvVar) {
 }
 
 fn plain(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 fn secret(name: &str, selector: &SecretKeySelector) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
-        value_from: Some(EnvVarSource { secret_key_ref: Some(selector.clone()), ..Default::default() }),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(selector.clone()),
+            ..Default::default()
+        }),
     }
 }
 
@@ -274,7 +296,11 @@ fn bool_str(b: bool) -> &'static str {
 
 fn http_probe(path: &str, port: IntOrString, period: i32, failures: i32) -> Probe {
     Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.into()), port, ..Default::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port,
+            ..Default::default()
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
         timeout_seconds: Some(5),

@@ -77,7 +77,10 @@ mod tests {
         assert!(selector_matches(&chart_v2_selector(), &v2_pod));
         for role in [Role::Web, Role::Worker] {
             let v3 = v3_pod_labels("upgrade-1", role, &chart_v2_selector());
-            assert!(!selector_matches(&chart_v2_selector(), &v3), "{role:?} pods would join the v2 Service");
+            assert!(
+                !selector_matches(&chart_v2_selector(), &v3),
+                "{role:?} pods would join the v2 Service"
+            );
         }
     }
 
@@ -85,7 +88,11 @@ mod tests {
     fn official_v3_chart_labels_would_be_selected_which_is_why_we_differ() {
         // What the v3 chart puts on its pods: name + instance + app. The v2 selector matches them,
         // so copying the chart's labels verbatim would send v2 traffic to the worker.
-        let chart_v3_worker = labels(&[(NAME_LABEL, "langfuse"), (INSTANCE_LABEL, "prod"), (APP_LABEL, "worker")]);
+        let chart_v3_worker = labels(&[
+            (NAME_LABEL, "langfuse"),
+            (INSTANCE_LABEL, "prod"),
+            (APP_LABEL, "worker"),
+        ]);
         assert!(selector_matches(&chart_v2_selector(), &chart_v3_worker));
     }
 
@@ -96,9 +103,15 @@ mod tests {
         let worker = v3_pod_labels("upgrade-1", Role::Worker, &chart_v2_selector());
         assert!(selector_matches(&after, &web));
         assert!(!selector_matches(&after, &worker));
-        assert!(!selector_matches(&after, &chart_v2_selector()), "v2 pods must leave the Service");
+        assert!(
+            !selector_matches(&after, &chart_v2_selector()),
+            "v2 pods must leave the Service"
+        );
         // Another upgrade's web pods in the same namespace are not picked either.
-        assert!(!selector_matches(&after, &v3_pod_labels("other", Role::Web, &chart_v2_selector())));
+        assert!(!selector_matches(
+            &after,
+            &v3_pod_labels("other", Role::Web, &chart_v2_selector())
+        ));
     }
 
     #[test]
@@ -108,7 +121,12 @@ mod tests {
         assert!(!web.contains_key(NAME_LABEL));
         assert!(!selector_matches(&narrow, &web));
         // With the chart selector the name label is kept, for dashboards and the chart.
-        assert_eq!(v3_pod_labels("u", Role::Web, &chart_v2_selector()).get(NAME_LABEL).map(String::as_str), Some("langfuse"));
+        assert_eq!(
+            v3_pod_labels("u", Role::Web, &chart_v2_selector())
+                .get(NAME_LABEL)
+                .map(String::as_str),
+            Some("langfuse")
+        );
     }
 
     #[test]

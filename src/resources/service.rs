@@ -25,7 +25,12 @@ pub fn previous_selector_annotation() -> String {
 /// Resolve every `targetPort` of the Service against the v2 container; they must all land on
 /// one port, which v3 web then serves under the same name and number.
 pub fn resolve_web_port(service: &Service, v2: &Container) -> Result<WebPort, String> {
-    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref()).cloned().unwrap_or_default();
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .cloned()
+        .unwrap_or_default();
     if ports.is_empty() {
         return Err("the Service has no ports".into());
     }
@@ -35,9 +40,14 @@ pub fn resolve_web_port(service: &Service, v2: &Container) -> Result<WebPort, St
         let target = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
         let this = match &target {
             IntOrString::String(name) => {
-                let found = container_ports.iter().find(|p| p.name.as_deref() == Some(name.as_str()));
+                let found = container_ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()));
                 match found {
-                    Some(p) => WebPort { name: name.clone(), number: p.container_port },
+                    Some(p) => WebPort {
+                        name: name.clone(),
+                        number: p.container_port,
+                    },
                     None => {
                         return Err(format!(
                             "Service port {} targets the named port {name:?}, which the v2 container does not declare",
@@ -85,7 +95,11 @@ pub fn selector_apply_body(name: &str, namespace: &str, selector: &Labels, previ
 }
 
 pub fn selector_of(service: &Service) -> Labels {
-    service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default()
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default()
 }
 
 pub fn recorded_previous_selector(service: &Service) -> Option<Labels> {
@@ -101,7 +115,11 @@ mod tests {
     fn service(target: Option<IntOrString>) -> Service {
         Service {
             spec: Some(ServiceSpec {
-                ports: Some(vec![ServicePort { port: 3000, target_port: target, ..Default::default() }]),
+                ports: Some(vec![ServicePort {
+                    port: 3000,
+                    target_port: target,
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -113,7 +131,11 @@ mod tests {
             ports: Some(
                 ports
                     .iter()
-                    .map(|(n, p)| ContainerPort { name: Some(n.to_string()), container_port: *p, ..Default::default() })
+                    .map(|(n, p)| ContainerPort {
+                        name: Some(n.to_string()),
+                        container_port: *p,
+                        ..Default::default()
+                    })
                     .collect(),
             ),
             ..Default::default()
@@ -122,25 +144,49 @@ mod tests {
 
     #[test]
     fn named_target_port_keeps_its_name_and_number() {
-        let port = resolve_web_port(&service(Some(IntOrString::String("http".into()))), &container(&[("http", 3000)]));
-        assert_eq!(port, Ok(WebPort { name: "http".into(), number: 3000 }));
+        let port = resolve_web_port(
+            &service(Some(IntOrString::String("http".into()))),
+            &container(&[("http", 3000)]),
+        );
+        assert_eq!(
+            port,
+            Ok(WebPort {
+                name: "http".into(),
+                number: 3000
+            })
+        );
     }
 
     #[test]
     fn numeric_target_port_on_a_custom_number() {
         let port = resolve_web_port(&service(Some(IntOrString::Int(8080))), &container(&[]));
-        assert_eq!(port, Ok(WebPort { name: "http".into(), number: 8080 }));
+        assert_eq!(
+            port,
+            Ok(WebPort {
+                name: "http".into(),
+                number: 8080
+            })
+        );
     }
 
     #[test]
     fn missing_target_port_defaults_to_the_service_port() {
         let port = resolve_web_port(&service(None), &container(&[("web", 3000)]));
-        assert_eq!(port, Ok(WebPort { name: "web".into(), number: 3000 }));
+        assert_eq!(
+            port,
+            Ok(WebPort {
+                name: "web".into(),
+                number: 3000
+            })
+        );
     }
 
     #[test]
     fn unknown_named_port_is_an_error_that_names_it() {
-        let err = resolve_web_port(&service(Some(IntOrString::String("web".into()))), &container(&[("http", 3000)]));
+        let err = resolve_web_port(
+            &service(Some(IntOrString::String("web".into()))),
+            &container(&[("http", 3000)]),
+        );
         assert!(err.unwrap_err().contains("\"web\""));
     }
 

@@ -20,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::observe::Observed;
 use super::validate::validate;
 use crate::api::conditions::{self as cond, Desired, reason};
-use crate::api::{APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase, Promotion};
+use crate::api::{
+    APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase, Promotion,
+};
 use crate::databases::{ClickHouseQuery, PostgresQuery};
 use crate::resources::labels::Labels;
 
@@ -37,7 +39,10 @@ pub enum Action {
     /// Drop this upgrade's owner reference from a v3 Deployment (a merge patch, not an apply).
     ReleaseDeployment(String),
     /// Set only `spec.selector` of the source Service; `previous` is recorded on it too.
-    ApplySelector { selector: Labels, previous: Labels },
+    ApplySelector {
+        selector: Labels,
+        previous: Labels,
+    },
     ScaleSource(i32),
     DeleteSource,
 }
@@ -59,19 +64,38 @@ impl Action {
                     .and_then(|c| c.image.clone())
                     .unwrap_or_default();
                 let migrations = crate::resources::deployments::migrations_enabled(d);
-                ("DeploymentApplied", format!("applied Deployment {name}: {image}, {replicas} replicas, background migrations {}", if migrations { "on" } else { "off" }))
+                (
+                    "DeploymentApplied",
+                    format!(
+                        "applied Deployment {name}: {image}, {replicas} replicas, background migrations {}",
+                        if migrations { "on" } else { "off" }
+                    ),
+                )
             }
             Action::DeleteDeployment(name) => ("DeploymentDeleted", format!("deleted v3 Deployment {name}")),
-            Action::ReleaseDeployment(name) => ("DeploymentReleased", format!("released v3 Deployment {name}: it no longer belongs to this object")),
-            Action::ApplySelector { selector, .. } => ("SelectorApplied", format!("set the Service selector to {}", labels_text(selector))),
+            Action::ReleaseDeployment(name) => (
+                "DeploymentReleased",
+                format!("released v3 Deployment {name}: it no longer belongs to this object"),
+            ),
+            Action::ApplySelector { selector, .. } => (
+                "SelectorApplied",
+                format!("set the Service selector to {}", labels_text(selector)),
+            ),
             Action::ScaleSource(n) => ("SourceScaled", format!("scaled the v2 Deployment to {n} replicas")),
-            Action::DeleteSource => ("SourceDeleted", "deleted the v2 Deployment (spec.strategy.deleteSource)".into()),
+            Action::DeleteSource => (
+                "SourceDeleted",
+                "deleted the v2 Deployment (spec.strategy.deleteSource)".into(),
+            ),
         }
     }
 }
 
 pub fn labels_text(labels: &Labels) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The plan's answer.
@@ -153,7 +177,12 @@ pub(crate) struct Hold {
 
 impl Hold {
     pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>, requeue: Duration) -> Self {
-        Self { phase, reason, message: message.into(), requeue }
+        Self {
+            phase,
+            reason,
+            message: message.into(),
+            requeue,
+        }
     }
 }
 
@@ -161,7 +190,15 @@ impl<'a> Planner<'a> {
     fn new(upgrade: &'a LangfuseUpgrade, obs: &'a Observed, now: Timestamp) -> Self {
         let mut status = upgrade.status.clone().unwrap_or_default();
         status.observed_generation = upgrade.metadata.generation;
-        Self { upgrade, spec: &upgrade.spec, obs, now, status, actions: Vec::new(), conditions: Vec::new() }
+        Self {
+            upgrade,
+            spec: &upgrade.spec,
+            obs,
+            now,
+            status,
+            actions: Vec::new(),
+            conditions: Vec::new(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -177,7 +214,8 @@ impl<'a> Planner<'a> {
     }
 
     pub fn since(&self, t: &Option<Time>) -> Option<Duration> {
-        t.as_ref().map(|t| Duration::from_millis((self.now.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
+        t.as_ref()
+            .map(|t| Duration::from_millis((self.now.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
     }
 
     pub fn condition(&mut self, type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) {
@@ -189,7 +227,8 @@ impl<'a> Planner<'a> {
     pub fn act(&mut self, action: Action) {
         if let Action::ApplyDeployment(d) = &action {
             let name = d.metadata.name.clone();
-            self.actions.retain(|a| !matches!(a, Action::ApplyDeployment(o) if o.metadata.name == name));
+            self.actions
+                .retain(|a| !matches!(a, Action::ApplyDeployment(o) if o.metadata.name == name));
         }
         if !self.actions.contains(&action) {
             self.actions.push(action);
@@ -197,7 +236,12 @@ impl<'a> Planner<'a> {
     }
 
     fn has_finalizer(&self) -> bool {
-        self.upgrade.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+        self.upgrade
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
     }
 
     pub fn approved(&self) -> bool {
@@ -212,17 +256,56 @@ impl<'a> Planner<'a> {
     }
 
     /// Step conditions as the recorded facts say; gates override them where they know more.
-    fn step_conditions_from_facts(&mut self) {
+    /// With `settle`, only conditions already True are rewritten, so their message comes from
+    /// the fact alone and does not change between reconciles.
+    fn step_conditions_from_facts(&mut self, settle: bool) {
         let s = self.status.clone();
         let fact = |t: &Option<Time>| t.as_ref().map(|t| t.0.to_string());
         let pairs: [(&'static str, Option<String>, &'static str, &'static str, &'static str); 5] = [
-            (cond::PREFLIGHT_PASSED, fact(&s.provisioning_started_at), reason::CHECKS_PASSED, reason::PREFLIGHT_RUNNING, "preflight checks passed at"),
-            (cond::TRAFFIC_SHIFTED, fact(&s.traffic_shifted_at), reason::SHIFTED, reason::NOT_SHIFTED, "the Service selects only v3 web pods since"),
-            (cond::MIGRATIONS_COMPLETE, fact(&s.migrations_finished_at), reason::MIGRATIONS_FINISHED, reason::NOT_STARTED, "all background migrations finished at"),
-            (cond::VERIFIED, fact(&s.verified_at), reason::COUNTS_MATCH, reason::NOT_STARTED, "Postgres and ClickHouse counts agreed at"),
-            (cond::SOURCE_RETIRED, fact(&s.source_retired_at), reason::RETIRED, reason::NOT_STARTED, "v2 has had no pods since"),
+            (
+                cond::PREFLIGHT_PASSED,
+                fact(&s.provisioning_started_at),
+                reason::CHECKS_PASSED,
+                reason::PREFLIGHT_RUNNING,
+                "preflight checks passed at",
+            ),
+            (
+                cond::TRAFFIC_SHIFTED,
+                fact(&s.traffic_shifted_at),
+                reason::SHIFTED,
+                reason::NOT_SHIFTED,
+                "the Service selects only v3 web pods since",
+            ),
+            (
+                cond::MIGRATIONS_COMPLETE,
+                fact(&s.migrations_finished_at),
+                reason::MIGRATIONS_FINISHED,
+                reason::NOT_STARTED,
+                "all background migrations finished at",
+            ),
+            (
+                cond::VERIFIED,
+                fact(&s.verified_at),
+                reason::COUNTS_MATCH,
+                reason::NOT_STARTED,
+                "Postgres and ClickHouse counts agreed at",
+            ),
+            (
+                cond::SOURCE_RETIRED,
+                fact(&s.source_retired_at),
+                reason::RETIRED,
+                reason::NOT_STARTED,
+                "v2 has had no pods since",
+            ),
         ];
         for (type_, at, yes, no, text) in pairs {
+            if settle {
+                let is_true = self.conditions.iter().any(|c| c.type_ == type_ && c.status);
+                if let (true, Some(at)) = (is_true, at) {
+                    self.condition(type_, true, yes, format!("{text} {at}"));
+                }
+                continue;
+            }
             match at {
                 Some(at) => self.condition(type_, true, yes, format!("{text} {at}")),
                 None => self.condition(type_, false, no, "not yet"),
@@ -231,11 +314,19 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(mut self, hold: Hold) -> Decision {
-        let Hold { phase, reason, message, requeue } = hold;
+        let Hold {
+            phase,
+            reason,
+            message,
+            requeue,
+        } = hold;
+        self.step_conditions_from_facts(true);
         let (ready, reconciling, stalled) = match phase {
             Phase::Completed => (true, false, false),
             Phase::Paused => (false, false, false),
-            Phase::Blocked | Phase::Degraded | Phase::Failed | Phase::RolledBack | Phase::Pending => (false, false, true),
+            Phase::Blocked | Phase::Degraded | Phase::Failed | Phase::RolledBack | Phase::Pending => {
+                (false, false, true)
+            }
             _ => (false, true, false),
         };
         self.condition(cond::READY, ready, reason, message.clone());
@@ -252,7 +343,13 @@ impl<'a> Planner<'a> {
         self.status.phase = Some(phase);
         self.status.target_version = Some(self.current_target_version());
         self.status.rollback = Some(rollback::rollback_outlook(&self));
-        Decision { phase, actions: self.actions, status: self.status, conditions: self.conditions, requeue }
+        Decision {
+            phase,
+            actions: self.actions,
+            status: self.status,
+            conditions: self.conditions,
+            requeue,
+        }
     }
 
     fn current_target_version(&self) -> String {
@@ -266,7 +363,7 @@ impl<'a> Planner<'a> {
 /// Decide the next step for one `LangfuseUpgrade`.
 pub fn plan(upgrade: &LangfuseUpgrade, obs: &Observed, now: Timestamp) -> Decision {
     let mut p = Planner::new(upgrade, obs, now);
-    p.step_conditions_from_facts();
+    p.step_conditions_from_facts(false);
     if upgrade.metadata.deletion_timestamp.is_some() {
         let hold = rollback::cleanup(&mut p);
         return p.finish(hold);
@@ -280,18 +377,35 @@ pub fn plan(upgrade: &LangfuseUpgrade, obs: &Observed, now: Timestamp) -> Decisi
 
 /// `walk` ends in a hold at every phase including Completed; this is defensive only.
 fn unreachable_complete(p: &mut Planner) -> Hold {
-    Hold::new(Phase::Completed, reason::COMPLETED, format!("{} is complete", p.name()), wait::IDLE)
+    Hold::new(
+        Phase::Completed,
+        reason::COMPLETED,
+        format!("{} is complete", p.name()),
+        wait::IDLE,
+    )
 }
 
 fn walk(p: &mut Planner) -> Gate {
     if p.status.completed_at.is_some() {
-        return Err(Hold::new(Phase::Completed, reason::COMPLETED, retire::completed_message(p), wait::IDLE));
+        return Err(Hold::new(
+            Phase::Completed,
+            reason::COMPLETED,
+            retire::completed_message(p),
+            wait::IDLE,
+        ));
     }
     if p.status.rolled_back_at.is_some() {
         return Err(Hold::new(
             Phase::RolledBack,
             reason::ROLLED_BACK,
-            format!("rolled back to v2: {}; delete this object, or create a new one to try again", p.status.rollback.as_ref().and_then(|r| r.reason.clone()).unwrap_or_default()),
+            format!(
+                "rolled back to v2: {}; delete this object, or create a new one to try again",
+                p.status
+                    .rollback
+                    .as_ref()
+                    .and_then(|r| r.reason.clone())
+                    .unwrap_or_default()
+            ),
             wait::IDLE,
         ));
     }
@@ -307,11 +421,21 @@ fn walk(p: &mut Planner) -> Gate {
     let settings = match validate(p.upgrade) {
         Ok(s) => s,
         Err(e) => {
-            return Err(Hold::new(Phase::Pending, reason::INVALID_SPEC, format!("invalid spec: {e}"), wait::IDLE));
+            return Err(Hold::new(
+                Phase::Pending,
+                reason::INVALID_SPEC,
+                format!("invalid spec: {e}"),
+                wait::IDLE,
+            ));
         }
     };
     if p.spec.paused {
-        return Err(Hold::new(Phase::Paused, reason::PAUSED, "spec.paused is true: nothing is changed until it is false", wait::IDLE));
+        return Err(Hold::new(
+            Phase::Paused,
+            reason::PAUSED,
+            "spec.paused is true: nothing is changed until it is false",
+            wait::IDLE,
+        ));
     }
     preflight::gate(p, &settings)?;
     let ready = workloads::ensure(p, &settings)?;
@@ -319,7 +443,9 @@ fn walk(p: &mut Planner) -> Gate {
         return Err(Hold::new(
             Phase::AwaitingPromotion,
             reason::AWAITING_APPROVAL,
-            format!("v3 is Available; set spec.strategy.approved: true (or annotate {APPROVE_ANNOTATION}=true) to shift traffic"),
+            format!(
+                "v3 is Available; set spec.strategy.approved: true (or annotate {APPROVE_ANNOTATION}=true) to shift traffic"
+            ),
             wait::IDLE,
         ));
     }

@@ -28,7 +28,11 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     }
     let checks = checks(p.name(), p.spec, p.obs);
     let failed: Vec<&PreflightCheck> = checks.iter().filter(|c| c.result == CheckResult::Fail).collect();
-    let summary = failed.iter().map(|c| format!("{}: {}", c.name, c.message)).collect::<Vec<_>>().join("; ");
+    let summary = failed
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.message))
+        .collect::<Vec<_>>()
+        .join("; ");
     let source = p.obs.source.as_ref();
     p.status.source_version = source.and_then(source_image).map(|i| match image_version(&i) {
         ImageVersion::Exact(v) => v.to_string(),
@@ -38,17 +42,38 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     p.status.checks = checks.clone();
     if !failed.is_empty() {
         p.condition(cond::PREFLIGHT_PASSED, false, reason::PREFLIGHT_FAILED, summary.clone());
-        return Err(Hold::new(Phase::Blocked, reason::PREFLIGHT_FAILED, format!("preflight failed, nothing was changed: {summary}"), wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::Blocked,
+            reason::PREFLIGHT_FAILED,
+            format!("preflight failed, nothing was changed: {summary}"),
+            wait::ROLLOUT,
+        ));
     }
     // Every check passed: record the facts that make the upgrade resumable, then provision.
     p.status.provisioning_started_at = Some(p.now_time());
-    p.status.source_replicas = source.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).or(Some(1));
-    p.condition(cond::PREFLIGHT_PASSED, true, reason::CHECKS_PASSED, format!("{} checks passed or were waived", checks.len()));
+    p.status.source_replicas = source
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .or(Some(1));
+    p.condition(
+        cond::PREFLIGHT_PASSED,
+        true,
+        reason::CHECKS_PASSED,
+        format!("{} checks passed or were waived", checks.len()),
+    );
     Ok(())
 }
 
 fn source_image(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.image.clone()
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
 }
 
 struct Report<'a> {
@@ -58,12 +83,23 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn line(&mut self, name: &str, result: CheckResult, message: impl Into<String>) {
-        self.lines.push(PreflightCheck { name: name.into(), result, message: message.into() });
+        self.lines.push(PreflightCheck {
+            name: name.into(),
+            result,
+            message: message.into(),
+        });
     }
     /// A waivable check: a person's waiver turns it into `Skipped` whatever it found.
     fn waivable(&mut self, check: WaivableCheck, name: &str, result: CheckResult, message: impl Into<String>) {
         if self.spec.preflight.skip.contains(&check) {
-            self.line(name, CheckResult::Skipped, format!("waived by spec.preflight.skip (would have been {result:?}: {})", message.into()));
+            self.line(
+                name,
+                CheckResult::Skipped,
+                format!(
+                    "waived by spec.preflight.skip (would have been {result:?}: {})",
+                    message.into()
+                ),
+            );
         } else {
             self.line(name, result, message);
         }
@@ -73,7 +109,10 @@ impl Report<'_> {
 /// All preflight lines, in a fixed order.
 pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<PreflightCheck> {
     use CheckResult::*;
-    let mut r = Report { spec, lines: Vec::new() };
+    let mut r = Report {
+        spec,
+        lines: Vec::new(),
+    };
 
     let target_ok = spec.target.version == PARALLEL_VERSION;
     r.line(
@@ -91,7 +130,11 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
 
     let source = obs.source.as_ref();
     match source {
-        None => r.line("sourceDeployment", Fail, format!("Deployment {:?} not found in this namespace", spec.source.deployment)),
+        None => r.line(
+            "sourceDeployment",
+            Fail,
+            format!("Deployment {:?} not found in this namespace", spec.source.deployment),
+        ),
         Some(d) => match source_container(spec, d) {
             Ok(c) => r.line("sourceDeployment", Pass, format!("container {:?} found", c.name)),
             Err(e) => r.line("sourceDeployment", Fail, e),
@@ -103,26 +146,58 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
         let image = c.image.clone().unwrap_or_default();
         let (result, message) = match image_version(&image) {
             ImageVersion::Exact(v) if v.major == 2 && v >= MIN_SOURCE => (Pass, format!("v2 runs {v}")),
-            ImageVersion::Exact(v) if v.major == 2 => (Fail, format!("v2 runs {v}; upgrade v2 to {MIN_SOURCE} or newer (ideally 2.95.x) first")),
+            ImageVersion::Exact(v) if v.major == 2 => (
+                Fail,
+                format!("v2 runs {v}; upgrade v2 to {MIN_SOURCE} or newer (ideally 2.95.x) first"),
+            ),
             ImageVersion::Exact(v) => (Fail, format!("the source runs {v}, which is not Langfuse v2")),
-            ImageVersion::Floating(tag) => (Warn, format!("image tag {tag:?} does not pin a version; cannot confirm v2 is at least {MIN_SOURCE}")),
-            ImageVersion::Untagged => (Warn, format!("image {image:?} has no tag; cannot confirm v2 is at least {MIN_SOURCE}")),
+            ImageVersion::Floating(tag) => (
+                Warn,
+                format!("image tag {tag:?} does not pin a version; cannot confirm v2 is at least {MIN_SOURCE}"),
+            ),
+            ImageVersion::Untagged => (
+                Warn,
+                format!("image {image:?} has no tag; cannot confirm v2 is at least {MIN_SOURCE}"),
+            ),
         };
         r.waivable(WaivableCheck::SourceVersion, "sourceVersion", result, message);
     }
 
     match &obs.service {
-        None => r.line("service", Fail, format!("Service {:?} not found in this namespace", spec.source.service)),
+        None => r.line(
+            "service",
+            Fail,
+            format!("Service {:?} not found in this namespace", spec.source.service),
+        ),
         Some(svc) => {
             let selector = selector_of(svc);
-            let pod_labels = source.and_then(|d| d.spec.as_ref()).and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            let pod_labels = source
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
             if selector.is_empty() {
-                r.line("service", Fail, "the Service has no selector (endpoints managed by hand); the operator can only switch a selector");
+                r.line(
+                    "service",
+                    Fail,
+                    "the Service has no selector (endpoints managed by hand); the operator can only switch a selector",
+                );
             } else if source.is_some() && !selector_matches(&selector, &pod_labels) {
-                r.line("service", Fail, format!("the Service selector {} does not select the v2 pods", super::labels_text(&selector)));
+                r.line(
+                    "service",
+                    Fail,
+                    format!(
+                        "the Service selector {} does not select the v2 pods",
+                        super::labels_text(&selector)
+                    ),
+                );
             } else if let Some(c) = container {
                 match resolve_web_port(svc, c) {
-                    Ok(port) => r.line("service", Pass, format!("targets port {} ({}) which v3 web will serve", port.name, port.number)),
+                    Ok(port) => r.line(
+                        "service",
+                        Pass,
+                        format!("targets port {} ({}) which v3 web will serve", port.name, port.number),
+                    ),
                     Err(e) => r.line("service", Fail, e),
                 }
             }
@@ -146,7 +221,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
         .into_iter()
         .filter_map(|(role, d)| d.as_ref().map(|d| (role, d)))
         .filter(|(_, d)| {
-            let ours = d.metadata.labels.as_ref().and_then(|l| l.get(UPGRADE_LABEL)).is_some_and(|v| v == upgrade);
+            let ours = d
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(UPGRADE_LABEL))
+                .is_some_and(|v| v == upgrade);
             !ours || applied_hash(d).is_none()
         })
         .map(|(role, _)| deployment_name(&spec.source.deployment, role))
@@ -154,24 +234,47 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
     if taken.is_empty() {
         r.line("names", Pass, "the v3 Deployment names are free");
     } else {
-        r.line("names", Fail, format!("Deployment {} already exists and was not created by this upgrade", taken.join(", ")));
+        r.line(
+            "names",
+            Fail,
+            format!(
+                "Deployment {} already exists and was not created by this upgrade",
+                taken.join(", ")
+            ),
+        );
     }
 
     if obs.missing_secret_keys.is_empty() {
         r.line("secrets", Pass, "every referenced Secret key exists");
     } else {
-        r.line("secrets", Fail, format!("missing Secret keys: {}", obs.missing_secret_keys.join(", ")));
+        r.line(
+            "secrets",
+            Fail,
+            format!("missing Secret keys: {}", obs.missing_secret_keys.join(", ")),
+        );
     }
 
     if let Some(c) = container {
-        let cluster = c.env.iter().flatten().find(|e| e.name == "CLICKHOUSE_CLUSTER_ENABLED").and_then(|e| e.value.clone());
+        let cluster = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "CLICKHOUSE_CLUSTER_ENABLED")
+            .and_then(|e| e.value.clone());
         match cluster {
             Some(v) if (v == "true") != spec.clickhouse.cluster_enabled => r.line(
                 "clusterMode",
                 Fail,
-                format!("v2 sets CLICKHOUSE_CLUSTER_ENABLED={v} but spec.clickhouse.clusterEnabled is {}; make them agree", spec.clickhouse.cluster_enabled),
+                format!(
+                    "v2 sets CLICKHOUSE_CLUSTER_ENABLED={v} but spec.clickhouse.clusterEnabled is {}; make them agree",
+                    spec.clickhouse.cluster_enabled
+                ),
             ),
-            _ => r.line("clusterMode", Pass, format!("CLICKHOUSE_CLUSTER_ENABLED={}", spec.clickhouse.cluster_enabled)),
+            _ => r.line(
+                "clusterMode",
+                Pass,
+                format!("CLICKHOUSE_CLUSTER_ENABLED={}", spec.clickhouse.cluster_enabled),
+            ),
         }
     }
 
@@ -179,20 +282,48 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
         None => r.line("postgres", Fail, "Postgres was not observed"),
         Some(Err(e)) => r.line("postgres", Fail, format!("Postgres unreachable: {e}")),
         Some(Ok(pg)) => {
-            let missing: Vec<&str> = V3_MIGRATIONS.iter().copied().filter(|n| !pg.migrations.iter().any(|m| m.name == *n)).collect();
+            let missing: Vec<&str> = V3_MIGRATIONS
+                .iter()
+                .copied()
+                .filter(|n| !pg.migrations.iter().any(|m| m.name == *n))
+                .collect();
             if missing.is_empty() {
                 r.line("postgres", Pass, "background_migrations holds the four v3 rows");
             } else {
                 r.line("postgres", Fail, format!("background_migrations lacks {}; only v2 >= {MIN_SOURCE}'s Prisma migrations insert them (upgrade v2, do not insert by hand)", missing.join(", ")));
             }
             match pg.server_version_num {
-                Some(n) if n >= MIN_POSTGRES_NUM => r.waivable(WaivableCheck::PostgresVersion, "postgresVersion", Pass, format!("Postgres {}", n / 10000)),
-                Some(n) => r.waivable(WaivableCheck::PostgresVersion, "postgresVersion", Fail, format!("Postgres {} is older than 12", n / 10000)),
-                None => r.waivable(WaivableCheck::PostgresVersion, "postgresVersion", Warn, "server version unknown"),
+                Some(n) if n >= MIN_POSTGRES_NUM => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    "postgresVersion",
+                    Pass,
+                    format!("Postgres {}", n / 10000),
+                ),
+                Some(n) => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    "postgresVersion",
+                    Fail,
+                    format!("Postgres {} is older than 12", n / 10000),
+                ),
+                None => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    "postgresVersion",
+                    Warn,
+                    "server version unknown",
+                ),
             }
-            let groups: Vec<String> = pg.same_created_at_groups.iter().map(|(t, n)| format!("{t}: {n} rows")).collect();
+            let groups: Vec<String> = pg
+                .same_created_at_groups
+                .iter()
+                .map(|(t, n)| format!("{t}: {n} rows"))
+                .collect();
             if groups.is_empty() {
-                r.waivable(WaivableCheck::StuckCursorScan, "stuckCursorScan", Pass, format!("no {DEFAULT_BATCH_SIZE}+ rows share one created_at"));
+                r.waivable(
+                    WaivableCheck::StuckCursorScan,
+                    "stuckCursorScan",
+                    Pass,
+                    format!("no {DEFAULT_BATCH_SIZE}+ rows share one created_at"),
+                );
             } else {
                 let largest = pg.same_created_at_groups.iter().map(|(_, n)| *n).max().unwrap_or(0);
                 r.waivable(
@@ -224,8 +355,20 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
                 Some((it.next()?.parse::<u64>().ok()?, it.next()?.parse::<u64>().ok()?))
             });
             let (result, message) = match parsed {
-                Some(v) if v < MIN_CLICKHOUSE => (Fail, format!("ClickHouse {} is older than 24.3", ch.version.clone().unwrap_or_default())),
-                Some(v) if v >= CLICKHOUSE_BREAKS_3_29 => (Warn, format!("ClickHouse {} reads numeric DateTime64 input differently (26.8+); pin 24.x-25.x for 3.29.0", ch.version.clone().unwrap_or_default())),
+                Some(v) if v < MIN_CLICKHOUSE => (
+                    Fail,
+                    format!(
+                        "ClickHouse {} is older than 24.3",
+                        ch.version.clone().unwrap_or_default()
+                    ),
+                ),
+                Some(v) if v >= CLICKHOUSE_BREAKS_3_29 => (
+                    Warn,
+                    format!(
+                        "ClickHouse {} reads numeric DateTime64 input differently (26.8+); pin 24.x-25.x for 3.29.0",
+                        ch.version.clone().unwrap_or_default()
+                    ),
+                ),
                 Some(_) => (Pass, format!("ClickHouse {}", ch.version.clone().unwrap_or_default())),
                 None => (Warn, "ClickHouse version unknown".to_string()),
             };
@@ -243,9 +386,26 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
     }
 
     if spec.backup.acknowledged {
-        r.waivable(WaivableCheck::Backup, "backup", Pass, format!("acknowledged{}", spec.backup.reference.as_ref().map(|x| format!(": {x}")).unwrap_or_default()));
+        r.waivable(
+            WaivableCheck::Backup,
+            "backup",
+            Pass,
+            format!(
+                "acknowledged{}",
+                spec.backup
+                    .reference
+                    .as_ref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            ),
+        );
     } else {
-        r.waivable(WaivableCheck::Backup, "backup", Fail, "take a Postgres backup, then set spec.backup.acknowledged: true");
+        r.waivable(
+            WaivableCheck::Backup,
+            "backup",
+            Fail,
+            "take a Postgres backup, then set spec.backup.acknowledged: true",
+        );
     }
     r.lines
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::workloads::{self, version_now};
 use super::{Action, Gate, Hold, Planner, wait};
-use crate::api::conditions::{self as cond, reason};
 use crate::api::Phase;
+use crate::api::conditions::{self as cond, reason};
 use crate::controller::validate::Settings;
 use crate::migrations::RowState;
 
@@ -21,7 +21,14 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
     let (asked, pods) = v2_counts(p);
     if p.status.source_retired_at.is_some() {
         if p.obs.source.is_some() && (asked > 0 || pods > 0) {
-            let hpa = if p.obs.hpas_on_source.is_empty() { String::new() } else { format!(" (HorizontalPodAutoscaler {} targets it)", p.obs.hpas_on_source.join(", ")) };
+            let hpa = if p.obs.hpas_on_source.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (HorizontalPodAutoscaler {} targets it)",
+                    p.obs.hpas_on_source.join(", ")
+                )
+            };
             let message = format!(
                 "the v2 Deployment was scaled back to {asked} after retirement{hpa}; the operator does not fight over it. Scale it to 0, or remove whatever scales it, to continue"
             );
@@ -33,11 +40,20 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
     let waited = p.since(&p.status.verified_at).unwrap_or_default();
     if waited < settings.retire_source_after {
         let left = settings.retire_source_after - waited;
-        p.condition(cond::SOURCE_RETIRED, false, reason::WAITING_TO_RETIRE, format!("v2 is scaled to 0 in {}s (retireSourceAfter)", left.as_secs()));
+        p.condition(
+            cond::SOURCE_RETIRED,
+            false,
+            reason::WAITING_TO_RETIRE,
+            format!("v2 is scaled to 0 in {}s (retireSourceAfter)", left.as_secs()),
+        );
         return Err(Hold::new(
             Phase::RetiringSource,
             reason::WAITING_TO_RETIRE,
-            format!("verified; v2 is kept for {} more seconds (retireSourceAfter {})", left.as_secs(), p.spec.strategy.retire_source_after),
+            format!(
+                "verified; v2 is kept for {} more seconds (retireSourceAfter {})",
+                left.as_secs(),
+                p.spec.strategy.retire_source_after
+            ),
             left.min(wait::IDLE).max(Duration::from_secs(1)),
         ));
     }
@@ -52,43 +68,96 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
         let hpa = if p.obs.hpas_on_source.is_empty() {
             String::new()
         } else {
-            format!("; HorizontalPodAutoscaler {} targets v2 and may scale it back: the operator reports that and leaves the HPA to you", p.obs.hpas_on_source.join(", "))
+            format!(
+                "; HorizontalPodAutoscaler {} targets v2 and may scale it back: the operator reports that and leaves the HPA to you",
+                p.obs.hpas_on_source.join(", ")
+            )
         };
-        p.condition(cond::SOURCE_RETIRED, false, reason::RETIRING, format!("scaling v2 to 0: {pods} pods left{hpa}"));
-        return Err(Hold::new(Phase::RetiringSource, reason::RETIRING, format!("scaling v2 to 0: {pods} pods left{hpa}"), wait::ROLLOUT));
+        p.condition(
+            cond::SOURCE_RETIRED,
+            false,
+            reason::RETIRING,
+            format!("scaling v2 to 0: {pods} pods left{hpa}"),
+        );
+        return Err(Hold::new(
+            Phase::RetiringSource,
+            reason::RETIRING,
+            format!("scaling v2 to 0: {pods} pods left{hpa}"),
+            wait::ROLLOUT,
+        ));
     }
     p.status.source_retired_at = Some(p.now_time());
-    p.condition(cond::SOURCE_RETIRED, true, reason::RETIRED, "v2 has no pods; its Deployment is kept at 0 replicas");
+    p.condition(
+        cond::SOURCE_RETIRED,
+        true,
+        reason::RETIRED,
+        "v2 has no pods; its Deployment is kept at 0 replicas",
+    );
     Ok(())
 }
 
 /// With `finalVersion`, move web and worker to it once no v2 pod exists (invariant 3).
 pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
-    let Some(final_version) = p.spec.target.final_version.clone() else { return Ok(()) };
+    let Some(final_version) = p.spec.target.final_version.clone() else {
+        return Ok(());
+    };
     if final_version == p.spec.target.version || p.status.finalized_at.is_some() {
         return Ok(());
     }
     if version_now(p) != final_version {
-        return Err(Hold::new(Phase::Finalizing, reason::FINALIZING, "waiting for the last v2 pod to go before leaving 3.29.0", wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::Finalizing,
+            reason::FINALIZING,
+            "waiting for the last v2 pod to go before leaving 3.29.0",
+            wait::ROLLOUT,
+        ));
     }
     // Re-plan the Deployments now that the version moved on within this decision.
     let ready = workloads::ensure(p, settings)?;
     if !(ready.web && ready.worker) {
-        return Err(Hold::new(Phase::Finalizing, reason::FINALIZING, format!("rolling v3 to {final_version}"), wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::Finalizing,
+            reason::FINALIZING,
+            format!("rolling v3 to {final_version}"),
+            wait::ROLLOUT,
+        ));
     }
     let rows = match &p.obs.postgres {
         Some(Ok(pg)) => pg.migrations.clone(),
-        Some(Err(e)) => return Err(Hold::new(Phase::Finalizing, reason::POSTGRES_UNAVAILABLE, format!("cannot read Postgres: {e}"), wait::POLL)),
-        None => return Err(Hold::new(Phase::Finalizing, reason::FINALIZING, "reading the background migrations", wait::POLL)),
+        Some(Err(e)) => {
+            return Err(Hold::new(
+                Phase::Finalizing,
+                reason::POSTGRES_UNAVAILABLE,
+                format!("cannot read Postgres: {e}"),
+                wait::POLL,
+            ));
+        }
+        None => {
+            return Err(Hold::new(
+                Phase::Finalizing,
+                reason::FINALIZING,
+                "reading the background migrations",
+                wait::POLL,
+            ));
+        }
     };
     let now = p.now;
     if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
-        let message = format!("background migration {} failed after moving to {final_version}: {}", failed.name, failed.failed_reason.clone().unwrap_or_default());
+        let message = format!(
+            "background migration {} failed after moving to {final_version}: {}",
+            failed.name,
+            failed.failed_reason.clone().unwrap_or_default()
+        );
         return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
     }
     let open = rows.iter().filter(|r| r.state(now) != RowState::Finished).count();
     if open > 0 {
-        return Err(Hold::new(Phase::Finalizing, reason::FINALIZING, format!("{final_version} runs; {open} background migrations still open"), wait::POLL));
+        return Err(Hold::new(
+            Phase::Finalizing,
+            reason::FINALIZING,
+            format!("{final_version} runs; {open} background migrations still open"),
+            wait::POLL,
+        ));
     }
     p.status.finalized_at = Some(p.now_time());
     Ok(())
@@ -103,7 +172,12 @@ pub(super) fn complete(p: &mut Planner, _settings: &Settings) -> Gate {
         p.act(Action::DeleteSource);
     }
     p.status.completed_at = Some(p.now_time());
-    Err(Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE))
+    Err(Hold::new(
+        Phase::Completed,
+        reason::COMPLETED,
+        completed_message(p),
+        wait::IDLE,
+    ))
 }
 
 /// Names of v3 Deployments that still carry this upgrade's owner reference.
@@ -112,7 +186,13 @@ pub(super) fn owned_v3(p: &Planner) -> Vec<String> {
     [&p.obs.web, &p.obs.worker]
         .into_iter()
         .flatten()
-        .filter(|d| d.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == uid.as_ref()))
+        .filter(|d| {
+            d.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
         .filter_map(|d| d.metadata.name.clone())
         .collect()
 }
@@ -120,6 +200,9 @@ pub(super) fn owned_v3(p: &Planner) -> Vec<String> {
 pub(super) fn completed_message(p: &Planner) -> String {
     format!(
         "Langfuse runs v3 {} and v2 is retired; the v3 Deployments are released from this object",
-        p.status.target_version.clone().unwrap_or_else(|| p.spec.target.version.clone())
+        p.status
+            .target_version
+            .clone()
+            .unwrap_or_else(|| p.spec.target.version.clone())
     )
 }

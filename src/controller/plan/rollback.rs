@@ -17,17 +17,33 @@ pub(super) fn abort(p: &mut Planner) -> Gate {
         return Err(Hold::new(
             Phase::Blocked,
             reason::ABORT_TOO_LATE,
-            format!("abort requested, but v2 was retired at {}: events v3 ingested since the shift exist only in ClickHouse and S3, so a rollback would hide them. Set spec.abort: false to continue", at.0),
+            format!(
+                "abort requested, but v2 was retired at {}: events v3 ingested since the shift exist only in ClickHouse and S3, so a rollback would hide them. Set spec.abort: false to continue",
+                at.0
+            ),
             wait::IDLE,
         ));
     }
     if p.status.provisioning_started_at.is_none() && p.obs.web.is_none() && p.obs.worker.is_none() {
-        p.status.rollback = Some(RollbackStatus { reason: Some("aborted before anything was changed".into()), started_at: Some(p.now_time()), ..Default::default() });
+        p.status.rollback = Some(RollbackStatus {
+            reason: Some("aborted before anything was changed".into()),
+            started_at: Some(p.now_time()),
+            ..Default::default()
+        });
         p.status.rolled_back_at = Some(p.now_time());
-        return Err(Hold::new(Phase::RolledBack, reason::ROLLED_BACK, "aborted before anything was changed", wait::IDLE));
+        return Err(Hold::new(
+            Phase::RolledBack,
+            reason::ROLLED_BACK,
+            "aborted before anything was changed",
+            wait::IDLE,
+        ));
     }
     if p.status.rollback.as_ref().and_then(|r| r.started_at.as_ref()).is_none() {
-        p.status.rollback = Some(RollbackStatus { reason: Some("spec.abort is true".into()), started_at: Some(p.now_time()), ..Default::default() });
+        p.status.rollback = Some(RollbackStatus {
+            reason: Some("spec.abort is true".into()),
+            started_at: Some(p.now_time()),
+            ..Default::default()
+        });
     }
     roll_back(p, true)
 }
@@ -37,8 +53,18 @@ pub(super) fn abort(p: &mut Planner) -> Gate {
 pub(super) fn roll_back(p: &mut Planner, delete_v3: bool) -> Gate {
     restore(p, delete_v3)?;
     p.status.rolled_back_at = Some(p.now_time());
-    let why = p.status.rollback.as_ref().and_then(|r| r.reason.clone()).unwrap_or_default();
-    Err(Hold::new(Phase::RolledBack, reason::ROLLED_BACK, format!("rolled back to v2: {why}"), wait::IDLE))
+    let why = p
+        .status
+        .rollback
+        .as_ref()
+        .and_then(|r| r.reason.clone())
+        .unwrap_or_default();
+    Err(Hold::new(
+        Phase::RolledBack,
+        reason::ROLLED_BACK,
+        format!("rolled back to v2: {why}"),
+        wait::IDLE,
+    ))
 }
 
 /// v2 scaled back and serving, the old selector back, the endpoints on v2, then v3 removed.
@@ -48,7 +74,10 @@ fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
         return Err(Hold::new(
             Phase::Failed,
             reason::SOURCE_MISSING,
-            format!("cannot roll back: the v2 Deployment {:?} is gone; v3 is left serving", p.spec.source.deployment),
+            format!(
+                "cannot roll back: the v2 Deployment {:?} is gone; v3 is left serving",
+                p.spec.source.deployment
+            ),
             wait::IDLE,
         ));
     };
@@ -65,20 +94,39 @@ fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
     if let Some(service) = p.obs.service.as_ref() {
         let current = selector_of(service);
         let v3 = v3_selector(p.name(), Role::Web);
-        let previous = p.status.previous_selector.clone().or_else(|| recorded_previous_selector(service)).filter(|s| !s.is_empty());
+        let previous = p
+            .status
+            .previous_selector
+            .clone()
+            .or_else(|| recorded_previous_selector(service))
+            .filter(|s| !s.is_empty());
         if current == v3 {
             let Some(previous) = previous else {
-                return Err(Hold::new(Phase::Failed, reason::ROLLING_BACK, "the Service points to v3 and its previous selector is unknown; restore it by hand", wait::IDLE));
+                return Err(Hold::new(
+                    Phase::Failed,
+                    reason::ROLLING_BACK,
+                    "the Service points to v3 and its previous selector is unknown; restore it by hand",
+                    wait::IDLE,
+                ));
             };
-            p.act(Action::ApplySelector { selector: previous.clone(), previous });
+            p.act(Action::ApplySelector {
+                selector: previous.clone(),
+                previous,
+            });
             return Err(rolling("moving the Service selector back to v2".into()));
         }
         let (v3_endpoints, _) = endpoint_split(p.obs);
         if v3_endpoints > 0 {
-            return Err(rolling(format!("waiting for {v3_endpoints} v3 endpoints to leave the Service")));
+            return Err(rolling(format!(
+                "waiting for {v3_endpoints} v3 endpoints to leave the Service"
+            )));
         }
     }
-    let existing: Vec<String> = [&p.obs.web, &p.obs.worker].into_iter().flatten().filter_map(|d| d.metadata.name.clone()).collect();
+    let existing: Vec<String> = [&p.obs.web, &p.obs.worker]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.metadata.name.clone())
+        .collect();
     if delete_v3 {
         if existing.is_empty() {
             return Ok(());
@@ -88,8 +136,16 @@ fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
         }
         return Err(rolling("removing the v3 Deployments".into()));
     }
-    let desire = Desire { version: version_now(p), web_replicas: 0, worker_replicas: 0, owned: true, migrations: false };
-    let Ok((web, worker)) = build(p, &desire) else { return Ok(()) };
+    let desire = Desire {
+        version: version_now(p),
+        web_replicas: 0,
+        worker_replicas: 0,
+        owned: true,
+        migrations: false,
+    };
+    let Ok((web, worker)) = build(p, &desire) else {
+        return Ok(());
+    };
     let mut pods = 0;
     for (observed, desired) in [(p.obs.web.clone(), web), (p.obs.worker.clone(), worker)] {
         let Some(observed) = observed else { continue };
@@ -118,15 +174,29 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
             p.act(Action::ReleaseDeployment(name));
         }
         p.act(Action::RemoveFinalizer);
-        return Hold::new(phase, reason::COMPLETED, "deleted; v3 Deployments (if any) released and left running", wait::IDLE);
+        return Hold::new(
+            phase,
+            reason::COMPLETED,
+            "deleted; v3 Deployments (if any) released and left running",
+            wait::IDLE,
+        );
     }
     if p.status.rollback.as_ref().and_then(|r| r.started_at.as_ref()).is_none() {
-        p.status.rollback = Some(RollbackStatus { reason: Some("the LangfuseUpgrade is being deleted".into()), started_at: Some(p.now_time()), ..Default::default() });
+        p.status.rollback = Some(RollbackStatus {
+            reason: Some("the LangfuseUpgrade is being deleted".into()),
+            started_at: Some(p.now_time()),
+            ..Default::default()
+        });
     }
     match restore(p, true) {
         Ok(()) => {
             p.act(Action::RemoveFinalizer);
-            Hold::new(Phase::RolledBack, reason::ROLLED_BACK, "rolled back to v2 on deletion", wait::IDLE)
+            Hold::new(
+                Phase::RolledBack,
+                reason::ROLLED_BACK,
+                "rolled back to v2 on deletion",
+                wait::IDLE,
+            )
         }
         Err(hold) => hold,
     }
@@ -135,9 +205,15 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
 /// What a rollback would mean now, for status.
 pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
     let mut out = p.status.rollback.clone().unwrap_or_default();
-    out.possible = p.status.source_retired_at.is_none() && p.obs.source.is_some() && p.status.rolled_back_at.is_none() && p.status.completed_at.is_none();
+    out.possible = p.status.source_retired_at.is_none()
+        && p.obs.source.is_some()
+        && p.status.rolled_back_at.is_none()
+        && p.status.completed_at.is_none();
     out.loss_if_rolled_back = p.status.traffic_shifted_at.as_ref().filter(|_| out.possible).map(|at| {
-        format!("events v3 ingested since {} live only in ClickHouse and S3; v2 would not show them", at.0)
+        format!(
+            "events v3 ingested since {} live only in ClickHouse and S3; v2 would not show them",
+            at.0
+        )
     });
     out
 }

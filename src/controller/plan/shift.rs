@@ -3,22 +3,35 @@
 
 use super::workloads::Readiness;
 use super::{Action, Gate, Hold, Planner, labels_text, wait};
-use crate::api::conditions::{self as cond, reason};
 use crate::api::Phase;
+use crate::api::conditions::{self as cond, reason};
 use crate::controller::observe::Observed;
 use crate::resources::labels::{Role, v3_selector};
 use crate::resources::service::{recorded_previous_selector, selector_of};
 
 /// Endpoints of the Service: (v3 web pods ready, anything that is not a v3 web pod).
 pub fn endpoint_split(obs: &Observed) -> (usize, usize) {
-    let ready_v3 = obs.endpoints.iter().filter(|e| e.ready && e.pod.as_ref().is_some_and(|p| obs.v3_web_pods.contains(p))).count();
-    let other = obs.endpoints.iter().filter(|e| !e.pod.as_ref().is_some_and(|p| obs.v3_web_pods.contains(p))).count();
+    let ready_v3 = obs
+        .endpoints
+        .iter()
+        .filter(|e| e.ready && e.pod.as_ref().is_some_and(|p| obs.v3_web_pods.contains(p)))
+        .count();
+    let other = obs
+        .endpoints
+        .iter()
+        .filter(|e| !e.pod.as_ref().is_some_and(|p| obs.v3_web_pods.contains(p)))
+        .count();
     (ready_v3, other)
 }
 
 pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
     let Some(service) = p.obs.service.as_ref() else {
-        return Err(Hold::new(Phase::Blocked, reason::SOURCE_MISSING, format!("the Service {:?} is gone", p.spec.source.service), wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::Blocked,
+            reason::SOURCE_MISSING,
+            format!("the Service {:?} is gone", p.spec.source.service),
+            wait::ROLLOUT,
+        ));
     };
     let want = v3_selector(p.name(), Role::Web);
     let current = selector_of(service);
@@ -38,7 +51,12 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
             labels_text(&previous),
         );
         p.condition(cond::TRAFFIC_SHIFTED, false, reason::SELECTOR_REVERTED, message.clone());
-        return Err(Hold::new(Phase::Blocked, reason::SELECTOR_REVERTED, message, wait::POLL));
+        return Err(Hold::new(
+            Phase::Blocked,
+            reason::SELECTOR_REVERTED,
+            message,
+            wait::POLL,
+        ));
     }
 
     // 1. Record the selector before touching the Service (a separate status write).
@@ -50,24 +68,57 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
             current.clone()
         };
         p.status.previous_selector = Some(previous);
-        p.condition(cond::TRAFFIC_SHIFTED, false, reason::SHIFTING, "recorded the current selector; switching next");
-        return Err(Hold::new(Phase::ShiftingTraffic, reason::SHIFTING, "recording the Service selector before the switch", wait::NOW));
+        p.condition(
+            cond::TRAFFIC_SHIFTED,
+            false,
+            reason::SHIFTING,
+            "recorded the current selector; switching next",
+        );
+        return Err(Hold::new(
+            Phase::ShiftingTraffic,
+            reason::SHIFTING,
+            "recording the Service selector before the switch",
+            wait::NOW,
+        ));
     }
     // 2. Switch.
     if current != want {
         let previous = p.status.previous_selector.clone().unwrap_or_default();
-        p.act(Action::ApplySelector { selector: want.clone(), previous });
-        p.condition(cond::TRAFFIC_SHIFTED, false, reason::SHIFTING, format!("switching the Service selector to {}", labels_text(&want)));
-        return Err(Hold::new(Phase::ShiftingTraffic, reason::SHIFTING, "switching the Service selector to v3 web", wait::ROLLOUT));
+        p.act(Action::ApplySelector {
+            selector: want.clone(),
+            previous,
+        });
+        p.condition(
+            cond::TRAFFIC_SHIFTED,
+            false,
+            reason::SHIFTING,
+            format!("switching the Service selector to {}", labels_text(&want)),
+        );
+        return Err(Hold::new(
+            Phase::ShiftingTraffic,
+            reason::SHIFTING,
+            "switching the Service selector to v3 web",
+            wait::ROLLOUT,
+        ));
     }
     // 3. Done when the endpoints say so.
     let (ready_v3, other) = endpoint_split(p.obs);
     if ready_v3 == 0 || other > 0 {
         let message = format!("waiting for the Service endpoints: {ready_v3} ready v3 web, {other} other");
         p.condition(cond::TRAFFIC_SHIFTED, false, reason::SHIFTING, message.clone());
-        return Err(Hold::new(Phase::ShiftingTraffic, reason::SHIFTING, message, wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::ShiftingTraffic,
+            reason::SHIFTING,
+            message,
+            wait::ROLLOUT,
+        ));
     }
     p.status.traffic_shifted_at = Some(p.now_time());
-    p.condition(cond::TRAFFIC_SHIFTED, true, reason::SHIFTED, format!("the Service lists {ready_v3} ready v3 web endpoints and no other"));
+    p.condition(
+        cond::TRAFFIC_SHIFTED,
+        true,
+        reason::SHIFTED,
+        format!("the Service lists {ready_v3} ready v3 web endpoints and no other"),
+    );
     Ok(())
 }

@@ -1,1 +1,988 @@
+//! Plan tests: a small simulated cluster applies each decision's writes the way the apiserver
+//! and the Deployment controller would, so whole upgrades run through the pure plan, with the
+//! invariants of DESIGN §2 checked after every step.
 
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::*;
+use crate::api::conditions as c;
+use crate::api::{CheckResult, LangfuseUpgradeSpec, WaivableCheck};
+use crate::controller::observe::Endpoint;
+use crate::controller::report::next_status;
+use crate::migrations::{MigrationRow, PostgresFacts, TableCounts};
+use crate::resources::deployments::{MIGRATIONS_ENV, migrations_enabled};
+use crate::resources::labels::{Role, selector_matches, v3_selector};
+use crate::resources::service::selector_of;
+use crate::testing::*;
+use crate::verify::ClickHouseFacts;
+
+/// How the simulated world behaves.
+#[derive(Clone)]
+struct World {
+    upgrade: LangfuseUpgrade,
+    cluster: Observed,
+    now: i64,
+    /// v3 web pods never become ready (a broken image, a bad Secret...).
+    web_broken: bool,
+    /// Migrations finish one reconcile after the worker runs with them on.
+    migrations_started: bool,
+    migrations_done: bool,
+    pg: TableCounts,
+    ch: TableCounts,
+    late_writes: TableCounts,
+    newest_write: Option<i64>,
+    postgres_down: bool,
+    history: Vec<Decision>,
+}
+
+impl World {
+    fn new(spec: LangfuseUpgradeSpec) -> Self {
+        let mut upgrade = upgrade(spec, Default::default());
+        upgrade.metadata.finalizers = None;
+        Self {
+            upgrade,
+            cluster: untouched(),
+            now: 0,
+            web_broken: false,
+            migrations_started: false,
+            migrations_done: false,
+            pg: counts(1000),
+            ch: counts(1000),
+            late_writes: TableCounts::default(),
+            newest_write: Some(-600),
+            postgres_down: false,
+            history: Vec::new(),
+        }
+    }
+
+    fn status(&self) -> LangfuseUpgradeStatus {
+        self.upgrade.status.clone().unwrap_or_default()
+    }
+
+    /// What the observation would bring, given what the plan says it needs.
+    fn observe(&self) -> Observed {
+        let n = needs(&self.upgrade);
+        let mut obs = self.cluster.clone();
+        obs.postgres = (!n.postgres.is_empty()).then(|| {
+            if self.postgres_down {
+                return Err("connection refused".to_string());
+            }
+            let mut pg = PostgresFacts {
+                server_version_num: Some(150008),
+                ..Default::default()
+            };
+            if n.postgres.migrations {
+                pg.migrations = rows(self.migrations_done, t(self.now));
+                if self.migrations_started && !self.migrations_done {
+                    for r in &mut pg.migrations {
+                        r.locked_at = Some(t(self.now));
+                        r.cursor = Some(t(self.now - 100));
+                    }
+                }
+            }
+            if n.postgres.newest_write {
+                pg.newest_write = self.newest_write.map(t);
+            }
+            if n.postgres.counts_until.is_some() {
+                pg.counts = Some(self.pg.clone());
+            }
+            if n.postgres.late_writes_after.is_some() {
+                pg.late_writes = Some(self.late_writes.clone());
+            }
+            Ok(pg)
+        });
+        obs.clickhouse = (!n.clickhouse.is_empty()).then(|| {
+            let mut ch = healthy_clickhouse();
+            if n.clickhouse.counts_until.is_some() {
+                ch.counts = Some(self.ch.clone());
+            }
+            Ok(ch)
+        });
+        obs
+    }
+
+    /// One reconcile: observe, plan, apply the writes, write status.
+    fn step(&mut self) -> Decision {
+        let obs = self.observe();
+        let decision = plan(&self.upgrade, &obs, t(self.now));
+        for action in &decision.actions {
+            self.apply(action);
+        }
+        self.upgrade.status = Some(next_status(&self.upgrade, &decision, t(self.now)));
+        self.settle();
+        self.check_invariants(&decision);
+        self.now += decision.requeue.as_secs().clamp(1, 60) as i64;
+        self.history.push(decision.clone());
+        decision
+    }
+
+    fn run_until(&mut self, phase: Phase, max: usize) -> Decision {
+        for _ in 0..max {
+            let d = self.step();
+            if d.phase == phase {
+                return d;
+            }
+        }
+        panic!(
+            "never reached {phase}; phases: {:?}",
+            self.history.iter().map(|d| d.phase).collect::<Vec<_>>()
+        );
+    }
+
+    fn apply(&mut self, action: &Action) {
+        let c = &mut self.cluster;
+        match action {
+            Action::AddFinalizer => self.upgrade.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]),
+            Action::RemoveFinalizer => self.upgrade.metadata.finalizers = Some(vec![]),
+            Action::ApplyDeployment(d) => {
+                let mut d = rolled_out(d.as_ref().clone());
+                let is_web = d.metadata.name.as_deref() == Some(&format!("{V2_NAME}-web"));
+                if is_web && self.web_broken {
+                    let s = d.status.as_mut().unwrap();
+                    s.available_replicas = Some(0);
+                    s.ready_replicas = Some(0);
+                }
+                if !is_web && migrations_enabled(&d) {
+                    self.migrations_started = true;
+                }
+                if is_web { c.web = Some(d) } else { c.worker = Some(d) }
+            }
+            Action::DeleteDeployment(name) => {
+                if c.web.as_ref().and_then(|d| d.metadata.name.as_ref()) == Some(name) {
+                    c.web = None;
+                }
+                if c.worker.as_ref().and_then(|d| d.metadata.name.as_ref()) == Some(name) {
+                    c.worker = None;
+                }
+            }
+            Action::ReleaseDeployment(name) => {
+                for d in [&mut c.web, &mut c.worker].into_iter().flatten() {
+                    if d.metadata.name.as_ref() == Some(name) {
+                        d.metadata.owner_references = None;
+                    }
+                }
+            }
+            Action::ApplySelector { selector, .. } => {
+                c.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(selector.clone());
+            }
+            Action::ScaleSource(n) => *c.source.as_mut().unwrap() = v2_deployment(*n),
+            Action::DeleteSource => c.source = None,
+        }
+    }
+
+    /// Endpoints and pods follow the objects, as the EndpointSlice controller makes them.
+    fn settle(&mut self) {
+        let c = &mut self.cluster;
+        c.v3_web_pods.clear();
+        let web_ready = c
+            .web
+            .as_ref()
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        let web_pods = c
+            .web
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        for i in 0..web_pods {
+            c.v3_web_pods.insert(format!("web-{i}"));
+        }
+        let selector = c.service.as_ref().map(selector_of).unwrap_or_default();
+        let mut endpoints = Vec::new();
+        if selector_matches(&selector, &chart_selector()) {
+            let v2 = c
+                .source
+                .as_ref()
+                .and_then(|d| d.status.as_ref())
+                .and_then(|s| s.replicas)
+                .unwrap_or(0);
+            endpoints.extend((0..v2).map(|i| Endpoint {
+                pod: Some(format!("v2-{i}")),
+                ready: true,
+            }));
+        }
+        if let Some(web) = &c.web {
+            let labels = web
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap();
+            if selector_matches(&selector, &labels) {
+                endpoints.extend((0..web_pods).map(|i| Endpoint {
+                    pod: Some(format!("web-{i}")),
+                    ready: i < web_ready,
+                }));
+            }
+        }
+        c.endpoints = endpoints;
+        if self.migrations_started {
+            self.migrations_done =
+                self.migrations_done || self.history.iter().filter(|d| d.phase == Phase::Migrating).count() >= 2;
+        }
+    }
+
+    /// DESIGN §2, checked on the simulated cluster after every step.
+    fn check_invariants(&self, decision: &Decision) {
+        let c = &self.cluster;
+        let status = self.status();
+        let selector = c.service.as_ref().map(selector_of).unwrap_or_default();
+        let switched = selector == v3_selector(UPGRADE, Role::Web);
+        for (d, role) in [(&c.web, Role::Web), (&c.worker, Role::Worker)] {
+            let Some(d) = d else { continue };
+            let labels = d
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap();
+            // 1. The Service selects v3 pods only after the switch, and never the worker.
+            if role == Role::Worker || !switched {
+                assert!(
+                    !selector_matches(&selector, &labels),
+                    "Service selects v3 {role:?} pods; phase {}",
+                    decision.phase
+                );
+            }
+            // 2. Migrations off until the Service points to v3.
+            if !switched {
+                assert!(
+                    !migrations_enabled(d),
+                    "migrations on before the shift; phase {}",
+                    decision.phase
+                );
+            }
+            // 3. 3.29.0 while a v2 pod exists.
+            let v2_pods = c
+                .source
+                .as_ref()
+                .and_then(|d| d.status.as_ref())
+                .and_then(|s| s.replicas)
+                .unwrap_or(0);
+            let image = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap();
+            if v2_pods > 0 {
+                assert!(image.ends_with(":3.29.0"), "{image} while v2 runs");
+            }
+        }
+        for action in &decision.actions {
+            // 4. v2 retired only after shift, migrations, verification and the delay.
+            if action == &Action::ScaleSource(0) {
+                assert!(status.traffic_shifted_at.is_some() && status.migrations_finished_at.is_some());
+                let verified = status.verified_at.clone().expect("verified before retirement");
+                let waited = self.now - verified.0.as_second() + 1_800_000_000;
+                assert!(waited >= 3600, "retired {waited}s after verification");
+            }
+            // 5. Nothing deleted that nobody asked to delete.
+            if matches!(action, Action::DeleteSource) {
+                assert!(self.upgrade.spec.strategy.delete_source);
+            }
+            if matches!(action, Action::DeleteDeployment(_)) {
+                assert!(self.upgrade.spec.abort || self.upgrade.metadata.deletion_timestamp.is_some());
+            }
+        }
+    }
+}
+
+fn phases(w: &World) -> Vec<Phase> {
+    let mut out: Vec<Phase> = Vec::new();
+    for d in &w.history {
+        if out.last() != Some(&d.phase) {
+            out.push(d.phase);
+        }
+    }
+    out
+}
+
+fn condition<'a>(w: &'a World, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    w.upgrade
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|x| x.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+#[test]
+fn happy_path_walks_every_phase_to_completed() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Completed, 400);
+    assert_eq!(
+        phases(&w),
+        vec![
+            Phase::Provisioning,
+            Phase::ShiftingTraffic,
+            Phase::Draining,
+            Phase::Migrating,
+            Phase::Verifying,
+            Phase::RetiringSource,
+            Phase::Completed
+        ]
+    );
+    let s = w.status();
+    assert!(s.verified_at.is_some() && s.source_retired_at.is_some() && s.completed_at.is_some());
+    assert_eq!(condition(&w, c::READY).status, "True");
+    assert_eq!(condition(&w, c::STALLED).status, "False");
+    assert_eq!(condition(&w, c::RECONCILING).status, "False");
+    for step in [
+        c::PREFLIGHT_PASSED,
+        c::TRAFFIC_SHIFTED,
+        c::MIGRATIONS_COMPLETE,
+        c::VERIFIED,
+        c::SOURCE_RETIRED,
+    ] {
+        assert_eq!(condition(&w, step).status, "True", "{step}");
+    }
+    // v2 scaled to 0, never deleted; v3 released from the object.
+    let v2 = w.cluster.source.as_ref().expect("v2 kept");
+    assert_eq!(v2.spec.as_ref().unwrap().replicas, Some(0));
+    assert!(w.cluster.web.as_ref().unwrap().metadata.owner_references.is_none());
+    assert!(w.cluster.worker.as_ref().unwrap().metadata.owner_references.is_none());
+    assert_eq!(s.previous_selector, Some(chart_selector()));
+    assert_eq!(s.source_replicas, Some(2));
+}
+
+#[test]
+fn completed_is_quiet() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Completed, 400);
+    let before = w.upgrade.status.clone();
+    for _ in 0..3 {
+        let d = w.step();
+        assert_eq!(d.phase, Phase::Completed);
+        assert!(d.actions.is_empty(), "writes after completion: {:?}", d.actions);
+    }
+    assert_eq!(w.upgrade.status, before, "status must not change when nothing changes");
+}
+
+#[test]
+fn web_starts_with_one_replica_then_scales_and_worker_waits_for_web() {
+    let mut w = World::new(spec());
+    let first = w.step();
+    let applied: Vec<&Deployment> = first
+        .actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::ApplyDeployment(d) = a {
+                Some(d.as_ref())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(applied.len(), 1, "only web first");
+    assert_eq!(applied[0].metadata.name.as_deref(), Some("prod-langfuse-web"));
+    assert_eq!(applied[0].spec.as_ref().unwrap().replicas, Some(1));
+    let second = w.step();
+    let names: Vec<(String, i32)> = second
+        .actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::ApplyDeployment(d) = a {
+                Some((
+                    d.metadata.name.clone().unwrap(),
+                    d.spec.as_ref().unwrap().replicas.unwrap(),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![("prod-langfuse-web".into(), 2), ("prod-langfuse-worker".into(), 1)]
+    );
+}
+
+#[test]
+fn the_old_selector_is_recorded_before_the_service_is_touched() {
+    let mut w = World::new(spec());
+    let d = w.run_until(Phase::ShiftingTraffic, 20);
+    assert!(
+        d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })),
+        "switched in the same write as recording"
+    );
+    assert_eq!(w.status().previous_selector, Some(chart_selector()));
+    let next = w.step();
+    assert!(next.actions.iter().any(|a| matches!(a, Action::ApplySelector { selector, previous } if *selector == v3_selector(UPGRADE, Role::Web) && *previous == chart_selector())));
+}
+
+#[test]
+fn every_step_decides_the_same_without_the_phase_field() {
+    // Restart in every phase: drop `phase` (and run a fresh plan) and the decision is unchanged.
+    let mut w = World::new(spec());
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let obs = w.observe();
+        let with_phase = plan(&w.upgrade, &obs, t(w.now));
+        let mut lost = w.upgrade.clone();
+        lost.status.as_mut().unwrap().phase = None;
+        let without = plan(&lost, &obs, t(w.now));
+        assert_eq!(with_phase.phase, without.phase);
+        assert_eq!(with_phase.actions, without.actions);
+        seen.insert(with_phase.phase.as_str());
+        if w.step().phase == Phase::Completed {
+            break;
+        }
+    }
+    for phase in [
+        "Provisioning",
+        "ShiftingTraffic",
+        "Draining",
+        "Migrating",
+        "RetiringSource",
+        "Completed",
+    ] {
+        assert!(seen.contains(phase), "never checked {phase}");
+    }
+}
+
+#[test]
+fn a_crash_between_a_write_and_its_status_repeats_nothing_wrong() {
+    // Simulate the operator dying after executing a decision's writes but before its status
+    // patch: the next plan sees the new cluster with the old status and must converge.
+    let mut w = World::new(spec());
+    for _ in 0..400 {
+        let obs = w.observe();
+        let d = plan(&w.upgrade, &obs, t(w.now));
+        for a in &d.actions {
+            w.apply(a);
+        }
+        w.settle();
+        // Status write lost. Next reconcile:
+        let d2 = w.step();
+        for a in &d2.actions {
+            assert!(
+                !matches!(a, Action::DeleteDeployment(_) | Action::DeleteSource),
+                "destructive write after a crash: {a:?}"
+            );
+        }
+        if d2.phase == Phase::Completed {
+            return;
+        }
+    }
+    panic!(
+        "did not complete with crashes between writes and status: {:?}",
+        phases(&w)
+    );
+}
+
+#[test]
+fn manual_promotion_waits_for_approval() {
+    let mut s = spec();
+    s.strategy.promotion = Promotion::Manual;
+    let mut w = World::new(s);
+    let d = w.run_until(Phase::AwaitingPromotion, 20);
+    assert!(d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })));
+    for _ in 0..5 {
+        assert_eq!(w.step().phase, Phase::AwaitingPromotion);
+    }
+    assert_eq!(selector_of(w.cluster.service.as_ref().unwrap()), chart_selector());
+    // The annotation works as well as the field.
+    w.upgrade.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        crate::api::APPROVE_ANNOTATION.to_string(),
+        "true".to_string(),
+    )]));
+    w.run_until(Phase::Completed, 400);
+}
+
+#[test]
+fn abort_before_retirement_rolls_back_everything() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    assert_eq!(
+        selector_of(w.cluster.service.as_ref().unwrap()),
+        v3_selector(UPGRADE, Role::Web)
+    );
+    w.upgrade.spec.abort = true;
+    w.run_until(Phase::RolledBack, 40);
+    assert_eq!(
+        selector_of(w.cluster.service.as_ref().unwrap()),
+        chart_selector(),
+        "old selector back"
+    );
+    assert_eq!(
+        w.cluster.source.as_ref().unwrap().spec.as_ref().unwrap().replicas,
+        Some(2)
+    );
+    assert!(w.cluster.web.is_none() && w.cluster.worker.is_none(), "v3 gone");
+    assert!(
+        w.cluster
+            .endpoints
+            .iter()
+            .all(|e| e.pod.as_deref().unwrap().starts_with("v2-"))
+    );
+    assert_eq!(condition(&w, c::STALLED).status, "True");
+    // Terminal: stays rolled back with no writes.
+    let d = w.step();
+    assert_eq!(d.phase, Phase::RolledBack);
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn abort_after_retirement_is_refused_and_changes_nothing() {
+    let mut s = spec();
+    s.target.final_version = Some("3.40.0".into());
+    let mut w = World::new(s);
+    w.run_until(Phase::Finalizing, 400);
+    w.upgrade.spec.abort = true;
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Blocked);
+    assert!(d.actions.is_empty());
+    assert_eq!(condition(&w, c::READY).reason, "AbortTooLate");
+}
+
+#[test]
+fn a_web_that_never_becomes_ready_is_never_shifted_to() {
+    let mut w = World::new(spec());
+    w.web_broken = true;
+    for _ in 0..30 {
+        let d = w.step();
+        assert_eq!(d.phase, Phase::Provisioning);
+        assert!(d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })));
+    }
+    let ready = condition(&w, c::READY);
+    assert_eq!(ready.reason, "WebNotAvailable");
+    assert!(ready.message.contains("0/1 available"), "{}", ready.message);
+    assert!(ready.message.contains("kubectl logs deploy/prod-langfuse-web"));
+    assert!(w.cluster.worker.is_none(), "worker waits for web");
+}
+
+#[test]
+fn web_down_after_the_shift_rolls_back_after_rollback_after() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    // v3 web loses every ready pod.
+    let web = w.cluster.web.as_mut().unwrap();
+    web.status.as_mut().unwrap().available_replicas = Some(0);
+    w.web_broken = true;
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Degraded);
+    assert!(w.status().web_unavailable_since.is_some());
+    w.run_until(Phase::RolledBack, 200);
+    assert!(w.now >= 300, "rolled back before rollbackAfter: {}", w.now);
+    assert_eq!(selector_of(w.cluster.service.as_ref().unwrap()), chart_selector());
+    // Not asked to delete: v3 is scaled to 0 and kept for its logs.
+    assert_eq!(w.cluster.web.as_ref().unwrap().spec.as_ref().unwrap().replicas, Some(0));
+    assert!(w.status().rollback.unwrap().reason.unwrap().contains("rollbackAfter"));
+}
+
+#[test]
+fn a_reverted_selector_blocks_and_is_not_fought_over() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(chart_selector());
+    w.settle();
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Blocked);
+    assert!(
+        d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })),
+        "tug of war"
+    );
+    let shifted = condition(&w, c::TRAFFIC_SHIFTED);
+    assert_eq!(
+        (shifted.status.as_str(), shifted.reason.as_str()),
+        ("False", "SelectorReverted")
+    );
+    assert!(shifted.message.contains("kubectl patch service"));
+    // A person restores it: the upgrade continues.
+    w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(v3_selector(UPGRADE, Role::Web));
+    w.settle();
+    w.run_until(Phase::Completed, 400);
+}
+
+#[test]
+fn v2_scaled_back_up_after_retirement_blocks_without_a_fight() {
+    let mut s = spec();
+    s.target.final_version = Some("3.40.0".into());
+    let mut w = World::new(s);
+    w.run_until(Phase::Finalizing, 400);
+    *w.cluster.source.as_mut().unwrap() = v2_deployment(2);
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Blocked);
+    assert!(!d.actions.contains(&Action::ScaleSource(0)));
+    assert_eq!(condition(&w, c::SOURCE_RETIRED).reason, "SourceScaledUp");
+    // And v3 must not move past 3.29.0 while v2 pods exist (checked by the invariants too).
+    assert!(d.actions.iter().all(|a| !matches!(a, Action::ApplyDeployment(d) if d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.as_deref().unwrap().ends_with("3.40.0"))));
+}
+
+#[test]
+fn final_version_is_rolled_out_only_after_v2_is_gone() {
+    let mut s = spec();
+    s.target.final_version = Some("3.40.0".into());
+    let mut w = World::new(s);
+    w.run_until(Phase::Completed, 400);
+    let image = |d: &Option<Deployment>| {
+        d.as_ref()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(image(&w.cluster.web), "langfuse/langfuse:3.40.0");
+    assert_eq!(image(&w.cluster.worker), "langfuse/langfuse-worker:3.40.0");
+    assert!(phases(&w).contains(&Phase::Finalizing));
+    assert_eq!(w.status().target_version.as_deref(), Some("3.40.0"));
+}
+
+#[test]
+fn paused_makes_no_writes() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Provisioning, 5);
+    w.upgrade.spec.paused = true;
+    for _ in 0..3 {
+        let d = w.step();
+        assert_eq!(d.phase, Phase::Paused);
+        assert!(d.actions.is_empty());
+    }
+    assert_eq!(condition(&w, c::STALLED).status, "False");
+    w.upgrade.spec.paused = false;
+    w.run_until(Phase::Completed, 400);
+}
+
+#[test]
+fn draining_waits_for_v2_to_stop_writing() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    // v2 keeps writing: the newest row moves every step.
+    for _ in 0..20 {
+        w.newest_write = Some(w.now);
+        assert_eq!(w.step().phase, Phase::Draining);
+    }
+    assert!(w.status().cutoff.is_none());
+    let quiet_from = w.now;
+    w.run_until(Phase::Migrating, 40);
+    assert!(w.now - quiet_from >= 120, "drainPeriod 2m not honoured");
+    assert!(w.status().cutoff.is_some());
+}
+
+#[test]
+fn postgres_down_while_draining_holds_with_a_reason() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.postgres_down = true;
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Draining);
+    assert!(d.actions.is_empty());
+    assert_eq!(condition(&w, c::READY).reason, "PostgresUnavailable");
+}
+
+#[test]
+fn verification_mismatch_keeps_v2() {
+    let mut w = World::new(spec());
+    w.ch.observations -= 1;
+    for _ in 0..400 {
+        let d = w.step();
+        assert!(!d.actions.contains(&Action::ScaleSource(0)));
+        if d.phase == Phase::Degraded {
+            assert_eq!(condition(&w, c::VERIFIED).reason, "CountsMismatch");
+            assert!(condition(&w, c::VERIFIED).message.contains("observations missing 1"));
+            assert_eq!(
+                w.cluster.source.as_ref().unwrap().spec.as_ref().unwrap().replicas,
+                Some(2)
+            );
+            return;
+        }
+    }
+    panic!("never degraded: {:?}", phases(&w));
+}
+
+#[test]
+fn late_writes_keep_v2() {
+    let mut w = World::new(spec());
+    w.late_writes.traces = 7;
+    let d = w.run_until(Phase::Degraded, 400);
+    assert!(!d.actions.contains(&Action::ScaleSource(0)));
+    assert_eq!(condition(&w, c::VERIFIED).reason, "LateWrites");
+}
+
+#[test]
+fn a_failed_migration_fails_with_the_reason_and_the_remedy() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Migrating, 60);
+    let mut obs = w.observe();
+    if let Some(Ok(pg)) = obs.postgres.as_mut() {
+        pg.migrations[1] = MigrationRow {
+            failed_at: Some(t(w.now)),
+            failed_reason: Some("Failed to convert rust String into napi string".into()),
+            ..pg.migrations[1].clone()
+        };
+    }
+    // Make sure the worker is considered rolled out.
+    let d = plan(&w.upgrade, &obs, t(w.now + 30));
+    assert_eq!(d.phase, Phase::Failed);
+    let ready = d.conditions.iter().find(|x| x.type_ == c::READY).unwrap();
+    assert!(
+        ready.message.contains("napi string") && ready.message.contains("clear failed_at"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn deleting_an_unfinished_upgrade_rolls_back_then_lets_go() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.upgrade.metadata.deletion_timestamp = Some(time(w.now));
+    for _ in 0..40 {
+        let d = w.step();
+        if d.actions.contains(&Action::RemoveFinalizer) {
+            assert_eq!(selector_of(w.cluster.service.as_ref().unwrap()), chart_selector());
+            assert!(w.cluster.web.is_none() && w.cluster.worker.is_none());
+            return;
+        }
+    }
+    panic!("finalizer never removed");
+}
+
+#[test]
+fn deleting_a_completed_upgrade_touches_nothing() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Completed, 400);
+    w.upgrade.metadata.deletion_timestamp = Some(time(w.now));
+    let d = w.step();
+    assert_eq!(d.actions, vec![Action::RemoveFinalizer]);
+}
+
+#[test]
+fn deleting_after_retirement_releases_v3_instead_of_rolling_back() {
+    let mut s = spec();
+    s.target.final_version = Some("3.40.0".into());
+    let mut w = World::new(s);
+    w.run_until(Phase::Finalizing, 400);
+    w.upgrade.metadata.deletion_timestamp = Some(time(w.now));
+    let d = w.step();
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, Action::ReleaseDeployment(_) | Action::RemoveFinalizer)),
+        "{:?}",
+        d.actions
+    );
+    assert!(d.actions.contains(&Action::RemoveFinalizer));
+    assert!(w.cluster.web.as_ref().unwrap().metadata.owner_references.is_none());
+}
+
+#[test]
+fn invalid_spec_is_reported_with_the_field_and_nothing_is_touched() {
+    type Case = (&'static str, Box<dyn Fn(&mut LangfuseUpgradeSpec)>);
+    let cases: Vec<Case> = vec![
+        (
+            "spec.strategy.drainPeriod",
+            Box::new(|s| s.strategy.drain_period = "2 minutes".into()),
+        ),
+        ("spec.target.version", Box::new(|s| s.target.version = "2.95.9".into())),
+        (
+            "spec.target.finalVersion",
+            Box::new(|s| s.target.final_version = Some("3.20.0".into())),
+        ),
+        (
+            "spec.target.web.image",
+            Box::new(|s| s.target.web.image = "langfuse/langfuse:3".into()),
+        ),
+        ("spec.redis", Box::new(|s| s.redis.host = Some("redis".into()))),
+        ("spec.s3", Box::new(|s| s.s3.secret_access_key_secret_ref = None)),
+        (
+            "spec.clickhouse.url",
+            Box::new(|s| s.clickhouse.url = "clickhouse:8123".into()),
+        ),
+        (
+            "spec.target.extraEnv[0]",
+            Box::new(|s| {
+                s.target.extra_env = vec![k8s_openapi::api::core::v1::EnvVar {
+                    name: MIGRATIONS_ENV.into(),
+                    value: Some("true".into()),
+                    value_from: None,
+                }]
+            }),
+        ),
+    ];
+    for (field, mutate) in cases {
+        let mut s = spec();
+        mutate(&mut s);
+        let mut w = World::new(s);
+        let d = w.step();
+        assert_eq!(d.phase, Phase::Pending, "{field}");
+        assert!(
+            d.actions.iter().all(|a| matches!(a, Action::AddFinalizer)),
+            "{field}: {:?}",
+            d.actions
+        );
+        let ready = condition(&w, c::READY);
+        assert_eq!(ready.reason, "InvalidSpec", "{field}");
+        assert!(
+            ready.message.contains(field),
+            "{field} not named in {:?}",
+            ready.message
+        );
+        assert_eq!(condition(&w, c::STALLED).status, "True");
+    }
+}
+
+#[test]
+fn preflight_failures_block_with_nothing_created() {
+    type Case = (&'static str, Box<dyn Fn(&mut World)>);
+    let cases: Vec<Case> = vec![
+        ("sourceDeployment", Box::new(|w| w.cluster.source = None)),
+        (
+            "sourceVersion",
+            Box::new(|w| {
+                w.cluster
+                    .source
+                    .as_mut()
+                    .unwrap()
+                    .spec
+                    .as_mut()
+                    .unwrap()
+                    .template
+                    .spec
+                    .as_mut()
+                    .unwrap()
+                    .containers[0]
+                    .image = Some("langfuse/langfuse:2.60.3".into())
+            }),
+        ),
+        (
+            "targetVersion",
+            Box::new(|w| w.upgrade.spec.target.version = "3.30.0".into()),
+        ),
+        ("service", Box::new(|w| w.cluster.service = None)),
+        (
+            "secrets",
+            Box::new(|w| w.cluster.missing_secret_keys = vec!["clickhouse/password".into()]),
+        ),
+        ("postgres", Box::new(|w| w.postgres_down = true)),
+        ("backup", Box::new(|w| w.upgrade.spec.backup.acknowledged = false)),
+        (
+            "selectorIsolation",
+            Box::new(|w| w.cluster.service = Some(v2_service(labels(&[("app", "web")])))),
+        ),
+    ];
+    for (check, mutate) in cases {
+        let mut w = World::new(spec());
+        mutate(&mut w);
+        for _ in 0..3 {
+            let d = w.step();
+            assert_eq!(d.phase, Phase::Blocked, "{check}");
+            assert!(
+                d.actions.iter().all(|a| matches!(a, Action::AddFinalizer)),
+                "{check} wrote {:?}",
+                d.actions
+            );
+        }
+        let line = w
+            .status()
+            .checks
+            .into_iter()
+            .find(|l| l.name == check)
+            .unwrap_or_else(|| panic!("no {check} line"));
+        assert_eq!(line.result, CheckResult::Fail, "{check}");
+        assert_eq!(condition(&w, c::PREFLIGHT_PASSED).reason, "PreflightFailed");
+        assert!(condition(&w, c::READY).message.contains(check));
+    }
+}
+
+#[test]
+fn a_blocked_preflight_resumes_once_fixed() {
+    let mut w = World::new(spec());
+    w.upgrade.spec.backup.acknowledged = false;
+    assert_eq!(w.step().phase, Phase::Blocked);
+    w.upgrade.spec.backup.acknowledged = true;
+    w.run_until(Phase::Completed, 400);
+}
+
+#[test]
+fn waivers_skip_only_waivable_checks() {
+    let mut w = World::new(spec());
+    w.upgrade.spec.backup.acknowledged = false;
+    w.upgrade.spec.preflight.skip = vec![WaivableCheck::Backup];
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Provisioning);
+    let line = w.status().checks.into_iter().find(|l| l.name == "backup").unwrap();
+    assert_eq!(line.result, CheckResult::Skipped);
+    assert!(line.message.contains("waived"));
+}
+
+#[test]
+fn clickhouse_schema_past_3_29_blocks() {
+    let mut w = World::new(spec());
+    let obs = {
+        let mut o = w.observe();
+        o.clickhouse = Some(Ok(ClickHouseFacts {
+            version: Some("25.3.1".into()),
+            schema: Some((9, false)),
+            counts: None,
+        }));
+        o
+    };
+    let d = plan(&w.upgrade, &obs, t(0));
+    assert_eq!(d.phase, Phase::Blocked);
+    let line = d.status.checks.iter().find(|l| l.name == "clickhouse").unwrap();
+    assert!(line.message.contains("crash-loop"));
+    w.step();
+}
+
+#[test]
+fn hpa_on_v2_is_reported_not_touched() {
+    let mut w = World::new(spec());
+    w.cluster.hpas_on_source = vec!["prod-langfuse".into()];
+    w.step();
+    let line = w
+        .status()
+        .checks
+        .into_iter()
+        .find(|l| l.name == "horizontalPodAutoscaler")
+        .unwrap();
+    assert_eq!(line.result, CheckResult::Warn);
+    w.run_until(Phase::Completed, 400);
+}
+
+#[test]
+fn needs_follow_the_facts() {
+    let mut u = upgrade(spec(), Default::default());
+    let n = needs(&u);
+    assert!(n.secrets && n.postgres.migrations && n.clickhouse.server);
+    u.status = Some(LangfuseUpgradeStatus {
+        provisioning_started_at: Some(time(0)),
+        ..Default::default()
+    });
+    assert_eq!(needs(&u), Needs::default(), "provisioning needs no database");
+    u.status.as_mut().unwrap().traffic_shifted_at = Some(time(1));
+    assert!(needs(&u).postgres.newest_write);
+    u.status.as_mut().unwrap().completed_at = Some(time(2));
+    assert_eq!(needs(&u), Needs::default());
+}
+
+#[test]
+fn requeue_is_never_a_busy_loop_when_waiting() {
+    let mut w = World::new(spec());
+    w.web_broken = true;
+    let d = w.step();
+    assert!(d.requeue >= Duration::from_secs(5));
+}

@@ -28,21 +28,31 @@ pub struct Readiness {
 
 /// The Langfuse container of the v2 pod: the named one, else the only one, else `langfuse`.
 pub fn source_container<'d>(spec: &LangfuseUpgradeSpec, d: &'d Deployment) -> Result<&'d Container, String> {
-    let containers = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).map(|p| p.containers.as_slice()).unwrap_or_default();
+    let containers = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers.as_slice())
+        .unwrap_or_default();
     if let Some(name) = &spec.source.container {
-        return containers.iter().find(|c| &c.name == name).ok_or_else(|| format!("the v2 pod has no container named {name:?}"));
+        return containers
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| format!("the v2 pod has no container named {name:?}"));
     }
     match containers {
         [only] => Ok(only),
-        _ => containers
-            .iter()
-            .find(|c| c.name == "langfuse")
-            .ok_or_else(|| "the v2 pod has several containers and none is named \"langfuse\"; set spec.source.container".into()),
+        _ => containers.iter().find(|c| c.name == "langfuse").ok_or_else(|| {
+            "the v2 pod has several containers and none is named \"langfuse\"; set spec.source.container".into()
+        }),
     }
 }
 
 pub fn source_selector(d: &Deployment) -> Labels {
-    d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default()
+    d.spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default()
 }
 
 pub fn owner_reference(upgrade: &LangfuseUpgrade) -> Option<OwnerReference> {
@@ -61,10 +71,22 @@ pub struct Desire {
 
 /// Build both Deployments as `desire` says; `None` when v2 is gone and nothing can be built.
 pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), String> {
-    let source = p.obs.source.as_ref().ok_or_else(|| format!("the v2 Deployment {:?} is gone", p.spec.source.deployment))?;
+    let source = p
+        .obs
+        .source
+        .as_ref()
+        .ok_or_else(|| format!("the v2 Deployment {:?} is gone", p.spec.source.deployment))?;
     let container = source_container(p.spec, source)?;
-    let pod = source.spec.as_ref().and_then(|s| s.template.spec.as_ref()).ok_or("the v2 Deployment has no pod template")?;
-    let service = p.obs.service.as_ref().ok_or_else(|| format!("the Service {:?} is gone", p.spec.source.service))?;
+    let pod = source
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or("the v2 Deployment has no pod template")?;
+    let service = p
+        .obs
+        .service
+        .as_ref()
+        .ok_or_else(|| format!("the Service {:?} is gone", p.spec.source.service))?;
     let port = resolve_web_port(service, container)?;
     let selector = source_selector(source);
     let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
@@ -84,14 +106,20 @@ pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), S
         restarts: 0,
     };
     let web = web_deployment(&input);
-    let worker = worker_deployment(&BuildInput { replicas: desire.worker_replicas, restarts, ..input });
+    let worker = worker_deployment(&BuildInput {
+        replicas: desire.worker_replicas,
+        restarts,
+        ..input
+    });
     Ok((web, worker))
 }
 
 /// Rolled out at exactly what was built, every replica available.
 pub fn rolled_out(observed: Option<&Deployment>, desired: &Deployment) -> bool {
     let Some(d) = observed else { return false };
-    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else { return false };
+    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else {
+        return false;
+    };
     let want = spec.replicas.unwrap_or(1);
     applied_hash(d) == applied_hash(desired)
         && status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
@@ -101,27 +129,52 @@ pub fn rolled_out(observed: Option<&Deployment>, desired: &Deployment) -> bool {
 }
 
 fn available(d: Option<&Deployment>) -> i32 {
-    d.and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or(0)
+    d.and_then(|d| d.status.as_ref())
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 /// Why a Deployment is not there yet, from its own conditions, for a person to act on.
 fn rollout_text(role: &str, d: Option<&Deployment>, name: &str) -> String {
-    let Some(d) = d else { return format!("v3 {role} Deployment {name} not created yet") };
+    let Some(d) = d else {
+        return format!("v3 {role} Deployment {name} not created yet");
+    };
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let deadline = d
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Progressing" && c.status == "False"))
-        .map(|c| format!(" ({}: {})", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        .map(|c| {
+            format!(
+                " ({}: {})",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            )
+        })
         .unwrap_or_default();
-    format!("v3 {role} {name}: {}/{want} available{deadline}; see `kubectl logs deploy/{name}`", available(Some(d)))
+    format!(
+        "v3 {role} {name}: {}/{want} available{deadline}; see `kubectl logs deploy/{name}`",
+        available(Some(d))
+    )
 }
 
 /// The version v3 runs: the target while any v2 pod may exist (invariant 3), then the final one.
 pub fn version_now(p: &Planner) -> String {
-    let v2_pods = p.obs.source.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
-    let v2_asked = p.obs.source.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    let v2_pods = p
+        .obs
+        .source
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let v2_asked = p
+        .obs
+        .source
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
     match (&p.status.source_retired_at, &p.spec.target.final_version) {
         (Some(_), Some(v)) if v2_pods == 0 && v2_asked == 0 => v.clone(),
         _ => p.spec.target.version.clone(),
@@ -131,9 +184,11 @@ pub fn version_now(p: &Planner) -> String {
 /// Write the v3 Deployments where they drifted from what they should be, and say how far the
 /// rollout is. Before the shift a v3 that is not ready holds in `Provisioning`.
 pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness, Hold> {
-    let web_initialised = p.obs.web.as_ref().is_some_and(|d| {
-        available(Some(d)) >= 1 || d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 1
-    });
+    let web_initialised = p
+        .obs
+        .web
+        .as_ref()
+        .is_some_and(|d| available(Some(d)) >= 1 || d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 1);
     let desire = Desire {
         version: version_now(p),
         // One pod runs the Prisma and ClickHouse migrations before the others start.
@@ -142,7 +197,8 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
         owned: true,
         migrations: p.status.migrations_enabled_at.is_some(),
     };
-    let (web, worker) = build(p, &desire).map_err(|e| Hold::new(Phase::Blocked, reason::SOURCE_MISSING, e, wait::ROLLOUT))?;
+    let (web, worker) =
+        build(p, &desire).map_err(|e| Hold::new(Phase::Blocked, reason::SOURCE_MISSING, e, wait::ROLLOUT))?;
     let web_name = web.metadata.name.clone().unwrap_or_default();
     let worker_name = worker.metadata.name.clone().unwrap_or_default();
     if applied_hash_of(p.obs.web.as_ref()) != applied_hash(&web) {
@@ -161,10 +217,20 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
         return Ok(readiness);
     }
     if !readiness.web {
-        return Err(Hold::new(Phase::Provisioning, reason::WEB_NOT_AVAILABLE, rollout_text("web", p.obs.web.as_ref(), &web_name), wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::Provisioning,
+            reason::WEB_NOT_AVAILABLE,
+            rollout_text("web", p.obs.web.as_ref(), &web_name),
+            wait::ROLLOUT,
+        ));
     }
     if !readiness.worker {
-        return Err(Hold::new(Phase::Provisioning, reason::PROVISIONING, rollout_text("worker", p.obs.worker.as_ref(), &worker_name), wait::ROLLOUT));
+        return Err(Hold::new(
+            Phase::Provisioning,
+            reason::PROVISIONING,
+            rollout_text("worker", p.obs.worker.as_ref(), &worker_name),
+            wait::ROLLOUT,
+        ));
     }
     Ok(readiness)
 }
@@ -184,11 +250,23 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
         p.status.web_unavailable_since = None;
         return Ok(());
     }
-    let since = p.status.web_unavailable_since.get_or_insert_with(|| jiff_time(p.now)).clone();
+    let since = p
+        .status
+        .web_unavailable_since
+        .get_or_insert_with(|| jiff_time(p.now))
+        .clone();
     let down_for = p.since(&Some(since.clone())).unwrap_or_default();
     if down_for >= settings.rollback_after {
-        let why = format!("v3 web served no ready pod for {}s (rollbackAfter {})", down_for.as_secs(), p.spec.strategy.rollback_after);
-        p.status.rollback = Some(RollbackStatus { reason: Some(why), started_at: Some(p.now_time()), ..Default::default() });
+        let why = format!(
+            "v3 web served no ready pod for {}s (rollbackAfter {})",
+            down_for.as_secs(),
+            p.spec.strategy.rollback_after
+        );
+        p.status.rollback = Some(RollbackStatus {
+            reason: Some(why),
+            started_at: Some(p.now_time()),
+            ..Default::default()
+        });
         return super::rollback::roll_back(p, false);
     }
     Err(Hold::new(
