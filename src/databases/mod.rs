@@ -75,6 +75,19 @@ pub enum DbError {
     NotSupported(String),
 }
 
+/// A write to `background_migrations`, the only table the operator ever writes (invariant 5).
+/// Each is keyed by the row's `name` and touches only the columns named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remedy {
+    /// `args.batchSize = size` (other `args` keys kept).
+    SetBatchSize { name: String, size: i64 },
+    /// Resume from the cursor: `failed_at = NULL, failed_reason = NULL` (state kept).
+    ClearFailure { name: String },
+    /// Re-run a finished copy bounded to the late-write window: `state = {}`,
+    /// `args.maxDate = max_date`, `finished_at = NULL`, `failed_at = NULL`, `failed_reason = NULL`.
+    RerunWindow { name: String, max_date: Timestamp },
+}
+
 pub trait Databases: Send + Sync + 'static {
     fn postgres(
         &self,
@@ -86,6 +99,7 @@ pub trait Databases: Send + Sync + 'static {
         conn: &ClickHouseConnection,
         query: &ClickHouseQuery,
     ) -> impl Future<Output = Result<ClickHouseFacts, DbError>> + Send;
+    fn remedy(&self, url: &SecretString, remedy: &Remedy) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 /// What the binary uses until the sqlx / clickhouse implementations land: every query answers
@@ -106,6 +120,10 @@ impl Databases for NotConnected {
         Err(DbError::NotSupported(
             "this build of the operator cannot read ClickHouse yet (verification support is not compiled in)".into(),
         ))
+    }
+
+    async fn remedy(&self, _: &SecretString, _: &Remedy) -> Result<(), DbError> {
+        Err(DbError::NotSupported("this build of the operator cannot write remedies to Postgres yet".into()))
     }
 }
 
