@@ -233,6 +233,7 @@ pub fn rows(finished: bool, now: Timestamp) -> Vec<MigrationRow> {
             locked_at: None,
             cursor: None,
             oldest_row: None,
+            batch_size: None,
         })
         .collect()
 }

@@ -84,8 +84,10 @@ pub enum Remedy {
     /// Resume from the cursor: `failed_at = NULL, failed_reason = NULL` (state kept).
     ClearFailure { name: String },
     /// Re-run a finished copy bounded to the late-write window: `state = {}`,
-    /// `args.maxDate = max_date`, `finished_at = NULL`, `failed_at = NULL`, `failed_reason = NULL`.
-    RerunWindow { name: String, max_date: Timestamp },
+    /// `args.maxDate = max_date`, `args.maxRowsToProcess = max_rows` (the copy walks newest first,
+    /// so it takes exactly the late rows), `finished_at = NULL`, `failed_at = NULL`,
+    /// `failed_reason = NULL`.
+    RerunWindow { name: String, max_date: Timestamp, max_rows: i64 },
 }
 
 pub trait Databases: Send + Sync + 'static {

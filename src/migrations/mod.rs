@@ -50,6 +50,8 @@ pub struct MigrationRow {
     pub cursor: Option<Timestamp>,
     /// Oldest `created_at` of the table the row copies, for a cheap progress estimate.
     pub oldest_row: Option<Timestamp>,
+    /// `args.batchSize` when set; the script's default otherwise.
+    pub batch_size: Option<i64>,
 }
 
 impl MigrationRow {
