@@ -15,6 +15,8 @@ pub enum Error {
     Leader(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Database(String),
 }
 
 impl Error {
@@ -29,6 +31,7 @@ impl Error {
             Error::CrdMissing => "crd_missing",
             Error::Leader(_) => "leader",
             Error::Io(_) => "io",
+            Error::Database(_) => "database",
         }
     }
 }

@@ -102,6 +102,8 @@ pub mod reason {
     pub const MIGRATION_FAILED: &str = "MigrationFailed";
     pub const MIGRATION_STALLED: &str = "MigrationStalled";
     pub const MIGRATIONS_FINISHED: &str = "MigrationsFinished";
+    pub const MIGRATION_STUCK: &str = "MigrationStuck";
+    pub const REMEDY_APPLIED: &str = "RemedyApplied";
     pub const NOT_STARTED: &str = "NotStarted";
     pub const VERIFYING: &str = "Verifying";
     pub const COUNTS_MATCH: &str = "CountsMatch";

@@ -88,6 +88,11 @@ pub struct MigrationStatus {
     pub progress_percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_reason: Option<String>,
+    /// When the operator first saw the cursor at its current value (stuck detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_since: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<i64>,
 }
 
 /// Postgres vs ClickHouse row counts for one table, both at or before the cut-off.
@@ -179,6 +184,12 @@ pub struct LangfuseUpgradeStatus {
     pub completed_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_at: Option<Time>,
+    /// `args.batchSize` to set before the migrations start, from the preflight scan (by migration).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub planned_batch_sizes: BTreeMap<String, i64>,
+    /// Late writes re-copied up to this instant; verification counts up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_writes_covered_until: Option<Time>,
     /// Last time the operator restarted the worker (grace before judging the migrations idle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_restarted_at: Option<Time>,

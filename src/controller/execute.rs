@@ -7,8 +7,10 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::observe::postgres_url;
 use super::plan::Action;
 use crate::api::{FIELD_MANAGER, FINALIZER, LangfuseUpgrade};
+use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::resources::service::selector_apply_body;
 
@@ -18,8 +20,15 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Run `actions`; returns the ones that ran, for the audit trail.
-pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Action]) -> Result<Vec<Action>> {
+/// Run `actions`; returns the ones that ran, for the audit trail. `source` is the observed v2
+/// Deployment, whose `DATABASE_URL` a remedy may need.
+pub async fn execute<D: Databases>(
+    client: &Client,
+    db: &D,
+    upgrade: &LangfuseUpgrade,
+    source: Option<&Deployment>,
+    actions: &[Action],
+) -> Result<Vec<Action>> {
     let ns = upgrade.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = upgrade.name_any();
     let upgrades: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
@@ -98,6 +107,14 @@ pub async fn execute(client: &Client, upgrade: &LangfuseUpgrade, actions: &[Acti
                 deployments
                     .patch(&upgrade.spec.source.deployment, &apply_params(), &Patch::Apply(body))
                     .await?;
+            }
+            Action::Remedy(remedy) => {
+                let url = postgres_url(client, &ns, upgrade, source)
+                    .await?
+                    .map_err(Error::Database)?;
+                db.remedy(&url, remedy)
+                    .await
+                    .map_err(|e| Error::Database(e.to_string()))?;
             }
             Action::DeleteSource => match deployments
                 .delete(&upgrade.spec.source.deployment, &DeleteParams::background())

@@ -64,7 +64,14 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
         let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
         let now = Timestamp::now();
         let decision = plan::plan(&upgrade, &observed, now);
-        let executed = execute::execute(&ctx.client, &upgrade, &decision.actions).await?;
+        let executed = execute::execute(
+            &ctx.client,
+            &ctx.databases,
+            &upgrade,
+            observed.source.as_ref(),
+            &decision.actions,
+        )
+        .await?;
         let status = report::next_status(&upgrade, &decision, now);
         report::report(&ctx.client, &ctx.recorder, &upgrade, &status, &executed).await?;
         if !executed.is_empty() || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {

@@ -198,7 +198,7 @@ async fn read_secret_key(secrets: &Api<Secret>, selector: &SecretKeySelector) ->
 
 /// The operator's Postgres URL: the explicit Secret, else v2's `DATABASE_URL` as written
 /// (a literal, a Secret key or a ConfigMap key). `Ok(Err(..))` says why it cannot be found.
-async fn postgres_url(
+pub async fn postgres_url(
     client: &Client,
     ns: &str,
     upgrade: &LangfuseUpgrade,

@@ -87,7 +87,11 @@ pub enum Remedy {
     /// `args.maxDate = max_date`, `args.maxRowsToProcess = max_rows` (the copy walks newest first,
     /// so it takes exactly the late rows), `finished_at = NULL`, `failed_at = NULL`,
     /// `failed_reason = NULL`.
-    RerunWindow { name: String, max_date: Timestamp, max_rows: i64 },
+    RerunWindow {
+        name: String,
+        max_date: Timestamp,
+        max_rows: i64,
+    },
 }
 
 pub trait Databases: Send + Sync + 'static {
@@ -125,7 +129,9 @@ impl Databases for NotConnected {
     }
 
     async fn remedy(&self, _: &SecretString, _: &Remedy) -> Result<(), DbError> {
-        Err(DbError::NotSupported("this build of the operator cannot write remedies to Postgres yet".into()))
+        Err(DbError::NotSupported(
+            "this build of the operator cannot write remedies to Postgres yet".into(),
+        ))
     }
 }
 

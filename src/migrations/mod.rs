@@ -11,6 +11,16 @@ pub const V3_MIGRATIONS: [&str; 4] = [
     "20241024_1738_migrate_scores_from_pg_to_ch",
 ];
 
+/// The copy migration for a table, by the table's name.
+pub fn migration_for_table(table: &str) -> Option<&'static str> {
+    match table {
+        "traces" => Some(V3_MIGRATIONS[1]),
+        "observations" => Some(V3_MIGRATIONS[2]),
+        "scores" => Some(V3_MIGRATIONS[3]),
+        _ => None,
+    }
+}
+
 /// A lock older than this is stale: the worker heartbeats every 15 s.
 pub const LOCK_STALE_AFTER_SECS: i64 = 60;
 

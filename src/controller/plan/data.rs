@@ -4,18 +4,23 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::Action;
 use super::workloads::{Readiness, WORKER_RESTARTS};
 use super::{Gate, Hold, Planner, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, TableVerification};
 use crate::controller::validate::Settings;
-use crate::migrations::{MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS};
+use crate::databases::Remedy;
+use crate::migrations::{
+    DEFAULT_BATCH_SIZE, MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS, migration_for_table,
+};
 
 /// Restarts of a stalled worker before a person is asked.
 const MAX_WORKER_RESTARTS: i32 = 2;
 /// A started worker picks a migration within seconds and a lock goes stale after 60 s: judge
 /// "nothing runs" only after this long since the worker (re)started.
 const IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+const MAX_LATE_WRITE_RERUNS: i32 = 2;
 
 /// The migrations' start cursor: the newest `state.maxDate` seen while migrating is no later
 /// than the worker start; the enable time bounds it when none was seen.
@@ -71,12 +76,17 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
     Ok(())
 }
 
-/// Turn the background migrations on (worker restart) and watch them to the end.
+/// Turn the background migrations on (worker restart) and watch them to the end, applying the
+/// documented remedies, each bounded, before asking a person.
 pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -> Gate {
     if p.status.migrations_finished_at.is_some() {
         return Ok(());
     }
     if p.status.migrations_enabled_at.is_none() {
+        // Batch sizes planned by the preflight scan go in before the worker starts.
+        for (name, size) in p.status.planned_batch_sizes.clone() {
+            p.act(Action::Remedy(Remedy::SetBatchSize { name, size }));
+        }
         p.status.migrations_enabled_at = Some(p.now_time());
         super::workloads::ensure(p, settings)?;
         p.condition(
@@ -115,21 +125,10 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
         return Ok(());
     }
     if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
-        let message = format!(
-            "background migration {} failed: {}. Fix the cause, then clear failed_at and failed_reason on that row (keep state, so it resumes from its cursor) and the operator restarts the worker",
-            failed.name,
-            failed
-                .failed_reason
-                .clone()
-                .unwrap_or_else(|| "no reason recorded".into())
-        );
-        p.condition(
-            cond::MIGRATIONS_COMPLETE,
-            false,
-            reason::MIGRATION_FAILED,
-            message.clone(),
-        );
-        return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
+        return remedy_failure(p, settings, failed);
+    }
+    if let Some(stuck) = stuck_row(p, settings, &rows) {
+        return remedy_stuck(p, settings, &stuck);
     }
     // The worker only looks for work when it starts: a stale lock, or rows nobody picked up,
     // need a restart, bounded so a crash-looping worker reaches a person.
@@ -142,26 +141,12 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
         .or(p.status.migrations_enabled_at.clone());
     let settled = p.since(&last_start).is_some_and(|d| d >= IDLE_GRACE);
     if idle && settled {
-        let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
-        if restarts < MAX_WORKER_RESTARTS && settings_allow_remedy(p) {
-            p.status.remedies.insert(WORKER_RESTARTS.into(), restarts + 1);
-            p.status.worker_restarted_at = Some(p.now_time());
-            super::workloads::ensure(p, settings)?;
-            p.condition(
-                cond::MIGRATIONS_COMPLETE,
-                false,
-                reason::MIGRATION_STALLED,
-                format!(
-                    "no migration is running; restarted the worker ({} of {MAX_WORKER_RESTARTS})",
-                    restarts + 1
-                ),
+        if bump(p, "idleRestart", MAX_WORKER_RESTARTS) && p.spec.migrations.remediation {
+            restart_worker(p, settings)?;
+            return remedied(
+                p,
+                "no background migration was running (stale lock or never picked up); restarted the v3 worker",
             );
-            return Err(Hold::new(
-                Phase::Migrating,
-                reason::MIGRATION_STALLED,
-                "restarting the v3 worker to resume the background migrations",
-                wait::ROLLOUT,
-            ));
         }
         let message =
             "no background migration is running and the worker restarts are used up; check the v3 worker logs"
@@ -194,21 +179,167 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
     ))
 }
 
-fn settings_allow_remedy(p: &Planner) -> bool {
-    p.spec.migrations.remediation
+/// Count one more use of a bounded remedy; false when its attempts are used up.
+fn bump(p: &mut Planner, key: &str, max: i32) -> bool {
+    let used = p.status.remedies.get(key).copied().unwrap_or(0);
+    if used >= max {
+        return false;
+    }
+    p.status.remedies.insert(key.to_string(), used + 1);
+    true
+}
+
+/// A rollout restart of the v3 worker: the manager only looks for work at start.
+fn restart_worker(p: &mut Planner, settings: &Settings) -> Result<(), Hold> {
+    let n = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
+    p.status.remedies.insert(WORKER_RESTARTS.into(), n + 1);
+    p.status.worker_restarted_at = Some(p.now_time());
+    super::workloads::ensure(p, settings).map(|_| ())
+}
+
+fn remedied(p: &mut Planner, what: &str) -> Gate {
+    p.condition(
+        cond::MIGRATIONS_COMPLETE,
+        false,
+        reason::REMEDY_APPLIED,
+        what.to_string(),
+    );
+    Err(Hold::new(
+        Phase::Migrating,
+        reason::REMEDY_APPLIED,
+        what.to_string(),
+        wait::ROLLOUT,
+    ))
+}
+
+fn give_up(p: &mut Planner, reason: &'static str, message: String) -> Gate {
+    p.condition(cond::MIGRATIONS_COMPLETE, false, reason, message.clone());
+    Err(Hold::new(Phase::Failed, reason, message, wait::POLL))
+}
+
+/// The batch size a "napi string" failure calls for: 2500, then halving, never below the floor.
+pub fn smaller_batch(current: i64, floor: i64) -> Option<i64> {
+    let next = if current > 2500 { 2500 } else { current / 2 };
+    (next >= floor && next < current).then_some(next)
+}
+
+fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gate {
+    let why = row.failed_reason.clone().unwrap_or_else(|| "no reason recorded".into());
+    let name = row.name.clone();
+    let manual = format!(
+        "background migration {name} failed: {why}. Fix the cause, then clear failed_at and failed_reason on that row (keep state, so it resumes from its cursor); the operator restarts the worker"
+    );
+    if !p.spec.migrations.remediation {
+        return give_up(p, reason::MIGRATION_FAILED, manual);
+    }
+    if why.contains("napi string") {
+        let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        let floor = i64::from(p.spec.migrations.min_batch_size);
+        return match smaller_batch(current, floor) {
+            Some(size) => {
+                p.act(Action::Remedy(Remedy::SetBatchSize {
+                    name: name.clone(),
+                    size,
+                }));
+                p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
+                bump(p, &format!("napi/{name}"), i32::MAX);
+                restart_worker(p, settings)?;
+                remedied(
+                    p,
+                    &format!(
+                        "{name} hit the Node string limit at batch size {current}; lowered args.batchSize to {size} and resumed from the cursor"
+                    ),
+                )
+            }
+            None => give_up(
+                p,
+                reason::MIGRATION_FAILED,
+                format!(
+                    "{manual}. The batch size is already {current}, at the floor spec.migrations.minBatchSize {floor}"
+                ),
+            ),
+        };
+    }
+    if bump(p, &format!("resume/{name}"), 1) {
+        p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
+        restart_worker(p, settings)?;
+        return remedied(p, &format!("{name} failed ({why}); resumed it once from its cursor"));
+    }
+    give_up(
+        p,
+        reason::MIGRATION_FAILED,
+        format!("{manual}. One automatic resume was already tried"),
+    )
+}
+
+/// A running migration whose cursor has not moved for `stuckAfter` while its lock stays fresh:
+/// more rows share one `created_at` than the batch holds.
+fn stuck_row(p: &Planner, settings: &Settings, rows: &[MigrationRow]) -> Option<MigrationRow> {
+    rows.iter()
+        .filter(|r| r.state(p.now) == RowState::Running && r.cursor.is_some())
+        .find(|r| {
+            let since = p
+                .status
+                .migrations
+                .iter()
+                .find(|m| m.name == r.name)
+                .and_then(|m| m.cursor_since.clone());
+            p.since(&since).is_some_and(|d| d >= settings.stuck_after)
+        })
+        .cloned()
+}
+
+fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gate {
+    let name = row.name.clone();
+    let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+    let planned = p.status.planned_batch_sizes.get(&name).copied().unwrap_or(0);
+    let size = (current * 2).max(planned);
+    let cursor = row.cursor.map(|c| c.to_string()).unwrap_or_default();
+    if p.spec.migrations.remediation && bump(p, &format!("stuck/{name}"), 3) {
+        p.act(Action::Remedy(Remedy::SetBatchSize {
+            name: name.clone(),
+            size,
+        }));
+        restart_worker(p, settings)?;
+        return remedied(
+            p,
+            &format!(
+                "{name} is stuck at {cursor} (more rows share that created_at than batch size {current}); set args.batchSize to {size} and restarted the worker"
+            ),
+        );
+    }
+    give_up(
+        p,
+        reason::MIGRATION_STUCK,
+        format!(
+            "{name} is stuck at {cursor} for {} with a fresh lock: more rows share that created_at than args.batchSize {current}; raise it above that group (UPDATE background_migrations SET args = jsonb_set(args, '{{batchSize}}', '<n>') WHERE name = '{name}') and restart the worker",
+            p.spec.migrations.stuck_after
+        ),
+    )
 }
 
 fn report_progress(p: &mut Planner, rows: &[MigrationRow]) {
     let start = start_cursor(&p.status);
     let now = p.now;
+    let previous = p.status.migrations.clone();
     p.status.migrations = rows
         .iter()
-        .map(|r| MigrationStatus {
-            name: r.name.clone(),
-            state: r.state(now).as_str().into(),
-            cursor: r.cursor.map(|c| c.to_string()),
-            progress_percent: r.progress(start).map(|x| (x * 100.0).floor() as i32),
-            failed_reason: r.failed_reason.clone(),
+        .map(|r| {
+            let cursor = r.cursor.map(|c| c.to_string());
+            let before = previous.iter().find(|m| m.name == r.name);
+            let cursor_since = match before {
+                Some(b) if b.cursor == cursor && b.cursor_since.is_some() => b.cursor_since.clone(),
+                _ => cursor.as_ref().map(|_| Time(now)),
+            };
+            MigrationStatus {
+                name: r.name.clone(),
+                state: r.state(now).as_str().into(),
+                cursor,
+                progress_percent: r.progress(start).map(|x| (x * 100.0).floor() as i32),
+                failed_reason: r.failed_reason.clone(),
+                cursor_since,
+                batch_size: r.batch_size,
+            }
         })
         .collect();
     let finished = rows.iter().filter(|r| r.state(now) == RowState::Finished).count();
@@ -289,8 +420,32 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             .map(|(t, n)| format!("{t}: {n}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // The late-write guard: re-run each affected copy bounded to the rows written after the
+        // start cursor (newest first, exactly that many), then migrate and verify again.
+        if p.spec.migrations.remediation && bump(p, "lateWriteRerun", MAX_LATE_WRITE_RERUNS) {
+            let until = jiff::Timestamp::from_second(p.now.as_second() + 86_400).unwrap_or(p.now);
+            for (table, n) in late.iter() {
+                if let (true, Some(name)) = (n > 0, migration_for_table(table)) {
+                    p.act(Action::Remedy(Remedy::RerunWindow {
+                        name: name.into(),
+                        max_date: until,
+                        max_rows: n,
+                    }));
+                }
+            }
+            p.status.late_writes_covered_until = Some(Time(p.now));
+            p.status.migrations_finished_at = None;
+            p.status.worker_restarted_at = Some(p.now_time());
+            let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
+            p.status.remedies.insert(WORKER_RESTARTS.into(), restarts + 1);
+            let message = format!(
+                "v2 wrote rows after the migrations started ({text}); re-running the copies for exactly those rows"
+            );
+            p.condition(cond::VERIFIED, false, reason::LATE_WRITES, message.clone());
+            return Err(Hold::new(Phase::Migrating, reason::LATE_WRITES, message, wait::ROLLOUT));
+        }
         let message = format!(
-            "v2 wrote rows after the migrations started ({text}); they are not in ClickHouse yet and v2 is kept"
+            "v2 keeps writing rows after the migrations started ({text}); v2 is kept. Find what still writes to v2 (clients pinned to its pods?)"
         );
         p.condition(cond::VERIFIED, false, reason::LATE_WRITES, message.clone());
         return Err(Hold::new(Phase::Degraded, reason::LATE_WRITES, message, wait::POLL));

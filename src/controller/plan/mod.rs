@@ -23,7 +23,7 @@ use crate::api::conditions::{self as cond, Desired, reason};
 use crate::api::{
     APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase, Promotion,
 };
-use crate::databases::{ClickHouseQuery, PostgresQuery};
+use crate::databases::{ClickHouseQuery, PostgresQuery, Remedy};
 use crate::resources::labels::Labels;
 
 pub use preflight::checks as preflight_checks;
@@ -45,6 +45,8 @@ pub enum Action {
     },
     ScaleSource(i32),
     DeleteSource,
+    /// A documented write to `background_migrations` (DESIGN §4), through the database boundary.
+    Remedy(Remedy),
 }
 
 impl Action {
@@ -85,6 +87,24 @@ impl Action {
             Action::DeleteSource => (
                 "SourceDeleted",
                 "deleted the v2 Deployment (spec.strategy.deleteSource)".into(),
+            ),
+            Action::Remedy(r) => (
+                "RemedyApplied",
+                match r {
+                    Remedy::SetBatchSize { name, size } => {
+                        format!("set args.batchSize = {size} on background migration {name}")
+                    }
+                    Remedy::ClearFailure { name } => format!(
+                        "cleared failed_at and failed_reason on background migration {name}: it resumes from its cursor"
+                    ),
+                    Remedy::RerunWindow {
+                        name,
+                        max_date,
+                        max_rows,
+                    } => format!(
+                        "re-running background migration {name} for the {max_rows} rows v2 wrote after the migrations started (up to {max_date})"
+                    ),
+                },
             ),
         }
     }
@@ -135,10 +155,15 @@ pub fn needs(upgrade: &LangfuseUpgrade) -> Needs {
     } else if s.cutoff.is_some() && s.migrations_finished_at.is_none() {
         n.postgres.migrations = true;
     } else if s.migrations_finished_at.is_some() && s.verified_at.is_none() {
-        let cutoff = s.cutoff.as_ref().map(|t| t.0);
-        n.postgres.counts_until = cutoff;
-        n.postgres.late_writes_after = data::start_cursor(&s).or(cutoff);
-        n.clickhouse.counts_until = cutoff;
+        let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
+        n.postgres.counts_until = until;
+        n.postgres.late_writes_after = s
+            .late_writes_covered_until
+            .as_ref()
+            .map(|t| t.0)
+            .or(data::start_cursor(&s))
+            .or(until);
+        n.clickhouse.counts_until = until;
     } else if s.source_retired_at.is_some() && s.finalized_at.is_none() && upgrade.spec.target.final_version.is_some() {
         n.postgres.migrations = true;
     }

@@ -55,6 +55,15 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         .and_then(|d| d.spec.as_ref())
         .and_then(|s| s.replicas)
         .or(Some(1));
+    // Rows sharing one created_at beyond the batch size would stall the copy: plan a batch
+    // size above the largest group, set before the migrations start.
+    if let Some(Ok(pg)) = &p.obs.postgres {
+        for (table, group) in &pg.same_created_at_groups {
+            if let Some(name) = crate::migrations::migration_for_table(table) {
+                p.status.planned_batch_sizes.insert(name.to_string(), group + 1);
+            }
+        }
+    }
     p.condition(
         cond::PREFLIGHT_PASSED,
         true,

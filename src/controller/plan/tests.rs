@@ -18,6 +18,168 @@ use crate::resources::service::selector_of;
 use crate::testing::*;
 use crate::verify::ClickHouseFacts;
 
+/// One `background_migrations` row as the simulated runner keeps it.
+#[derive(Clone, Debug)]
+struct SimRow {
+    name: &'static str,
+    table: Option<&'static str>,
+    finished: bool,
+    failed: Option<String>,
+    batch: Option<i64>,
+    cursor: Option<i64>,
+    locked_at: Option<i64>,
+    progress: u32,
+    /// A re-run bounded to late rows (RerunWindow) is pending.
+    rerun: bool,
+}
+
+/// Langfuse's migration manager (reference §1): looks for work only at worker start, picks by
+/// name, failed rows do not block later ones, heartbeat keeps `locked_at` fresh.
+#[derive(Clone, Debug)]
+struct Runner {
+    rows: Vec<SimRow>,
+    running: bool,
+    /// The worker died without releasing its lock.
+    killed: bool,
+    /// (row, group size): more rows than the batch share one created_at.
+    trap: Option<(usize, i64)>,
+    /// (row, largest batch that fits the Node string limit).
+    napi: Option<(usize, i64)>,
+    /// (row, failures left) of some other error.
+    flaky: Option<(usize, u32)>,
+    starts: u32,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        let tables = [None, Some("traces"), Some("observations"), Some("scores")];
+        let rows = crate::migrations::V3_MIGRATIONS
+            .iter()
+            .zip(tables)
+            .map(|(name, table)| SimRow {
+                name,
+                table,
+                finished: false,
+                failed: None,
+                batch: None,
+                cursor: None,
+                locked_at: None,
+                progress: 0,
+                rerun: false,
+            })
+            .collect();
+        Self {
+            rows,
+            running: false,
+            killed: false,
+            trap: None,
+            napi: None,
+            flaky: None,
+            starts: 0,
+        }
+    }
+}
+
+impl Runner {
+    fn start(&mut self, now: i64) {
+        self.running = true;
+        self.killed = false;
+        self.starts += 1;
+        for r in &mut self.rows {
+            // SIGTERM of the old pod released its lock.
+            if r.locked_at.is_some() && !r.finished {
+                r.locked_at = None;
+            }
+        }
+        let _ = now;
+    }
+
+    fn row(&mut self, name: &str) -> &mut SimRow {
+        self.rows.iter_mut().find(|r| r.name == name).expect("known migration")
+    }
+
+    fn remedy(&mut self, remedy: &crate::databases::Remedy) {
+        use crate::databases::Remedy;
+        match remedy {
+            Remedy::SetBatchSize { name, size } => self.row(name).batch = Some(*size),
+            Remedy::ClearFailure { name } => self.row(name).failed = None,
+            Remedy::RerunWindow { name, .. } => {
+                let r = self.row(name);
+                r.finished = false;
+                r.rerun = true;
+                r.progress = 0;
+                r.cursor = None;
+            }
+        }
+    }
+
+    /// One step of the worker; returns tables whose late rows were copied.
+    fn tick(&mut self, now: i64) -> Vec<&'static str> {
+        let mut copied = Vec::new();
+        if !self.running || self.killed {
+            return copied;
+        }
+        let Some(i) = self.rows.iter().position(|r| !r.finished && r.failed.is_none()) else {
+            self.running = false;
+            return copied;
+        };
+        let batch = self.rows[i].batch.unwrap_or(crate::migrations::DEFAULT_BATCH_SIZE);
+        let row = &mut self.rows[i];
+        row.locked_at = Some(now);
+        if let Some((j, limit)) = self.napi
+            && j == i
+            && batch > limit
+        {
+            row.failed = Some("Failed to convert rust String into napi string".into());
+            row.locked_at = None;
+            return copied;
+        }
+        if let Some((j, left)) = self.flaky.as_mut()
+            && *j == i
+            && *left > 0
+        {
+            *left -= 1;
+            row.failed = Some("Connection terminated unexpectedly".into());
+            row.locked_at = None;
+            return copied;
+        }
+        if let Some((j, group)) = self.trap
+            && j == i
+            && batch <= group
+        {
+            row.cursor.get_or_insert(now - 5000);
+            return copied;
+        }
+        row.cursor = Some(now - 1000 + i64::from(row.progress) * 10);
+        row.progress += 1;
+        if row.progress >= 2 {
+            row.finished = true;
+            row.locked_at = None;
+            if row.rerun {
+                row.rerun = false;
+                copied.extend(row.table);
+            }
+        }
+        copied
+    }
+
+    fn rows(&self) -> Vec<MigrationRow> {
+        self.rows
+            .iter()
+            .map(|r| MigrationRow {
+                name: r.name.to_string(),
+                finished_at: r.finished.then(|| t(0)),
+                failed_at: r.failed.as_ref().map(|_| t(0)),
+                failed_reason: r.failed.clone(),
+                locked_at: r.locked_at.map(t),
+                cursor: r.cursor.map(t),
+                oldest_row: None,
+                batch_size: r.batch,
+            })
+            .collect()
+    }
+}
+
 /// How the simulated world behaves.
 #[derive(Clone)]
 struct World {
@@ -26,14 +188,17 @@ struct World {
     now: i64,
     /// v3 web pods never become ready (a broken image, a bad Secret...).
     web_broken: bool,
-    /// Migrations finish one reconcile after the worker runs with them on.
-    migrations_started: bool,
-    migrations_done: bool,
+    /// Langfuse's migration runner, as the reference describes it.
+    runner: Runner,
     pg: TableCounts,
     ch: TableCounts,
     late_writes: TableCounts,
     newest_write: Option<i64>,
     postgres_down: bool,
+    /// What the preflight scan for same-created_at groups finds.
+    scan_groups: Vec<(String, i64)>,
+    /// v2 keeps writing after the cut-off (late rows reappear after each copy).
+    v2_never_quiet: bool,
     history: Vec<Decision>,
 }
 
@@ -46,13 +211,14 @@ impl World {
             cluster: untouched(),
             now: 0,
             web_broken: false,
-            migrations_started: false,
-            migrations_done: false,
+            runner: Runner::default(),
             pg: counts(1000),
             ch: counts(1000),
             late_writes: TableCounts::default(),
             newest_write: Some(-600),
             postgres_down: false,
+            scan_groups: Vec::new(),
+            v2_never_quiet: false,
             history: Vec::new(),
         }
     }
@@ -74,13 +240,10 @@ impl World {
                 ..Default::default()
             };
             if n.postgres.migrations {
-                pg.migrations = rows(self.migrations_done, t(self.now));
-                if self.migrations_started && !self.migrations_done {
-                    for r in &mut pg.migrations {
-                        r.locked_at = Some(t(self.now));
-                        r.cursor = Some(t(self.now - 100));
-                    }
-                }
+                pg.migrations = self.runner.rows();
+            }
+            if n.postgres.same_created_at_scan.is_some() {
+                pg.same_created_at_groups = self.scan_groups.clone();
             }
             if n.postgres.newest_write {
                 pg.newest_write = self.newest_write.map(t);
@@ -145,7 +308,7 @@ impl World {
                     s.ready_replicas = Some(0);
                 }
                 if !is_web && migrations_enabled(&d) {
-                    self.migrations_started = true;
+                    self.runner.start(self.now);
                 }
                 if is_web { c.web = Some(d) } else { c.worker = Some(d) }
             }
@@ -169,6 +332,7 @@ impl World {
             }
             Action::ScaleSource(n) => *c.source.as_mut().unwrap() = v2_deployment(*n),
             Action::DeleteSource => c.source = None,
+            Action::Remedy(r) => self.runner.remedy(r),
         }
     }
 
@@ -225,9 +389,17 @@ impl World {
             }
         }
         c.endpoints = endpoints;
-        if self.migrations_started {
-            self.migrations_done =
-                self.migrations_done || self.history.iter().filter(|d| d.phase == Phase::Migrating).count() >= 2;
+        let copied = self.runner.tick(self.now);
+        for table in copied {
+            if self.v2_never_quiet {
+                continue;
+            }
+            match table {
+                "traces" => self.late_writes.traces = 0,
+                "observations" => self.late_writes.observations = 0,
+                "scores" => self.late_writes.scores = 0,
+                _ => {}
+            }
         }
     }
 
@@ -714,35 +886,218 @@ fn verification_mismatch_keeps_v2() {
 }
 
 #[test]
-fn late_writes_keep_v2() {
+fn late_writes_are_recopied_exactly_then_verified() {
     let mut w = World::new(spec());
     w.late_writes.traces = 7;
-    let d = w.run_until(Phase::Degraded, 400);
-    assert!(!d.actions.contains(&Action::ScaleSource(0)));
-    assert_eq!(condition(&w, c::VERIFIED).reason, "LateWrites");
+    w.run_until(Phase::Completed, 600);
+    let reruns: Vec<&Action> = w
+        .history
+        .iter()
+        .flat_map(|d| d.actions.iter())
+        .filter(|a| matches!(a, Action::Remedy(crate::databases::Remedy::RerunWindow { .. })))
+        .collect();
+    assert_eq!(reruns.len(), 1, "{reruns:?}");
+    let Action::Remedy(crate::databases::Remedy::RerunWindow { name, max_rows, .. }) = reruns[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (name.as_str(), *max_rows),
+        ("20241024_1730_migrate_traces_from_pg_to_ch", 7)
+    );
+    assert!(w.status().late_writes_covered_until.is_some());
+    // v2 was retired only after the re-copy finished and verification passed again.
+    let retire = w
+        .history
+        .iter()
+        .position(|d| d.actions.contains(&Action::ScaleSource(0)))
+        .unwrap();
+    let rerun = w
+        .history
+        .iter()
+        .position(|d| {
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::Remedy(crate::databases::Remedy::RerunWindow { .. })))
+        })
+        .unwrap();
+    assert!(retire > rerun);
 }
 
 #[test]
-fn a_failed_migration_fails_with_the_reason_and_the_remedy() {
+fn v2_that_keeps_writing_after_the_cutoff_keeps_v2() {
     let mut w = World::new(spec());
-    w.run_until(Phase::Migrating, 60);
-    let mut obs = w.observe();
-    if let Some(Ok(pg)) = obs.postgres.as_mut() {
-        pg.migrations[1] = MigrationRow {
-            failed_at: Some(t(w.now)),
-            failed_reason: Some("Failed to convert rust String into napi string".into()),
-            ..pg.migrations[1].clone()
-        };
-    }
-    // Make sure the worker is considered rolled out.
-    let d = plan(&w.upgrade, &obs, t(w.now + 30));
-    assert_eq!(d.phase, Phase::Failed);
+    w.late_writes.scores = 3;
+    w.v2_never_quiet = true;
+    let d = w.run_until(Phase::Degraded, 600);
+    assert!(!d.actions.contains(&Action::ScaleSource(0)));
+    assert_eq!(condition(&w, c::VERIFIED).reason, "LateWrites");
+    assert!(condition(&w, c::READY).message.contains("keeps writing"));
+    assert_eq!(w.status().remedies.get("lateWriteRerun"), Some(&2), "bounded");
+    assert!(w.history.iter().all(|d| !d.actions.contains(&Action::ScaleSource(0))));
+}
+
+fn remedies_applied(w: &World) -> Vec<crate::databases::Remedy> {
+    w.history
+        .iter()
+        .flat_map(|d| d.actions.iter())
+        .filter_map(|a| {
+            if let Action::Remedy(r) = a {
+                Some(r.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn napi_failure_lowers_the_batch_and_resumes() {
+    use crate::databases::Remedy;
+    let mut w = World::new(spec());
+    w.runner.napi = Some((2, 2500));
+    w.run_until(Phase::Completed, 600);
+    let name = "20241024_1737_migrate_observations_from_pg_to_ch".to_string();
+    assert_eq!(
+        remedies_applied(&w),
+        vec![
+            Remedy::SetBatchSize {
+                name: name.clone(),
+                size: 2500
+            },
+            Remedy::ClearFailure { name }
+        ]
+    );
+    assert!(
+        w.runner.starts >= 2,
+        "the worker must be restarted to pick the row up again"
+    );
+}
+
+#[test]
+fn napi_failure_halves_down_to_the_floor_then_asks_a_person() {
+    let mut w = World::new(spec());
+    w.runner.napi = Some((1, 100));
+    w.upgrade.spec.migrations.min_batch_size = 600;
+    let d = w.run_until(Phase::Failed, 600);
+    let sizes: Vec<i64> = remedies_applied(&w)
+        .into_iter()
+        .filter_map(|r| {
+            if let crate::databases::Remedy::SetBatchSize { size, .. } = r {
+                Some(size)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(sizes, vec![2500, 1250, 625]);
+    let ready = d.conditions.iter().find(|x| x.type_ == c::READY).unwrap();
+    assert!(
+        ready.message.contains("napi string") && ready.message.contains("floor"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(condition(&w, c::STALLED).status, "True");
+}
+
+#[test]
+fn another_failure_is_resumed_once_then_reported() {
+    let mut w = World::new(spec());
+    w.runner.flaky = Some((3, 1));
+    w.run_until(Phase::Completed, 600);
+    assert_eq!(
+        remedies_applied(&w),
+        vec![crate::databases::Remedy::ClearFailure {
+            name: "20241024_1738_migrate_scores_from_pg_to_ch".into()
+        }]
+    );
+
+    let mut w = World::new(spec());
+    w.runner.flaky = Some((3, 2));
+    let d = w.run_until(Phase::Failed, 600);
+    let ready = d.conditions.iter().find(|x| x.type_ == c::READY).unwrap();
+    assert!(
+        ready.message.contains("Connection terminated unexpectedly") && ready.message.contains("clear failed_at"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn remediation_off_reports_the_failure_and_the_manual_fix() {
+    let mut w = World::new(spec());
+    w.upgrade.spec.migrations.remediation = false;
+    w.runner.napi = Some((1, 2500));
+    let d = w.run_until(Phase::Failed, 600);
+    assert!(remedies_applied(&w).is_empty());
     let ready = d.conditions.iter().find(|x| x.type_ == c::READY).unwrap();
     assert!(
         ready.message.contains("napi string") && ready.message.contains("clear failed_at"),
         "{}",
         ready.message
     );
+}
+
+#[test]
+fn same_created_at_trap_found_by_preflight_is_fixed_before_the_start() {
+    let mut w = World::new(spec());
+    w.scan_groups = vec![("traces".into(), 12_000)];
+    w.runner.trap = Some((1, 12_000));
+    w.run_until(Phase::Completed, 600);
+    let name = "20241024_1730_migrate_traces_from_pg_to_ch".to_string();
+    assert_eq!(
+        remedies_applied(&w),
+        vec![crate::databases::Remedy::SetBatchSize { name, size: 12_001 }]
+    );
+    let line = w
+        .status()
+        .checks
+        .into_iter()
+        .find(|l| l.name == "stuckCursorScan")
+        .unwrap();
+    assert_eq!(line.result, CheckResult::Warn);
+    assert!(line.message.contains("12001"));
+}
+
+#[test]
+fn same_created_at_trap_at_runtime_is_detected_after_stuck_after_and_remedied() {
+    let mut w = World::new(spec());
+    w.runner.trap = Some((1, 12_000));
+    w.run_until(Phase::Completed, 900);
+    let sizes: Vec<i64> = remedies_applied(&w)
+        .into_iter()
+        .filter_map(|r| {
+            if let crate::databases::Remedy::SetBatchSize { size, .. } = r {
+                Some(size)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(sizes, vec![10_000, 20_000], "doubling until the group fits");
+    let stuck_at = w
+        .history
+        .iter()
+        .position(|d| d.actions.iter().any(|a| matches!(a, Action::Remedy(_))))
+        .unwrap();
+    let enabled = w.history.iter().position(|d| d.phase == Phase::Migrating).unwrap();
+    let waited: u64 = w.history[enabled..stuck_at]
+        .iter()
+        .map(|d| d.requeue.as_secs().clamp(1, 60))
+        .sum();
+    assert!(waited >= 600, "remedied after {waited}s, before stuckAfter (10m)");
+}
+
+#[test]
+fn a_killed_worker_is_restarted_after_its_lock_goes_stale() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Migrating, 60);
+    w.step();
+    w.step();
+    w.runner.killed = true;
+    let starts = w.runner.starts;
+    w.run_until(Phase::Completed, 600);
+    assert!(w.runner.starts > starts, "never restarted");
+    assert_eq!(w.status().remedies.get("idleRestart"), Some(&1));
 }
 
 #[test]
