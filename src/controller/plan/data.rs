@@ -223,8 +223,23 @@ pub fn smaller_batch(current: i64, floor: i64) -> Option<i64> {
     (next >= floor && next < current).then_some(next)
 }
 
+/// A failure reason fit for a condition message: its first line, at most 300 characters
+/// (the whole text stays in `status.migrations[].failedReason`).
+pub fn short_reason(reason: Option<&str>) -> String {
+    let first = reason
+        .unwrap_or("no reason recorded")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim();
+    match first.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &first[..i]),
+        None => first.to_string(),
+    }
+}
+
 fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gate {
-    let why = row.failed_reason.clone().unwrap_or_else(|| "no reason recorded".into());
+    let why = short_reason(row.failed_reason.as_deref());
     let name = row.name.clone();
     let manual = format!(
         "background migration {name} failed: {why}. Fix the cause, then clear failed_at and failed_reason on that row (keep state, so it resumes from its cursor); the operator restarts the worker"

@@ -146,7 +146,7 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
         let message = format!(
             "background migration {} failed after moving to {final_version}: {}",
             failed.name,
-            failed.failed_reason.clone().unwrap_or_default()
+            super::data::short_reason(failed.failed_reason.as_deref())
         );
         return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
     }

@@ -1341,3 +1341,12 @@ fn requeue_is_never_a_busy_loop_when_waiting() {
     let d = w.step();
     assert!(d.requeue >= Duration::from_secs(5));
 }
+
+#[test]
+fn long_failure_reasons_are_clipped_to_their_first_line() {
+    let long = format!("insert failed: schema mismatch\n{}", "- column\n".repeat(500));
+    assert_eq!(data::short_reason(Some(&long)), "insert failed: schema mismatch");
+    let wide = "x".repeat(1000);
+    assert_eq!(data::short_reason(Some(&wide)).len(), 303);
+    assert_eq!(data::short_reason(None), "no reason recorded");
+}
