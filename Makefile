@@ -1,21 +1,34 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
-#   make test   every test (lint, unit, CRD sync, databases, cluster)
-.PHONY: demo test lint unit crd
+#   make test   every test: lint, unit + plan + CRD, databases, end to end on the local control plane
+.PHONY: demo test lint unit db e2e crd bench
 
 CARGO ?= cargo
 
 demo:
 	tests/demo.sh
 
-test: lint unit
+test: lint unit db e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
+# No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules.
 unit:
-	$(CARGO) test --locked
+	$(CARGO) test --locked --lib --bins --test crd
+
+# Real PostgreSQL and ClickHouse engine (tests/db/up.sh starts them, always stopped after).
+db:
+	tests/db/run-tests.sh
+
+# The operator binary against a real control plane and the databases (tests/e2e/run.sh).
+e2e:
+	tests/e2e/run.sh
+
+# Per-poll Postgres cost at 100 thousand and 10 million rows (measured, not asserted).
+bench:
+	benches/run-db-bench.sh
 
 # Regenerate the committed CRD from the Rust types.
 crd:

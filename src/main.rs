@@ -10,7 +10,7 @@ use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
 use langfuse_upgrade_operator::api::{FIELD_MANAGER, crd_yaml};
 use langfuse_upgrade_operator::controller::{self, Context};
-use langfuse_upgrade_operator::databases::NotConnected;
+use langfuse_upgrade_operator::databases::Live;
 use langfuse_upgrade_operator::error::{Error, Result};
 use langfuse_upgrade_operator::http::{self, Health};
 use langfuse_upgrade_operator::telemetry::{self, LogFormat};
@@ -105,7 +105,7 @@ async fn run(args: RunArgs) -> Result<()> {
         controller: FIELD_MANAGER.into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(client.clone(), reporter, NotConnected));
+    let ctx = Arc::new(Context::new(client.clone(), reporter, Live::default()));
 
     let result = if args.no_leader_election {
         health.set_ready(true);

@@ -9,6 +9,9 @@ use jiff::Timestamp;
 use crate::migrations::PostgresFacts;
 use crate::verify::ClickHouseFacts;
 
+pub mod live;
+pub use live::{Live, LiveConfig};
+
 /// A connection string that may hold a password: never printed, never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);
@@ -106,33 +109,6 @@ pub trait Databases: Send + Sync + 'static {
         query: &ClickHouseQuery,
     ) -> impl Future<Output = Result<ClickHouseFacts, DbError>> + Send;
     fn remedy(&self, url: &SecretString, remedy: &Remedy) -> impl Future<Output = Result<(), DbError>> + Send;
-}
-
-/// What the binary uses until the sqlx / clickhouse implementations land: every query answers
-/// that database access is not built, so preflight blocks with that message instead of the
-/// operator pretending to have checked anything.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NotConnected;
-
-impl Databases for NotConnected {
-    async fn postgres(&self, _: &SecretString, _: &PostgresQuery) -> Result<PostgresFacts, DbError> {
-        Err(DbError::NotSupported(
-            "this build of the operator cannot read Postgres yet (background-migration support is not compiled in)"
-                .into(),
-        ))
-    }
-
-    async fn clickhouse(&self, _: &ClickHouseConnection, _: &ClickHouseQuery) -> Result<ClickHouseFacts, DbError> {
-        Err(DbError::NotSupported(
-            "this build of the operator cannot read ClickHouse yet (verification support is not compiled in)".into(),
-        ))
-    }
-
-    async fn remedy(&self, _: &SecretString, _: &Remedy) -> Result<(), DbError> {
-        Err(DbError::NotSupported(
-            "this build of the operator cannot write remedies to Postgres yet".into(),
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use jiff::Timestamp;
 
+pub mod postgres;
+
 /// The four v3.29.0 background migrations, in the order the worker runs them (by name).
 pub const V3_MIGRATIONS: [&str; 4] = [
     "20241024_1216_add_generations_cost_backfill",

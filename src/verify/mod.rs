@@ -2,6 +2,8 @@
 
 use crate::migrations::TableCounts;
 
+pub mod clickhouse;
+
 /// The ClickHouse schema version a v3.29.0 web leaves behind; anything newer crash-loops 3.29.x.
 pub const SCHEMA_VERSION_3_29: i64 = 8;
 

@@ -115,6 +115,9 @@ issue() {
 issue apiserver "/CN=kube-apiserver" serverAuth \
   "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 issue admin "/O=system:masters/CN=lfu-admin" clientAuth
+# The operator under test gets its own identity, so the audit log below holds exactly its
+# requests (measurements: API calls per minute, writes when nothing changes).
+issue operator "/O=system:masters/CN=lfu-operator" clientAuth
 # Real component identities: bootstrap RBAC already grants these users what they need.
 issue controller-manager "/CN=system:kube-controller-manager" clientAuth
 issue scheduler "/CN=system:kube-scheduler" clientAuth
@@ -151,6 +154,17 @@ EOF
   chmod 600 "$1"
 }
 kubeconfig "$wd/kubeconfig" admin
+kubeconfig "$wd/operator.kubeconfig" operator
+# Audit only the operator's requests, metadata level (verb, resource, user agent, time).
+cat > "$pki/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["lfu-operator"]
+- level: None
+EOF
 kubeconfig "$pki/controller-manager.kubeconfig" controller-manager
 kubeconfig "$pki/scheduler.kubeconfig" scheduler
 kubeconfig "$pki/kwok.kubeconfig" kwok
@@ -217,6 +231,9 @@ start kube-apiserver "$bin_dir/kube-apiserver" \
   --service-cluster-ip-range=10.96.0.0/16 \
   --endpoint-reconciler-type=none \
   --allow-privileged=true \
+  --audit-policy-file="$pki/audit-policy.yaml" \
+  --audit-log-path="$wd/logs/audit.log" \
+  --audit-log-format=json \
   --profiling=false
 wait_for "kube-apiserver /readyz" kc get --raw /readyz
 
@@ -299,5 +316,8 @@ export LFU_ETCD_PORT=$etcd_port
 export LFU_APISERVER_PORT=$api_port
 export LFU_KCM_PORT=$kcm_port
 export LFU_SCHEDULER_PORT=$sched_port
+# The operator's own identity, and the audit log of its requests.
+export LFU_OPERATOR_KUBECONFIG=$wd/operator.kubeconfig
+export LFU_AUDIT_LOG=$wd/logs/audit.log
 EOF
 echo "up.sh: cluster ready: KUBECONFIG=$wd/kubeconfig (apiserver https://127.0.0.1:$api_port)" >&2

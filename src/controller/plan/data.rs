@@ -37,12 +37,8 @@ fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresFacts, Hold>
             format!("cannot read Postgres: {e}"),
             wait::POLL,
         )),
-        None => Err(Hold::new(
-            phase,
-            reason::POSTGRES_UNAVAILABLE,
-            "Postgres was not observed",
-            wait::POLL,
-        )),
+        // The facts that call for Postgres were recorded this very reconcile: read it next.
+        None => Err(Hold::new(phase, reason::PENDING, "reading Postgres next", wait::NOW)),
     }
 }
 
@@ -63,10 +59,15 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
         return Err(Hold::new(
             Phase::Draining,
             reason::DRAINING,
+            // No countdown in the words, so the status is not rewritten on every poll.
             format!(
-                "waiting for v2 to stop writing: newest row {}, quiet for {}s of {}",
+                "waiting for v2 to stop writing: newest row {}, none newer seen since {}; needs {} of quiet",
                 newest.map(|t| t.to_string()).unwrap_or_else(|| "none".into()),
-                quiet_for.as_secs(),
+                p.status
+                    .drain_quiet_since
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
                 p.spec.strategy.drain_period
             ),
             left.min(wait::POLL),
@@ -249,7 +250,10 @@ fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> G
     }
     if why.contains("napi string") {
         let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-        let floor = i64::from(p.spec.migrations.min_batch_size);
+        // Never below the configured floor, nor back into a same-created_at group the preflight
+        // scan found for this row (that would trade this failure for a stuck cursor).
+        let group = p.status.planned_batch_sizes.get(&name).copied().unwrap_or(0);
+        let floor = i64::from(p.spec.migrations.min_batch_size).max(group);
         return match smaller_batch(current, floor) {
             Some(size) => {
                 p.act(Action::Remedy(Remedy::SetBatchSize {

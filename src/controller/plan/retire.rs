@@ -40,18 +40,19 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
     let waited = p.since(&p.status.verified_at).unwrap_or_default();
     if waited < settings.retire_source_after {
         let left = settings.retire_source_after - waited;
+        // An instant, not a countdown: the status stays the same between polls.
+        let at = jiff::Timestamp::from_millisecond(p.now.as_millisecond() + left.as_millis() as i64).unwrap_or(p.now);
         p.condition(
             cond::SOURCE_RETIRED,
             false,
             reason::WAITING_TO_RETIRE,
-            format!("v2 is scaled to 0 in {}s (retireSourceAfter)", left.as_secs()),
+            format!("v2 is scaled to 0 at {at} (retireSourceAfter)"),
         );
         return Err(Hold::new(
             Phase::RetiringSource,
             reason::WAITING_TO_RETIRE,
             format!(
-                "verified; v2 is kept for {} more seconds (retireSourceAfter {})",
-                left.as_secs(),
+                "verified; v2 is kept until {at} (retireSourceAfter {})",
                 p.spec.strategy.retire_source_after
             ),
             left.min(wait::IDLE).max(Duration::from_secs(1)),

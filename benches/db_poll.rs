@@ -1,0 +1,270 @@
+//! Benchmark (measured, not asserted): what one watcher poll and the preflight scan cost on
+//! Postgres as the `traces` table grows from 100 thousand to 10 million rows.
+//!
+//!   benches/run-db-bench.sh                 # starts the test servers, runs this, stops them
+//!   LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo bench --bench db_poll   # reuse servers from up.sh
+//!
+//! Knobs: LFU_BENCH_SIZES (comma-separated row counts, default "100000,10000000"),
+//! LFU_BENCH_POLLS (poll samples, default 200).
+//!
+//! Per size it prints the median / p90 of: one poll as the controller makes it while migrating
+//! (`background_migrations` with each table's oldest row, plus the newest write), the late-write
+//! count, the preflight same-created_at scan and the verification counts; and `EXPLAIN
+//! (ANALYZE, BUFFERS)` of the poll queries to show they are index-backed.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use langfuse_upgrade_operator::databases::{Databases, Live, PostgresQuery};
+use langfuse_upgrade_operator::migrations::postgres::{
+    LATE_WRITES_SQL, MIGRATIONS_SQL, NEWEST_WRITE_SQL, SAME_CREATED_AT_SQL, millis_floor,
+};
+use sqlx::{AssertSqlSafe, Row};
+use support::TestDb;
+
+/// 2024-01-01T00:00:00Z; rows spread over one year after it.
+const START_MS: i64 = 1_704_067_200_000;
+const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
+/// Rows sharing one created_at (the pre-2024-05-03 default), so the scan has a hit.
+const LEGACY_GROUP: i64 = 12_000;
+
+fn main() {
+    let sizes: Vec<i64> = std::env::var("LFU_BENCH_SIZES")
+        .unwrap_or_else(|_| "100000,10000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("LFU_BENCH_SIZES: comma-separated row counts"))
+        .collect();
+    let polls: usize = std::env::var("LFU_BENCH_POLLS")
+        .ok()
+        .map(|s| s.parse().expect("LFU_BENCH_POLLS"))
+        .unwrap_or(200);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut summary = Vec::new();
+        for n in sizes {
+            summary.push(bench_size(n, polls).await);
+        }
+        println!("\n== summary (median) ==");
+        println!(
+            "{:>12} | {:>10} | {:>12} | {:>12} | {:>12} | {:>10}",
+            "traces rows", "load", "poll", "late writes", "scan", "counts"
+        );
+        for s in summary {
+            println!(
+                "{:>12} | {:>9.0}s | {:>10.2}ms | {:>10.2}ms | {:>10.0}ms | {:>8.0}ms",
+                s.rows,
+                s.load.as_secs_f64(),
+                ms(s.poll),
+                ms(s.late),
+                ms(s.scan),
+                ms(s.counts)
+            );
+        }
+    });
+}
+
+struct Summary {
+    rows: i64,
+    load: Duration,
+    poll: Duration,
+    late: Duration,
+    scan: Duration,
+    counts: Duration,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p90 = samples[(samples.len() * 9 / 10).min(samples.len() - 1)];
+    (median, p90)
+}
+
+async fn time<F, Fut>(n: usize, mut f: F) -> (Duration, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        f().await;
+        samples.push(start.elapsed());
+    }
+    stats(samples)
+}
+
+async fn load(db: &TestDb, n: i64) -> Duration {
+    let started = Instant::now();
+    // Build the indexes after the rows, as a restore would: same end state, much faster.
+    for idx in [
+        "traces_created_at_idx",
+        "traces_timestamp_idx",
+        "traces_project_id_timestamp_idx",
+        "traces_session_id_idx",
+    ] {
+        db.pg_exec(&format!("DROP INDEX {idx}")).await;
+    }
+    db.insert_rows(
+        "traces",
+        "legacy",
+        LEGACY_GROUP.min(n),
+        Timestamp::from_millisecond(START_MS).unwrap(),
+        0,
+    )
+    .await;
+    let rest = n - LEGACY_GROUP.min(n);
+    let chunk = 1_000_000;
+    let mut done = 0;
+    while done < rest {
+        let m = chunk.min(rest - done);
+        sqlx::query(
+            r#"INSERT INTO traces (id, project_id, "timestamp", name, session_id, created_at, updated_at)
+               SELECT 'b-' || i, 'lfu-test-project', t.ts, 'trace', 's-' || (i % 100000), t.ts, t.ts
+               FROM generate_series($1::bigint, $2::bigint - 1) AS i,
+                    LATERAL (SELECT timestamp 'epoch' + ($3::bigint + 1 + i * $4::bigint / $5::bigint)
+                                    * interval '1 millisecond' AS ts) AS t"#,
+        )
+        .bind(done)
+        .bind(done + m)
+        .bind(START_MS)
+        .bind(YEAR_MS)
+        .bind(rest)
+        .execute(&db.pool)
+        .await
+        .expect("generate rows");
+        done += m;
+        eprintln!("  {n}: {done}/{rest} rows ({:.0}s)", started.elapsed().as_secs_f64());
+    }
+    for sql in [
+        "CREATE INDEX traces_created_at_idx ON traces (created_at)",
+        r#"CREATE INDEX traces_timestamp_idx ON traces ("timestamp")"#,
+        r#"CREATE INDEX traces_project_id_timestamp_idx ON traces (project_id, "timestamp")"#,
+        "CREATE INDEX traces_session_id_idx ON traces (session_id)",
+        "VACUUM (ANALYZE) traces",
+    ] {
+        db.pg_exec(sql).await;
+    }
+    started.elapsed()
+}
+
+async fn explain(db: &TestDb, title: &str, sql: &str, param: Option<i64>) {
+    let mut q = sqlx::query(AssertSqlSafe(format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}")));
+    if let Some(p) = param {
+        q = q.bind(p);
+    }
+    let rows = q.fetch_all(&db.pool).await.expect("explain");
+    println!("  -- EXPLAIN {title}");
+    for r in rows {
+        println!("     {}", r.get::<String, _>(0));
+    }
+}
+
+async fn bench_size(n: i64, polls: usize) -> Summary {
+    println!("\n== traces: {n} rows ==");
+    let db = TestDb::new(&format!("bench_{n}")).await;
+    let load = load(&db, n).await;
+    let size: String =
+        sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('traces')) || ' (table + indexes)'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    println!("  loaded in {:.1}s, traces = {size}", load.as_secs_f64());
+    // A migration under way: the traces copy holds a cursor half-way and a fresh lock.
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET worker_id = 'bench', locked_at = (now() AT TIME ZONE 'UTC')::timestamp(3),
+                state = '{{\"maxDate\": \"2024-07-01T00:00:00.000Z\"}}' WHERE name = '{}'",
+        support::TRACES
+    ))
+    .await;
+
+    let live = Live::default();
+    let poll = PostgresQuery {
+        migrations: true,
+        newest_write: true,
+        ..Default::default()
+    };
+    // Warm up the pool and the caches; the poll is what the controller repeats every 10 s.
+    let facts = live.postgres(&db.pg_url, &poll).await.expect("poll");
+    assert_eq!(facts.migrations.len(), 4);
+    let (poll_median, poll_p90) = time(polls, || async {
+        live.postgres(&db.pg_url, &poll).await.expect("poll");
+    })
+    .await;
+    println!(
+        "  poll (migrations + oldest rows + newest write): median {:.2} ms, p90 {:.2} ms over {polls}",
+        ms(poll_median),
+        ms(poll_p90)
+    );
+
+    let after = Timestamp::from_millisecond(START_MS + YEAR_MS - 60_000).unwrap();
+    let late_q = PostgresQuery {
+        late_writes_after: Some(after),
+        ..Default::default()
+    };
+    let (late_median, late_p90) = time(polls.min(50), || async {
+        live.postgres(&db.pg_url, &late_q).await.expect("late writes");
+    })
+    .await;
+    println!(
+        "  late writes after the last minute: median {:.2} ms, p90 {:.2} ms",
+        ms(late_median),
+        ms(late_p90)
+    );
+
+    let scan_q = PostgresQuery {
+        same_created_at_scan: Some(5000),
+        ..Default::default()
+    };
+    let scan_runs = if n >= 5_000_000 { 3 } else { 7 };
+    let groups = live
+        .postgres(&db.pg_url, &scan_q)
+        .await
+        .expect("scan")
+        .same_created_at_groups;
+    println!("  scan result: {groups:?}");
+    let (scan_median, scan_p90) = time(scan_runs, || async {
+        live.postgres(&db.pg_url, &scan_q).await.expect("scan");
+    })
+    .await;
+    println!(
+        "  preflight scan (3 tables, batch 5000): median {:.0} ms, max-ish {:.0} ms over {scan_runs}",
+        ms(scan_median),
+        ms(scan_p90)
+    );
+
+    let counts_q = PostgresQuery {
+        counts_until: Some(Timestamp::now()),
+        ..Default::default()
+    };
+    let (counts_median, _) = time(3, || async {
+        live.postgres(&db.pg_url, &counts_q).await.expect("counts");
+    })
+    .await;
+    println!("  verification counts (3 tables): median {:.0} ms", ms(counts_median));
+
+    explain(&db, "migrations poll", MIGRATIONS_SQL, None).await;
+    explain(&db, "newest write", NEWEST_WRITE_SQL, None).await;
+    explain(&db, "late writes", LATE_WRITES_SQL, Some(millis_floor(after))).await;
+    explain(&db, "same created_at scan (traces)", SAME_CREATED_AT_SQL[0], Some(5000)).await;
+
+    db.finish().await;
+    Summary {
+        rows: n,
+        load,
+        poll: poll_median,
+        late: late_median,
+        scan: scan_median,
+        counts: counts_median,
+    }
+}

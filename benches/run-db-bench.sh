@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run the database benchmark (benches/db_poll.rs) against throwaway servers: starts them with
+# tests/db/up.sh, runs `cargo bench --bench db_poll`, always stops them. Measured, not asserted.
+#   benches/run-db-bench.sh                      # 100k and 10M traces rows (~5-10 min)
+#   LFU_BENCH_SIZES=100000 benches/run-db-bench.sh
+# With servers already up: LFU_TEST_DB_ENV=<workdir>/env cargo bench --bench db_poll
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+ROOT="$(cd "$HERE/.." && pwd -P)"
+DB="$ROOT/tests/db"
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() { local p=$1; while port_in_use "$p"; do p=$((p + 1)); done; echo "$p"; }
+export LFU_TEST_PG_PORT=${LFU_TEST_PG_PORT:-$(free_port 55432)}
+export LFU_TEST_CH_PORT=${LFU_TEST_CH_PORT:-$(free_port 58123)}
+
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/lfu-db-bench.XXXXXX")
+cleanup() { local rc=$?; trap - EXIT INT TERM; "$DB/down.sh" "$WORKDIR" >&2 || true; exit "$rc"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$DB/up.sh" "$WORKDIR"
+export LFU_TEST_DB_ENV=$WORKDIR/env
+cd "$ROOT"
+cargo bench --locked -j "${LFU_TEST_JOBS:-2}" --bench db_poll

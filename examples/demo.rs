@@ -1,0 +1,240 @@
+//! The README's main job: the operator takes a simulated Langfuse v2 through the whole upgrade on
+//! the local control plane, printing the phases and the migration progress as they happen, then
+//! the measurements (RSS, fact-to-write latency, API calls when idle). Run by `tests/demo.sh`,
+//! which starts the cluster and the databases and stops them afterwards.
+
+#[path = "../tests/e2e_support/mod.rs"]
+mod e2e_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use e2e_support::observer::Observer;
+use e2e_support::{Operator, TestNs, cluster_env, kubectl_status, play_worker};
+use jiff::Timestamp;
+use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase, crd_yaml};
+use serde_json::{Value, json};
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The operator's requests in the audit log since `from_line`, by verb.
+fn audit_since(from_line: usize) -> (usize, BTreeMap<String, usize>) {
+    let text = std::fs::read_to_string(&cluster_env().audit_log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut verbs = BTreeMap::new();
+    for line in lines.iter().skip(from_line) {
+        let v: Value = serde_json::from_str(line).unwrap_or_default();
+        if v["stage"] == "ResponseComplete" || v["stage"] == "ResponseStarted" {
+            *verbs.entry(v["verb"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+        }
+    }
+    (lines.len(), verbs)
+}
+
+fn line(u: &LangfuseUpgrade) -> String {
+    let s = u.status.clone().unwrap_or_default();
+    let ready = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    format!(
+        "{:<18} {}",
+        s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ready
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let t0 = Instant::now();
+    let stamp = || format!("[{:>5.1}s]", t0.elapsed().as_secs_f64());
+    let (out, ok) = kubectl_status(&["apply", "--server-side", "-f", "-"], Some(&crd_yaml()));
+    assert!(ok, "{out}");
+    kubectl_status(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/langfuseupgrades.upgrades.lfu-operator.dev",
+        ],
+        None,
+    );
+
+    let ns = TestNs::new("demo").await;
+    let db = support::TestDb::new(&ns.name).await;
+    let first = Timestamp::from_second(Timestamp::now().as_second() - 7200).unwrap();
+    for (table, n) in [("traces", 2000), ("observations", 6000), ("scores", 1000)] {
+        db.insert_rows(table, &format!("{table}-"), n, first, 1_000).await;
+    }
+    ns.lay_out_v2(db.pg_url.expose(), "langfuse/langfuse:2.95.9").await;
+    let env = support::env();
+    ns.apply(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "langfuse-clickhouse", "namespace": ns.name },
+        "stringData": { "user": env.clickhouse_user, "password": env.clickhouse_password },
+    }));
+    println!(
+        "{} Langfuse v2 2.95.9 running in namespace {} (2 replicas); Postgres holds 2000 traces, 6000 observations, 1000 scores",
+        stamp(),
+        ns.name
+    );
+
+    let observer = Observer::start(ns.client.clone(), &ns.name, "to-v3", "prod-langfuse", "prod-langfuse");
+    let operator = Operator::start(&ns.name, "demo");
+    let pid = operator.pid().expect("operator runs");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss = rss_kib(pid);
+    let worker = play_worker(&ns, &db, "prod-langfuse-worker");
+
+    let upgrade = json!({
+        "apiVersion": "upgrades.lfu-operator.dev/v1alpha1",
+        "kind": "LangfuseUpgrade",
+        "metadata": { "name": "to-v3", "namespace": ns.name },
+        "spec": {
+            "source": { "deployment": "prod-langfuse", "service": "prod-langfuse" },
+            "target": { "version": "3.29.0", "web": { "image": "langfuse/langfuse", "replicas": 2 } },
+            "clickhouse": {
+                "url": db.ch.url, "migrationUrl": "clickhouse://127.0.0.1:9000", "database": db.ch.database,
+                "userSecretRef": { "name": "langfuse-clickhouse", "key": "user" },
+                "passwordSecretRef": { "name": "langfuse-clickhouse", "key": "password" }
+            },
+            "redis": { "connectionStringSecretRef": { "name": "langfuse-redis", "key": "url" } },
+            "s3": { "bucket": "langfuse-events", "prefix": "events/",
+                    "accessKeyIdSecretRef": { "name": "langfuse-s3", "key": "access-key-id" },
+                    "secretAccessKeySecretRef": { "name": "langfuse-s3", "key": "secret-access-key" } },
+            "strategy": { "drainPeriod": "5s", "retireSourceAfter": "5s", "rollbackAfter": "60s" },
+            "backup": { "acknowledged": true, "reference": "demo" }
+        }
+    });
+    println!(
+        "{} kubectl apply LangfuseUpgrade to-v3 (target 3.29.0, drainPeriod 5s, retireSourceAfter 5s)",
+        stamp()
+    );
+    let applied = Instant::now();
+    let (out, ok) = ns.apply(&upgrade);
+    assert!(ok, "{out}");
+
+    let mut last = String::new();
+    let mut last_progress = String::new();
+    let mut peak_rss = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = loop {
+        let u = ns.upgrade("to-v3").await;
+        peak_rss = peak_rss.max(rss_kib(pid).unwrap_or(0));
+        let l = line(&u);
+        if l != last {
+            println!("{} {l}", stamp());
+            last = l;
+        }
+        let s = u.status.clone().unwrap_or_default();
+        if let Some(p) = &s.migration_progress
+            && *p != last_progress
+            && !s.migrations.is_empty()
+        {
+            let rows: Vec<String> = s
+                .migrations
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}={}{}",
+                        m.name.split('_').nth(3).unwrap_or(&m.name),
+                        m.state,
+                        m.progress_percent.map(|x| format!(" {x}%")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            println!("{}   migrations {p}: {}", stamp(), rows.join(", "));
+            last_progress = p.clone();
+        }
+        match s.phase {
+            Some(Phase::Completed) => break Ok(u),
+            Some(Phase::Failed | Phase::Blocked | Phase::RolledBack) => break Err(u),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            break Err(u);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let u = match done {
+        Ok(u) => u,
+        Err(u) => {
+            eprintln!(
+                "demo: the upgrade did not complete: {}\noperator log:\n{}",
+                line(&u),
+                operator.logs()
+            );
+            std::process::exit(1);
+        }
+    };
+    let s = u.status.clone().unwrap_or_default();
+    println!("{} Completed in {:.1}s", stamp(), applied.elapsed().as_secs_f64());
+    for v in &s.verification {
+        println!(
+            "           verified {:<13} postgres {:>5}  clickhouse {:>5}  {}",
+            v.table, v.postgres, v.clickhouse, v.verdict
+        );
+    }
+
+    // Measurements.
+    let (mark, _) = audit_since(0);
+    let idle_window = Duration::from_secs(60);
+    tokio::time::sleep(idle_window).await;
+    let (_, idle_verbs) = audit_since(mark);
+    let writes: usize = idle_verbs
+        .iter()
+        .filter(|(v, _)| !matches!(v.as_str(), "get" | "list" | "watch"))
+        .map(|(_, n)| n)
+        .sum();
+    let record = observer.stop();
+    println!("\nmeasurements");
+    println!(
+        "  operator RSS: idle {} KiB, peak during the upgrade {peak_rss} KiB, after {} KiB",
+        idle_rss.unwrap_or(0),
+        rss_kib(pid).unwrap_or(0)
+    );
+    println!(
+        "  API requests in {}s with nothing changing: {idle_verbs:?} ({writes} writes)",
+        idle_window.as_secs()
+    );
+    let t = &record.timeline;
+    let gap = |fact: &str, write: &str| match (t.get(fact), t.get(write)) {
+        (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(*a)),
+        _ => "n/a".into(),
+    };
+    println!(
+        "  web Available (2 replicas) -> selector switched: {}",
+        gap("prod-langfuse-web available 2", "selector switched")
+    );
+    println!(
+        "  endpoints only v3 -> draining (status): {}",
+        gap("endpoints only v3", "phase Draining")
+    );
+    println!(
+        "  migrations finished -> next phase (status): {}",
+        gap("migrations finished (status)", "phase Verifying")
+    );
+    println!("  invariant violations observed: {}", record.violations.len());
+    for v in &record.violations {
+        println!("    {v}");
+    }
+    worker.abort();
+    drop(operator);
+    ns.delete().await;
+    db.finish().await;
+    if !record.violations.is_empty() {
+        std::process::exit(1);
+    }
+}

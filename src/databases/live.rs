@@ -1,0 +1,597 @@
+//! The real [`Databases`]: sqlx for Postgres, the `clickhouse` crate for ClickHouse.
+//!
+//! Connections are cached per distinct URL / ClickHouse login (keyed by a keyed hash and then
+//! compared in full, so a collision can never hand out another database's pool). Pools are
+//! small (two connections), open lazily, and carry a statement timeout, so the operator can
+//! never hold more than a couple of backends of Langfuse's database or run away with one.
+//!
+//! Every error becomes a [`DbError`] that says which database, what was being read and why,
+//! and never contains a password or a URL with credentials (the text is scrubbed of both as a
+//! last line of defence).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool, pool::PoolConnection};
+
+use super::{ClickHouseConnection, ClickHouseQuery, Databases, DbError, PostgresQuery, Remedy, SecretString};
+use crate::migrations::PostgresFacts;
+use crate::migrations::postgres::{self as pg, LONG_STATEMENT_TIMEOUT, QueryError, QueryErrorKind};
+use crate::verify::ClickHouseFacts;
+use crate::verify::clickhouse as ch;
+
+/// Limits of the live connections.
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    /// Connections per Postgres pool.
+    pub max_connections: u32,
+    /// Time to open (or wait for) a Postgres connection.
+    pub connect_timeout: Duration,
+    /// `statement_timeout` of every operator session (the preflight scan and the verification
+    /// counts use [`LONG_STATEMENT_TIMEOUT`] instead).
+    pub statement_timeout: Duration,
+    /// Idle Postgres connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Budget of one ClickHouse observation (every query of it); the verification counts get
+    /// at least [`LONG_STATEMENT_TIMEOUT`].
+    pub clickhouse_timeout: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 2,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            clickhouse_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// At most this many cached pools / clients; beyond it an arbitrary one is dropped (a changed
+/// Secret leaves its old pool behind otherwise).
+const MAX_CACHED: usize = 32;
+
+#[derive(Clone)]
+struct PgEntry {
+    url: SecretString,
+    pool: PgPool,
+    options: PgConnectOptions,
+    target: String,
+    secrets: Vec<String>,
+}
+
+#[derive(Clone)]
+struct ChEntry {
+    url: String,
+    user: SecretString,
+    password: SecretString,
+    database: Option<String>,
+    client: clickhouse::Client,
+    target: String,
+}
+
+/// Databases reached for real. Cheap to share: wrap it in the controller's `Arc` context.
+pub struct Live {
+    config: LiveConfig,
+    hasher: RandomState,
+    pg: Mutex<HashMap<u64, PgEntry>>,
+    ch: Mutex<HashMap<u64, ChEntry>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self::new(LiveConfig::default())
+    }
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("config", &self.config)
+            .field("postgres_pools", &self.cached_pools())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    pub fn new(config: LiveConfig) -> Self {
+        Self {
+            config,
+            hasher: RandomState::new(),
+            pg: Mutex::new(HashMap::new()),
+            ch: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of cached Postgres pools (one per distinct URL).
+    pub fn cached_pools(&self) -> usize {
+        self.pg.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn key(&self, parts: &[&str]) -> u64 {
+        self.hasher.hash_one(parts)
+    }
+
+    fn pg_entry(&self, url: &SecretString) -> Result<PgEntry, DbError> {
+        let key = self.key(&[url.expose()]);
+        let mut cache = self.pg.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = cache.get(&key).filter(|e| e.url == *url) {
+            return Ok(entry.clone());
+        }
+        let entry = self.new_pg_entry(url)?;
+        if cache.len() >= MAX_CACHED
+            && let Some(&old) = cache.keys().next()
+        {
+            cache.remove(&old);
+        }
+        cache.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    fn new_pg_entry(&self, url: &SecretString) -> Result<PgEntry, DbError> {
+        let secrets = url_secrets(url.expose());
+        let options = PgConnectOptions::from_str(&libpq_url(url.expose())).map_err(|e| {
+            DbError::Unavailable(scrub(
+                &format!("the Postgres URL is not valid: {}", error_chain(&e)),
+                &secrets,
+            ))
+        })?;
+        let prisma = PrismaParams::parse(url.expose());
+        let mut options = options.application_name("langfuse-upgrade-operator");
+        if prisma.pgbouncer {
+            // Transaction pooling: no named prepared statements survive between transactions.
+            options = options.statement_cache_capacity(0);
+        }
+        let target = format!(
+            "{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("(default database)")
+        );
+        let mut session = Vec::new();
+        if !prisma.pgbouncer {
+            // Behind a transaction-pooling PgBouncer a session SET would leak to Langfuse's own
+            // sessions; there the client-side timeouts alone bound the operator.
+            session.push(format!(
+                "SET statement_timeout = {}",
+                self.config.statement_timeout.as_millis()
+            ));
+        }
+        if let Some(schema) = prisma.schema {
+            session.push(format!("SET search_path TO {}", quote_ident(&schema)));
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.config.max_connections)
+            .min_connections(0)
+            .acquire_timeout(self.config.connect_timeout)
+            .idle_timeout(self.config.idle_timeout)
+            .max_lifetime(Duration::from_secs(1800))
+            .after_connect(move |conn, _meta| {
+                let session = session.clone();
+                Box::pin(async move {
+                    for sql in session {
+                        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.clone());
+        Ok(PgEntry {
+            url: url.clone(),
+            pool,
+            options,
+            target,
+            secrets,
+        })
+    }
+
+    /// A pooled connection; when the pool gives up, one direct attempt names the real cause
+    /// (refused, unknown host, wrong password, TLS) instead of "timed out".
+    async fn acquire(&self, entry: &PgEntry) -> Result<PoolConnection<sqlx::Postgres>, DbError> {
+        match entry.pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            Err(sqlx::Error::PoolTimedOut) => {
+                let direct = tokio::time::timeout(self.config.connect_timeout, entry.options.connect()).await;
+                let why = match direct {
+                    Ok(Err(e)) => sql_detail(&e),
+                    Ok(Ok(_)) => "the connection pool is busy; the next reconcile retries".into(),
+                    Err(_) => format!("no answer within {}s", self.config.connect_timeout.as_secs()),
+                };
+                Err(pg_error(entry, "connecting", &why))
+            }
+            Err(e) => Err(pg_error(entry, "connecting", &sql_detail(&e))),
+        }
+    }
+
+    fn ch_entry(&self, conn: &ClickHouseConnection) -> ChEntry {
+        let database = conn.database.clone().filter(|d| !d.is_empty());
+        let key = self.key(&[
+            &conn.url,
+            conn.user.expose(),
+            conn.password.expose(),
+            database.as_deref().unwrap_or(""),
+        ]);
+        let mut cache = self.ch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = cache.get(&key).filter(|e| {
+            e.url == conn.url && e.user == conn.user && e.password == conn.password && e.database == database
+        }) {
+            return entry.clone();
+        }
+        let mut client = clickhouse::Client::default()
+            .with_url(conn.url.clone())
+            .with_user(conn.user.expose())
+            .with_password(conn.password.expose());
+        if let Some(db) = &database {
+            client = client.with_database(db.clone());
+        }
+        let target = format!(
+            "{}{}",
+            redact_url(&conn.url),
+            database
+                .as_deref()
+                .map(|d| format!(" (database {d})"))
+                .unwrap_or_default()
+        );
+        let entry = ChEntry {
+            url: conn.url.clone(),
+            user: conn.user.clone(),
+            password: conn.password.clone(),
+            database,
+            client,
+            target,
+        };
+        if cache.len() >= MAX_CACHED
+            && let Some(&old) = cache.keys().next()
+        {
+            cache.remove(&old);
+        }
+        cache.insert(key, entry.clone());
+        entry
+    }
+}
+
+impl Databases for Live {
+    async fn postgres(&self, url: &SecretString, query: &PostgresQuery) -> Result<PostgresFacts, DbError> {
+        let entry = self.pg_entry(url)?;
+        let long = query.same_created_at_scan.is_some() || query.counts_until.is_some();
+        let budget = self.config.connect_timeout
+            + self.config.statement_timeout
+            + if long { LONG_STATEMENT_TIMEOUT } else { Duration::ZERO };
+        let work = async {
+            let mut conn = self.acquire(&entry).await?;
+            pg::read(&mut conn, query).await.map_err(|e| query_error(&entry, e))
+        };
+        match tokio::time::timeout(budget, work).await {
+            Ok(result) => result,
+            Err(_) => Err(pg_error(
+                &entry,
+                "reading",
+                &format!("no answer within {}s", budget.as_secs()),
+            )),
+        }
+    }
+
+    async fn clickhouse(
+        &self,
+        conn: &ClickHouseConnection,
+        query: &ClickHouseQuery,
+    ) -> Result<ClickHouseFacts, DbError> {
+        let entry = self.ch_entry(conn);
+        let secrets = vec![conn.password.expose().to_string()];
+        // `count() FINAL` over a large table is slow on any server: verification gets the long budget.
+        let budget = if query.counts_until.is_some() {
+            self.config.clickhouse_timeout.max(LONG_STATEMENT_TIMEOUT)
+        } else {
+            self.config.clickhouse_timeout
+        };
+        match tokio::time::timeout(budget, ch::read(&entry.client, query)).await {
+            Ok(Ok(facts)) => Ok(facts),
+            Ok(Err(e)) => Err(DbError::Unavailable(scrub(
+                &format!(
+                    "ClickHouse at {}: {}: {}",
+                    entry.target,
+                    e.what,
+                    clickhouse_detail(&e.source)
+                ),
+                &secrets,
+            ))),
+            Err(_) => Err(DbError::Unavailable(format!(
+                "ClickHouse at {}: no answer within {}s",
+                entry.target,
+                budget.as_secs()
+            ))),
+        }
+    }
+
+    async fn remedy(&self, url: &SecretString, remedy: &Remedy) -> Result<(), DbError> {
+        let entry = self.pg_entry(url)?;
+        let budget = self.config.connect_timeout + self.config.statement_timeout;
+        let work = async {
+            let mut conn = self.acquire(&entry).await?;
+            pg::remedy(&mut conn, remedy).await.map_err(|e| query_error(&entry, e))
+        };
+        match tokio::time::timeout(budget, work).await {
+            Ok(result) => result,
+            Err(_) => Err(pg_error(
+                &entry,
+                "writing a remedy",
+                &format!(
+                    "no answer within {}s; the write may or may not have happened (it is idempotent)",
+                    budget.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+fn pg_error(entry: &PgEntry, what: &str, detail: &str) -> DbError {
+    DbError::Unavailable(scrub(
+        &format!("Postgres at {}: {what}: {detail}", entry.target),
+        &entry.secrets,
+    ))
+}
+
+fn query_error(entry: &PgEntry, e: QueryError) -> DbError {
+    let detail = match &e.kind {
+        QueryErrorKind::Sql(e) => sql_detail(e),
+        QueryErrorKind::Data(d) | QueryErrorKind::Refused(d) => d.clone(),
+    };
+    pg_error(entry, &e.what, &detail)
+}
+
+/// What went wrong, in words a person can act on.
+fn sql_detail(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let hint = match code.as_str() {
+                "28P01" | "28000" => " (check the user and password in the Postgres URL Secret)",
+                "3D000" => " (check the database name in the Postgres URL)",
+                "42501" => {
+                    " (the role needs SELECT on background_migrations, traces, observations and scores, and UPDATE on background_migrations)"
+                }
+                "42P01" => " (is this Langfuse's database, and did v3.29.0 web run its Prisma migrations?)",
+                "57014" => " (statement timeout: the database is overloaded or the table is far larger than expected)",
+                _ => "",
+            };
+            format!("{} (SQLSTATE {code}){hint}", db.message())
+        }
+        sqlx::Error::PoolTimedOut => "no connection available in time".into(),
+        sqlx::Error::Io(io) => format!("cannot reach the server: {}", error_chain(io)),
+        sqlx::Error::Tls(tls) => format!(
+            "TLS failed: {} (check sslmode and sslrootcert in the URL)",
+            error_chain(tls.as_ref())
+        ),
+        other => error_chain(other),
+    }
+}
+
+fn clickhouse_detail(e: &clickhouse::error::Error) -> String {
+    use clickhouse::error::Error as E;
+    match e {
+        E::Network(_) => format!("cannot reach the server: {}", error_chain(e)),
+        E::BadResponse(msg) => msg.trim().to_string(),
+        E::TimedOut => "timed out".into(),
+        other => error_chain(other),
+    }
+}
+
+/// An error and its sources, without repeating what a Display already included.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Every form in which the URL's credentials could show up in a message.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_string()];
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            secrets.push(password.to_string());
+            secrets.push(percent_decode(password));
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some(("password", value)) = pair.split_once('=') {
+                secrets.push(value.to_string());
+                secrets.push(percent_decode(value));
+            }
+        }
+    }
+    secrets.retain(|s| !s.is_empty());
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// Replace every secret in `text` (longest first, so a password inside the URL goes with it).
+fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
+/// `scheme://host:port/path` without user info or query, for messages.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparseable URL)".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    format!("{scheme}://{host}{path}")
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The URL with only the query parameters sqlx understands as libpq does. Prisma's own
+/// (`schema`, `pgbouncer`, `connection_limit`, `sslaccept`, `sslidentity`, `sslpassword`, ...)
+/// are dropped: sqlx would log unknown ones with their values, and Prisma's `sslcert` names a
+/// root CA where libpq's names a client certificate (kept only next to a libpq `sslkey`).
+fn libpq_url(url: &str) -> String {
+    let Some((base, rest)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let query = rest.split('#').next().unwrap_or("");
+    let pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let key = |p: &str| p.split_once('=').map(|(k, _)| k).unwrap_or(p).to_string();
+    let client_cert = pairs.iter().any(|p| matches!(key(p).as_str(), "sslkey" | "ssl-key"));
+    let kept: Vec<&str> = pairs
+        .into_iter()
+        .filter(|p| {
+            let k = key(p);
+            matches!(
+                k.as_str(),
+                "sslmode"
+                    | "ssl-mode"
+                    | "sslrootcert"
+                    | "ssl-root-cert"
+                    | "ssl-ca"
+                    | "statement-cache-capacity"
+                    | "host"
+                    | "hostaddr"
+                    | "port"
+                    | "dbname"
+                    | "user"
+                    | "password"
+                    | "application_name"
+                    | "options"
+            ) || k.starts_with("options[")
+                || (client_cert && matches!(k.as_str(), "sslcert" | "ssl-cert" | "sslkey" | "ssl-key"))
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+/// The Prisma-only parameters of Langfuse's `DATABASE_URL` that change how to talk to it.
+#[derive(Debug, Default, PartialEq)]
+struct PrismaParams {
+    /// `schema=` (Prisma's search path; `public` when absent).
+    schema: Option<String>,
+    /// `pgbouncer=true`: a transaction-pooling PgBouncer sits in front.
+    pgbouncer: bool,
+}
+
+impl PrismaParams {
+    fn parse(url: &str) -> Self {
+        let mut params = Self::default();
+        let Some((_, query)) = url.split_once('?') else {
+            return params;
+        };
+        for pair in query.split('#').next().unwrap_or("").split('&') {
+            match pair.split_once('=') {
+                Some(("schema", v)) if !v.is_empty() => params.schema = Some(percent_decode(v)),
+                Some(("pgbouncer", v)) => params.pgbouncer = v.eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_cover_raw_and_decoded_passwords() {
+        let url = "postgresql://lf:p%40ss%2Fw0rd@db.example:5432/langfuse?sslmode=require";
+        let s = url_secrets(url);
+        assert!(s.contains(&"p%40ss%2Fw0rd".to_string()));
+        assert!(s.contains(&"p@ss/w0rd".to_string()));
+        let msg = scrub(&format!("failed for {url} with p@ss/w0rd"), &s);
+        assert!(!msg.contains("p@ss/w0rd") && !msg.contains("p%40ss"), "{msg}");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://u:pw@ch.example:8443/x?user=a"),
+            "https://ch.example:8443/x"
+        );
+        assert_eq!(redact_url("http://ch:8123"), "http://ch:8123");
+    }
+
+    #[test]
+    fn prisma_parameters() {
+        let p = PrismaParams::parse("postgres://u:p@h/db?schema=lang%22fuse&pgbouncer=true&connection_limit=3");
+        assert_eq!(p.schema.as_deref(), Some("lang\"fuse"));
+        assert!(p.pgbouncer);
+        assert_eq!(quote_ident("lang\"fuse"), "\"lang\"\"fuse\"");
+        assert_eq!(PrismaParams::parse("postgres://h/db"), PrismaParams::default());
+    }
+
+    #[test]
+    fn only_libpq_parameters_reach_sqlx() {
+        assert_eq!(
+            libpq_url("postgres://u:p@h/db?schema=lf&sslmode=require&sslpassword=x&connection_limit=3&sslcert=ca.pem"),
+            "postgres://u:p@h/db?sslmode=require"
+        );
+        assert_eq!(
+            libpq_url("postgres://u:p@h/db?sslcert=c.pem&sslkey=k.pem&options[search_path]=x"),
+            "postgres://u:p@h/db?sslcert=c.pem&sslkey=k.pem&options[search_path]=x"
+        );
+        assert_eq!(libpq_url("postgres://u:p@h/db?pgbouncer=true"), "postgres://u:p@h/db");
+        assert_eq!(libpq_url("postgres://u:p@h/db"), "postgres://u:p@h/db");
+    }
+
+    #[test]
+    fn invalid_urls_do_not_echo_the_password() {
+        let live = Live::default();
+        let err = live
+            .pg_entry(&SecretString::new("postgres://u:hunter22@[::1/db"))
+            .err()
+            .expect("invalid URL");
+        assert!(!err.to_string().contains("hunter22"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The ClickHouse queries behind [`crate::databases::Databases::clickhouse`]: server version,
+//! the golang-migrate ledger, and the verification counts. Plain ClickHouse HTTP through the
+//! `clickhouse` crate, so it works unchanged against a real server.
+
+use clickhouse::Client;
+use jiff::Timestamp;
+
+use super::ClickHouseFacts;
+use crate::databases::ClickHouseQuery;
+use crate::migrations::TableCounts;
+use crate::migrations::postgres::millis_floor;
+
+pub const VERSION_SQL: &str = "SELECT version()";
+
+pub const HAS_SCHEMA_MIGRATIONS_SQL: &str =
+    "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'schema_migrations'";
+
+/// golang-migrate's current version is the row with the highest `sequence` (it appends a row
+/// per change); ties, which it never writes, go to the higher version.
+pub const SCHEMA_VERSION_SQL: &str = "SELECT toInt64(version) AS version, toUInt8(dirty) AS dirty \
+     FROM schema_migrations ORDER BY sequence DESC, version DESC LIMIT 1";
+
+/// Deduplicated (`FINAL`), not deleted, created up to the cut-off (epoch milliseconds bound as
+/// `?`; `created_at` is `DateTime64(3)` and compares by instant whatever the server time zone).
+pub const COUNT_SQL: [&str; 3] = [
+    "SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?))",
+    "SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?))",
+    "SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?))",
+];
+
+/// A query that failed, with what it was reading.
+#[derive(Debug)]
+pub struct QueryError {
+    pub what: &'static str,
+    pub source: clickhouse::error::Error,
+}
+
+type Result<T> = std::result::Result<T, QueryError>;
+
+fn err(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
+    move |source| QueryError { what, source }
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct SchemaRow {
+    version: i64,
+    dirty: u8,
+}
+
+/// `SELECT version()`, e.g. `24.8.4.13`.
+pub async fn server_version(client: &Client) -> Result<String> {
+    client
+        .query(VERSION_SQL)
+        .fetch_one::<String>()
+        .await
+        .map_err(err("reading the ClickHouse server version"))
+}
+
+/// Newest `schema_migrations` version and its dirty flag; `None` when the table is absent or
+/// empty (no ClickHouse migration has run yet).
+pub async fn schema_version(client: &Client) -> Result<Option<(i64, bool)>> {
+    const WHAT: &str = "reading schema_migrations";
+    let exists = client
+        .query(HAS_SCHEMA_MIGRATIONS_SQL)
+        .fetch_one::<u64>()
+        .await
+        .map_err(err(WHAT))?;
+    if exists == 0 {
+        return Ok(None);
+    }
+    let row = client
+        .query(SCHEMA_VERSION_SQL)
+        .fetch_optional::<SchemaRow>()
+        .await
+        .map_err(err(WHAT))?;
+    Ok(row.map(|r| (r.version, r.dirty != 0)))
+}
+
+/// Per table: `count() FINAL WHERE is_deleted = 0 AND created_at <= cutoff`.
+pub async fn counts_until(client: &Client, cutoff: Timestamp) -> Result<TableCounts> {
+    const WHAT: [&str; 3] = [
+        "counting traces up to the cut-off",
+        "counting observations up to the cut-off",
+        "counting scores up to the cut-off",
+    ];
+    let ms = millis_floor(cutoff);
+    let mut counts = [0i64; 3];
+    for ((sql, what), slot) in COUNT_SQL.into_iter().zip(WHAT).zip(counts.iter_mut()) {
+        let n = client
+            .query(sql)
+            .bind(ms)
+            // Safe for Langfuse's tables: each partition key (the month of `timestamp` /
+            // `start_time`) is a function of the sorting key's `toDate(...)`, so the versions of
+            // one row never span partitions; FINAL then merges partitions independently.
+            .with_setting("do_not_merge_across_partitions_select_final", "1")
+            .fetch_one::<u64>()
+            .await
+            .map_err(err(what))?;
+        *slot = i64::try_from(n).unwrap_or(i64::MAX);
+    }
+    Ok(TableCounts {
+        traces: counts[0],
+        observations: counts[1],
+        scores: counts[2],
+    })
+}
+
+/// Everything the query asks for; fields not asked for stay `None`.
+pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouseFacts> {
+    let mut facts = ClickHouseFacts::default();
+    if query.server {
+        facts.version = Some(server_version(client).await?);
+        facts.schema = schema_version(client).await?;
+    }
+    if let Some(cutoff) = query.counts_until {
+        facts.counts = Some(counts_until(client, cutoff).await?);
+    }
+    Ok(facts)
+}

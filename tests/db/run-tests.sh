@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# TEST INFRASTRUCTURE ONLY: the database test tier in one command.
+#
+#   tests/db/run-tests.sh [extra cargo test args...]
+#
+# Starts PostgreSQL and the chdb-backed ClickHouse stand-in (tests/db/up.sh) in a temporary
+# directory, points LFU_TEST_DB_ENV at its env file, runs the database integration tests, and
+# always stops the servers again (down.sh, on success, failure or Ctrl-C). The tests FAIL (they
+# never skip) if the servers are missing.
+#
+# If the default ports (55432, 58123) are taken (another run, another engineer), free ones are
+# picked, unless LFU_TEST_PG_PORT / LFU_TEST_CH_PORT are set explicitly.
+# Knobs: CARGO (cargo), LFU_TEST_JOBS (cargo -j, default 2), LFU_TEST_THREADS (test threads).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+ROOT="$(cd "$HERE/../.." && pwd -P)"
+CARGO=${CARGO:-cargo}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {  # first free port at or above $1
+  local p=$1
+  while port_in_use "$p"; do p=$((p + 1)); done
+  echo "$p"
+}
+if [[ -z ${LFU_TEST_PG_PORT:-} ]]; then
+  LFU_TEST_PG_PORT=$(free_port 55432)
+  export LFU_TEST_PG_PORT
+fi
+if [[ -z ${LFU_TEST_CH_PORT:-} ]]; then
+  LFU_TEST_CH_PORT=$(free_port 58123)
+  export LFU_TEST_CH_PORT
+fi
+
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/lfu-db-tests.XXXXXX")
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  "$HERE/down.sh" "$WORKDIR" >&2 || echo "run-tests.sh: down.sh failed; check $WORKDIR" >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$HERE/up.sh" "$WORKDIR"
+export LFU_TEST_DB_ENV=$WORKDIR/env
+
+cd "$ROOT"
+args=(test --locked -j "${LFU_TEST_JOBS:-2}" --test postgres --test clickhouse --test standin_worker)
+if [[ -n ${LFU_TEST_THREADS:-} ]]; then
+  "$CARGO" "${args[@]}" "$@" -- --test-threads "$LFU_TEST_THREADS"
+else
+  "$CARGO" "${args[@]}" "$@"
+fi

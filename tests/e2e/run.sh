@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# End-to-end tier: starts the local control plane and the test databases, runs the Rust e2e
+# tests against them (the operator binary as a separate process), and always tears down.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+work="$(mktemp -d /tmp/lfu-e2e.XXXXXX)"
+cluster="$work/cluster"
+db="$work/db"
+cleanup() {
+  local rc=$?
+  tests/cluster/down.sh "$cluster" >/dev/null 2>&1 || true
+  tests/db/down.sh "$db" >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+tests/cluster/up.sh "$cluster"
+tests/db/up.sh "$db"
+export LFU_TEST_CLUSTER_ENV="$cluster/env" LFU_TEST_DB_ENV="$db/env"
+cargo test --locked --test e2e -- --test-threads="${LFU_E2E_THREADS:-3}" "$@"

@@ -1,0 +1,358 @@
+//! TEST SUPPORT for the end-to-end tests: a namespace per test on the local control plane
+//! (`tests/cluster/up.sh`, found through `LFU_TEST_CLUSTER_ENV`), a Langfuse v2 laid out as the
+//! v2-era chart does, the operator binary as a separate process, the stand-in worker playing
+//! Langfuse's worker, and an observer checking DESIGN §2 from watch events while it all runs.
+//! Without a cluster the tests FAIL with instructions; they never skip.
+#![allow(dead_code)]
+
+pub mod observer;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase};
+use langfuse_upgrade_operator::resources::deployments::migrations_enabled;
+
+const HOW_TO: &str = "start the test cluster first: `tests/e2e/run.sh` does everything, or \
+                      `tests/cluster/up.sh /tmp/lfu-c && LFU_TEST_CLUSTER_ENV=/tmp/lfu-c/env cargo test --test e2e`";
+
+pub const V2_LAYOUT: &str = include_str!("../e2e/langfuse-v2.yaml");
+/// The operator binary: Cargo names it for integration tests; the demo (an example) uses the
+/// debug build next to it, or `LFU_OPERATOR_BIN`.
+pub fn operator_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("LFU_OPERATOR_BIN") {
+        return PathBuf::from(path);
+    }
+    match option_env!("CARGO_BIN_EXE_langfuse-upgrade-operator") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/langfuse-upgrade-operator"),
+    }
+}
+
+pub struct ClusterEnv {
+    pub kubeconfig: PathBuf,
+    /// The operator's own identity (its requests are the only ones in the audit log).
+    pub operator_kubeconfig: PathBuf,
+    pub audit_log: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+pub fn cluster_env() -> &'static ClusterEnv {
+    static ENV: OnceLock<ClusterEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = std::env::var("LFU_TEST_CLUSTER_ENV")
+            .unwrap_or_else(|_| panic!("LFU_TEST_CLUSTER_ENV is not set, so there is no cluster; {HOW_TO}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}; {HOW_TO}"));
+        let var = |name: &str| -> String {
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix("export "))
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+                .unwrap_or_else(|| panic!("{path} has no {name}"))
+        };
+        ClusterEnv {
+            kubeconfig: PathBuf::from(var("KUBECONFIG")),
+            operator_kubeconfig: PathBuf::from(var("LFU_OPERATOR_KUBECONFIG")),
+            audit_log: PathBuf::from(var("LFU_AUDIT_LOG")),
+            kubectl: Path::new(&var("LFU_BIN_DIR")).join("kubectl"),
+        }
+    })
+}
+
+pub async fn client() -> Client {
+    let env = cluster_env();
+    let kubeconfig = Kubeconfig::read_from(&env.kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// `kubectl` against the test cluster; panics with its stderr on failure.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    let (out, ok) = kubectl_status(args, stdin);
+    assert!(ok, "kubectl {} failed: {out}", args.join(" "));
+    out
+}
+
+pub fn kubectl_status(args: &[&str], stdin: Option<&str>) -> (String, bool) {
+    use std::io::Write;
+    let env = cluster_env();
+    let mut child = Command::new(&env.kubectl)
+        .args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.success())
+}
+
+/// A namespace of the test's own, deleted at the end.
+pub struct TestNs {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNs {
+    pub async fn new(label: &str) -> TestNs {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "e2e-{label}-{}-{}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let client = client().await;
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
+        TestNs { name, client }
+    }
+
+    /// The chart-era v2 (Deployment, Service, Secrets) in this namespace, with `DATABASE_URL`
+    /// pointing at `database_url` through a Secret; waits until v2 serves.
+    pub async fn lay_out_v2(&self, database_url: &str, image: &str) {
+        let yaml = V2_LAYOUT
+            .replace("namespace: langfuse", &format!("namespace: {}", self.name))
+            .replace("langfuse/langfuse:2.95.9", image);
+        let docs: Vec<&str> = yaml
+            .split("\n---\n")
+            .filter(|d| !d.contains("kind: Namespace"))
+            .collect();
+        kubectl(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
+        self.secret("prod-langfuse-db", "url", database_url);
+        if image.contains("2.95") {
+            kubectl(
+                &[
+                    "-n",
+                    &self.name,
+                    "rollout",
+                    "status",
+                    "deploy/prod-langfuse",
+                    "--timeout=60s",
+                ],
+                None,
+            );
+        }
+    }
+
+    pub fn secret(&self, name: &str, key: &str, value: &str) {
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name, "namespace": self.name },
+            "stringData": { key: value },
+        });
+        kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()));
+    }
+
+    pub fn apply(&self, manifest: &serde_json::Value) -> (String, bool) {
+        kubectl_status(&["apply", "-n", &self.name, "-f", "-"], Some(&manifest.to_string()))
+    }
+
+    pub fn upgrades(&self) -> Api<LangfuseUpgrade> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn upgrade(&self, name: &str) -> LangfuseUpgrade {
+        self.upgrades().get(name).await.expect("the LangfuseUpgrade exists")
+    }
+
+    pub async fn phase(&self, name: &str) -> Option<Phase> {
+        self.upgrades()
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|u| u.status.and_then(|s| s.phase))
+    }
+
+    /// Wait for `phase`; the panic says where the upgrade was stuck and why.
+    pub async fn wait_phase(&self, name: &str, phase: Phase, timeout: Duration) -> LangfuseUpgrade {
+        let start = Instant::now();
+        loop {
+            let u = self.upgrade(name).await;
+            if u.status.as_ref().and_then(|s| s.phase) == Some(phase) {
+                return u;
+            }
+            if start.elapsed() > timeout {
+                let s = u.status.unwrap_or_default();
+                let ready = s
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                panic!(
+                    "{name} never reached {phase} in {timeout:?}: phase {:?}, Ready: {ready}",
+                    s.phase
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await;
+    }
+}
+
+/// The operator binary running as a separate process, watching one namespace.
+pub struct Operator {
+    child: Option<Child>,
+    args: Vec<String>,
+    pub log: PathBuf,
+    pub starts: u32,
+}
+
+impl Operator {
+    /// One replica with leader election on a Lease in `ns` (so replicas of one test compete).
+    pub fn start(ns: &str, identity: &str) -> Operator {
+        let log = std::env::temp_dir().join(format!("lfu-operator-{ns}-{identity}.log"));
+        let args = vec![
+            "run".into(),
+            "--namespace".into(),
+            ns.into(),
+            "--lease-namespace".into(),
+            ns.into(),
+            "--identity".into(),
+            identity.into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let mut op = Operator {
+            child: None,
+            args,
+            log,
+            starts: 0,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let env = cluster_env();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(operator_bin())
+            .args(&self.args)
+            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("operator starts");
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// SIGKILL: no cleanup, no lease release, as a node loss or OOM kill would do.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Plays Langfuse's worker: whenever the v3 worker Deployment has rolled out a pod template
+/// with background migrations on (a new pod starts), the previous stand-in stops (SIGTERM) and
+/// a new one starts against the test's databases, as a pod restart would.
+pub fn play_worker(ns: &TestNs, db: &crate::support::TestDb, worker: &str) -> tokio::task::JoinHandle<u32> {
+    let deployments = ns.deployments();
+    let worker = worker.to_string();
+    let pg_url = db.pg_url.expose().to_string();
+    let ch = db.ch_client.clone();
+    tokio::spawn(async move {
+        let mut current: Option<(String, crate::support::standin_worker::Standin)> = None;
+        let mut starts = 0;
+        loop {
+            if let Ok(Some(d)) = deployments.get_opt(&worker).await {
+                let spec = d.spec.clone().unwrap_or_default();
+                let status = d.status.clone().unwrap_or_default();
+                let rolled = status.observed_generation >= d.metadata.generation
+                    && status.updated_replicas == spec.replicas
+                    && status.available_replicas == spec.replicas
+                    && spec.replicas.unwrap_or(0) > 0;
+                let template = serde_json::to_string(&spec.template).unwrap();
+                let enabled = migrations_enabled(&d);
+                let changed = current.as_ref().is_none_or(|(t, _)| *t != template);
+                if rolled && changed {
+                    if let Some((_, old)) = current.take() {
+                        old.shutdown().await;
+                    }
+                    if enabled {
+                        let config = crate::support::standin_worker::StandinConfig::default();
+                        let standin = crate::support::standin_worker::Standin::start(&pg_url, ch.clone(), config).await;
+                        starts += 1;
+                        current = Some((template, standin));
+                    }
+                }
+                if spec.replicas == Some(0)
+                    && let Some((_, old)) = current.take()
+                {
+                    old.shutdown().await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if starts > 50 {
+                return starts;
+            }
+        }
+    })
+}

@@ -1,0 +1,299 @@
+//! Watches one test namespace and checks DESIGN §2 on every watch event, from what the API
+//! shows (not from what the operator says it did).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use langfuse_upgrade_operator::api::LangfuseUpgrade;
+use langfuse_upgrade_operator::resources::deployments::migrations_enabled;
+use langfuse_upgrade_operator::resources::labels::{Role, UPGRADE_LABEL, v3_selector};
+
+#[derive(Default, Debug)]
+pub struct Record {
+    /// Invariant violations seen, with when.
+    pub violations: Vec<String>,
+    /// Objects deleted in the namespace (kind/name).
+    pub deleted: Vec<String>,
+    /// First time each fact was seen, in ms since the observer started.
+    pub timeline: BTreeMap<String, u128>,
+    pub switched_ever: bool,
+    pub max_v3_endpoints: usize,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    pods: BTreeMap<String, BTreeMap<String, String>>,
+    slices: BTreeMap<String, EndpointSlice>,
+    deployments: BTreeMap<String, Deployment>,
+    service: Option<Service>,
+    upgrade: Option<LangfuseUpgrade>,
+}
+
+pub struct Observer {
+    pub record: Arc<Mutex<Record>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum Change {
+    Pod(Event<Pod>),
+    Slice(Event<EndpointSlice>),
+    Deployment(Event<Deployment>),
+    Service(Event<Service>),
+    Upgrade(Event<LangfuseUpgrade>),
+}
+
+impl Observer {
+    pub fn start(client: Client, ns: &str, upgrade: &str, service: &str, source: &str) -> Observer {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let rec = record.clone();
+        let (upgrade, service, source) = (upgrade.to_string(), service.to_string(), source.to_string());
+        let cfg = watcher::Config::default;
+        let streams = stream::select_all(vec![
+            watcher::watcher(Api::<Pod>::namespaced(client.clone(), ns), cfg())
+                .map(|e| e.map(Change::Pod))
+                .boxed(),
+            watcher::watcher(
+                Api::<EndpointSlice>::namespaced(client.clone(), ns),
+                cfg().labels(&format!("kubernetes.io/service-name={service}")),
+            )
+            .map(|e| e.map(Change::Slice))
+            .boxed(),
+            watcher::watcher(Api::<Deployment>::namespaced(client.clone(), ns), cfg())
+                .map(|e| e.map(Change::Deployment))
+                .boxed(),
+            watcher::watcher(Api::<Service>::namespaced(client.clone(), ns), cfg())
+                .map(|e| e.map(Change::Service))
+                .boxed(),
+            watcher::watcher(Api::<LangfuseUpgrade>::namespaced(client.clone(), ns), cfg())
+                .map(|e| e.map(Change::Upgrade))
+                .boxed(),
+        ]);
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut snap = Snapshot::default();
+            let mut streams = streams;
+            while let Some(change) = streams.next().await {
+                let Ok(change) = change else { continue };
+                apply(&mut snap, change, &rec, &service);
+                check(&snap, &rec, &upgrade, &source, start);
+            }
+        });
+        Observer { record, task }
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.record.lock().unwrap().violations.clone()
+    }
+
+    pub fn deleted(&self) -> Vec<String> {
+        self.record.lock().unwrap().deleted.clone()
+    }
+
+    pub fn timeline(&self) -> BTreeMap<String, u128> {
+        self.record.lock().unwrap().timeline.clone()
+    }
+
+    pub fn stop(self) -> Record {
+        self.task.abort();
+        std::mem::take(&mut *self.record.lock().unwrap())
+    }
+}
+
+fn apply(snap: &mut Snapshot, change: Change, rec: &Mutex<Record>, service: &str) {
+    fn upsert<K: ResourceExt + Clone>(
+        map: &mut BTreeMap<String, K>,
+        e: Event<K>,
+        deleted: &mut Vec<String>,
+        kind: &str,
+        track: bool,
+    ) {
+        match e {
+            Event::Apply(o) | Event::InitApply(o) => {
+                map.insert(o.name_any(), o);
+            }
+            Event::Delete(o) => {
+                map.remove(&o.name_any());
+                if track {
+                    deleted.push(format!("{kind}/{}", o.name_any()));
+                }
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+    let mut r = rec.lock().unwrap();
+    match change {
+        Change::Pod(e) => match e {
+            Event::Apply(p) | Event::InitApply(p) => {
+                snap.pods.insert(p.name_any(), p.labels().clone());
+            }
+            Event::Delete(p) => {
+                snap.pods.remove(&p.name_any());
+            }
+            Event::Init | Event::InitDone => {}
+        },
+        Change::Slice(e) => upsert(&mut snap.slices, e, &mut r.deleted, "EndpointSlice", false),
+        Change::Deployment(e) => upsert(&mut snap.deployments, e, &mut r.deleted, "Deployment", true),
+        Change::Service(e) => match e {
+            Event::Apply(o) | Event::InitApply(o) if o.name_any() == service => snap.service = Some(o),
+            Event::Delete(o) => {
+                r.deleted.push(format!("Service/{}", o.name_any()));
+                if o.name_any() == service {
+                    snap.service = None;
+                }
+            }
+            _ => {}
+        },
+        Change::Upgrade(e) => match e {
+            Event::Apply(u) | Event::InitApply(u) => snap.upgrade = Some(u),
+            Event::Delete(_) => snap.upgrade = None,
+            _ => {}
+        },
+    }
+}
+
+fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, start: Instant) {
+    let mut r = rec.lock().unwrap();
+    let at = start.elapsed().as_millis();
+    let fact = |r: &mut Record, name: &str| {
+        r.timeline.entry(name.to_string()).or_insert(at);
+    };
+    let status = snap.upgrade.as_ref().and_then(|u| u.status.clone()).unwrap_or_default();
+    let rolling_back = snap
+        .upgrade
+        .as_ref()
+        .is_some_and(|u| u.spec.abort || u.metadata.deletion_timestamp.is_some())
+        || status.rollback.as_ref().is_some_and(|rb| rb.started_at.is_some());
+    let v3_web = v3_selector(upgrade, Role::Web);
+    let selector = snap
+        .service
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    if selector == v3_web && !r.switched_ever {
+        r.switched_ever = true;
+        fact(&mut r, "selector switched");
+    }
+    let role = |labels: &BTreeMap<String, String>| -> Option<&'static str> {
+        if labels.get(UPGRADE_LABEL).map(String::as_str) != Some(upgrade) {
+            return None;
+        }
+        match labels.get("app.kubernetes.io/component").map(String::as_str) {
+            Some("web") => Some("web"),
+            Some("worker") => Some("worker"),
+            _ => None,
+        }
+    };
+    // Invariant 1, from the EndpointSlices.
+    let mut v3_ready = 0;
+    let mut v2_endpoints = 0;
+    for slice in snap.slices.values() {
+        for e in &slice.endpoints {
+            let Some(pod) = e.target_ref.as_ref().and_then(|t| t.name.clone()) else {
+                continue;
+            };
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            // A pod's EndpointSlice entry can arrive before its own watch event: then its
+            // Deployment-given name says what it is.
+            let kind = match snap.pods.get(&pod) {
+                Some(labels) => role(labels),
+                None if pod.starts_with(&format!("{source}-web-")) => Some("web"),
+                None if pod.starts_with(&format!("{source}-worker-")) => Some("worker"),
+                None => None,
+            };
+            match kind {
+                Some("worker") => r
+                    .violations
+                    .push(format!("{at}ms: worker pod {pod} is an endpoint of the Service")),
+                Some(_) => {
+                    if !r.switched_ever {
+                        r.violations.push(format!(
+                            "{at}ms: v3 web pod {pod} is an endpoint before the selector switch"
+                        ));
+                    }
+                    if ready {
+                        v3_ready += 1;
+                    }
+                }
+                None => v2_endpoints += 1,
+            }
+        }
+    }
+    r.max_v3_endpoints = r.max_v3_endpoints.max(v3_ready);
+    if r.switched_ever && v3_ready > 0 && v2_endpoints == 0 {
+        fact(&mut r, "endpoints only v3");
+    }
+    if status.traffic_shifted_at.is_some() && !rolling_back && v2_endpoints > 0 && selector == v3_web {
+        r.violations.push(format!(
+            "{at}ms: {v2_endpoints} v2 endpoints after the operator declared the shift done"
+        ));
+    }
+    // Invariants 2 and 3, from the pod templates.
+    let v2 = snap.deployments.get(source);
+    let v2_pods = v2.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    for (name, d) in &snap.deployments {
+        if name == source {
+            continue;
+        }
+        let is_v3 = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(&role)
+            .is_some();
+        if !is_v3 {
+            continue;
+        }
+        if migrations_enabled(d) {
+            fact(&mut r, &format!("{name} migrations on"));
+            if !r.switched_ever {
+                r.violations
+                    .push(format!("{at}ms: {name} has background migrations on before the switch"));
+            }
+        }
+        let images: Vec<String> = d
+            .spec
+            .iter()
+            .flat_map(|s| s.template.spec.iter())
+            .flat_map(|p| p.containers.iter())
+            .filter_map(|c| c.image.clone())
+            .collect();
+        if v2_pods > 0 && images.iter().any(|i| !i.ends_with(":3.29.0")) {
+            r.violations
+                .push(format!("{at}ms: {name} runs {images:?} while {v2_pods} v2 pods exist"));
+        }
+        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        if want > 0 && available >= want {
+            fact(&mut r, &format!("{name} available {want}"));
+        }
+    }
+    // Invariant 4.
+    if let Some(v2) = v2
+        && v2.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    {
+        fact(&mut r, "v2 scaled to 0");
+        let ready = status.traffic_shifted_at.is_some()
+            && status.migrations_finished_at.is_some()
+            && status.verified_at.is_some();
+        if !ready && !rolling_back {
+            r.violations.push(format!(
+                "{at}ms: v2 scaled to 0 before shift + migrations + verification"
+            ));
+        }
+    }
+    if status.migrations_finished_at.is_some() {
+        fact(&mut r, "migrations finished (status)");
+    }
+    if let Some(phase) = status.phase {
+        fact(&mut r, &format!("phase {phase}"));
+    }
+}

@@ -1,0 +1,603 @@
+//! The Postgres side of [`Live`] against a real PostgreSQL 15 (tests/db/up.sh), on the v2
+//! fixture schema: every query, the states the operator derives from them, and the remedies,
+//! each of which must write exactly the columns it names.
+
+mod support;
+
+use jiff::{SignedDuration, Timestamp};
+use langfuse_upgrade_operator::databases::{Databases, DbError, Live, PostgresQuery, Remedy, SecretString};
+use langfuse_upgrade_operator::migrations::{MigrationRow, PostgresFacts, RowState, TableCounts, V3_MIGRATIONS};
+use serde_json::{Value, json};
+use support::{COST_BACKFILL, OBSERVATIONS, SCORES, TRACES, TestDb, now_ms, t_ms};
+
+/// 2024-03-01T00:00:00Z: before 2024-05-03, when v2 instances got identical `created_at`s.
+const T0: i64 = 1_709_251_200_000;
+
+async fn read(live: &Live, db: &TestDb, query: PostgresQuery) -> PostgresFacts {
+    live.postgres(&db.pg_url, &query)
+        .await
+        .unwrap_or_else(|e| panic!("postgres read failed: {e}"))
+}
+
+async fn migrations(live: &Live, db: &TestDb) -> Vec<MigrationRow> {
+    read(
+        live,
+        db,
+        PostgresQuery {
+            migrations: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .migrations
+}
+
+fn row<'a>(rows: &'a [MigrationRow], name: &str) -> &'a MigrationRow {
+    rows.iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+/// A Postgres literal for a UTC timestamp (as Prisma stores it).
+fn lit(t: Timestamp) -> String {
+    format!("'{}'::timestamp(3)", t.strftime("%Y-%m-%d %H:%M:%S%.3f"))
+}
+
+#[tokio::test]
+async fn server_version_and_the_four_fixture_rows() {
+    let db = TestDb::new("pg_fixture_rows").await;
+    let live = Live::default();
+    let facts = read(
+        &live,
+        &db,
+        PostgresQuery {
+            server_version: true,
+            migrations: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let version = facts.server_version_num.expect("server_version_num asked for");
+    assert!(
+        (150000..160000).contains(&version),
+        "PostgreSQL 15 expected, got {version}"
+    );
+    let names: Vec<&str> = facts.migrations.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, V3_MIGRATIONS, "rows in the worker's order (by name)");
+    let now = Timestamp::now();
+    for r in &facts.migrations {
+        assert_eq!(r.state(now), RowState::Queued, "{r:?}");
+        assert_eq!(
+            (r.cursor, r.oldest_row, r.batch_size, r.failed_reason.as_deref()),
+            (None, None, None, None)
+        );
+    }
+    // Nothing not asked for is filled.
+    assert_eq!(facts.newest_write, None);
+    assert!(facts.same_created_at_groups.is_empty());
+    assert_eq!((facts.counts, facts.late_writes), (None, None));
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn row_states_cursor_batch_size_and_progress() {
+    let db = TestDb::new("pg_row_states").await;
+    let live = Live::default();
+    // 100 traces one second apart from T0; observations and scores from later.
+    db.insert_rows("traces", "t", 100, t_ms(T0), 1000).await;
+    db.insert_rows("observations", "o", 10, t_ms(T0 + 5_000), 1000).await;
+    db.insert_rows("scores", "s", 10, t_ms(T0 + 7_000), 1000).await;
+    let now = now_ms();
+    let cursor = t_ms(T0 + 50_000);
+
+    // traces: running (fresh lock), cursor with Z, batch size as a number.
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET worker_id = 'w1', locked_at = {}, state = '{{\"maxDate\": \"{}\"}}',
+                args = '{{\"batchSize\": 2500}}' WHERE name = '{TRACES}'",
+        lit(now - SignedDuration::from_secs(5)),
+        support::standin_worker::iso(cursor.as_millisecond()),
+    ))
+    .await;
+    // observations: stalled (stale lock), cursor without Z under args.stateSuffix, batch size as a string.
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET worker_id = 'w0', locked_at = {},
+                state = '{{\"maxDate_x\": \"2024-03-01T00:00:08.250\", \"maxDate\": \"1999-01-01T00:00:00Z\"}}',
+                args = '{{\"batchSize\": \"1000\", \"stateSuffix\": \"_x\"}}' WHERE name = '{OBSERVATIONS}'",
+        lit(now - SignedDuration::from_secs(120)),
+    ))
+    .await;
+    // scores: failed; cost backfill: finished.
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET failed_at = {}, failed_reason = 'boom', locked_at = NULL WHERE name = '{SCORES}'",
+        lit(now)
+    ))
+    .await;
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET finished_at = {} WHERE name = '{COST_BACKFILL}'",
+        lit(now)
+    ))
+    .await;
+
+    let rows = migrations(&live, &db).await;
+    let check_now = Timestamp::now();
+    let traces = row(&rows, TRACES);
+    assert_eq!(traces.state(check_now), RowState::Running);
+    assert_eq!(traces.cursor, Some(cursor));
+    assert_eq!(traces.batch_size, Some(2500));
+    assert_eq!(
+        traces.oldest_row,
+        Some(t_ms(T0)),
+        "index-backed min(created_at) of traces"
+    );
+    assert_eq!(traces.locked_at, Some(now - SignedDuration::from_secs(5)));
+    // Started at T0+100s, at T0+50s, oldest T0: half done.
+    let progress = traces.progress(Some(t_ms(T0 + 100_000))).unwrap();
+    assert!((progress - 0.5).abs() < 1e-9, "{progress}");
+
+    let observations = row(&rows, OBSERVATIONS);
+    assert_eq!(observations.state(check_now), RowState::Stalled);
+    assert_eq!(
+        observations.cursor,
+        Some(t_ms(T0 + 8_250)),
+        "maxDate + stateSuffix, no Z = UTC"
+    );
+    assert_eq!(observations.batch_size, Some(1000));
+    assert_eq!(observations.oldest_row, Some(t_ms(T0 + 5_000)));
+
+    let scores = row(&rows, SCORES);
+    assert_eq!(scores.state(check_now), RowState::Failed);
+    assert_eq!(scores.failed_reason.as_deref(), Some("boom"));
+    assert_eq!(scores.failed_at, Some(now));
+    assert_eq!(scores.oldest_row, Some(t_ms(T0 + 7_000)));
+
+    let cost = row(&rows, COST_BACKFILL);
+    assert_eq!(cost.state(check_now), RowState::Finished);
+    assert_eq!(cost.oldest_row, None, "the cost backfill copies no table");
+    assert_eq!(cost.progress(None), Some(1.0));
+
+    // A worker that dropped its lock mid-run (SIGTERM) keeps its cursor: stalled, not queued.
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET locked_at = NULL WHERE name = '{TRACES}'"
+    ))
+    .await;
+    let rows = migrations(&live, &db).await;
+    assert_eq!(row(&rows, TRACES).state(Timestamp::now()), RowState::Stalled);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn newest_write_is_the_max_over_three_tables() {
+    let db = TestDb::new("pg_newest_write").await;
+    let live = Live::default();
+    let q = PostgresQuery {
+        newest_write: true,
+        ..Default::default()
+    };
+    assert_eq!(read(&live, &db, q.clone()).await.newest_write, None, "empty tables");
+    db.insert_rows("traces", "t", 50, t_ms(T0), 1000).await; // newest T0+49s
+    db.insert_rows("observations", "o", 1, t_ms(T0 + 60_123), 0).await;
+    db.insert_rows("scores", "s", 3, t_ms(T0 + 10_000), 1).await;
+    assert_eq!(read(&live, &db, q.clone()).await.newest_write, Some(t_ms(T0 + 60_123)));
+    db.insert_rows("scores", "s2", 1, t_ms(T0 + 60_124), 0).await;
+    assert_eq!(read(&live, &db, q).await.newest_write, Some(t_ms(T0 + 60_124)));
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn counts_until_the_cutoff_and_late_writes_after_it() {
+    let db = TestDb::new("pg_counts").await;
+    let live = Live::default();
+    db.insert_rows("traces", "t", 10, t_ms(T0), 1000).await; // T0 .. T0+9s
+    db.insert_rows("observations", "o", 6, t_ms(T0 + 2_000), 1000).await; // T0+2s .. T0+7s
+    db.insert_rows("scores", "s", 3, t_ms(T0 + 8_000), 1000).await; // T0+8s .. T0+10s
+    let cutoff = t_ms(T0 + 4_000);
+    let facts = read(
+        &live,
+        &db,
+        PostgresQuery {
+            counts_until: Some(cutoff),
+            late_writes_after: Some(cutoff),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A row exactly at the cut-off counts as before it.
+    assert_eq!(
+        facts.counts,
+        Some(TableCounts {
+            traces: 5,
+            observations: 3,
+            scores: 0
+        })
+    );
+    assert_eq!(
+        facts.late_writes,
+        Some(TableCounts {
+            traces: 5,
+            observations: 3,
+            scores: 3
+        })
+    );
+    // Sub-millisecond precision cannot move a millisecond row across the boundary.
+    let just_after = cutoff + SignedDuration::from_micros(999);
+    let facts = read(
+        &live,
+        &db,
+        PostgresQuery {
+            counts_until: Some(just_after),
+            late_writes_after: Some(just_after),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(facts.counts.unwrap().traces, 5);
+    assert_eq!(facts.late_writes.unwrap().traces, 5);
+    // Nothing after the newest row.
+    let late = read(
+        &live,
+        &db,
+        PostgresQuery {
+            late_writes_after: Some(t_ms(T0 + 10_000)),
+            ..Default::default()
+        },
+    )
+    .await
+    .late_writes
+    .unwrap();
+    assert_eq!(late, TableCounts::default());
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn the_scan_finds_a_12000_row_created_at_group() {
+    let db = TestDb::new("pg_scan").await;
+    let live = Live::default();
+    // The pre-2024-05-03 pattern: 12,000 traces got one created_at, later ones are spread.
+    db.insert_rows("traces", "legacy", 12_000, t_ms(T0), 0).await;
+    db.insert_rows("traces", "new", 3_000, t_ms(T0 + 1), 7).await;
+    // Just under the batch size, in another table: not a trap.
+    db.insert_rows("scores", "s", 4_999, t_ms(T0 + 5), 0).await;
+    db.insert_rows("observations", "o", 6_000, t_ms(T0), 1).await;
+    let scan = |batch| {
+        let (live, db) = (&live, &db);
+        async move {
+            read(
+                live,
+                db,
+                PostgresQuery {
+                    same_created_at_scan: Some(batch),
+                    ..Default::default()
+                },
+            )
+            .await
+            .same_created_at_groups
+        }
+    };
+    assert_eq!(scan(5000).await, vec![("traces".to_string(), 12_000)]);
+    assert_eq!(
+        scan(4999).await,
+        vec![("traces".to_string(), 12_000), ("scores".to_string(), 4_999)]
+    );
+    assert_eq!(scan(12_001).await, vec![], "a batch above the group clears it");
+    db.finish().await;
+}
+
+/// Columns of `after` that differ from `before` (JSON objects of whole rows).
+fn changed(before: &Value, after: &Value) -> Vec<String> {
+    let (b, a) = (before.as_object().unwrap(), after.as_object().unwrap());
+    assert_eq!(
+        b.keys().collect::<Vec<_>>(),
+        a.keys().collect::<Vec<_>>(),
+        "columns appeared or vanished"
+    );
+    let mut cols: Vec<String> = b.keys().filter(|k| b[*k] != a[*k]).cloned().collect();
+    cols.sort();
+    cols
+}
+
+/// Apply `remedy` and return (row before, row after); every other row must be untouched.
+async fn apply(live: &Live, db: &TestDb, name: &str, remedy: Remedy) -> (Value, Value) {
+    let all_before = db.migration_rows().await;
+    let before = db.migration_row(name).await;
+    live.remedy(&db.pg_url, &remedy)
+        .await
+        .unwrap_or_else(|e| panic!("{remedy:?}: {e}"));
+    let after = db.migration_row(name).await;
+    let all_after = db.migration_rows().await;
+    for (b, a) in all_before.iter().zip(&all_after) {
+        if b["name"] != json!(name) {
+            assert_eq!(b, a, "a remedy for {name} touched another row");
+        }
+    }
+    // Idempotent: a second application changes nothing.
+    live.remedy(&db.pg_url, &remedy).await.unwrap();
+    assert_eq!(db.migration_row(name).await, after, "{remedy:?} is not idempotent");
+    (before, after)
+}
+
+#[tokio::test]
+async fn each_remedy_writes_exactly_its_columns() {
+    let db = TestDb::new("pg_remedies").await;
+    let live = Live::default();
+    let now = now_ms();
+    // A realistic mid-run failure on every copy row: lock history, cursor, extra args.
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET worker_id = 'w-old', locked_at = NULL, failed_at = {},
+                failed_reason = 'Failed to convert rust String into napi string',
+                state = '{{\"maxDate\": \"2024-03-01T00:00:00.000Z\"}}',
+                args = '{{\"batchSize\": 5000, \"maxRowsToProcess\": 1e9, \"custom\": [1, 2]}}'
+         WHERE name <> '{COST_BACKFILL}'",
+        lit(now)
+    ))
+    .await;
+
+    // SetBatchSize: only args.batchSize.
+    let (before, after) = apply(
+        &live,
+        &db,
+        TRACES,
+        Remedy::SetBatchSize {
+            name: TRACES.into(),
+            size: 2500,
+        },
+    )
+    .await;
+    assert_eq!(changed(&before, &after), ["args"]);
+    let mut expected_args = before["args"].clone();
+    expected_args["batchSize"] = json!(2500);
+    assert_eq!(after["args"], expected_args, "other args keys kept");
+
+    // ClearFailure: failed_at and failed_reason only (state, lock, worker kept).
+    let (before, after) = apply(
+        &live,
+        &db,
+        OBSERVATIONS,
+        Remedy::ClearFailure {
+            name: OBSERVATIONS.into(),
+        },
+    )
+    .await;
+    assert_eq!(changed(&before, &after), ["failed_at", "failed_reason"]);
+    assert_eq!(
+        (&after["failed_at"], &after["failed_reason"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(after["state"], before["state"]);
+
+    // RerunWindow on a finished row: state, args.maxDate/maxRowsToProcess, finished_at
+    // (failed_* are already NULL there, so they do not show as changes).
+    db.pg_exec(&format!(
+        "UPDATE background_migrations SET failed_at = NULL, failed_reason = NULL, finished_at = {}, locked_at = {}
+         WHERE name = '{SCORES}'",
+        lit(now),
+        lit(now)
+    ))
+    .await;
+    let max_date = Timestamp::from_nanosecond(1_730_718_960_123_456_789).unwrap();
+    let (before, after) = apply(
+        &live,
+        &db,
+        SCORES,
+        Remedy::RerunWindow {
+            name: SCORES.into(),
+            max_date,
+            max_rows: 42,
+        },
+    )
+    .await;
+    assert_eq!(changed(&before, &after), ["args", "finished_at", "state"]);
+    assert_eq!(after["state"], json!({}));
+    assert_eq!(after["finished_at"], Value::Null);
+    let mut expected_args = before["args"].clone();
+    expected_args["maxDate"] = json!("2024-11-04T11:16:00.123Z");
+    expected_args["maxRowsToProcess"] = json!(42);
+    assert_eq!(after["args"], expected_args);
+    assert_eq!(
+        after["locked_at"], before["locked_at"],
+        "the lock is not the operator's to touch"
+    );
+
+    // RerunWindow on a failed row also clears the failure.
+    let (before, after) = apply(
+        &live,
+        &db,
+        TRACES,
+        Remedy::RerunWindow {
+            name: TRACES.into(),
+            max_date,
+            max_rows: 7,
+        },
+    )
+    .await;
+    assert_eq!(
+        changed(&before, &after),
+        ["args", "failed_at", "failed_reason", "state"]
+    );
+
+    // Unknown rows and impossible values are refused, and nothing is written.
+    let all = db.migration_rows().await;
+    let err = live
+        .remedy(
+            &db.pg_url,
+            &Remedy::ClearFailure {
+                name: "20991231_nope".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no row named 20991231_nope"), "{err}");
+    let err = live
+        .remedy(
+            &db.pg_url,
+            &Remedy::SetBatchSize {
+                name: TRACES.into(),
+                size: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    assert_eq!(db.migration_rows().await, all);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn a_database_without_background_migrations_reads_as_no_rows() {
+    let db = TestDb::empty("pg_no_table").await;
+    let live = Live::default();
+    let facts = read(
+        &live,
+        &db,
+        PostgresQuery {
+            server_version: true,
+            migrations: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(facts.migrations.is_empty());
+    // The tracing tables are missing too: asking for them is an error that says so.
+    let err = live
+        .postgres(
+            &db.pg_url,
+            &PostgresQuery {
+                newest_write: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("does not exist") && text.contains("42P01"), "{text}");
+    db.finish().await;
+}
+
+fn assert_no_secret(err: &DbError, password: &str, url: &str) {
+    let text = err.to_string();
+    eprintln!("error message: {text}");
+    assert!(!text.contains(password), "password leaked: {text}");
+    assert!(!text.contains(url), "URL leaked: {text}");
+    assert!(!format!("{err:?}").contains(password), "password leaked in Debug");
+}
+
+#[tokio::test]
+async fn errors_name_the_server_and_never_the_password() {
+    let db = TestDb::new("pg_errors").await;
+    let live = Live::default();
+    let url = db.pg_url.expose().to_string();
+    let (prefix, rest) = url.split_once("://").unwrap();
+    let (userinfo, host_db) = rest.split_once('@').unwrap();
+    let (user, password) = userinfo.split_once(':').unwrap();
+    let q = PostgresQuery {
+        migrations: true,
+        ..Default::default()
+    };
+
+    // Wrong password.
+    let wrong = format!("{prefix}://{user}:{password}x@{host_db}");
+    let err = live.postgres(&SecretString::new(wrong.clone()), &q).await.unwrap_err();
+    assert_no_secret(&err, password, &wrong);
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.1:") && text.contains("password authentication failed") && text.contains("Secret"),
+        "{text}"
+    );
+
+    // Nothing listening.
+    let closed = format!("{prefix}://{userinfo}@127.0.0.1:9/{}", db.name);
+    let err = live.postgres(&SecretString::new(closed.clone()), &q).await.unwrap_err();
+    assert_no_secret(&err, password, &closed);
+    assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    assert!(err.to_string().contains("cannot reach"), "{err}");
+
+    // No such database.
+    let missing = support::with_database(&url, "lfu_does_not_exist");
+    let err = live
+        .postgres(&SecretString::new(missing.clone()), &q)
+        .await
+        .unwrap_err();
+    assert_no_secret(&err, password, &missing);
+    assert!(err.to_string().contains("3D000"), "{err}");
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn pools_are_cached_per_url() {
+    let a = TestDb::new("pg_pool_a").await;
+    let b = TestDb::new("pg_pool_b").await;
+    let live = Live::default();
+    let q = PostgresQuery {
+        server_version: true,
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        read(&live, &a, q.clone()).await;
+    }
+    assert_eq!(live.cached_pools(), 1);
+    read(&live, &b, q.clone()).await;
+    assert_eq!(live.cached_pools(), 2);
+    // Many polls in parallel never need more than the pool's two connections.
+    let poll = PostgresQuery {
+        migrations: true,
+        newest_write: true,
+        ..Default::default()
+    };
+    let polls = (0..20).map(|_| live.postgres(&a.pg_url, &poll));
+    for r in futures::future::join_all(polls).await {
+        r.unwrap();
+    }
+    let backends: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'langfuse-upgrade-operator'",
+    )
+    .fetch_one(&a.pool)
+    .await
+    .unwrap();
+    assert!(backends <= 2, "{backends} operator connections");
+    a.finish().await;
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn prisma_url_parameters_are_honoured() {
+    // Langfuse's tables in a non-public schema, as `DATABASE_URL=...?schema=lf` puts them.
+    let db = TestDb::empty("pg_prisma_schema").await;
+    db.pg_exec("CREATE SCHEMA lf").await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO lf;\n{}\nRESET search_path;",
+        support::PG_FIXTURE
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let live = Live::default();
+    let q = PostgresQuery {
+        migrations: true,
+        newest_write: true,
+        ..Default::default()
+    };
+    let url = db.pg_url.expose();
+    // Prisma-only parameters (and one with a secret value) are neither sent nor logged.
+    let with_schema = SecretString::new(format!(
+        "{url}?schema=lf&connection_limit=5&pool_timeout=10&sslpassword=hush"
+    ));
+    let facts = live.postgres(&with_schema, &q).await.unwrap();
+    assert_eq!(facts.migrations.len(), 4, "found through search_path = lf");
+    // Behind PgBouncer (no named prepared statements, no session SET of statement_timeout).
+    let bouncer = SecretString::new(format!("{url}?schema=lf&pgbouncer=true"));
+    for _ in 0..3 {
+        assert_eq!(live.postgres(&bouncer, &q).await.unwrap().migrations.len(), 4);
+    }
+    // Without the schema the operator looks in public, where nothing is.
+    let plain = live
+        .postgres(
+            &db.pg_url,
+            &PostgresQuery {
+                migrations: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(plain.migrations.is_empty());
+    db.finish().await;
+}
