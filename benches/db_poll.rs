@@ -18,7 +18,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use langfuse_upgrade_operator::databases::{Databases, Live, PostgresQuery};
+use langfuse_upgrade_operator::databases::{Databases, LateWindow, Live, PostgresQuery};
 use langfuse_upgrade_operator::migrations::postgres::{
     LATE_WRITES_SQL, MIGRATIONS_SQL, NEWEST_WRITE_SQL, SAME_CREATED_AT_SQL, millis_floor,
 };
@@ -209,7 +209,7 @@ async fn bench_size(n: i64, polls: usize) -> Summary {
 
     let after = Timestamp::from_millisecond(START_MS + YEAR_MS - 60_000).unwrap();
     let late_q = PostgresQuery {
-        late_writes_after: Some(after),
+        late_writes_after: Some(LateWindow::uniform(after)),
         ..Default::default()
     };
     let (late_median, late_p90) = time(polls.min(50), || async {

@@ -17,6 +17,8 @@ trap cleanup EXIT INT TERM
 
 echo "demo: building the operator and the control plane (first run: several minutes)" >&2
 cargo build --locked --bin langfuse-upgrade-operator --example demo
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+export LFU_OPERATOR_BIN="$target_dir/debug/langfuse-upgrade-operator"
 tests/cluster/up.sh "$work/cluster"
 tests/db/up.sh "$work/db"
 export LFU_TEST_CLUSTER_ENV="$work/cluster/env" LFU_TEST_DB_ENV="$work/db/env"

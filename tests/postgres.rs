@@ -5,7 +5,7 @@
 mod support;
 
 use jiff::{SignedDuration, Timestamp};
-use langfuse_upgrade_operator::databases::{Databases, DbError, Live, PostgresQuery, Remedy, SecretString};
+use langfuse_upgrade_operator::databases::{Databases, DbError, LateWindow, Live, PostgresQuery, Remedy, SecretString};
 use langfuse_upgrade_operator::migrations::{MigrationRow, PostgresFacts, RowState, TableCounts, V3_MIGRATIONS};
 use serde_json::{Value, json};
 use support::{COST_BACKFILL, OBSERVATIONS, SCORES, TRACES, TestDb, now_ms, t_ms};
@@ -196,7 +196,7 @@ async fn counts_until_the_cutoff_and_late_writes_after_it() {
         &db,
         PostgresQuery {
             counts_until: Some(cutoff),
-            late_writes_after: Some(cutoff),
+            late_writes_after: Some(LateWindow::uniform(cutoff)),
             ..Default::default()
         },
     )
@@ -225,7 +225,7 @@ async fn counts_until_the_cutoff_and_late_writes_after_it() {
         &db,
         PostgresQuery {
             counts_until: Some(just_after),
-            late_writes_after: Some(just_after),
+            late_writes_after: Some(LateWindow::uniform(just_after)),
             ..Default::default()
         },
     )
@@ -237,7 +237,7 @@ async fn counts_until_the_cutoff_and_late_writes_after_it() {
         &live,
         &db,
         PostgresQuery {
-            late_writes_after: Some(t_ms(T0 + 10_000)),
+            late_writes_after: Some(LateWindow::uniform(t_ms(T0 + 10_000))),
             ..Default::default()
         },
     )

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use langfuse_upgrade_operator::databases::{ClickHouseQuery, Databases, Live, PostgresQuery, Remedy};
+use langfuse_upgrade_operator::databases::{ClickHouseQuery, Databases, LateWindow, Live, PostgresQuery, Remedy};
 use langfuse_upgrade_operator::migrations::{MigrationRow, RowState, TableCounts, V3_MIGRATIONS};
 use support::standin_worker::{NAPI_MESSAGE, NapiFailure, Standin, StandinConfig, iso};
 use support::{TRACES, TestDb, eventually, now_ms, t_ms};
@@ -351,7 +351,7 @@ async fn late_writes_are_caught_and_rerun_within_their_window() {
         .postgres(
             &db.pg_url,
             &PostgresQuery {
-                late_writes_after: Some(start_cursor),
+                late_writes_after: Some(LateWindow::uniform(start_cursor)),
                 ..Default::default()
             },
         )

@@ -93,6 +93,10 @@ pub struct MigrationStatus {
     pub cursor_since: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<i64>,
+    /// The highest cursor seen while the copy ran: no later than where it started, so rows
+    /// created after it may not have been copied (the late-write guard's bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_cursor: Option<Time>,
 }
 
 /// Postgres vs ClickHouse row counts for one table, both at or before the cut-off.

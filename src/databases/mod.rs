@@ -40,7 +40,25 @@ pub struct PostgresQuery {
     /// Scan for groups of rows sharing one `created_at` at least this large.
     pub same_created_at_scan: Option<i64>,
     pub counts_until: Option<Timestamp>,
-    pub late_writes_after: Option<Timestamp>,
+    pub late_writes_after: Option<LateWindow>,
+}
+
+/// Per table, the instant after which a Postgres row was not copied by the migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateWindow {
+    pub traces: Timestamp,
+    pub observations: Timestamp,
+    pub scores: Timestamp,
+}
+
+impl LateWindow {
+    pub fn uniform(after: Timestamp) -> Self {
+        Self {
+            traces: after,
+            observations: after,
+            scores: after,
+        }
+    }
 }
 
 impl PostgresQuery {
@@ -87,8 +105,9 @@ pub enum Remedy {
     /// Resume from the cursor: `failed_at = NULL, failed_reason = NULL` (state kept).
     ClearFailure { name: String },
     /// Re-run a finished copy bounded to the late-write window: `state = {}`,
-    /// `args.maxDate = max_date`, `args.maxRowsToProcess = max_rows` (the copy walks newest first,
-    /// so it takes exactly the late rows), `finished_at = NULL`, `failed_at = NULL`,
+    /// `args.maxDate = max_date` (the instant the late rows were counted),
+    /// `args.maxRowsToProcess = max_rows` (their number; the copy walks newest first, so it takes
+    /// those rows, rounded up to whole batches), `finished_at = NULL`, `failed_at = NULL`,
     /// `failed_reason = NULL`.
     RerunWindow {
         name: String,

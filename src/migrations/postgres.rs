@@ -21,7 +21,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
 use super::{MigrationRow, PostgresFacts, TableCounts};
-use crate::databases::{PostgresQuery, Remedy};
+use crate::databases::{LateWindow, PostgresQuery, Remedy};
 
 /// The v2 tracing tables the copy migrations read, in the order of [`TableCounts`].
 pub const TABLES: [&str; 3] = ["traces", "observations", "scores"];
@@ -83,8 +83,8 @@ SELECT (SELECT count(*) FROM traces WHERE created_at <= timestamp 'epoch' + $1::
 /// Index range scans over the rows after `$1` (epoch milliseconds) only.
 pub const LATE_WRITES_SQL: &str = r#"
 SELECT (SELECT count(*) FROM traces WHERE created_at > timestamp 'epoch' + $1::bigint * interval '1 millisecond'),
-       (SELECT count(*) FROM observations WHERE created_at > timestamp 'epoch' + $1::bigint * interval '1 millisecond'),
-       (SELECT count(*) FROM scores WHERE created_at > timestamp 'epoch' + $1::bigint * interval '1 millisecond')
+       (SELECT count(*) FROM observations WHERE created_at > timestamp 'epoch' + $2::bigint * interval '1 millisecond'),
+       (SELECT count(*) FROM scores WHERE created_at > timestamp 'epoch' + $3::bigint * interval '1 millisecond')
 "#;
 
 pub const SET_BATCH_SIZE_SQL: &str =
@@ -297,11 +297,13 @@ pub async fn counts_until(conn: &mut PgConnection, cutoff: Timestamp) -> Result<
     table_counts(&row, "decoding the counts up to the cut-off")
 }
 
-/// Rows with `created_at > after`, per table.
-pub async fn late_writes_after(conn: &mut PgConnection, after: Timestamp) -> Result<TableCounts> {
+/// Rows with `created_at` after each table's instant.
+pub async fn late_writes_after(conn: &mut PgConnection, after: &LateWindow) -> Result<TableCounts> {
     const WHAT: &str = "counting rows written after the migrations' start";
     let row = sqlx::query(LATE_WRITES_SQL)
-        .bind(millis_floor(after))
+        .bind(millis_floor(after.traces))
+        .bind(millis_floor(after.observations))
+        .bind(millis_floor(after.scores))
         .fetch_one(&mut *conn)
         .await
         .map_err(QueryError::sql(WHAT))?;
@@ -354,7 +356,7 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
         facts.counts = Some(counts_until(conn, cutoff).await?);
     }
     if let Some(after) = query.late_writes_after {
-        facts.late_writes = Some(late_writes_after(conn, after).await?);
+        facts.late_writes = Some(late_writes_after(conn, &after).await?);
     }
     Ok(facts)
 }

@@ -10,7 +10,7 @@ use super::{Gate, Hold, Planner, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, TableVerification};
 use crate::controller::validate::Settings;
-use crate::databases::Remedy;
+use crate::databases::{LateWindow, Remedy};
 use crate::migrations::{
     DEFAULT_BATCH_SIZE, MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS, migration_for_table,
 };
@@ -26,6 +26,30 @@ const MAX_LATE_WRITE_RERUNS: i32 = 2;
 /// than the worker start; the enable time bounds it when none was seen.
 pub fn start_cursor(s: &LangfuseUpgradeStatus) -> Option<Timestamp> {
     s.migrations_enabled_at.as_ref().map(|t| t.0)
+}
+
+/// Per table, the instant after which a Postgres row may not be in ClickHouse: after a re-copy,
+/// the instant it covered; before, the copy's own start cursor as seen while it ran, else the
+/// moment the migrations were enabled (earlier than any copy's start: never misses a row).
+pub fn late_window(s: &LangfuseUpgradeStatus) -> Option<LateWindow> {
+    if let Some(covered) = &s.late_writes_covered_until {
+        return Some(LateWindow::uniform(covered.0));
+    }
+    let enabled = start_cursor(s)?;
+    let table = |t: &str| {
+        let name = migration_for_table(t);
+        s.migrations
+            .iter()
+            .find(|m| Some(m.name.as_str()) == name)
+            .and_then(|m| m.start_cursor.as_ref())
+            .map(|c| c.0)
+            .unwrap_or(enabled)
+    };
+    Some(LateWindow {
+        traces: table("traces"),
+        observations: table("observations"),
+        scores: table("scores"),
+    })
 }
 
 fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresFacts, Hold> {
@@ -350,9 +374,18 @@ fn report_progress(p: &mut Planner, rows: &[MigrationRow]) {
                 Some(b) if b.cursor == cursor && b.cursor_since.is_some() => b.cursor_since.clone(),
                 _ => cursor.as_ref().map(|_| Time(now)),
             };
+            // Only a cursor seen while the copy runs bounds its start; a finished copy's cursor
+            // is its oldest row.
+            let seen = (r.state(now) == RowState::Running).then_some(r.cursor).flatten();
+            let start_cursor = match (before.and_then(|b| b.start_cursor.clone()), seen) {
+                (Some(prev), Some(c)) if prev.0 >= c => Some(prev),
+                (_, Some(c)) => Some(Time(c)),
+                (prev, None) => prev,
+            };
             MigrationStatus {
                 name: r.name.clone(),
                 state: r.state(now).as_str().into(),
+                start_cursor,
                 cursor,
                 progress_percent: r.progress(start).map(|x| (x * 100.0).floor() as i32),
                 failed_reason: r.failed_reason.clone(),
@@ -439,10 +472,12 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             .map(|(t, n)| format!("{t}: {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        // The late-write guard: re-run each affected copy bounded to the rows written after the
-        // start cursor (newest first, exactly that many), then migrate and verify again.
+        // The late-write guard: re-run each affected copy bounded to the rows written after its
+        // start cursor (newest first, that many), then migrate and verify again.
         if p.spec.migrations.remediation && bump(p, "lateWriteRerun", MAX_LATE_WRITE_RERUNS) {
-            let until = jiff::Timestamp::from_second(p.now.as_second() + 86_400).unwrap_or(p.now);
+            // Bounded above by now, the instant of the count: exactly the counted rows are
+            // re-copied even if more arrive meanwhile (those are caught by the next check).
+            let until = p.now;
             for (table, n) in late.iter() {
                 if let (true, Some(name)) = (n > 0, migration_for_table(table)) {
                     p.act(Action::Remedy(Remedy::RerunWindow {

@@ -157,12 +157,7 @@ pub fn needs(upgrade: &LangfuseUpgrade) -> Needs {
     } else if s.migrations_finished_at.is_some() && s.verified_at.is_none() {
         let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
         n.postgres.counts_until = until;
-        n.postgres.late_writes_after = s
-            .late_writes_covered_until
-            .as_ref()
-            .map(|t| t.0)
-            .or(data::start_cursor(&s))
-            .or(until);
+        n.postgres.late_writes_after = data::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
         n.clickhouse.counts_until = until;
     } else if s.source_retired_at.is_some() && s.finalized_at.is_none() && upgrade.spec.target.final_version.is_some() {
         n.postgres.migrations = true;

@@ -904,7 +904,12 @@ fn late_writes_are_recopied_exactly_then_verified() {
         (name.as_str(), *max_rows),
         ("20241024_1730_migrate_traces_from_pg_to_ch", 7)
     );
-    assert!(w.status().late_writes_covered_until.is_some());
+    // Bounded above by the instant the late rows were counted, never beyond it: rows arriving
+    // during the re-copy must not push counted rows out of the window.
+    let Action::Remedy(crate::databases::Remedy::RerunWindow { max_date, .. }) = reruns[0] else {
+        unreachable!()
+    };
+    assert_eq!(w.status().late_writes_covered_until, Some(Time(*max_date)));
     // v2 was retired only after the re-copy finished and verification passed again.
     let retire = w
         .history
@@ -1349,4 +1354,55 @@ fn long_failure_reasons_are_clipped_to_their_first_line() {
     let wide = "x".repeat(1000);
     assert_eq!(data::short_reason(Some(&wide)).len(), 303);
     assert_eq!(data::short_reason(None), "no reason recorded");
+}
+
+#[test]
+fn late_window_uses_each_copys_start_as_seen_while_running() {
+    use crate::api::MigrationStatus;
+    use crate::databases::LateWindow;
+    let mut s = LangfuseUpgradeStatus {
+        migrations_enabled_at: Some(time(100)),
+        ..Default::default()
+    };
+    let row = |name: &str, start: Option<i64>| MigrationStatus {
+        name: name.into(),
+        state: "running".into(),
+        cursor: None,
+        progress_percent: None,
+        failed_reason: None,
+        cursor_since: None,
+        batch_size: None,
+        start_cursor: start.map(time),
+    };
+    s.migrations = vec![
+        row("20241024_1730_migrate_traces_from_pg_to_ch", Some(130)),
+        row("20241024_1737_migrate_observations_from_pg_to_ch", None),
+        row("20241024_1738_migrate_scores_from_pg_to_ch", Some(190)),
+    ];
+    assert_eq!(
+        data::late_window(&s),
+        Some(LateWindow {
+            traces: t(130),
+            observations: t(100),
+            scores: t(190)
+        })
+    );
+    s.late_writes_covered_until = Some(time(500));
+    assert_eq!(data::late_window(&s), Some(LateWindow::uniform(t(500))));
+    assert_eq!(data::late_window(&LangfuseUpgradeStatus::default()), None);
+}
+
+#[test]
+fn the_start_cursor_is_the_highest_cursor_seen_while_running() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Migrating, 60);
+    for _ in 0..6 {
+        w.step();
+    }
+    let s = w.status();
+    let traces = s.migrations.iter().find(|m| m.name.contains("traces")).unwrap();
+    let start = traces.start_cursor.clone().expect("seen while running");
+    // The runner model moves the cursor; the recorded start never goes down.
+    assert!(traces.cursor.is_some());
+    assert!(start.0 >= t(w.now - 2000));
 }
