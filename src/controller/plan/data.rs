@@ -29,8 +29,10 @@ pub fn start_cursor(s: &LangfuseUpgradeStatus) -> Option<Timestamp> {
 }
 
 /// Per table, the instant after which a Postgres row may not be in ClickHouse: after a re-copy,
-/// the instant it covered; before, the copy's own start cursor as seen while it ran, else the
-/// moment the migrations were enabled (earlier than any copy's start: never misses a row).
+/// the instant it covered; before, the later of the moment the migrations were enabled and the
+/// highest cursor seen while the copy ran. Both are no later than the copy's true start (its
+/// first `maxDate`), so no late row is missed; the later one spares rows that v2 wrote before a
+/// copy that started late (observations start only after traces finish) from false alarms.
 pub fn late_window(s: &LangfuseUpgradeStatus) -> Option<LateWindow> {
     if let Some(covered) = &s.late_writes_covered_until {
         return Some(LateWindow::uniform(covered.0));
@@ -42,8 +44,7 @@ pub fn late_window(s: &LangfuseUpgradeStatus) -> Option<LateWindow> {
             .iter()
             .find(|m| Some(m.name.as_str()) == name)
             .and_then(|m| m.start_cursor.as_ref())
-            .map(|c| c.0)
-            .unwrap_or(enabled)
+            .map_or(enabled, |c| c.0.max(enabled))
     };
     Some(LateWindow {
         traces: table("traces"),

@@ -1387,6 +1387,10 @@ fn late_window_uses_each_copys_start_as_seen_while_running() {
             scores: t(190)
         })
     );
+    // First seen only after a batch (the cursor already at older rows): the enable time bounds
+    // it, so rows the copy took are not mistaken for late ones.
+    s.migrations[0].start_cursor = Some(time(-3600));
+    assert_eq!(data::late_window(&s).unwrap().traces, t(100));
     s.late_writes_covered_until = Some(time(500));
     assert_eq!(data::late_window(&s), Some(LateWindow::uniform(t(500))));
     assert_eq!(data::late_window(&LangfuseUpgradeStatus::default()), None);
