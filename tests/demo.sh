@@ -6,6 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 work="$(mktemp -d /tmp/lfu-demo.XXXXXX)"
+# PostgreSQL runs as the postgres user, which must reach its data dir under here.
+chmod 755 "$work"
 cleanup() {
   local rc=$?
   tests/cluster/down.sh "$work/cluster" >/dev/null 2>&1 || true

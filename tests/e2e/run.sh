@@ -6,6 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 work="$(mktemp -d /tmp/lfu-e2e.XXXXXX)"
+# PostgreSQL runs as the postgres user, which must reach its data dir under here.
+chmod 755 "$work"
 cluster="$work/cluster"
 db="$work/db"
 cleanup() {
