@@ -44,12 +44,7 @@ fn audit_since(from_line: usize) -> (usize, BTreeMap<String, usize>) {
 
 fn line(u: &LangfuseUpgrade) -> String {
     let s = u.status.clone().unwrap_or_default();
-    let ready = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let ready = s.condition("Ready").map(|c| c.message.clone()).unwrap_or_default();
     format!(
         "{:<18} {}",
         s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

@@ -320,7 +320,7 @@ async fn a_web_that_never_becomes_ready_is_never_shifted_to() {
     let u = w.ns.upgrade(UPGRADE).await;
     let s = u.status.unwrap();
     assert_eq!(s.phase, Some(Phase::Provisioning));
-    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = s.condition("Ready").unwrap();
     assert_eq!(ready.reason, "WebNotAvailable");
     assert!(ready.message.contains("0/1 available"), "{}", ready.message);
     assert!(!observer.record.lock().unwrap().switched_ever);

@@ -202,6 +202,13 @@ pub struct LangfuseUpgradeStatus {
     pub remedies: BTreeMap<String, i32>,
 }
 
+impl LangfuseUpgradeStatus {
+    /// The condition of this type, if written.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
 /// Conditions as a map keyed by `type`, so server-side apply merges them per type.
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();

@@ -32,7 +32,7 @@ pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> 
     if old.phase != new.phase
         && let Some(phase) = new.phase
     {
-        let ready = new.conditions.iter().find(|c| c.type_ == cond::READY);
+        let ready = new.condition(cond::READY);
         let note = format!(
             "{} -> {phase}: {}",
             old.phase.map(|p| p.to_string()).unwrap_or_else(|| "new".into()),

@@ -208,12 +208,7 @@ impl TestNs {
             }
             if start.elapsed() > timeout {
                 let s = u.status.unwrap_or_default();
-                let ready = s
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Ready")
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
+                let ready = s.condition("Ready").map(|c| c.message.clone()).unwrap_or_default();
                 panic!(
                     "{name} never reached {phase} in {timeout:?}: phase {:?}, Ready: {ready}",
                     s.phase
