@@ -252,6 +252,7 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
         version: Some("24.8.4.13".into()),
         schema: Some((8, false)),
         counts: None,
+        missing_tables: Vec::new(),
     }
 }
 

@@ -15,6 +15,23 @@ pub const VERSION_SQL: &str = "SELECT version()";
 pub const HAS_SCHEMA_MIGRATIONS_SQL: &str =
     "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'schema_migrations'";
 
+pub const TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = currentDatabase() \
+     AND name IN ('traces', 'observations', 'scores')";
+
+/// Which of the three tables the migrations copy into are absent.
+pub async fn missing_tables(client: &Client) -> Result<Vec<String>> {
+    let present: Vec<String> = client
+        .query(TABLES_SQL)
+        .fetch_all::<String>()
+        .await
+        .map_err(err("listing the tables"))?;
+    Ok(["traces", "observations", "scores"]
+        .into_iter()
+        .filter(|t| !present.iter().any(|p| p == t))
+        .map(String::from)
+        .collect())
+}
+
 /// golang-migrate's current version is the row with the highest `sequence` (it appends a row
 /// per change); ties, which it never writes, go to the higher version.
 pub const SCHEMA_VERSION_SQL: &str = "SELECT toInt64(version) AS version, toUInt8(dirty) AS dirty \
@@ -108,11 +125,16 @@ pub async fn counts_until(client: &Client, cutoff: Timestamp) -> Result<TableCou
 /// Everything the query asks for; fields not asked for stay `None`.
 pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouseFacts> {
     let mut facts = ClickHouseFacts::default();
+    if query.server || query.counts_until.is_some() {
+        facts.missing_tables = missing_tables(client).await?;
+    }
     if query.server {
         facts.version = Some(server_version(client).await?);
         facts.schema = schema_version(client).await?;
     }
-    if let Some(cutoff) = query.counts_until {
+    if let Some(cutoff) = query.counts_until
+        && facts.missing_tables.is_empty()
+    {
         facts.counts = Some(counts_until(client, cutoff).await?);
     }
     Ok(facts)

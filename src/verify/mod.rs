@@ -15,4 +15,7 @@ pub struct ClickHouseFacts {
     pub schema: Option<(i64, bool)>,
     /// `count() FINAL WHERE is_deleted = 0 AND created_at <= cutoff`, per table.
     pub counts: Option<TableCounts>,
+    /// Which of `traces`, `observations`, `scores` the database lacks (read with the server
+    /// facts and before counting).
+    pub missing_tables: Vec<String>,
 }

@@ -423,6 +423,22 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             wait::POLL,
         ));
     };
+    if let Some(Ok(ch)) = &p.obs.clickhouse
+        && !ch.missing_tables.is_empty()
+    {
+        let message = format!(
+            "ClickHouse has no {} table: did v3 web run its ClickHouse migrations against database {}? v2 is kept",
+            ch.missing_tables.join(", "),
+            p.spec.clickhouse.database.as_deref().unwrap_or("default")
+        );
+        p.condition(cond::VERIFIED, false, reason::CLICKHOUSE_UNAVAILABLE, message.clone());
+        return Err(Hold::new(
+            Phase::Degraded,
+            reason::CLICKHOUSE_UNAVAILABLE,
+            message,
+            wait::POLL,
+        ));
+    }
     let ch_counts = match &p.obs.clickhouse {
         Some(Ok(ch)) => ch.counts.clone(),
         Some(Err(e)) => {

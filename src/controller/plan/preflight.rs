@@ -356,6 +356,14 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
                     Fail,
                     format!("schema_migrations is at {v}, past {SCHEMA_VERSION_3_29}: a newer v3 already migrated it and 3.29.0 would crash-loop"),
                 ),
+                Some((v, _)) if !ch.missing_tables.is_empty() => r.line(
+                    "clickhouse",
+                    Fail,
+                    format!(
+                        "schema_migrations is at {v} but table {} is missing: the schema is damaged; restore it before upgrading",
+                        ch.missing_tables.join(", ")
+                    ),
+                ),
                 Some((v, _)) => r.line("clickhouse", Pass, format!("schema_migrations at {v}, clean")),
                 None => r.line("clickhouse", Pass, "empty: v3 web will create the schema"),
             }

@@ -1298,6 +1298,7 @@ fn clickhouse_schema_past_3_29_blocks() {
             version: Some("25.3.1".into()),
             schema: Some((9, false)),
             counts: None,
+            missing_tables: Vec::new(),
         }));
         o
     };
@@ -1409,4 +1410,33 @@ fn the_start_cursor_is_the_highest_cursor_seen_while_running() {
     // The runner model moves the cursor; the recorded start never goes down.
     assert!(traces.cursor.is_some());
     assert!(start.0 >= t(w.now - 2000));
+}
+
+#[test]
+fn a_missing_clickhouse_table_keeps_v2_with_the_reason() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Verifying, 400);
+    let mut obs = w.observe();
+    if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
+        ch.missing_tables = vec!["scores".into()];
+        ch.counts = None;
+    }
+    let d = plan(&w.upgrade, &obs, t(w.now));
+    assert_eq!(d.phase, Phase::Degraded);
+    assert!(!d.actions.contains(&Action::ScaleSource(0)));
+    let verified = d.conditions.iter().find(|x| x.type_ == c::VERIFIED).unwrap();
+    assert!(verified.message.contains("no scores table"), "{}", verified.message);
+}
+
+#[test]
+fn a_damaged_clickhouse_schema_blocks_preflight() {
+    let w = World::new(spec());
+    let mut obs = w.observe();
+    if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
+        ch.missing_tables = vec!["traces".into()];
+    }
+    let d = plan(&w.upgrade, &obs, t(0));
+    assert_eq!(d.phase, Phase::Blocked);
+    let line = d.status.checks.iter().find(|l| l.name == "clickhouse").unwrap();
+    assert!(line.message.contains("traces is missing"), "{}", line.message);
 }
