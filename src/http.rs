@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (this replica leads and its controller runs).
+//! `/healthz` (the process is alive), `/readyz` (this replica leads and its controller runs) and
+//! `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+
+use crate::metrics::Metrics;
 use axum::routing::get;
 
 /// Readiness flag, set while this replica holds the lease and runs the controller.
@@ -24,30 +27,50 @@ impl Health {
     }
 }
 
-pub fn router(health: Health) -> Router {
+#[derive(Clone)]
+struct AppState {
+    health: Health,
+    metrics: Arc<Metrics>,
+}
+
+pub fn router(health: Health, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(h): State<Health>| async move {
-                if h.is_ready() {
+            get(|State(s): State<AppState>| async move {
+                if s.health.is_ready() {
                     (StatusCode::OK, "ready")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not leading")
                 }
             }),
         )
-        .with_state(health)
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    s.metrics.render(),
+                )
+            }),
+        )
+        .with_state(AppState { health, metrics })
 }
 
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz and /readyz");
-    axum::serve(listener, router(health))
+    // The bound address (a port of 0 picks a free one) for whoever scrapes or probes.
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    axum::serve(listener, router(health, metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod databases;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod migrations;
 pub mod resources;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use langfuse_upgrade_operator::controller::{self, Context};
 use langfuse_upgrade_operator::databases::Live;
 use langfuse_upgrade_operator::error::{Error, Result};
 use langfuse_upgrade_operator::http::{self, Health};
+use langfuse_upgrade_operator::metrics::Metrics;
 use langfuse_upgrade_operator::telemetry::{self, LogFormat};
 use tracing::{error, info};
 
@@ -99,13 +100,19 @@ async fn run(args: RunArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}-{}", FIELD_MANAGER, std::process::id()));
     let health = Health::default();
-    let server = tokio::spawn(http::serve(args.http_addr, health.clone(), shutdown_signal()));
+    let metrics = Arc::new(Metrics::new());
+    let server = tokio::spawn(http::serve(
+        args.http_addr,
+        health.clone(),
+        metrics.clone(),
+        shutdown_signal(),
+    ));
 
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(client.clone(), reporter, Live::default()));
+    let ctx = Arc::new(Context::new(client.clone(), reporter, Live::default(), metrics));
 
     let result = if args.no_leader_election {
         health.set_ready(true);

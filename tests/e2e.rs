@@ -144,7 +144,7 @@ fn assert_clean(observer: &Observer) {
 async fn happy_path_completes_and_every_invariant_holds_throughout() {
     let w = World::new("happy", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
-    let _op = Operator::start(&w.ns.name, "a");
+    let op = Operator::start(&w.ns.name, "a");
     let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
     let started = Instant::now();
     w.apply(&w.upgrade());
@@ -219,6 +219,61 @@ async fn happy_path_completes_and_every_invariant_holds_throughout() {
             assert!(!note.contains(secret), "secret in an Event: {note}");
         }
     }
+    // The metrics endpoint, scraped and parsed: the phase, the finished migrations, the work done.
+    let samples = e2e_support::scrape(op.http_port).await;
+    let one = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    };
+    let ns = w.ns.name.as_str();
+    assert_eq!(
+        one(
+            "lfu_upgrade_phase",
+            &[("namespace", ns), ("name", UPGRADE), ("phase", "Completed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        one(
+            "lfu_upgrade_phase",
+            &[("namespace", ns), ("name", UPGRADE), ("phase", "Migrating")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        one(
+            "lfu_upgrade_condition",
+            &[
+                ("namespace", ns),
+                ("type", "Ready"),
+                ("status", "True"),
+                ("reason", "Completed")
+            ]
+        ),
+        Some(1.0)
+    );
+    let progress: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.name == "lfu_migration_progress_ratio")
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(progress, vec![1.0; 4], "{samples:#?}");
+    assert!(one("lfu_reconciles_total", &[]).unwrap() > 5.0);
+    assert!(one("lfu_reconcile_duration_seconds_count", &[]).unwrap() > 5.0);
+    assert_eq!(
+        one(
+            "lfu_preflight_check",
+            &[("namespace", ns), ("check", "backup"), ("result", "Pass")]
+        ),
+        Some(1.0)
+    );
     worker.abort();
     w.finish().await;
 }

@@ -97,6 +97,9 @@ pub struct MigrationStatus {
     /// created after it may not have been copied (the late-write guard's bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_cursor: Option<Time>,
+    /// Rows of the table it copies, by Postgres's estimate (for rows/s and ETA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_rows: Option<i64>,
 }
 
 /// Postgres vs ClickHouse row counts for one table, both at or before the cut-off.

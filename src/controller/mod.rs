@@ -26,8 +26,10 @@ use rand::Rng;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::LangfuseUpgrade;
+use crate::controller::plan::Action as Write;
 use crate::databases::Databases;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::resources::deployments::deployment_name;
 use crate::resources::labels::Role;
 
@@ -36,16 +38,18 @@ pub struct Context<D> {
     pub client: Client,
     pub recorder: Recorder,
     pub databases: D,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, u32>>,
 }
 
 impl<D> Context<D> {
-    pub fn new(client: Client, reporter: Reporter, databases: D) -> Self {
+    pub fn new(client: Client, reporter: Reporter, databases: D, metrics: Arc<Metrics>) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             databases,
+            metrics,
             failures: Mutex::default(),
         }
     }
@@ -60,6 +64,7 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
 async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
     let span = info_span!("reconcile", namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), generation = upgrade.metadata.generation);
     async move {
+        let started = std::time::Instant::now();
         let needs = plan::needs(&upgrade);
         let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
         let now = Timestamp::now();
@@ -74,6 +79,25 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
         .await?;
         let status = report::next_status(&upgrade, &decision, now);
         report::report(&ctx.client, &ctx.recorder, &upgrade, &status, &executed).await?;
+        let (ns, name) = (upgrade.namespace().unwrap_or_default(), upgrade.name_any());
+        let restarts = |s: Option<&crate::api::LangfuseUpgradeStatus>| {
+            s.and_then(|s| s.remedies.get(plan::WORKER_RESTARTS).copied())
+                .unwrap_or(0)
+        };
+        ctx.metrics.remedies_applied(
+            &ns,
+            &name,
+            &executed,
+            restarts(upgrade.status.as_ref()),
+            restarts(Some(&status)),
+        );
+        if executed.contains(&Write::RemoveFinalizer) {
+            ctx.metrics.forget(&ns, &name);
+        } else {
+            ctx.metrics
+                .observe_status(&ns, &name, &status, std::time::Instant::now());
+        }
+        ctx.metrics.reconciled(started.elapsed());
         if !executed.is_empty() || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {
             info!(phase = %decision.phase, writes = executed.len(), "reconciled");
         }
@@ -96,6 +120,7 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
         *n += 1;
         *n
     };
+    ctx.metrics.failed(error.kind());
     let delay = backoff(failures, rand::rng().random());
     warn!(namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), kind = error.kind(), error = %error, retry_in_s = delay.as_secs_f64(), "reconcile failed");
     Requeue::requeue(delay)

@@ -23,6 +23,13 @@ pub fn migration_for_table(table: &str) -> Option<&'static str> {
     }
 }
 
+/// The table a copy migration fills, by the migration's name.
+pub fn table_for_migration(name: &str) -> Option<&'static str> {
+    ["traces", "observations", "scores"]
+        .into_iter()
+        .find(|t| migration_for_table(t) == Some(name))
+}
+
 /// A lock older than this is stale: the worker heartbeats every 15 s.
 pub const LOCK_STALE_AFTER_SECS: i64 = 60;
 
@@ -98,6 +105,25 @@ impl MigrationRow {
     }
 }
 
+/// Per-table row estimates; `None` where Postgres has none yet.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EstimatedRows {
+    pub traces: Option<i64>,
+    pub observations: Option<i64>,
+    pub scores: Option<i64>,
+}
+
+impl EstimatedRows {
+    pub fn for_table(&self, table: &str) -> Option<i64> {
+        match table {
+            "traces" => self.traces,
+            "observations" => self.observations,
+            "scores" => self.scores,
+            _ => None,
+        }
+    }
+}
+
 /// Per-table row counts (traces, observations, scores).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct TableCounts {
@@ -129,4 +155,7 @@ pub struct PostgresFacts {
     pub counts: Option<TableCounts>,
     /// Rows created after the migrations' start cursor: written by v2 after the cut-off.
     pub late_writes: Option<TableCounts>,
+    /// Postgres's own row estimates (`pg_class.reltuples`, free to read), read with the
+    /// migrations; `None` for a table never analyzed.
+    pub estimated_rows: Option<EstimatedRows>,
 }

@@ -20,7 +20,7 @@ use jiff::tz::TimeZone;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
-use super::{MigrationRow, PostgresFacts, TableCounts};
+use super::{EstimatedRows, MigrationRow, PostgresFacts, TableCounts};
 use crate::databases::{LateWindow, PostgresQuery, Remedy};
 
 /// The v2 tracing tables the copy migrations read, in the order of [`TableCounts`].
@@ -34,6 +34,14 @@ pub const SERVER_VERSION_SQL: &str = "SHOW server_version_num";
 /// The four rows plus each copied table's oldest `created_at` (three index-backed `min`s,
 /// evaluated once as init plans). The observations script keys its cursor by
 /// `'maxDate' || args.stateSuffix`.
+/// Postgres's planner estimate per table: no scan, one catalog lookup. `reltuples` is -1 (15+)
+/// for a table never vacuumed or analyzed.
+pub const ESTIMATES_SQL: &str = r#"
+SELECT (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('traces')),
+       (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('observations')),
+       (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('scores'))
+"#;
+
 pub const MIGRATIONS_SQL: &str = r#"
 SELECT bm.name,
        bm.script,
@@ -297,6 +305,24 @@ pub async fn counts_until(conn: &mut PgConnection, cutoff: Timestamp) -> Result<
     table_counts(&row, "decoding the counts up to the cut-off")
 }
 
+/// The planner's row estimates of the three tables.
+pub async fn estimated_rows(conn: &mut PgConnection) -> Result<EstimatedRows> {
+    const WHAT: &str = "reading the row estimates";
+    let row = sqlx::query(ESTIMATES_SQL)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(QueryError::sql(WHAT))?;
+    let get = |i: usize| -> Result<Option<i64>> {
+        let v: Option<i64> = row.try_get(i).map_err(QueryError::sql(WHAT))?;
+        Ok(v.filter(|n| *n >= 0))
+    };
+    Ok(EstimatedRows {
+        traces: get(0)?,
+        observations: get(1)?,
+        scores: get(2)?,
+    })
+}
+
 /// Rows with `created_at` after each table's instant.
 pub async fn late_writes_after(conn: &mut PgConnection, after: &LateWindow) -> Result<TableCounts> {
     const WHAT: &str = "counting rows written after the migrations' start";
@@ -345,6 +371,7 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
     }
     if query.migrations {
         facts.migrations = migrations(conn).await?;
+        facts.estimated_rows = Some(estimated_rows(conn).await?);
     }
     if query.newest_write {
         facts.newest_write = newest_write(conn).await?;

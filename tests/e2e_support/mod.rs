@@ -231,12 +231,19 @@ pub struct Operator {
     args: Vec<String>,
     pub log: PathBuf,
     pub starts: u32,
+    /// Where it serves /healthz, /readyz and /metrics.
+    pub http_port: u16,
 }
 
 impl Operator {
     /// One replica with leader election on a Lease in `ns` (so replicas of one test compete).
     pub fn start(ns: &str, identity: &str) -> Operator {
         let log = std::env::temp_dir().join(format!("lfu-operator-{ns}-{identity}.log"));
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let args = vec![
             "run".into(),
             "--namespace".into(),
@@ -246,13 +253,14 @@ impl Operator {
             "--identity".into(),
             identity.into(),
             "--http-addr".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{http_port}"),
         ];
         let mut op = Operator {
             child: None,
             args,
             log,
             starts: 0,
+            http_port,
         };
         op.spawn();
         op
@@ -350,4 +358,77 @@ pub fn play_worker(ns: &TestNs, db: &crate::support::TestDb, worker: &str) -> to
             }
         }
     })
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// GET `/metrics` and parse it: every sample line must be `name{labels} value`, every metric
+/// must be announced by `# TYPE`, and the exposition must end with `# EOF`.
+pub async fn scrape(port: u16) -> Vec<Sample> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    parse_exposition(body)
+}
+
+pub fn parse_exposition(body: &str) -> Vec<Sample> {
+    let mut typed: Vec<String> = Vec::new();
+    let mut samples = Vec::new();
+    assert_eq!(body.trim_end().lines().last(), Some("# EOF"), "no # EOF");
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let inner = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let mut labels = std::collections::BTreeMap::new();
+                for pair in inner.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("bad label {pair} in {line}"));
+                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                }
+                (name.to_string(), labels)
+            }
+            None => (series.to_string(), Default::default()),
+        };
+        assert!(
+            typed.iter().any(|t| name == *t || name.starts_with(&format!("{t}_"))),
+            "{name} has no # TYPE line"
+        );
+        samples.push(Sample { name, labels, value });
+    }
+    samples
 }

@@ -12,7 +12,8 @@ use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, TableVerificatio
 use crate::controller::validate::Settings;
 use crate::databases::{LateWindow, Remedy};
 use crate::migrations::{
-    DEFAULT_BATCH_SIZE, MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS, migration_for_table,
+    DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS, migration_for_table,
+    table_for_migration,
 };
 
 /// Restarts of a stalled worker before a person is asked.
@@ -136,8 +137,9 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
             wait::ROLLOUT,
         ));
     }
-    let rows = postgres(p, Phase::Migrating)?.migrations.clone();
-    report_progress(p, &rows);
+    let pg = postgres(p, Phase::Migrating)?;
+    let (rows, estimates) = (pg.migrations.clone(), pg.estimated_rows.clone().unwrap_or_default());
+    report_progress(p, &rows, &estimates);
     let now = p.now;
     let state = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.state(now));
     if V3_MIGRATIONS.iter().all(|n| state(n) == Some(RowState::Finished)) {
@@ -362,7 +364,7 @@ fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gat
     )
 }
 
-fn report_progress(p: &mut Planner, rows: &[MigrationRow]) {
+fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &EstimatedRows) {
     let start = start_cursor(&p.status);
     let now = p.now;
     let previous = p.status.migrations.clone();
@@ -387,6 +389,7 @@ fn report_progress(p: &mut Planner, rows: &[MigrationRow]) {
                 name: r.name.clone(),
                 state: r.state(now).as_str().into(),
                 start_cursor,
+                estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
                 cursor,
                 progress_percent: r.progress(start).map(|x| (x * 100.0).floor() as i32),
                 failed_reason: r.failed_reason.clone(),

@@ -1374,6 +1374,7 @@ fn late_window_uses_each_copys_start_as_seen_while_running() {
         cursor_since: None,
         batch_size: None,
         start_cursor: start.map(time),
+        estimated_rows: None,
     };
     s.migrations = vec![
         row("20241024_1730_migrate_traces_from_pg_to_ch", Some(130)),
