@@ -171,6 +171,9 @@ pub(crate) mod wait {
     pub const NOW: Duration = Duration::from_millis(0);
     pub const ROLLOUT: Duration = Duration::from_secs(15);
     pub const POLL: Duration = Duration::from_secs(10);
+    /// Waiting for a person (a failed preflight): related objects wake it through watches;
+    /// this only catches what is not watched (Secrets, the databases).
+    pub const PERSON: Duration = Duration::from_secs(60);
     pub const IDLE: Duration = Duration::from_secs(300);
 }
 

@@ -46,7 +46,7 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
             Phase::Blocked,
             reason::PREFLIGHT_FAILED,
             format!("preflight failed, nothing was changed: {summary}"),
-            wait::ROLLOUT,
+            wait::PERSON,
         ));
     }
     // Every check passed: record the facts that make the upgrade resumable, then provision.
