@@ -67,7 +67,9 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
         let started = std::time::Instant::now();
         let needs = plan::needs(&upgrade);
         let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
-        let now = Timestamp::now();
+        // Whole seconds: status times round-trip through the API at that precision, so facts
+        // and the messages quoting them read the same on the next reconcile.
+        let now = Timestamp::from_second(Timestamp::now().as_second()).expect("the clock is in range");
         let decision = plan::plan(&upgrade, &observed, now);
         let executed = execute::execute(
             &ctx.client,

@@ -422,7 +422,7 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
         return Err(Hold::new(
             Phase::Verifying,
             reason::VERIFYING,
-            "Postgres counts not read yet",
+            "reading the Postgres counts next",
             wait::POLL,
         ));
     };
@@ -458,7 +458,7 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
         return Err(Hold::new(
             Phase::Verifying,
             reason::VERIFYING,
-            "ClickHouse counts not read yet",
+            "reading the ClickHouse counts next",
             wait::POLL,
         ));
     };
