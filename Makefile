@@ -1,14 +1,14 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
-#   make test   every test: lint, unit + plan + CRD, databases, end to end on the local control plane
-.PHONY: demo test lint unit db e2e crd bench
+#   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps
+.PHONY: demo test lint unit db e2e gitops crd bench
 
 CARGO ?= cargo
 
 demo:
 	tests/demo.sh
 
-test: lint unit db e2e
+test: lint unit db e2e gitops
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -25,6 +25,12 @@ db:
 # The operator binary against a real control plane and the databases (tests/e2e/run.sh).
 e2e:
 	tests/e2e/run.sh
+
+# Argo CD health/actions in Lua 5.1 and gopher-lua, Flux health expressions, and every example
+# applied to a real apiserver.
+gitops:
+	tests/gitops/run.sh
+	tests/gitops/apply-examples.sh
 
 # Per-poll Postgres cost at 100 thousand and 10 million rows (measured, not asserted).
 bench:

@@ -219,15 +219,17 @@ async fn main() {
     );
     // Postgres is polled (no triggers: the operator writes nothing but the remedy fields), so
     // this is bounded by the poll interval; measured from the last finished_at the worker wrote.
-    let last_finished: Option<i64> = sqlx::query_scalar(
-        "SELECT (extract(epoch from max(finished_at)) * 1000)::bigint FROM background_migrations",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let last_finished: Option<i64> =
+        sqlx::query_scalar("SELECT (extract(epoch from max(finished_at)) * 1000)::bigint FROM background_migrations")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     let recorded = s.migrations_finished_at.as_ref().map(|t| t.0.as_millisecond());
     match (last_finished, recorded) {
-        (Some(a), Some(b)) => println!("  last migration finished (Postgres) -> recorded by the operator: {} ms", b - a),
+        (Some(a), Some(b)) => println!(
+            "  last migration finished (Postgres) -> recorded by the operator: {} ms",
+            b - a
+        ),
         _ => println!("  last migration finished -> recorded: n/a"),
     }
     println!("  invariant violations observed: {}", record.violations.len());

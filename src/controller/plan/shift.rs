@@ -43,7 +43,7 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
         // Someone else changed the selector back: report it, do not fight over it.
         let previous = p.status.previous_selector.clone().unwrap_or_default();
         let message = format!(
-            "the Service {} selector was changed to {} after the shift (a GitOps sync or Helm upgrade?); v2 is kept and nothing proceeds. Stop the other writer (see the docs: ignoreDifferences on /spec/selector), then restore it: kubectl patch service {} -p '{{\"spec\":{{\"selector\":{}}}}}' (the selector before the shift was {})",
+            "the Service {} selector was changed to {} after the shift (a GitOps sync or Helm upgrade?); v2 is kept and nothing proceeds. Stop the other writer (see gitops/README.md: ignore /spec/selector), then replace the whole selector (a merge patch would keep the other keys and match no pod): kubectl patch service {} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{}}}]' (the selector before the shift was {})",
             p.spec.source.service,
             labels_text(&current),
             p.spec.source.service,

@@ -774,7 +774,19 @@ fn a_reverted_selector_blocks_and_is_not_fought_over() {
         (shifted.status.as_str(), shifted.reason.as_str()),
         ("False", "SelectorReverted")
     );
-    assert!(shifted.message.contains("kubectl patch service"));
+    // A JSON-patch replace of the whole map: a merge patch would keep v2's keys and match nothing.
+    assert!(
+        shifted
+            .message
+            .contains("kubectl patch service prod-langfuse --type json"),
+        "{}",
+        shifted.message
+    );
+    assert!(
+        shifted.message.contains(r#""op":"replace","path":"/spec/selector""#),
+        "{}",
+        shifted.message
+    );
     // A person restores it: the upgrade continues.
     w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(v3_selector(UPGRADE, Role::Web));
     w.settle();
