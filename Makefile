@@ -39,3 +39,4 @@ bench:
 # Regenerate the committed CRD from the Rust types.
 crd:
 	$(CARGO) run --quiet --locked -- crd > crds/langfuseupgrades.yaml
+	cp crds/langfuseupgrades.yaml charts/langfuse-upgrade-operator/crds/langfuseupgrades.yaml

@@ -6,6 +6,7 @@ use langfuse_upgrade_operator::api::{LangfuseUpgrade, crd_yaml};
 use serde_json::{Value, json};
 
 const COMMITTED: &str = include_str!("../crds/langfuseupgrades.yaml");
+const IN_CHART: &str = include_str!("../charts/langfuse-upgrade-operator/crds/langfuseupgrades.yaml");
 
 #[test]
 fn committed_crd_matches_the_types() {
@@ -13,6 +14,11 @@ fn committed_crd_matches_the_types() {
         COMMITTED == crd_yaml(),
         "crds/langfuseupgrades.yaml is stale: run `cargo run -- crd > crds/langfuseupgrades.yaml`"
     );
+}
+
+#[test]
+fn the_chart_ships_the_same_crd() {
+    assert!(COMMITTED == IN_CHART, "the chart's CRD is stale: run `make crd`");
 }
 
 #[test]
