@@ -345,7 +345,8 @@ impl<'a> Planner<'a> {
         } = hold;
         self.step_conditions_from_facts(true);
         let (ready, reconciling, stalled) = match phase {
-            Phase::Completed => (true, false, false),
+            Phase::Completed if reason == reason::COMPLETED => (true, false, false),
+            Phase::Completed => (false, false, true),
             Phase::Paused => (false, false, false),
             Phase::Blocked | Phase::Degraded | Phase::Failed | Phase::RolledBack | Phase::Pending => {
                 (false, false, true)
@@ -410,12 +411,7 @@ fn unreachable_complete(p: &mut Planner) -> Hold {
 
 fn walk(p: &mut Planner) -> Gate {
     if p.status.completed_at.is_some() {
-        return Err(Hold::new(
-            Phase::Completed,
-            reason::COMPLETED,
-            retire::completed_message(p),
-            wait::IDLE,
-        ));
+        return Err(retire::after_completion(p));
     }
     if p.status.rolled_back_at.is_some() {
         return Err(Hold::new(

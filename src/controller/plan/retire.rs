@@ -207,3 +207,26 @@ pub(super) fn completed_message(p: &Planner) -> String {
             .unwrap_or_else(|| p.spec.target.version.clone())
     )
 }
+
+/// Completed: nothing more is written. If the Service's selector was changed away from v3 web
+/// and now reaches no ready pod (v2 is at 0), that is an outage: say so, do not fight over it.
+/// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
+pub(super) fn after_completion(p: &mut Planner) -> Hold {
+    let ours = crate::resources::labels::v3_selector(p.name(), crate::resources::labels::Role::Web);
+    let ready = p.obs.endpoints.iter().filter(|e| e.ready).count();
+    if let Some(service) = &p.obs.service {
+        let current = crate::resources::service::selector_of(service);
+        if current != ours && ready == 0 {
+            let message = format!(
+                "the Service {} selector was changed to {} after completion and it has no ready endpoint: Langfuse is unreachable. Restore it: kubectl patch service {} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{}}}]'",
+                p.spec.source.service,
+                super::labels_text(&current),
+                p.spec.source.service,
+                serde_json::to_string(&ours).unwrap_or_default(),
+            );
+            p.condition(cond::TRAFFIC_SHIFTED, false, reason::SELECTOR_REVERTED, message.clone());
+            return Hold::new(Phase::Completed, reason::SELECTOR_REVERTED, message, wait::POLL);
+        }
+    }
+    Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE)
+}

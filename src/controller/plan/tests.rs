@@ -408,7 +408,8 @@ impl World {
         let c = &self.cluster;
         let status = self.status();
         let selector = c.service.as_ref().map(selector_of).unwrap_or_default();
-        let switched = selector == v3_selector(UPGRADE, Role::Web);
+        // Invariant 2 is about the switch having happened, not about who edits the Service after.
+        let switched = selector == v3_selector(UPGRADE, Role::Web) || status.traffic_shifted_at.is_some();
         for (d, role) in [(&c.web, Role::Web), (&c.worker, Role::Worker)] {
             let Some(d) = d else { continue };
             let labels = d
@@ -1452,4 +1453,24 @@ fn a_damaged_clickhouse_schema_blocks_preflight() {
     assert_eq!(d.phase, Phase::Blocked);
     let line = d.status.checks.iter().find(|l| l.name == "clickhouse").unwrap();
     assert!(line.message.contains("traces is missing"), "{}", line.message);
+}
+
+#[test]
+fn a_selector_reverted_after_completion_is_reported_not_fought() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Completed, 400);
+    // A sync puts v2's selector back; v2 is at 0 replicas, so nothing serves.
+    w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(chart_selector());
+    w.settle();
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Completed);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(condition(&w, c::READY).reason, "SelectorReverted");
+    assert_eq!(condition(&w, c::READY).status, "False");
+    assert!(condition(&w, c::TRAFFIC_SHIFTED).message.contains("--type json"));
+    // Restored (or moved on to a selector that reaches the v3 web pods): Ready again.
+    w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(v3_selector(UPGRADE, Role::Web));
+    w.settle();
+    w.step();
+    assert_eq!(condition(&w, c::READY).status, "True");
 }
