@@ -1,14 +1,14 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
-#   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps
-.PHONY: demo test lint unit db e2e gitops crd bench
+#   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps, Helm chart
+.PHONY: demo test lint unit db e2e gitops chart crd bench
 
 CARGO ?= cargo
 
 demo:
 	tests/demo.sh
 
-test: lint unit db e2e gitops
+test: lint unit db e2e gitops chart
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -31,6 +31,12 @@ e2e:
 gitops:
 	tests/gitops/run.sh
 	tests/gitops/apply-examples.sh
+
+# Helm chart: lint, render every mode, server-side validation, alert rules and dashboard queries
+# against the operator's metric names, helm install on the local control plane, RBAC checked
+# with the apiserver's own authorization, and a live run under the chart's ServiceAccount.
+chart:
+	tests/chart/run.sh
 
 # Per-poll Postgres cost at 100 thousand and 10 million rows (measured, not asserted).
 bench:
