@@ -91,8 +91,8 @@ pub async fn execute<D: Databases>(
                     .patch(target, &PatchParams::default(), &Patch::Merge(patch))
                     .await?;
             }
-            Action::ApplySelector { selector, previous } => {
-                let body = selector_apply_body(&upgrade.spec.source.service, &ns, selector, previous);
+            Action::ApplySelector { selector } => {
+                let body = selector_apply_body(&upgrade.spec.source.service, &ns, selector);
                 services
                     .patch(&upgrade.spec.source.service, &apply_params(), &Patch::Apply(body))
                     .await?;

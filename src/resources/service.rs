@@ -5,7 +5,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::labels::Labels;
-use crate::api::DOMAIN;
 
 /// The port v3 web listens on, named and numbered so the Service's `targetPort` resolves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,12 +14,6 @@ pub struct WebPort {
 }
 
 pub const DEFAULT_PORT_NAME: &str = "http";
-
-/// Annotation on the Service holding the selector before the shift, written in the same apply as
-/// the new selector so the old one is never lost, even if status is.
-pub fn previous_selector_annotation() -> String {
-    format!("{DOMAIN}/previous-selector")
-}
 
 /// Resolve every `targetPort` of the Service against the v2 container; they must all land on
 /// one port, which v3 web then serves under the same name and number.
@@ -79,17 +72,13 @@ pub fn resolve_web_port(service: &Service, v2: &Container) -> Result<WebPort, St
     resolved.ok_or_else(|| "the Service has no ports".into())
 }
 
-/// Server-side apply body that sets only `spec.selector` (an atomic map) and records the old one.
-pub fn selector_apply_body(name: &str, namespace: &str, selector: &Labels, previous: &Labels) -> Value {
-    let previous = serde_json::to_string(previous).expect("labels serialize");
+/// Server-side apply body that sets only `spec.selector` (an atomic map): nothing else of the
+/// Service is claimed by the operator's field manager.
+pub fn selector_apply_body(name: &str, namespace: &str, selector: &Labels) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": { previous_selector_annotation(): previous },
-        },
+        "metadata": { "name": name, "namespace": namespace },
         "spec": { "selector": selector },
     })
 }
@@ -100,11 +89,6 @@ pub fn selector_of(service: &Service) -> Labels {
         .as_ref()
         .and_then(|s| s.selector.clone())
         .unwrap_or_default()
-}
-
-pub fn recorded_previous_selector(service: &Service) -> Option<Labels> {
-    let annotations = service.metadata.annotations.as_ref()?;
-    serde_json::from_str(annotations.get(&previous_selector_annotation())?).ok()
 }
 
 #[cfg(test)]
@@ -191,10 +175,15 @@ mod tests {
     }
 
     #[test]
-    fn previous_selector_round_trips_through_the_annotation() {
-        let old = Labels::from([("app.kubernetes.io/name".to_string(), "langfuse".to_string())]);
-        let body = selector_apply_body("lf", "ns", &Labels::new(), &old);
-        let svc: Service = serde_json::from_value(body).unwrap();
-        assert_eq!(recorded_previous_selector(&svc), Some(old));
+    fn the_selector_apply_claims_only_the_selector() {
+        let selector = Labels::from([("app".to_string(), "web".to_string())]);
+        let body = selector_apply_body("lf", "ns", &selector);
+        assert_eq!(body["spec"].as_object().unwrap().len(), 1);
+        assert_eq!(
+            body["metadata"].as_object().unwrap().len(),
+            2,
+            "no labels or annotations"
+        );
+        assert_eq!(body["spec"]["selector"]["app"], "web");
     }
 }

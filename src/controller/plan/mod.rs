@@ -38,10 +38,9 @@ pub enum Action {
     DeleteDeployment(String),
     /// Drop this upgrade's owner reference from a v3 Deployment (a merge patch, not an apply).
     ReleaseDeployment(String),
-    /// Set only `spec.selector` of the source Service; `previous` is recorded on it too.
+    /// Set only `spec.selector` of the source Service.
     ApplySelector {
         selector: Labels,
-        previous: Labels,
     },
     ScaleSource(i32),
     DeleteSource,
@@ -79,7 +78,7 @@ impl Action {
                 "DeploymentReleased",
                 format!("released v3 Deployment {name}: it no longer belongs to this object"),
             ),
-            Action::ApplySelector { selector, .. } => (
+            Action::ApplySelector { selector } => (
                 "SelectorApplied",
                 format!("set the Service selector to {}", labels_text(selector)),
             ),

@@ -9,7 +9,7 @@ use crate::api::conditions::reason;
 use crate::api::{FINALIZER, Phase, RollbackStatus};
 use crate::resources::deployments::applied_hash;
 use crate::resources::labels::{Role, v3_selector};
-use crate::resources::service::{recorded_previous_selector, selector_of};
+use crate::resources::service::selector_of;
 
 /// `spec.abort`: a person asked to go back to v2.
 pub(super) fn abort(p: &mut Planner) -> Gate {
@@ -94,12 +94,7 @@ fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
     if let Some(service) = p.obs.service.as_ref() {
         let current = selector_of(service);
         let v3 = v3_selector(p.name(), Role::Web);
-        let previous = p
-            .status
-            .previous_selector
-            .clone()
-            .or_else(|| recorded_previous_selector(service))
-            .filter(|s| !s.is_empty());
+        let previous = p.status.previous_selector.clone().filter(|s| !s.is_empty());
         if current == v3 {
             let Some(previous) = previous else {
                 return Err(Hold::new(
@@ -109,10 +104,7 @@ fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
                     wait::IDLE,
                 ));
             };
-            p.act(Action::ApplySelector {
-                selector: previous.clone(),
-                previous,
-            });
+            p.act(Action::ApplySelector { selector: previous });
             return Err(rolling("moving the Service selector back to v2".into()));
         }
         let (v3_endpoints, _) = endpoint_split(p.obs);

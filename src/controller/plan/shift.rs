@@ -6,8 +6,8 @@ use super::{Action, Gate, Hold, Planner, labels_text, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::observe::Observed;
-use crate::resources::labels::{Role, v3_selector};
-use crate::resources::service::{recorded_previous_selector, selector_of};
+use crate::resources::labels::{Labels, Role, v3_selector};
+use crate::resources::service::selector_of;
 
 /// Endpoints of the Service: (v3 web pods ready, anything that is not a v3 web pod).
 pub fn endpoint_split(obs: &Observed) -> (usize, usize) {
@@ -61,9 +61,10 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
 
     // 1. Record the selector before touching the Service (a separate status write).
     if p.status.previous_selector.is_none() {
+        // Already switched with the status lost since: the old selector is unknown (empty), and
+        // a rollback will say to restore it by hand.
         let previous = if current == want {
-            // Switched earlier, status lost since: the Service's own annotation still knows.
-            recorded_previous_selector(service).unwrap_or_default()
+            Labels::new()
         } else {
             current.clone()
         };
@@ -83,11 +84,7 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
     }
     // 2. Switch.
     if current != want {
-        let previous = p.status.previous_selector.clone().unwrap_or_default();
-        p.act(Action::ApplySelector {
-            selector: want.clone(),
-            previous,
-        });
+        p.act(Action::ApplySelector { selector: want.clone() });
         p.condition(
             cond::TRAFFIC_SHIFTED,
             false,
