@@ -148,7 +148,7 @@ echo "ownership of the Service selector and v2's replicas (the claims of gitops/
 # (server-side apply, field manager langfuse-upgrade-operator, forced), as in src/resources.
 svc_git='{"apiVersion":"v1","kind":"Service","metadata":{"name":"prod-langfuse","namespace":"langfuse"},"spec":{"ports":[{"name":"http","port":3000,"targetPort":"http"}],"selector":{"app.kubernetes.io/name":"langfuse","app.kubernetes.io/instance":"prod"}}}'
 svc_git_nosel='{"apiVersion":"v1","kind":"Service","metadata":{"name":"prod-langfuse","namespace":"langfuse"},"spec":{"ports":[{"name":"http","port":3000,"targetPort":"http"}]}}'
-svc_op='{"apiVersion":"v1","kind":"Service","metadata":{"name":"prod-langfuse","namespace":"langfuse","annotations":{"upgrades.lfu-operator.dev/previous-selector":"{\"app.kubernetes.io/instance\":\"prod\",\"app.kubernetes.io/name\":\"langfuse\"}"}},"spec":{"selector":{"app":"web","app.kubernetes.io/component":"web","upgrades.lfu-operator.dev/upgrade":"to-v3"}}}'
+svc_op='{"apiVersion":"v1","kind":"Service","metadata":{"name":"prod-langfuse","namespace":"langfuse"},"spec":{"selector":{"app":"web","app.kubernetes.io/component":"web","upgrades.lfu-operator.dev/upgrade":"to-v3"}}}'
 v2='{"app.kubernetes.io/instance":"prod","app.kubernetes.io/name":"langfuse"}'
 v3='{"app":"web","app.kubernetes.io/component":"web","upgrades.lfu-operator.dev/upgrade":"to-v3"}'
 union='{"app":"web","app.kubernetes.io/component":"web","app.kubernetes.io/instance":"prod","app.kubernetes.io/name":"langfuse","upgrades.lfu-operator.dev/upgrade":"to-v3"}'
