@@ -386,7 +386,9 @@ op_bin="${LFU_OPERATOR_BIN:-}"
 if [[ -z "$op_bin" ]]; then
   log "building the operator (cargo build, debug; incremental)"
   (cd "$root" && cargo build --locked --quiet --bin langfuse-upgrade-operator) || die "cargo build"
-  op_bin="$root/target/debug/langfuse-upgrade-operator"
+  # Wherever Cargo puts it (CARGO_TARGET_DIR or a config may move it away from ./target).
+  target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  op_bin="$target_dir/debug/langfuse-upgrade-operator"
 fi
 token="$(kubectl -n lfu-ns-system create token lfu-ns-langfuse-upgrade-operator --duration=1h)"
 ca="$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
