@@ -1489,6 +1489,13 @@ fn status_lost_after_the_switch_makes_a_rollback_ask_for_the_old_selector() {
     let d = w.run_until(Phase::Failed, 40);
     let ready = d.conditions.iter().find(|x| x.type_ == c::READY).unwrap();
     assert!(ready.message.contains("restore it by hand"), "{}", ready.message);
-    assert!(d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })), "guessed a selector");
-    assert_eq!(selector_of(w.cluster.service.as_ref().unwrap()), v3_selector(UPGRADE, Role::Web), "traffic left on v3");
+    assert!(
+        d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })),
+        "guessed a selector"
+    );
+    assert_eq!(
+        selector_of(w.cluster.service.as_ref().unwrap()),
+        v3_selector(UPGRADE, Role::Web),
+        "traffic left on v3"
+    );
 }
