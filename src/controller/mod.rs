@@ -65,6 +65,14 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
     let span = info_span!("reconcile", namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), generation = upgrade.metadata.generation);
     async move {
         let started = std::time::Instant::now();
+        // The cached object can predate this operator's own last status write; planning from it
+        // would repeat a decision with a later `now` (moving recorded times, repeating Events).
+        // One fresh GET gives read-your-writes.
+        let api: Api<LangfuseUpgrade> = Api::namespaced(ctx.client.clone(), &upgrade.namespace().unwrap_or_default());
+        let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
+            return Ok(Requeue::await_change());
+        };
+        let upgrade = Arc::new(fresh);
         let needs = plan::needs(&upgrade);
         let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
         // Whole seconds: status times round-trip through the API at that precision, so facts

@@ -260,7 +260,7 @@ can() { # can <yes|no> <as> <namespace|-A|-> <verb> <resource> [subresource]
 }
 # Every call the operator makes (the chart README's permissions table says where each comes from).
 allowed=(
-  "list watch patch|langfuseupgrades.upgrades.lfu-operator.dev|"
+  "get list watch patch|langfuseupgrades.upgrades.lfu-operator.dev|"
   "patch|langfuseupgrades.upgrades.lfu-operator.dev|status"
   "update|langfuseupgrades.upgrades.lfu-operator.dev|finalizers"
   "get list watch create patch delete|deployments.apps|"
@@ -278,7 +278,7 @@ denied_ns=(
   "create pods/exec" "get pods/log" "get pods" "list secrets" "watch secrets" "patch secrets"
   "create secrets" "delete secrets" "update secrets" "list configmaps" "patch configmaps"
   "update deployments.apps" "deletecollection deployments.apps" "patch deployments.apps/scale"
-  "get langfuseupgrades.upgrades.lfu-operator.dev" "create langfuseupgrades.upgrades.lfu-operator.dev" "delete langfuseupgrades.upgrades.lfu-operator.dev"
+  "create langfuseupgrades.upgrades.lfu-operator.dev" "delete langfuseupgrades.upgrades.lfu-operator.dev"
   "update langfuseupgrades.upgrades.lfu-operator.dev" "update langfuseupgrades.upgrades.lfu-operator.dev/status"
   "create events" "delete events.events.k8s.io" "create serviceaccounts/token" "create rolebindings.rbac.authorization.k8s.io"
   "create roles.rbac.authorization.k8s.io" "patch horizontalpodautoscalers.autoscaling" "create statefulsets.apps"
@@ -356,7 +356,7 @@ expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empt
       echo "horizontalpodautoscalers.autoscaling [] list"
       echo "langfuseupgrades.upgrades.lfu-operator.dev/finalizers [] update"
       echo "langfuseupgrades.upgrades.lfu-operator.dev/status [] patch"
-      echo "langfuseupgrades.upgrades.lfu-operator.dev [] list patch watch"
+      echo "langfuseupgrades.upgrades.lfu-operator.dev [] get list patch watch"
       echo "pods [] list"
       echo "secrets [] get"
       echo "services [] get list patch watch"

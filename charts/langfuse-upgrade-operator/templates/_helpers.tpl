@@ -95,11 +95,11 @@ The operator's RBAC rules, the same for the ClusterRole (cluster mode) and the R
 checks each one with the API server's own authorization, and a list of things it must not do.
 */}}
 {{- define "lfu.operatorRules" -}}
-# LangfuseUpgrades: watched (list+watch; the controller never GETs one), finalizer added and
-# removed with a merge patch.
+# LangfuseUpgrades: watched (list+watch), read fresh at the start of each reconcile (get, for
+# read-your-writes), finalizer added and removed with a merge patch.
 - apiGroups: ["upgrades.lfu-operator.dev"]
   resources: ["langfuseupgrades"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status is written with server-side apply.
 - apiGroups: ["upgrades.lfu-operator.dev"]
   resources: ["langfuseupgrades/status"]
