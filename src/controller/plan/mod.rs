@@ -364,7 +364,7 @@ impl<'a> Planner<'a> {
             self.condition(cond::STALLED, false, reason, "not stalled");
         }
         self.status.phase = Some(phase);
-        self.status.target_version = Some(self.current_target_version());
+        self.status.target_version = Some(workloads::version_now(&self));
         self.status.rollback = Some(rollback::rollback_outlook(&self));
         Decision {
             phase,
@@ -372,13 +372,6 @@ impl<'a> Planner<'a> {
             status: self.status,
             conditions: self.conditions,
             requeue,
-        }
-    }
-
-    fn current_target_version(&self) -> String {
-        match (&self.status.source_retired_at, &self.spec.target.final_version) {
-            (Some(_), Some(v)) => v.clone(),
-            _ => self.spec.target.version.clone(),
         }
     }
 }
@@ -391,24 +384,20 @@ pub fn plan(upgrade: &LangfuseUpgrade, obs: &Observed, now: Timestamp) -> Decisi
         let hold = rollback::cleanup(&mut p);
         return p.finish(hold);
     }
-    let hold = match walk(&mut p) {
-        Ok(()) => unreachable_complete(&mut p),
-        Err(hold) => hold,
-    };
+    let hold = walk(&mut p);
     p.finish(hold)
 }
 
-/// `walk` ends in a hold at every phase including Completed; this is defensive only.
-fn unreachable_complete(p: &mut Planner) -> Hold {
-    Hold::new(
-        Phase::Completed,
-        reason::COMPLETED,
-        format!("{} is complete", p.name()),
-        wait::IDLE,
-    )
+/// Every gate either holds the upgrade in a phase or lets it through; through all of them it
+/// completes.
+fn walk(p: &mut Planner) -> Hold {
+    match gates(p) {
+        Ok(()) => retire::complete(p),
+        Err(hold) => hold,
+    }
 }
 
-fn walk(p: &mut Planner) -> Gate {
+fn gates(p: &mut Planner) -> Gate {
     if p.status.completed_at.is_some() {
         return Err(retire::after_completion(p));
     }
@@ -473,8 +462,7 @@ fn walk(p: &mut Planner) -> Gate {
     data::migrate(p, &settings, &ready)?;
     data::verify(p)?;
     retire::retire(p, &settings)?;
-    retire::finalize(p, &settings)?;
-    retire::complete(p, &settings)
+    retire::finalize(p, &settings)
 }
 
 #[cfg(test)]

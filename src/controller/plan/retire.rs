@@ -165,7 +165,7 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
 }
 
 /// Release the v3 Deployments so deleting this object can never delete production.
-pub(super) fn complete(p: &mut Planner, _settings: &Settings) -> Gate {
+pub(super) fn complete(p: &mut Planner) -> Hold {
     for name in owned_v3(p) {
         p.act(Action::ReleaseDeployment(name));
     }
@@ -173,12 +173,7 @@ pub(super) fn complete(p: &mut Planner, _settings: &Settings) -> Gate {
         p.act(Action::DeleteSource);
     }
     p.status.completed_at = Some(p.now_time());
-    Err(Hold::new(
-        Phase::Completed,
-        reason::COMPLETED,
-        completed_message(p),
-        wait::IDLE,
-    ))
+    Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE)
 }
 
 /// Names of v3 Deployments that still carry this upgrade's owner reference.
