@@ -35,6 +35,8 @@ pub async fn execute<D: Databases>(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let mut done = Vec::new();
+    // Read once per decision, and only when a remedy needs it.
+    let mut pg_url = None;
     for action in actions {
         match action {
             Action::AddFinalizer | Action::RemoveFinalizer => {
@@ -109,10 +111,15 @@ pub async fn execute<D: Databases>(
                     .await?;
             }
             Action::Remedy(remedy) => {
-                let url = postgres_url(client, &ns, upgrade, source)
-                    .await?
-                    .map_err(Error::Database)?;
-                db.remedy(&url, remedy)
+                if pg_url.is_none() {
+                    pg_url = Some(
+                        postgres_url(client, &ns, upgrade, source)
+                            .await?
+                            .map_err(Error::Database)?,
+                    );
+                }
+                let url = pg_url.as_ref().expect("just resolved");
+                db.remedy(url, remedy)
                     .await
                     .map_err(|e| Error::Database(e.to_string()))?;
             }

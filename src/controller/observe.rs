@@ -85,6 +85,12 @@ pub async fn observe<D: Databases>(
         ListParams::default().labels(&web_selector),
         ListParams::default(),
     );
+    let hpa_list = async {
+        match needs.hpas {
+            true => hpas.list(&hpa_params).await.map(|l| l.items),
+            false => Ok(Vec::new()),
+        }
+    };
     let (source, service, web, worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
         deployments.get_opt(&spec.source.deployment),
         services.get_opt(&spec.source.service),
@@ -92,7 +98,7 @@ pub async fn observe<D: Databases>(
         deployments.get_opt(&worker_name),
         slices.list(&slice_params),
         pods.list_metadata(&pod_params),
-        hpas.list(&hpa_params),
+        hpa_list,
     )?;
 
     let endpoints = slice_list
@@ -110,7 +116,6 @@ pub async fn observe<D: Databases>(
         .collect();
     let v3_web_pods = pod_list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
     let hpas_on_source = hpa_list
-        .items
         .iter()
         .filter(|h| {
             h.spec.as_ref().is_some_and(|s| {

@@ -132,6 +132,8 @@ pub struct Decision {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Needs {
     pub secrets: bool,
+    /// HorizontalPodAutoscalers on v2 matter to preflight and to retirement only.
+    pub hpas: bool,
     pub postgres: PostgresQuery,
     pub clickhouse: ClickHouseQuery,
 }
@@ -143,6 +145,7 @@ pub fn needs(upgrade: &LangfuseUpgrade) -> Needs {
     if done || upgrade.spec.abort || upgrade.spec.paused {
         return n;
     }
+    n.hpas = s.provisioning_started_at.is_none() || s.verified_at.is_some();
     if s.provisioning_started_at.is_none() {
         n.secrets = true;
         n.postgres.server_version = true;

@@ -1345,7 +1345,7 @@ fn hpa_on_v2_is_reported_not_touched() {
 fn needs_follow_the_facts() {
     let mut u = upgrade(spec(), Default::default());
     let n = needs(&u);
-    assert!(n.secrets && n.postgres.migrations && n.clickhouse.server);
+    assert!(n.secrets && n.hpas && n.postgres.migrations && n.clickhouse.server);
     u.status = Some(LangfuseUpgradeStatus {
         provisioning_started_at: Some(time(0)),
         ..Default::default()
