@@ -23,12 +23,6 @@ const MAX_WORKER_RESTARTS: i32 = 2;
 const IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 const MAX_LATE_WRITE_RERUNS: i32 = 2;
 
-/// The migrations' start cursor: the newest `state.maxDate` seen while migrating is no later
-/// than the worker start; the enable time bounds it when none was seen.
-pub fn start_cursor(s: &LangfuseUpgradeStatus) -> Option<Timestamp> {
-    s.migrations_enabled_at.as_ref().map(|t| t.0)
-}
-
 /// Per table, the instant after which a Postgres row may not be in ClickHouse: after a re-copy,
 /// the instant it covered; before, the later of the moment the migrations were enabled and the
 /// highest cursor seen while the copy ran. Both are no later than the copy's true start (its
@@ -38,7 +32,7 @@ pub fn late_window(s: &LangfuseUpgradeStatus) -> Option<LateWindow> {
     if let Some(covered) = &s.late_writes_covered_until {
         return Some(LateWindow::uniform(covered.0));
     }
-    let enabled = start_cursor(s)?;
+    let enabled = s.migrations_enabled_at.as_ref()?.0;
     let table = |t: &str| {
         let name = migration_for_table(t);
         s.migrations
@@ -365,7 +359,8 @@ fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gat
 }
 
 fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &EstimatedRows) {
-    let start = start_cursor(&p.status);
+    // Progress runs from when the migrations were enabled (no later copy starts earlier).
+    let start = p.status.migrations_enabled_at.as_ref().map(|t| t.0);
     let now = p.now;
     let previous = p.status.migrations.clone();
     p.status.migrations = rows
