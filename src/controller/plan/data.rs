@@ -1,7 +1,6 @@
 //! Draining, migrating and verifying: the data half of the upgrade, decided from Postgres and
 //! ClickHouse facts the observation brought.
 
-use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::Action;
