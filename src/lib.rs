@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod migrations;
+pub mod precision;
 pub mod resources;
 pub mod telemetry;
 pub mod verify;

@@ -73,11 +73,12 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
             return Ok(Requeue::await_change());
         };
         let upgrade = Arc::new(fresh);
+        // Whole seconds (status times round-trip through the API at that precision), and read
+        // before observing: every time the plan records is at or before the facts it read
+        // (`crate::precision`).
+        let now = crate::precision::bound_after(Timestamp::now());
         let needs = plan::needs(&upgrade);
         let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
-        // Whole seconds: status times round-trip through the API at that precision, so facts
-        // and the messages quoting them read the same on the next reconcile.
-        let now = Timestamp::from_second(Timestamp::now().as_second()).expect("the clock is in range");
         let decision = plan::plan(&upgrade, &observed, now);
         let executed = execute::execute(
             &ctx.client,

@@ -14,6 +14,7 @@ use crate::migrations::{
     DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS, migration_for_table,
     table_for_migration,
 };
+use crate::precision::newest_seen;
 
 /// Restarts of a stalled worker before a person is asked.
 const MAX_WORKER_RESTARTS: i32 = 2;
@@ -67,10 +68,13 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
         return Ok(());
     }
     let newest = postgres(p, Phase::Draining)?.newest_write;
-    let moved = newest.map(Time) != p.status.last_source_write_at && newest.is_some();
+    // Compared and recorded at status precision, rounded up: the same row read again is never
+    // "newer", and the quiet period never starts before the write (see `crate::precision`).
+    let seen = newest.map(newest_seen);
+    let moved = seen.is_some() && seen.map(Time) != p.status.last_source_write_at;
     if moved || p.status.drain_quiet_since.is_none() {
-        p.status.last_source_write_at = newest.map(Time);
-        p.status.drain_quiet_since = Some(p.now_time());
+        p.status.last_source_write_at = seen.map(Time);
+        p.status.drain_quiet_since = Some(Time(seen.map_or(p.now, |s| s.max(p.now))));
     }
     let quiet_for = p.since(&p.status.drain_quiet_since).unwrap_or_default();
     if quiet_for < settings.drain_period {

@@ -180,6 +180,16 @@ impl Runner {
     }
 }
 
+/// A status as it comes back from the apiserver (JSON; `metav1.Time` keeps whole seconds).
+fn api_round_trip(status: &LangfuseUpgradeStatus) -> LangfuseUpgradeStatus {
+    serde_json::from_value(serde_json::to_value(status).unwrap()).unwrap()
+}
+
+/// Simulated seconds (offset as `t` offsets them) in epoch milliseconds.
+fn s_to_ms(secs: i64) -> i64 {
+    t(secs).as_millisecond()
+}
+
 /// How the simulated world behaves.
 #[derive(Clone)]
 struct World {
@@ -194,6 +204,8 @@ struct World {
     ch: TableCounts,
     late_writes: TableCounts,
     newest_write: Option<i64>,
+    /// The milliseconds of the newest row within its second.
+    write_millis: i64,
     postgres_down: bool,
     /// What the preflight scan for same-created_at groups finds.
     scan_groups: Vec<(String, i64)>,
@@ -216,6 +228,7 @@ impl World {
             ch: counts(1000),
             late_writes: TableCounts::default(),
             newest_write: Some(-600),
+            write_millis: 369,
             postgres_down: false,
             scan_groups: Vec::new(),
             v2_never_quiet: false,
@@ -246,7 +259,10 @@ impl World {
                 pg.same_created_at_groups = self.scan_groups.clone();
             }
             if n.postgres.newest_write {
-                pg.newest_write = self.newest_write.map(t);
+                // Prisma's TIMESTAMP(3): real rows carry milliseconds.
+                pg.newest_write = self
+                    .newest_write
+                    .map(|s| Timestamp::from_millisecond(s_to_ms(s) + self.write_millis).unwrap());
             }
             if n.postgres.counts_until.is_some() {
                 pg.counts = Some(self.pg.clone());
@@ -273,7 +289,8 @@ impl World {
         for action in &decision.actions {
             self.apply(action);
         }
-        self.upgrade.status = Some(next_status(&self.upgrade, &decision, t(self.now)));
+        // Through the API, as the real status is: times keep whole seconds only.
+        self.upgrade.status = Some(api_round_trip(&next_status(&self.upgrade, &decision, t(self.now))));
         self.settle();
         self.check_invariants(&decision);
         self.now += decision.requeue.as_secs().clamp(1, 60) as i64;
