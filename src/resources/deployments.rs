@@ -110,6 +110,7 @@ fn base_container(input: &BuildInput, role: Role, role_env: &[EnvVar]) -> Contai
         env_from: v2.env_from.clone(),
         resources: component.resources.clone().or_else(|| v2.resources.clone()),
         security_context: v2.security_context.clone(),
+        volume_mounts: v2.volume_mounts.clone(),
         ..Default::default()
     }
 }
@@ -205,7 +206,17 @@ fn assemble(input: &BuildInput, role: Role, container: Container) -> Deployment 
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
+                    // Langfuse first; v2's sidecars (a database proxy, say) carry over unchanged.
+                    containers: std::iter::once(container)
+                        .chain(
+                            v2.containers
+                                .iter()
+                                .filter(|c| c.name != input.source_container.name)
+                                .cloned(),
+                        )
+                        .collect(),
+                    init_containers: v2.init_containers.clone(),
+                    volumes: v2.volumes.clone(),
                     image_pull_secrets: v2.image_pull_secrets.clone(),
                     service_account_name: v2.service_account_name.clone(),
                     automount_service_account_token: v2.automount_service_account_token,

@@ -1,8 +1,6 @@
 //! Preflight (DESIGN §3): every check is a line a person can act on. Nothing is touched until
 //! all pass; once provisioning starts they are not re-run (v3 web itself moves the schemas).
 
-use k8s_openapi::api::apps::v1::Deployment;
-
 use super::workloads::{source_container, source_selector};
 use super::{Gate, Hold, Planner, wait};
 use crate::api::conditions::{self as cond, reason};
@@ -34,7 +32,11 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         .collect::<Vec<_>>()
         .join("; ");
     let source = p.obs.source.as_ref();
-    p.status.source_version = source.and_then(source_image).map(|i| match image_version(&i) {
+    // The version comes from the Langfuse container only, never from a sidecar's image.
+    let image = source
+        .and_then(|d| source_container(p.spec, d).ok())
+        .and_then(|c| c.image.clone());
+    p.status.source_version = image.map(|i| match image_version(&i) {
         ImageVersion::Exact(v) => v.to_string(),
         ImageVersion::Floating(t) => t,
         ImageVersion::Untagged => "latest".into(),
@@ -71,18 +73,6 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         format!("{} checks passed or were waived", checks.len()),
     );
     Ok(())
-}
-
-fn source_image(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .clone()
 }
 
 struct Report<'a> {

@@ -347,7 +347,12 @@ impl World {
             Action::ApplySelector { selector, .. } => {
                 c.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(selector.clone());
             }
-            Action::ScaleSource(n) => *c.source.as_mut().unwrap() = v2_deployment(*n),
+            Action::ScaleSource(n) => {
+                // Only the replica count moves; the pod template stays as the user wrote it.
+                let source = c.source.as_mut().unwrap();
+                source.spec.as_mut().unwrap().replicas = Some(*n);
+                source.status = v2_deployment(*n).status;
+            }
             Action::DeleteSource => c.source = None,
             Action::Remedy(r) => self.runner.remedy(r),
         }
@@ -1515,4 +1520,47 @@ fn status_lost_after_the_switch_makes_a_rollback_ask_for_the_old_selector() {
         v3_selector(UPGRADE, Role::Web),
         "traffic left on v3"
     );
+}
+
+/// The official chart puts `extraContainers` before `langfuse` (a Cloud SQL proxy, say).
+fn with_sidecar_first(mut d: Deployment) -> Deployment {
+    let pod = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    pod.containers.insert(
+        0,
+        k8s_openapi::api::core::v1::Container {
+            name: "cloud-sql-proxy".into(),
+            image: Some("gcr.io/cloudsql-docker/gce-proxy:1.30.1".into()),
+            ..Default::default()
+        },
+    );
+    d
+}
+
+#[test]
+fn a_sidecar_before_the_langfuse_container_is_not_read_as_v2() {
+    let mut w = World::new(spec());
+    w.cluster.source = w.cluster.source.take().map(with_sidecar_first);
+    w.run_until(Phase::Completed, 400);
+    let s = w.status();
+    assert_eq!(s.source_version.as_deref(), Some("2.95.9"));
+    assert!(
+        s.checks
+            .iter()
+            .any(|c| c.name == "sourceVersion" && c.result == CheckResult::Pass)
+    );
+    // v3 pods keep the sidecar (v3 reaches the database through it, as v2 did), after Langfuse.
+    let web = w.cluster.web.as_ref().unwrap();
+    let names: Vec<&str> = web
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["langfuse-web", "cloud-sql-proxy"]);
 }
