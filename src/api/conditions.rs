@@ -83,6 +83,8 @@ pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64
 /// Reasons, each a CamelCase word as the API conventions ask.
 pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A reconcile stopped on an error before it could decide (retried with backoff).
+    pub const RECONCILE_ERROR: &str = "ReconcileError";
     pub const PENDING: &str = "Pending";
     pub const PREFLIGHT_RUNNING: &str = "PreflightRunning";
     pub const PREFLIGHT_FAILED: &str = "PreflightFailed";

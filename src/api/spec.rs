@@ -78,14 +78,19 @@ pub struct LangfuseUpgradeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
-    /// Name of the v2 Deployment.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the v2 Deployment (same namespace; a name, not `namespace/name`).
+    #[schemars(
+        length(min = 1, max = 246),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub deployment: String,
-    /// Name of the Service that routes traffic to v2 web; its selector is switched to v3.
-    #[schemars(length(min = 1, max = 63))]
+    /// Name of the Service that routes traffic to v2 web (same namespace); its selector is
+    /// switched to v3.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub service: String,
     /// The Langfuse container in the v2 pod; default: the only container, or the one named `langfuse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub container: Option<String>,
 }
 

@@ -62,6 +62,18 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
 }
 
 async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
+    let result = reconcile_once(upgrade.clone(), ctx.clone()).await;
+    if let Err(error) = &result {
+        // Whatever stopped this reconcile, the object says so (best effort: the error itself
+        // may be that the apiserver cannot be reached).
+        if let Err(e) = report::report_error(&ctx.client, &ctx.recorder, &upgrade, error).await {
+            tracing::debug!(error = %e, "could not report the reconcile error in status");
+        }
+    }
+    result
+}
+
+async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
     let span = info_span!("reconcile", namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), generation = upgrade.metadata.generation);
     async move {
         let started = std::time::Instant::now();
@@ -78,7 +90,13 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
         // (`crate::precision`).
         let now = crate::precision::bound_after(Timestamp::now());
         let needs = plan::needs(&upgrade);
-        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
+        // A name no object can have makes the apiserver refuse the reads; the plan then
+        // answers InvalidSpec from the spec alone (such names cannot pass preflight, and the
+        // CRD freezes them afterwards, so nothing observed is missed).
+        let observed = match validate::object_names(&upgrade.spec) {
+            Ok(()) => observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?,
+            Err(_) => observe::Observed::default(),
+        };
         let decision = plan::plan(&upgrade, &observed, now);
         let executed = execute::execute(
             &ctx.client,

@@ -135,3 +135,53 @@ pub async fn report(
         other => other.map(|_| ()).map_err(Into::into),
     }
 }
+
+/// A reconcile that failed before its decision could be reported: `Ready=False` with the
+/// error (credentials never reach it: database errors are scrubbed where they are made), and
+/// a Warning Event when that condition is new. Everything else in status is kept.
+pub async fn report_error(
+    client: &Client,
+    recorder: &Recorder,
+    upgrade: &LangfuseUpgrade,
+    error: &crate::error::Error,
+) -> Result<()> {
+    let old = upgrade.status.clone().unwrap_or_default();
+    let message = clip(&format!("reconcile failed, retrying with backoff: {error}"), 1000);
+    let desired = [cond::Desired::new(
+        cond::READY,
+        false,
+        cond::reason::RECONCILE_ERROR,
+        message.clone(),
+    )];
+    let now = Time(crate::precision::bound_after(Timestamp::now()));
+    let mut status = old.clone();
+    status.conditions = cond::merge(&old.conditions, &desired, upgrade.metadata.generation, &now);
+    if status == old {
+        return Ok(());
+    }
+    let event = Event {
+        type_: EventType::Warning,
+        reason: cond::reason::RECONCILE_ERROR.into(),
+        note: Some(message),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &upgrade.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": LangfuseUpgrade::api_version(&()),
+        "kind": LangfuseUpgrade::kind(&()),
+        "metadata": { "name": upgrade.name_any() },
+        // The whole status: an apply that left out fields this manager owns would delete them.
+        "status": status,
+    });
+    api.patch_status(
+        &upgrade.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(())
+}

@@ -51,7 +51,70 @@ pub fn validate(upgrade: &LangfuseUpgrade) -> Result<Settings, InvalidSpec> {
     validate_spec(&upgrade.spec)
 }
 
+/// The names of objects the spec refers to: each must be a name such an object can have in
+/// this namespace. Checked before anything is read with them (an impossible name makes the
+/// apiserver refuse the read, which would otherwise leave no condition at all).
+pub fn object_names(spec: &LangfuseUpgradeSpec) -> Result<(), InvalidSpec> {
+    // `<deployment>-worker` must still be a valid Deployment name.
+    dns_name(
+        "spec.source.deployment",
+        &spec.source.deployment,
+        DnsName::Subdomain,
+        246,
+    )?;
+    dns_name("spec.source.service", &spec.source.service, DnsName::Rfc1035Label, 63)?;
+    if let Some(c) = &spec.source.container {
+        dns_name("spec.source.container", c, DnsName::Label, 63)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum DnsName {
+    /// Deployments, Secrets: lowercase labels joined by dots.
+    Subdomain,
+    /// Containers: one lowercase label.
+    Label,
+    /// Services: one lowercase label starting with a letter.
+    Rfc1035Label,
+}
+
+fn dns_name(field: &str, value: &str, kind: DnsName, max: usize) -> Result<(), InvalidSpec> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = value.len() <= max
+        && match kind {
+            DnsName::Subdomain => value.split('.').all(label_ok),
+            DnsName::Label => label_ok(value),
+            DnsName::Rfc1035Label => label_ok(value) && value.starts_with(|c: char| c.is_ascii_lowercase()),
+        };
+    if ok {
+        return Ok(());
+    }
+    let hint = if value.contains('/') {
+        "; it names an object in this object's namespace, without a namespace/ prefix"
+    } else {
+        ""
+    };
+    let rule = match kind {
+        DnsName::Subdomain => "lowercase letters, digits, '-' and '.'",
+        DnsName::Label => "lowercase letters, digits and '-'",
+        DnsName::Rfc1035Label => "lowercase letters, digits and '-', starting with a letter",
+    };
+    Err(invalid(
+        field,
+        format!("{value:?} cannot be an object name ({rule}, at most {max} characters){hint}"),
+    ))
+}
+
 pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec> {
+    object_names(spec)?;
     let target = parse_v3("spec.target.version", &spec.target.version)?;
     let final_version = match &spec.target.final_version {
         Some(v) => {
@@ -183,6 +246,21 @@ fn duration(field: &str, value: &str) -> Result<Duration, InvalidSpec> {
 fn secret_ref(field: &str, selector: &SecretKeySelector) -> Result<(), InvalidSpec> {
     if selector.name.is_empty() || selector.key.is_empty() {
         return Err(invalid(field, "needs both name and key"));
+    }
+    dns_name(&format!("{field}.name"), &selector.name, DnsName::Subdomain, 253)?;
+    let key_ok = selector.key.len() <= 253
+        && selector
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !key_ok {
+        return Err(invalid(
+            &format!("{field}.key"),
+            format!(
+                "{:?} cannot be a Secret key (letters, digits, '-', '_' and '.')",
+                selector.key
+            ),
+        ));
     }
     Ok(())
 }

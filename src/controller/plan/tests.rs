@@ -1205,6 +1205,22 @@ fn invalid_spec_is_reported_with_the_field_and_nothing_is_touched() {
             "spec.target.web.image",
             Box::new(|s| s.target.web.image = "langfuse/langfuse:3".into()),
         ),
+        (
+            "spec.source.service",
+            Box::new(|s| s.source.service = "other-ns/prod-langfuse".into()),
+        ),
+        (
+            "spec.source.deployment",
+            Box::new(|s| s.source.deployment = "Prod_Langfuse".into()),
+        ),
+        (
+            "spec.source.container",
+            Box::new(|s| s.source.container = Some("langfuse web".into())),
+        ),
+        (
+            "spec.clickhouse.userSecretRef.name",
+            Box::new(|s| s.clickhouse.user_secret_ref.name = "ns/langfuse-clickhouse".into()),
+        ),
         ("spec.redis", Box::new(|s| s.redis.host = Some("redis".into()))),
         ("spec.s3", Box::new(|s| s.s3.secret_access_key_secret_ref = None)),
         (
