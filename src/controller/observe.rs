@@ -26,6 +26,24 @@ pub struct Endpoint {
     pub ready: bool,
 }
 
+/// Why Postgres facts are missing: the operator does not know how to connect, or it tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PostgresError {
+    /// The connection settings are missing or incomplete (nothing was tried).
+    Settings(String),
+    /// Connecting or querying failed.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostgresError::Settings(m) => write!(f, "connection settings missing: {m}"),
+            PostgresError::Unreachable(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Everything the plan looks at, as plain data.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -43,7 +61,7 @@ pub struct Observed {
     /// HorizontalPodAutoscalers that scale the v2 Deployment.
     pub hpas_on_source: Vec<String>,
     /// `None`: not asked this reconcile.
-    pub postgres: Option<std::result::Result<PostgresFacts, String>>,
+    pub postgres: Option<std::result::Result<PostgresFacts, PostgresError>>,
     pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
 }
 
@@ -150,8 +168,11 @@ pub async fn observe<D: Databases>(
     if !needs.postgres.is_empty() {
         observed.postgres = Some(
             match postgres_url(client, ns, upgrade, observed.source.as_ref()).await? {
-                Ok(url) => db.postgres(&url, &needs.postgres).await.map_err(|e| e.to_string()),
-                Err(why) => Err(why),
+                Ok(url) => db
+                    .postgres(&url, &needs.postgres)
+                    .await
+                    .map_err(|e| PostgresError::Unreachable(e.to_string())),
+                Err(why) => Err(PostgresError::Settings(why)),
             },
         );
     }
@@ -201,8 +222,11 @@ async fn read_secret_key(secrets: &Api<Secret>, selector: &SecretKeySelector) ->
         .map(|s| SecretString::new(s.clone())))
 }
 
-/// The operator's Postgres URL: the explicit Secret, else v2's `DATABASE_URL` as written
-/// (a literal, a Secret key or a ConfigMap key). `Ok(Err(..))` says why it cannot be found.
+/// The operator's Postgres URL: the explicit Secret, else what v2's Langfuse itself connects
+/// with: `DATABASE_URL` when set and not empty, else the URL its entrypoint builds from
+/// `DATABASE_USERNAME`, `DATABASE_PASSWORD`, `DATABASE_HOST` and `DATABASE_NAME` (plus
+/// `?DATABASE_ARGS`), each as written in the pod spec (a literal, a Secret key or a ConfigMap
+/// key, resolved here and never copied). `Ok(Err(..))` says which setting is missing.
 pub async fn postgres_url(
     client: &Client,
     ns: &str,
@@ -219,19 +243,82 @@ pub async fn postgres_url(
     }
     let Some(container) = source.and_then(|d| source_container(&upgrade.spec, d).ok()) else {
         return Ok(Err(
-            "the v2 container is not found, so its DATABASE_URL cannot be read".into()
+            "the v2 container is not found, so its database settings cannot be read".into(),
         ));
     };
-    let Some(var) = container.env.iter().flatten().find(|e| e.name == "DATABASE_URL") else {
-        return Ok(Err("the v2 container has no DATABASE_URL env (DATABASE_HOST style is not read); set spec.postgres.urlSecretRef".into()));
-    };
+    let mut values = std::collections::BTreeMap::new();
+    for name in DATABASE_ENV {
+        let Some(var) = container.env.iter().flatten().find(|e| e.name == name) else {
+            continue;
+        };
+        match env_value(client, ns, var).await? {
+            Ok(v) => {
+                values.insert(name, v);
+            }
+            Err(why) => return Ok(Err(why)),
+        }
+    }
+    Ok(database_url(&values).map_err(|missing| {
+        format!(
+            "the v2 container sets no DATABASE_URL and not {missing}; set them on v2 or set spec.postgres.urlSecretRef"
+        )
+    }))
+}
+
+/// The env vars Langfuse v2 reads to reach Postgres.
+const DATABASE_ENV: [&str; 6] = [
+    "DATABASE_URL",
+    "DATABASE_USERNAME",
+    "DATABASE_PASSWORD",
+    "DATABASE_HOST",
+    "DATABASE_NAME",
+    "DATABASE_ARGS",
+];
+
+/// The URL Langfuse v2 connects with, from its resolved database env (pure). `Err` names the
+/// settings that are missing.
+pub fn database_url(
+    values: &std::collections::BTreeMap<&str, SecretString>,
+) -> std::result::Result<SecretString, String> {
+    let get = |k: &str| values.get(k).map(SecretString::expose).filter(|v| !v.is_empty());
+    if let Some(url) = get("DATABASE_URL") {
+        return Ok(SecretString::new(url));
+    }
+    let parts = [
+        "DATABASE_USERNAME",
+        "DATABASE_PASSWORD",
+        "DATABASE_HOST",
+        "DATABASE_NAME",
+    ];
+    let missing: Vec<&str> = parts.into_iter().filter(|k| get(k).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(missing.join(", "));
+    }
+    let [user, password, host, name] = parts.map(|k| get(k).unwrap_or_default());
+    let mut url = format!("postgresql://{user}:{password}@{host}/{name}");
+    if let Some(args) = get("DATABASE_ARGS") {
+        url.push('?');
+        url.push_str(args);
+    }
+    Ok(SecretString::new(url))
+}
+
+/// One env var's value as the pod would see it: a literal, a Secret key or a ConfigMap key.
+/// `Ok(Err(..))` says which reference is missing.
+async fn env_value(
+    client: &Client,
+    ns: &str,
+    var: &k8s_openapi::api::core::v1::EnvVar,
+) -> Result<std::result::Result<SecretString, String>> {
     if let Some(value) = &var.value {
         return Ok(Ok(SecretString::new(value.clone())));
     }
+    let name = &var.name;
     let from = var.value_from.as_ref();
     if let Some(key) = from.and_then(|f| f.secret_key_ref.as_ref()) {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         return Ok(read_secret_key(&secrets, key).await?.ok_or(format!(
-            "DATABASE_URL refers to Secret key {}/{}, which is missing",
+            "{name} refers to Secret key {}/{}, which is missing",
             key.name, key.key
         )));
     }
@@ -242,11 +329,60 @@ pub async fn postgres_url(
             .await?
             .and_then(|m| m.data.and_then(|d| d.get(&key.key).cloned()));
         return Ok(value.map(SecretString::new).ok_or(format!(
-            "DATABASE_URL refers to ConfigMap key {}/{}, which is missing",
+            "{name} refers to ConfigMap key {}/{}, which is missing",
             key.name, key.key
         )));
     }
-    Ok(Err(
-        "DATABASE_URL in the v2 container has neither a value nor a Secret or ConfigMap reference".into(),
-    ))
+    // An empty literal: Langfuse treats it as unset.
+    Ok(Ok(SecretString::new(String::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&'static str, &str)]) -> std::collections::BTreeMap<&'static str, SecretString> {
+        pairs.iter().map(|(k, v)| (*k, SecretString::new(*v))).collect()
+    }
+
+    #[test]
+    fn database_url_follows_langfuse_v2_precedence() {
+        let parts = [
+            ("DATABASE_USERNAME", "langfuse"),
+            ("DATABASE_PASSWORD", "pw"),
+            ("DATABASE_HOST", "db:5432"),
+            ("DATABASE_NAME", "langfuse"),
+        ];
+        assert_eq!(
+            database_url(&env(&parts)).unwrap().expose(),
+            "postgresql://langfuse:pw@db:5432/langfuse"
+        );
+        let mut with_args = parts.to_vec();
+        with_args.push(("DATABASE_ARGS", "sslmode=require"));
+        assert_eq!(
+            database_url(&env(&with_args)).unwrap().expose(),
+            "postgresql://langfuse:pw@db:5432/langfuse?sslmode=require"
+        );
+        // DATABASE_URL wins when set; the chart still renders HOST and NAME next to it.
+        let mut with_url = parts.to_vec();
+        with_url.push(("DATABASE_URL", "postgres://u:p@other/x"));
+        assert_eq!(
+            database_url(&env(&with_url)).unwrap().expose(),
+            "postgres://u:p@other/x"
+        );
+        // An empty DATABASE_URL counts as unset, as in Langfuse's entrypoint.
+        with_url.pop();
+        with_url.push(("DATABASE_URL", ""));
+        assert!(database_url(&env(&with_url)).is_ok());
+    }
+
+    #[test]
+    fn missing_database_settings_are_named() {
+        let err = database_url(&env(&[("DATABASE_HOST", "db"), ("DATABASE_NAME", "langfuse")])).unwrap_err();
+        assert_eq!(err, "DATABASE_USERNAME, DATABASE_PASSWORD");
+        assert_eq!(
+            database_url(&env(&[])).unwrap_err(),
+            "DATABASE_USERNAME, DATABASE_PASSWORD, DATABASE_HOST, DATABASE_NAME"
+        );
+    }
 }

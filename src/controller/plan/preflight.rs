@@ -5,7 +5,7 @@ use super::workloads::{source_container, source_selector};
 use super::{Gate, Hold, Planner, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{CheckResult, LangfuseUpgradeSpec, PARALLEL_VERSION, Phase, PreflightCheck, WaivableCheck};
-use crate::controller::observe::Observed;
+use crate::controller::observe::{Observed, PostgresError};
 use crate::controller::validate::Settings;
 use crate::migrations::{DEFAULT_BATCH_SIZE, V3_MIGRATIONS};
 use crate::resources::deployments::{applied_hash, deployment_name};
@@ -279,7 +279,10 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
 
     match &obs.postgres {
         None => r.line("postgres", Fail, "Postgres was not observed"),
-        Some(Err(e)) => r.line("postgres", Fail, format!("Postgres unreachable: {e}")),
+        Some(Err(PostgresError::Settings(e))) => {
+            r.line("postgres", Fail, format!("Postgres connection settings missing: {e}"))
+        }
+        Some(Err(PostgresError::Unreachable(e))) => r.line("postgres", Fail, format!("Postgres unreachable: {e}")),
         Some(Ok(pg)) => {
             let missing: Vec<&str> = V3_MIGRATIONS
                 .iter()

@@ -246,7 +246,9 @@ impl World {
         let mut obs = self.cluster.clone();
         obs.postgres = (!n.postgres.is_empty()).then(|| {
             if self.postgres_down {
-                return Err("connection refused".to_string());
+                return Err(crate::controller::observe::PostgresError::Unreachable(
+                    "connection refused".to_string(),
+                ));
             }
             let mut pg = PostgresFacts {
                 server_version_num: Some(150008),
