@@ -62,10 +62,13 @@ pub fn web_deployment(input: &BuildInput) -> Deployment {
         ..Default::default()
     }]);
     let named = IntOrString::String(port.name.clone());
-    container.readiness_probe = Some(http_probe("/api/public/ready", named.clone(), 10, 3));
-    container.liveness_probe = Some(http_probe("/api/public/health", named.clone(), 20, 3));
+    // Served under a sub-path, Langfuse answers its health endpoints there too.
+    let base = health_base_path(input.source_container);
+    let (ready, health) = (format!("{base}{READY_PATH}"), format!("{base}{HEALTH_PATH}"));
+    container.readiness_probe = Some(http_probe(&ready, named.clone(), 10, 3));
+    container.liveness_probe = Some(http_probe(&health, named.clone(), 20, 3));
     // The first pod runs the Prisma and ClickHouse migrations before it answers.
-    container.startup_probe = Some(http_probe("/api/public/health", named, 10, 90));
+    container.startup_probe = Some(http_probe(&health, named, 10, 90));
     assemble(input, Role::Web, container)
 }
 
@@ -82,6 +85,24 @@ pub fn worker_deployment(input: &BuildInput) -> Deployment {
     container.readiness_probe = Some(http_probe("/api/health", port.clone(), 10, 3));
     container.liveness_probe = Some(http_probe("/api/health", port, 20, 3));
     assemble(input, Role::Worker, container)
+}
+
+const READY_PATH: &str = "/api/public/ready";
+const HEALTH_PATH: &str = "/api/public/health";
+
+/// The prefix v2's own probes put before Langfuse's health endpoints (the chart's
+/// `langfuse.next.healthcheckBasePath`); empty when v2 has no such probe.
+pub fn health_base_path(v2: &Container) -> String {
+    [&v2.readiness_probe, &v2.liveness_probe, &v2.startup_probe]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.http_get.as_ref()?.path.as_deref())
+        .find_map(|path| {
+            let path = path.split('?').next().unwrap_or(path);
+            path.strip_suffix(READY_PATH).or_else(|| path.strip_suffix(HEALTH_PATH))
+        })
+        .map(|base| base.trim_end_matches('/').to_string())
+        .unwrap_or_default()
 }
 
 fn base_container(input: &BuildInput, role: Role, role_env: &[EnvVar]) -> Container {
@@ -377,6 +398,38 @@ mod tests {
         let vars = env(d, name);
         assert!(vars.len() <= 1, "{name} set {} times", vars.len());
         vars.first().and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn web_probes_keep_the_base_path_v2_is_served_under() {
+        let (web, _) = build(&spec(), false, true);
+        let probe_path = |d: &Deployment| {
+            let c = &pod(d).containers[0];
+            [&c.readiness_probe, &c.liveness_probe, &c.startup_probe]
+                .map(|p| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap())
+        };
+        assert_eq!(
+            probe_path(&web),
+            ["/api/public/ready", "/api/public/health", "/api/public/health"]
+        );
+        let mut v2 = v2_deployment(2)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers
+            .remove(0);
+        for (probe, path) in [
+            (&mut v2.readiness_probe, "/langfuse/api/public/ready"),
+            (&mut v2.liveness_probe, "/langfuse/api/public/health"),
+        ] {
+            *probe = Some(http_probe(path, IntOrString::String("http".into()), 10, 3));
+        }
+        assert_eq!(health_base_path(&v2), "/langfuse");
+        v2.readiness_probe = None;
+        v2.liveness_probe = None;
+        assert_eq!(health_base_path(&v2), "");
     }
 
     #[test]
