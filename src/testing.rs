@@ -73,7 +73,7 @@ fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
 pub fn v2_deployment(replicas: i32) -> Deployment {
     let container = Container {
         name: "langfuse".into(),
-        image: Some("langfuse/langfuse:2.95.9".into()),
+        image: Some("ghcr.io/langfuse/langfuse:2.95.9".into()),
         image_pull_policy: Some("IfNotPresent".into()),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),

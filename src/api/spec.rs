@@ -11,8 +11,6 @@ use super::status::LangfuseUpgradeStatus;
 
 /// The only v3 version that runs safely next to v2 (invariant 3).
 pub const PARALLEL_VERSION: &str = "3.29.0";
-pub const DEFAULT_WEB_IMAGE: &str = "langfuse/langfuse";
-pub const DEFAULT_WORKER_IMAGE: &str = "langfuse/langfuse-worker";
 
 /// Go-style duration as `metav1.Duration` prints it, e.g. `90s`, `5m`, `1h30m`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
@@ -133,14 +131,14 @@ fn default_version() -> String {
 }
 fn default_web() -> ComponentSpec {
     ComponentSpec {
-        image: DEFAULT_WEB_IMAGE.to_string(),
+        image: None,
         replicas: 2,
         resources: None,
     }
 }
 fn default_worker() -> ComponentSpec {
     ComponentSpec {
-        image: DEFAULT_WORKER_IMAGE.to_string(),
+        image: None,
         replicas: 1,
         resources: None,
     }
@@ -149,9 +147,13 @@ fn default_worker() -> ComponentSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentSpec {
-    /// Image repository without tag; the tag is the target version.
+    /// Image repository without tag; the tag is the target version. Default: v2's own registry
+    /// and path (`ghcr.io/langfuse/langfuse` for the chart's v2 gives `ghcr.io/langfuse/langfuse`
+    /// and `ghcr.io/langfuse/langfuse-worker`), so a cluster that may pull only from there (or a
+    /// mirror of it) still can; `status.images` says what is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
     #[schemars(range(min = 1, max = 100))]
     pub replicas: i32,
     /// Default: the v2 container's resources.

@@ -139,6 +139,9 @@ pub struct LangfuseUpgradeStatus {
     pub source_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
+    /// The v3 image repositories, recorded when preflight passes (the tag is the version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<V3Images>,
     /// e.g. `2/4 (63%)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_progress: Option<String>,
@@ -203,6 +206,14 @@ pub struct LangfuseUpgradeStatus {
     /// Remedies applied so far, by kind, to bound them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remedies: BTreeMap<String, i32>,
+}
+
+/// Image repositories (no tag) of the v3 web and worker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct V3Images {
+    pub web: String,
+    pub worker: String,
 }
 
 impl LangfuseUpgradeStatus {

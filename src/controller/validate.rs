@@ -133,6 +133,7 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
         ("spec.target.web.image", &spec.target.web.image),
         ("spec.target.worker.image", &spec.target.worker.image),
     ] {
+        let Some(image) = image else { continue };
         let last = image.rsplit('/').next().unwrap_or(image);
         if image.is_empty() || last.contains(':') || image.contains('@') {
             return Err(invalid(

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{Labels, MANAGED_BY_LABEL, Role, VERSION_LABEL, v3_pod_labels, v3_selector};
 use super::service::WebPort;
-use crate::api::{DOMAIN, FIELD_MANAGER, LangfuseUpgradeSpec};
+use crate::api::{DOMAIN, FIELD_MANAGER, LangfuseUpgradeSpec, V3Images};
 
 pub const MIGRATIONS_ENV: &str = "LANGFUSE_ENABLE_BACKGROUND_MIGRATIONS";
 pub const WORKER_PORT: i32 = 3030;
@@ -40,6 +40,8 @@ pub struct BuildInput<'a> {
     pub source_pod: &'a PodSpec,
     pub source_container: &'a Container,
     pub web_port: &'a WebPort,
+    /// Repositories of both images; the tag is `version`.
+    pub images: &'a V3Images,
     pub version: &'a str,
     pub replicas: i32,
     pub migrations_enabled: bool,
@@ -107,9 +109,9 @@ pub fn health_base_path(v2: &Container) -> String {
 
 fn base_container(input: &BuildInput, role: Role, role_env: &[EnvVar]) -> Container {
     let v2 = input.source_container;
-    let component = match role {
-        Role::Web => &input.spec.target.web,
-        Role::Worker => &input.spec.target.worker,
+    let (component, repository) = match role {
+        Role::Web => (&input.spec.target.web, &input.images.web),
+        Role::Worker => (&input.spec.target.worker, &input.images.worker),
     };
     let mut env = v2.env.clone().unwrap_or_default();
     for var in v3_settings(input.spec).into_iter().chain(role_env.iter().cloned()) {
@@ -125,7 +127,7 @@ fn base_container(input: &BuildInput, role: Role, role_env: &[EnvVar]) -> Contai
     );
     Container {
         name: format!("langfuse-{}", role.as_str()),
-        image: Some(format!("{}:{}", component.image, input.version)),
+        image: Some(format!("{repository}:{}", input.version)),
         image_pull_policy: v2.image_pull_policy.clone(),
         env: Some(env),
         env_from: v2.env_from.clone(),
@@ -370,6 +372,7 @@ mod tests {
             source_pod: &pod,
             source_container: &container,
             web_port: &port,
+            images: &crate::resources::images::v3_images(spec, Some(&container)).0,
             version: "3.29.0",
             replicas: 2,
             migrations_enabled: migrations,
@@ -528,11 +531,11 @@ mod tests {
         }
         assert_eq!(
             pod(&web).containers[0].image.as_deref(),
-            Some("langfuse/langfuse:3.29.0")
+            Some("ghcr.io/langfuse/langfuse:3.29.0")
         );
         assert_eq!(
             pod(&worker).containers[0].image.as_deref(),
-            Some("langfuse/langfuse-worker:3.29.0")
+            Some("ghcr.io/langfuse/langfuse-worker:3.29.0")
         );
         assert_eq!(web.metadata.name.as_deref(), Some("prod-langfuse-web"));
         assert_eq!(worker.metadata.name.as_deref(), Some("prod-langfuse-worker"));

@@ -9,6 +9,7 @@ use crate::controller::observe::{Observed, PostgresError};
 use crate::controller::validate::Settings;
 use crate::migrations::{DEFAULT_BATCH_SIZE, V3_MIGRATIONS};
 use crate::resources::deployments::{applied_hash, deployment_name};
+use crate::resources::images::{Origin, v3_images};
 use crate::resources::labels::{Role, UPGRADE_LABEL, selector_matches, v3_pod_labels};
 use crate::resources::service::{resolve_web_port, selector_of};
 use crate::verify::SCHEMA_VERSION_3_29;
@@ -53,6 +54,8 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     }
     // Every check passed: record the facts that make the upgrade resumable, then provision.
     p.status.provisioning_started_at = Some(p.now_time());
+    let container = source.and_then(|d| source_container(p.spec, d).ok());
+    p.status.images = Some(v3_images(p.spec, container).0);
     p.status.source_replicas = source
         .and_then(|d| d.spec.as_ref())
         .and_then(|s| s.replicas)
@@ -140,6 +143,24 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
         },
     }
     let container = source.and_then(|d| source_container(spec, d).ok());
+
+    let (images, origin) = v3_images(spec, container);
+    let from = match origin {
+        Origin::Spec => "as spec.target names them".to_string(),
+        Origin::SourceRegistry => "from v2's registry".to_string(),
+        Origin::DockerHub => format!(
+            "Docker Hub's names: v2's image {:?} is not named langfuse; set spec.target.web.image and worker.image if the cluster pulls from elsewhere",
+            container.and_then(|c| c.image.clone()).unwrap_or_default()
+        ),
+    };
+    r.line(
+        "images",
+        if origin == Origin::DockerHub { Warn } else { Pass },
+        format!(
+            "v3 web {}:{}, worker {}:{} ({from})",
+            images.web, spec.target.version, images.worker, spec.target.version
+        ),
+    );
 
     if let Some(c) = container {
         let image = c.image.clone().unwrap_or_default();

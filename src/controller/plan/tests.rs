@@ -858,8 +858,8 @@ fn final_version_is_rolled_out_only_after_v2_is_gone() {
             .clone()
             .unwrap()
     };
-    assert_eq!(image(&w.cluster.web), "langfuse/langfuse:3.40.0");
-    assert_eq!(image(&w.cluster.worker), "langfuse/langfuse-worker:3.40.0");
+    assert_eq!(image(&w.cluster.web), "ghcr.io/langfuse/langfuse:3.40.0");
+    assert_eq!(image(&w.cluster.worker), "ghcr.io/langfuse/langfuse-worker:3.40.0");
     assert!(phases(&w).contains(&Phase::Finalizing));
     assert_eq!(w.status().target_version.as_deref(), Some("3.40.0"));
 }
@@ -1205,7 +1205,7 @@ fn invalid_spec_is_reported_with_the_field_and_nothing_is_touched() {
         ),
         (
             "spec.target.web.image",
-            Box::new(|s| s.target.web.image = "langfuse/langfuse:3".into()),
+            Box::new(|s| s.target.web.image = Some("langfuse/langfuse:3".into())),
         ),
         (
             "spec.source.service",

@@ -10,6 +10,7 @@ use crate::api::conditions::reason;
 use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RollbackStatus};
 use crate::controller::validate::Settings;
 use crate::resources::deployments::{BuildInput, applied_hash, web_deployment, worker_deployment};
+use crate::resources::images::v3_images;
 use crate::resources::labels::Labels;
 use crate::resources::service::resolve_web_port;
 
@@ -90,6 +91,12 @@ pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), S
     let port = resolve_web_port(service, container)?;
     let selector = source_selector(source);
     let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
+    // Recorded at preflight, so a later change to v2's image cannot move v3's registry.
+    let images = p
+        .status
+        .images
+        .clone()
+        .unwrap_or_else(|| v3_images(p.spec, Some(container)).0);
     let input = BuildInput {
         upgrade_name: p.name(),
         namespace: p.namespace(),
@@ -100,6 +107,7 @@ pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), S
         source_pod: pod,
         source_container: container,
         web_port: &port,
+        images: &images,
         version: &desire.version,
         replicas: desire.web_replicas,
         migrations_enabled: desire.migrations,
