@@ -234,6 +234,8 @@ pub fn rows(finished: bool, now: Timestamp) -> Vec<MigrationRow> {
             cursor: None,
             oldest_row: None,
             batch_size: None,
+            env_gate: None,
+            taken: false,
         })
         .collect()
 }

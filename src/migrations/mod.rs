@@ -43,6 +43,9 @@ pub enum RowState {
     Stalled,
     Finished,
     Failed,
+    /// Gated by an env var (`args.envGate`) that is not `"true"` in the worker, and no worker
+    /// took it: the worker never runs it, so nothing waits on it (Langfuse's own UI agrees).
+    Dormant,
 }
 
 impl RowState {
@@ -53,6 +56,7 @@ impl RowState {
             RowState::Stalled => "stalled",
             RowState::Finished => "finished",
             RowState::Failed => "failed",
+            RowState::Dormant => "dormant",
         }
     }
 }
@@ -71,9 +75,44 @@ pub struct MigrationRow {
     pub oldest_row: Option<Timestamp>,
     /// `args.batchSize` when set; the script's default otherwise.
     pub batch_size: Option<i64>,
+    /// `args.envGate`: the worker runs the row only while this env var is `"true"` (3.203.0+).
+    pub env_gate: Option<String>,
+    /// `worker_id IS NOT NULL`: some worker took the row at least once.
+    pub taken: bool,
+}
+
+/// The `LANGFUSE_BACKGROUND_MIGRATION_*` env vars that are `"true"` in the worker: the gates
+/// that are open (the manager reads exactly these; a var set from a Secret or ConfigMap is not
+/// known here and counts as closed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenGates(std::collections::BTreeSet<String>);
+
+impl OpenGates {
+    pub fn from_env(env: &[k8s_openapi::api::core::v1::EnvVar]) -> Self {
+        Self(
+            env.iter()
+                .filter(|e| e.name.starts_with("LANGFUSE_BACKGROUND_MIGRATION_") && e.value.as_deref() == Some("true"))
+                .map(|e| e.name.clone())
+                .collect(),
+        )
+    }
+
+    pub fn is_open(&self, gate: &str) -> bool {
+        self.0.contains(gate)
+    }
 }
 
 impl MigrationRow {
+    /// As [`Self::state`], and dormant when its gate is closed in the worker and no worker took it.
+    pub fn state_with(&self, now: Timestamp, gates: &OpenGates) -> RowState {
+        let state = self.state(now);
+        let closed = self.env_gate.as_deref().is_some_and(|g| !gates.is_open(g));
+        match state {
+            RowState::Queued if closed && !self.taken => RowState::Dormant,
+            other => other,
+        }
+    }
+
     /// queued / running (fresh lock) / stalled (lock stale or dropped mid-run) / finished / failed.
     pub fn state(&self, now: Timestamp) -> RowState {
         if self.finished_at.is_some() {

@@ -52,6 +52,8 @@ SELECT bm.name,
        bm.state ->> ('maxDate' || CASE WHEN bm.script = 'migrateObservationsFromPostgresToClickhouse'
                                        THEN coalesce(bm.args ->> 'stateSuffix', '') ELSE '' END) AS max_date,
        bm.args ->> 'batchSize' AS batch_size,
+       bm.args ->> 'envGate' AS env_gate,
+       bm.worker_id IS NOT NULL AS taken,
        oldest.traces_ms,
        oldest.observations_ms,
        oldest.scores_ms
@@ -262,6 +264,8 @@ fn migration_row(row: &PgRow) -> Result<MigrationRow> {
         cursor,
         oldest_row: ts(oldest_ms, WHAT)?,
         batch_size: batch_size.as_deref().and_then(parse_batch_size),
+        env_gate: row.try_get("env_gate").map_err(QueryError::sql(WHAT))?,
+        taken: row.try_get("taken").map_err(QueryError::sql(WHAT))?,
         name,
     })
 }

@@ -11,8 +11,8 @@ use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, TableVerificatio
 use crate::controller::validate::Settings;
 use crate::databases::{LateWindow, Remedy};
 use crate::migrations::{
-    DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, PostgresFacts, RowState, V3_MIGRATIONS, migration_for_table,
-    table_for_migration,
+    DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, OpenGates, PostgresFacts, RowState, V3_MIGRATIONS,
+    migration_for_table, table_for_migration,
 };
 use crate::precision::newest_seen;
 
@@ -361,7 +361,22 @@ fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gat
     )
 }
 
-fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &EstimatedRows) {
+/// The env gates open in the v3 worker as it runs (its Langfuse container's env).
+pub(super) fn open_gates(p: &Planner) -> OpenGates {
+    let env = p
+        .obs
+        .worker
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    OpenGates::from_env(&env)
+}
+
+pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &EstimatedRows) {
+    let gates = open_gates(p);
     // Progress runs from when the migrations were enabled (no later copy starts earlier).
     let start = p.status.migrations_enabled_at.as_ref().map(|t| t.0);
     let now = p.now;
@@ -385,7 +400,7 @@ fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &Estimated
             };
             MigrationStatus {
                 name: r.name.clone(),
-                state: r.state(now).as_str().into(),
+                state: r.state_with(now, &gates).as_str().into(),
                 start_cursor,
                 estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
                 cursor,
@@ -396,15 +411,20 @@ fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &Estimated
             }
         })
         .collect();
-    let finished = rows.iter().filter(|r| r.state(now) == RowState::Finished).count();
-    let mean = if rows.is_empty() {
+    // Dormant rows are not part of the work: neither counted nor averaged.
+    let live: Vec<&MigrationRow> = rows
+        .iter()
+        .filter(|r| r.state_with(now, &gates) != RowState::Dormant)
+        .collect();
+    let finished = live.iter().filter(|r| r.state(now) == RowState::Finished).count();
+    let mean = if live.is_empty() {
         0.0
     } else {
-        rows.iter().map(|r| r.progress(start).unwrap_or(0.0)).sum::<f64>() / rows.len() as f64
+        live.iter().map(|r| r.progress(start).unwrap_or(0.0)).sum::<f64>() / live.len() as f64
     };
     p.status.migration_progress = Some(format!(
         "{finished}/{} ({}%)",
-        rows.len(),
+        live.len(),
         (mean * 100.0).floor() as i32
     ));
 }

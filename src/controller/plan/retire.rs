@@ -143,6 +143,12 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
         }
     };
     let now = p.now;
+    let gates = super::data::open_gates(p);
+    let estimates = match &p.obs.postgres {
+        Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
+        _ => Default::default(),
+    };
+    super::data::report_progress(p, &rows, &estimates);
     if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
         let message = format!(
             "background migration {} failed after moving to {final_version}: {}",
@@ -151,12 +157,22 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
         );
         return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
     }
-    let open = rows.iter().filter(|r| r.state(now) != RowState::Finished).count();
+    // Rows whose env gate is closed never run on this worker: counted apart, never waited on.
+    let state = |r: &crate::migrations::MigrationRow| r.state_with(now, &gates);
+    let open = rows
+        .iter()
+        .filter(|r| !matches!(state(r), RowState::Finished | RowState::Dormant))
+        .count();
+    let dormant = rows.iter().filter(|r| state(r) == RowState::Dormant).count();
+    let dormant_text = match dormant {
+        0 => String::new(),
+        n => format!("; {n} dormant (env gate off in the worker, not waited on)"),
+    };
     if open > 0 {
         return Err(Hold::new(
             Phase::Finalizing,
             reason::FINALIZING,
-            format!("{final_version} runs; {open} background migrations still open"),
+            format!("{final_version} runs; {open} background migrations still open{dormant_text}"),
             wait::POLL,
         ));
     }

@@ -31,6 +31,8 @@ struct SimRow {
     progress: u32,
     /// A re-run bounded to late rows (RerunWindow) is pending.
     rerun: bool,
+    /// `args.envGate`; the simulated worker runs v3 defaults, where every gate is off.
+    gate: Option<&'static str>,
 }
 
 /// Langfuse's migration manager (reference §1): looks for work only at worker start, picks by
@@ -66,6 +68,7 @@ impl Default for Runner {
                 locked_at: None,
                 progress: 0,
                 rerun: false,
+                gate: None,
             })
             .collect();
         Self {
@@ -119,7 +122,11 @@ impl Runner {
         if !self.running || self.killed {
             return copied;
         }
-        let Some(i) = self.rows.iter().position(|r| !r.finished && r.failed.is_none()) else {
+        let Some(i) = self
+            .rows
+            .iter()
+            .position(|r| !r.finished && r.failed.is_none() && r.gate.is_none())
+        else {
             self.running = false;
             return copied;
         };
@@ -175,6 +182,8 @@ impl Runner {
                 cursor: r.cursor.map(t),
                 oldest_row: None,
                 batch_size: r.batch,
+                env_gate: r.gate.map(String::from),
+                taken: r.locked_at.is_some() || r.finished,
             })
             .collect()
     }
@@ -1581,4 +1590,73 @@ fn a_sidecar_before_the_langfuse_container_is_not_read_as_v2() {
         .map(|c| c.name.as_str())
         .collect();
     assert_eq!(names, ["langfuse-web", "cloud-sql-proxy"]);
+}
+
+#[test]
+fn env_gated_rows_a_v3_worker_never_runs_are_not_waited_on() {
+    let mut s = spec();
+    s.target.final_version = Some("3.225.4".into());
+    let mut w = World::new(s);
+    // What 3.203.0+ registers: four backfill steps and a drop, each behind an env gate that is
+    // off in a v3 worker.
+    for (step, gate) in [
+        (
+            "20260701_v4_step_1_create_root_spans_from_traces",
+            "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL",
+        ),
+        (
+            "20260701_v4_step_2_rewrite_observations_to_pid_tid_sorting",
+            "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL",
+        ),
+        (
+            "20260701_v4_step_3_backfill_events_full_from_observations",
+            "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL",
+        ),
+        (
+            "20260701_v4_step_4_backfill_events_full_from_dataset_run_items",
+            "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL",
+        ),
+        (
+            "20260701_v4_step_5_drop_pid_tid_sorting_tables",
+            "LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES",
+        ),
+    ] {
+        let mut row = w.runner.rows[0].clone();
+        row.name = step;
+        row.table = None;
+        row.gate = Some(gate);
+        w.runner.rows.push(row);
+    }
+    w.run_until(Phase::Completed, 400);
+    let s = w.status();
+    let dormant = s.migrations.iter().filter(|m| m.state == "dormant").count();
+    assert_eq!(dormant, 5, "{:?}", s.migrations);
+    assert!(s.finalized_at.is_some());
+    assert_eq!(s.migration_progress.as_deref(), Some("4/4 (100%)"));
+}
+
+#[test]
+fn a_gated_row_a_worker_took_is_waited_on() {
+    let row = MigrationRow {
+        name: "20260701_v4_step_1_create_root_spans_from_traces".into(),
+        finished_at: None,
+        failed_at: None,
+        failed_reason: None,
+        locked_at: None,
+        cursor: None,
+        oldest_row: None,
+        batch_size: None,
+        env_gate: Some("LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL".into()),
+        taken: false,
+    };
+    let closed = crate::migrations::OpenGates::default();
+    assert_eq!(row.state_with(t(0), &closed), crate::migrations::RowState::Dormant);
+    let open = crate::migrations::OpenGates::from_env(&[k8s_openapi::api::core::v1::EnvVar {
+        name: "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL".into(),
+        value: Some("true".into()),
+        value_from: None,
+    }]);
+    assert_eq!(row.state_with(t(0), &open), crate::migrations::RowState::Queued);
+    let taken = MigrationRow { taken: true, ..row };
+    assert_eq!(taken.state_with(t(0), &closed), crate::migrations::RowState::Queued);
 }
