@@ -245,6 +245,28 @@ async fn counts_until_the_cutoff_and_late_writes_after_it() {
     .late_writes
     .unwrap();
     assert_eq!(late, TableCounts::default());
+    // Bounded above by the decision's instant: rows written after it wait for the next count,
+    // and one written at that very millisecond is in this one.
+    let late = read(
+        &live,
+        &db,
+        PostgresQuery {
+            late_writes_after: Some(LateWindow::uniform(cutoff)),
+            late_writes_until: Some(t_ms(T0 + 6_000)),
+            ..Default::default()
+        },
+    )
+    .await
+    .late_writes
+    .unwrap();
+    assert_eq!(
+        late,
+        TableCounts {
+            traces: 2,
+            observations: 2,
+            scores: 0
+        }
+    );
     db.finish().await;
 }
 

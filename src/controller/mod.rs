@@ -89,7 +89,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         // before observing: every time the plan records is at or before the facts it read
         // (`crate::precision`).
         let now = crate::precision::bound_after(Timestamp::now());
-        let needs = plan::needs(&upgrade);
+        let needs = plan::needs(&upgrade, now);
         // A name no object can have makes the apiserver refuse the reads; the plan then
         // answers InvalidSpec from the spec alone (such names cannot pass preflight, and the
         // CRD freezes them afterwards, so nothing observed is missed).

@@ -41,6 +41,9 @@ pub struct PostgresQuery {
     pub same_created_at_scan: Option<i64>,
     pub counts_until: Option<Timestamp>,
     pub late_writes_after: Option<LateWindow>,
+    /// Count late rows up to this instant only (the decision's `now`), so a re-copy bounded by
+    /// it takes exactly the rows counted; `None`: no upper bound.
+    pub late_writes_until: Option<Timestamp>,
 }
 
 /// Per table, the instant after which a Postgres row was not copied by the migration.

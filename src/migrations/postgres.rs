@@ -92,9 +92,12 @@ SELECT (SELECT count(*) FROM traces WHERE created_at <= timestamp 'epoch' + $1::
 
 /// Index range scans over the rows after `$1` (epoch milliseconds) only.
 pub const LATE_WRITES_SQL: &str = r#"
-SELECT (SELECT count(*) FROM traces WHERE created_at > timestamp 'epoch' + $1::bigint * interval '1 millisecond'),
-       (SELECT count(*) FROM observations WHERE created_at > timestamp 'epoch' + $2::bigint * interval '1 millisecond'),
-       (SELECT count(*) FROM scores WHERE created_at > timestamp 'epoch' + $3::bigint * interval '1 millisecond')
+SELECT (SELECT count(*) FROM traces WHERE created_at > timestamp 'epoch' + $1::bigint * interval '1 millisecond'
+                                    AND created_at <= timestamp 'epoch' + $4::bigint * interval '1 millisecond'),
+       (SELECT count(*) FROM observations WHERE created_at > timestamp 'epoch' + $2::bigint * interval '1 millisecond'
+                                          AND created_at <= timestamp 'epoch' + $4::bigint * interval '1 millisecond'),
+       (SELECT count(*) FROM scores WHERE created_at > timestamp 'epoch' + $3::bigint * interval '1 millisecond'
+                                    AND created_at <= timestamp 'epoch' + $4::bigint * interval '1 millisecond')
 "#;
 
 pub const SET_BATCH_SIZE_SQL: &str =
@@ -327,13 +330,18 @@ pub async fn estimated_rows(conn: &mut PgConnection) -> Result<EstimatedRows> {
     })
 }
 
-/// Rows with `created_at` after each table's instant.
-pub async fn late_writes_after(conn: &mut PgConnection, after: &LateWindow) -> Result<TableCounts> {
+/// Rows with `created_at` after each table's instant, up to `until` (unbounded when `None`).
+pub async fn late_writes_after(
+    conn: &mut PgConnection,
+    after: &LateWindow,
+    until: Option<Timestamp>,
+) -> Result<TableCounts> {
     const WHAT: &str = "counting rows written after the migrations' start";
     let row = sqlx::query(LATE_WRITES_SQL)
         .bind(millis_floor(after.traces))
         .bind(millis_floor(after.observations))
         .bind(millis_floor(after.scores))
+        .bind(until.map_or(i64::MAX / 4, millis_floor))
         .fetch_one(&mut *conn)
         .await
         .map_err(QueryError::sql(WHAT))?;
@@ -387,7 +395,7 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
         facts.counts = Some(counts_until(conn, cutoff).await?);
     }
     if let Some(after) = query.late_writes_after {
-        facts.late_writes = Some(late_writes_after(conn, &after).await?);
+        facts.late_writes = Some(late_writes_after(conn, &after, query.late_writes_until).await?);
     }
     Ok(facts)
 }

@@ -14,7 +14,7 @@ use crate::migrations::{
     DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, OpenGates, PostgresFacts, RowState, V3_MIGRATIONS,
     migration_for_table, table_for_migration,
 };
-use crate::precision::newest_seen;
+use crate::precision::{bound_after, newest_seen};
 
 /// Restarts of a stalled worker before a person is asked.
 const MAX_WORKER_RESTARTS: i32 = 2;
@@ -392,7 +392,12 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
             };
             // Only a cursor seen while the copy runs bounds its start; a finished copy's cursor
             // is its oldest row.
-            let seen = (r.state(now) == RowState::Running).then_some(r.cursor).flatten();
+            // Recorded at status precision, rounded down: a row in that second counts as
+            // possibly uncopied (a bounded re-copy), never as copied (`crate::precision`).
+            let seen = (r.state(now) == RowState::Running)
+                .then_some(r.cursor)
+                .flatten()
+                .map(bound_after);
             let start_cursor = match (before.and_then(|b| b.start_cursor.clone()), seen) {
                 (Some(prev), Some(c)) if prev.0 >= c => Some(prev),
                 (_, Some(c)) => Some(Time(c)),
@@ -513,8 +518,8 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
         // The late-write guard: re-run each affected copy bounded to the rows written after its
         // start cursor (newest first, that many), then migrate and verify again.
         if p.spec.migrations.remediation && bump(p, "lateWriteRerun", MAX_LATE_WRITE_RERUNS) {
-            // Bounded above by now, the instant of the count: exactly the counted rows are
-            // re-copied even if more arrive meanwhile (those are caught by the next check).
+            // Bounded above by now, the upper bound of the count (`needs`): exactly the counted
+            // rows are re-copied even if more arrive meanwhile (the next check catches those).
             let until = p.now;
             for (table, n) in late.iter() {
                 if let (true, Some(name)) = (n > 0, migration_for_table(table)) {

@@ -138,7 +138,9 @@ pub struct Needs {
     pub clickhouse: ClickHouseQuery,
 }
 
-pub fn needs(upgrade: &LangfuseUpgrade) -> Needs {
+/// `now` is the decision's: late rows are counted up to it, so a re-copy bounded by it takes
+/// exactly the rows counted.
+pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
     let s = upgrade.status.clone().unwrap_or_default();
     let mut n = Needs::default();
     let done = s.completed_at.is_some() || s.rolled_back_at.is_some() || upgrade.metadata.deletion_timestamp.is_some();
@@ -160,6 +162,7 @@ pub fn needs(upgrade: &LangfuseUpgrade) -> Needs {
         let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
         n.postgres.counts_until = until;
         n.postgres.late_writes_after = data::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
+        n.postgres.late_writes_until = Some(now);
         n.clickhouse.counts_until = until;
     } else if s.source_retired_at.is_some() && s.finalized_at.is_none() && upgrade.spec.target.final_version.is_some() {
         n.postgres.migrations = true;

@@ -251,7 +251,7 @@ impl World {
 
     /// What the observation would bring, given what the plan says it needs.
     fn observe(&self) -> Observed {
-        let n = needs(&self.upgrade);
+        let n = needs(&self.upgrade, t(self.now));
         let mut obs = self.cluster.clone();
         obs.postgres = (!n.postgres.is_empty()).then(|| {
             if self.postgres_down {
@@ -1393,17 +1393,17 @@ fn hpa_on_v2_is_reported_not_touched() {
 #[test]
 fn needs_follow_the_facts() {
     let mut u = upgrade(spec(), Default::default());
-    let n = needs(&u);
+    let n = needs(&u, t(0));
     assert!(n.secrets && n.hpas && n.postgres.migrations && n.clickhouse.server);
     u.status = Some(LangfuseUpgradeStatus {
         provisioning_started_at: Some(time(0)),
         ..Default::default()
     });
-    assert_eq!(needs(&u), Needs::default(), "provisioning needs no database");
+    assert_eq!(needs(&u, t(0)), Needs::default(), "provisioning needs no database");
     u.status.as_mut().unwrap().traffic_shifted_at = Some(time(1));
-    assert!(needs(&u).postgres.newest_write);
+    assert!(needs(&u, t(0)).postgres.newest_write);
     u.status.as_mut().unwrap().completed_at = Some(time(2));
-    assert_eq!(needs(&u), Needs::default());
+    assert_eq!(needs(&u, t(0)), Needs::default());
 }
 
 #[test]
