@@ -330,6 +330,9 @@ pub async fn estimated_rows(conn: &mut PgConnection) -> Result<EstimatedRows> {
     })
 }
 
+/// 9999-12-31T23:59:59.999Z: "no upper bound" within what a Postgres interval can add.
+const NO_UPPER_BOUND_MS: i64 = 253_402_300_799_999;
+
 /// Rows with `created_at` after each table's instant, up to `until` (unbounded when `None`).
 pub async fn late_writes_after(
     conn: &mut PgConnection,
@@ -341,7 +344,7 @@ pub async fn late_writes_after(
         .bind(millis_floor(after.traces))
         .bind(millis_floor(after.observations))
         .bind(millis_floor(after.scores))
-        .bind(until.map_or(i64::MAX / 4, millis_floor))
+        .bind(until.map_or(NO_UPPER_BOUND_MS, millis_floor))
         .fetch_one(&mut *conn)
         .await
         .map_err(QueryError::sql(WHAT))?;
