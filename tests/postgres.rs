@@ -623,3 +623,71 @@ async fn prisma_url_parameters_are_honoured() {
     assert!(plain.migrations.is_empty());
     db.finish().await;
 }
+
+#[tokio::test]
+async fn env_gate_and_worker_are_read_and_an_untaken_gated_row_is_dormant() {
+    let db = TestDb::new("pg_gates").await;
+    let live = Live::default();
+    // What 3.203.0's Prisma migration inserts, and one row a worker already took.
+    db.pg_exec(
+        r#"INSERT INTO background_migrations (id, name, script, args) VALUES
+           ('v4s1', '20260701_v4_step_1_create_root_spans_from_traces', 'createRootSpansFromTraces',
+            '{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}'),
+           ('v4s5', '20260701_v4_step_5_drop_pid_tid_sorting_tables', 'dropPidTidSortingTables',
+            '{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"}')"#,
+    )
+    .await;
+    db.pg_exec("UPDATE background_migrations SET worker_id = 'w-1' WHERE id = 'v4s5'")
+        .await;
+    let rows = migrations(&live, &db).await;
+    let step1 = row(&rows, "20260701_v4_step_1_create_root_spans_from_traces");
+    assert_eq!(
+        step1.env_gate.as_deref(),
+        Some("LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL")
+    );
+    assert!(!step1.taken);
+    let closed = langfuse_upgrade_operator::migrations::OpenGates::default();
+    assert_eq!(step1.state_with(now_ms(), &closed), RowState::Dormant);
+    let step5 = row(&rows, "20260701_v4_step_5_drop_pid_tid_sorting_tables");
+    assert!(step5.taken);
+    assert_eq!(step5.state_with(now_ms(), &closed), RowState::Queued);
+    let traces = row(&rows, TRACES);
+    assert_eq!((traces.env_gate.as_deref(), traces.taken), (None, false));
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn realistic_history_has_the_shapes_production_has() {
+    let db = TestDb::new("pg_history").await;
+    let end = now_ms();
+    let history = support::langfuse_data::History::default();
+    let seeded = db.seed(&history, end).await;
+    assert_eq!(seeded.traces, history.traces);
+    assert_eq!(seeded.observations, history.traces * history.observations_per_trace);
+    assert_eq!(seeded.scores, history.traces / history.score_every);
+    let one = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    // Milliseconds, as Prisma writes them.
+    assert!(
+        one("SELECT count(*) FROM traces WHERE extract(milliseconds FROM created_at)::bigint % 1000 <> 0").await > 200
+    );
+    // A batch import: many rows share one created_at.
+    assert!(one("SELECT max(n) FROM (SELECT count(*) AS n FROM observations GROUP BY created_at) g").await >= 40 * 5);
+    // Rows updated after creation; large bodies; nothing in the future.
+    assert!(one("SELECT count(*) FROM traces WHERE updated_at > created_at").await > 10);
+    assert!(one("SELECT max(length(input::text))::bigint FROM observations").await >= 64 * 1024);
+    let newest = db.newest_created_ms().await;
+    assert!(newest <= end.as_millisecond(), "{newest} after {end}");
+    // A v2 that keeps ingesting writes at the current millisecond.
+    let ingest = support::langfuse_data::Ingest::start(&db, std::time::Duration::from_millis(20));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written = ingest.stop().await;
+    assert!(written > 0);
+    assert_eq!(
+        db.pg_count("traces").await + db.pg_count("observations").await + db.pg_count("scores").await,
+        seeded.traces + seeded.observations + seeded.scores + written
+    );
+    db.finish().await;
+}

@@ -11,6 +11,7 @@
 //! (down.sh throws everything away).
 #![allow(dead_code)]
 
+pub mod langfuse_data;
 pub mod standin_worker;
 
 use std::sync::OnceLock;
@@ -280,6 +281,16 @@ impl TestDb {
             .execute(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("insert {n} rows into {table}: {e}"));
+    }
+
+    /// Newest `created_at` over the three tables, epoch milliseconds.
+    pub async fn newest_created_ms(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT (extract(epoch FROM greatest((SELECT max(created_at) FROM traces), (SELECT max(created_at) FROM observations), (SELECT max(created_at) FROM scores))) * 1000)::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
     }
 
     pub async fn pg_count(&self, table: &str) -> i64 {
