@@ -218,7 +218,11 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
         web_serving: available(p.obs.web.as_ref()) >= 1,
     };
     // The worker validates ClickHouse tables that web creates: it starts after web served once.
-    if web_initialised && applied_hash_of(p.obs.worker.as_ref()) != applied_hash(&worker) {
+    // A later version change (finalVersion) rolls web first and the worker once web runs it:
+    // web's startup registers the release's background migrations, and the manager looks for
+    // work only when the worker starts.
+    let web_first = p.status.source_retired_at.is_none() || readiness.web;
+    if web_initialised && web_first && applied_hash_of(p.obs.worker.as_ref()) != applied_hash(&worker) {
         p.act(Action::ApplyDeployment(Box::new(worker)));
     }
     if p.status.traffic_shifted_at.is_some() {
