@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use e2e_support::observer::Observer;
-use e2e_support::{Operator, TestNs, kubectl_status, play_worker};
+use e2e_support::{Operator, TestNs, V2Traffic, kubectl_status, play_worker};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -18,10 +18,13 @@ use kube::{Api, ResourceExt};
 use langfuse_upgrade_operator::api::{Phase, crd_yaml};
 use serde_json::{Value, json};
 use support::TestDb;
+use support::langfuse_data::History;
 
 const UPGRADE: &str = "to-v3";
 const V2: &str = "prod-langfuse";
 const FLOW: Duration = Duration::from_secs(240);
+/// How long v2 keeps writing after the switch (requests in flight), into the drain.
+const V2_IN_FLIGHT: Duration = Duration::from_millis(1500);
 
 fn install_crd() {
     let (out, ok) = kubectl_status(
@@ -41,23 +44,38 @@ fn install_crd() {
     assert!(ok, "{out}");
 }
 
-/// A test's world: namespace, databases with v2 data, the v2 layout.
+/// A test's world: namespace, databases with v2's history, the v2 layout, and v2 taking
+/// traffic (writing at the current millisecond) until the Service leaves it.
 struct World {
     ns: TestNs,
     db: TestDb,
+    traffic: Option<V2Traffic>,
+}
+
+/// How v2 was deployed.
+enum Layout<'a> {
+    /// Hand-written, chart-like: `DATABASE_URL` from a Secret, this image.
+    Plain(&'a str),
+    /// The official chart 0.8.0: sidecar first, base path, ghcr.io image, DATABASE_HOST style.
+    Chart080,
 }
 
 impl World {
     async fn new(label: &str, v2_image: &str) -> World {
+        Self::with_layout(label, Layout::Plain(v2_image)).await
+    }
+
+    async fn with_layout(label: &str, layout: Layout<'_>) -> World {
         install_crd();
         let ns = TestNs::new(label).await;
         let db = TestDb::new(&ns.name).await;
-        // An hour of v2 history in every table, all older than the drain period.
-        let first = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
-        for table in ["traces", "observations", "scores"] {
-            db.insert_rows(table, &format!("{table}-"), 300, first, 5_000).await;
+        // An hour of v2 history shaped like production, then v2 keeps writing while it serves.
+        db.seed(&History::default(), Timestamp::now()).await;
+        match layout {
+            Layout::Plain(image) => ns.lay_out_v2(db.pg_url.expose(), image).await,
+            Layout::Chart080 => ns.lay_out_chart_0_8_0(db.pg_url.expose()).await,
         }
-        ns.lay_out_v2(db.pg_url.expose(), v2_image).await;
+        let traffic = Some(V2Traffic::start(&ns, &db, V2, V2_IN_FLIGHT));
         let env = support::env();
         let ch = json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -66,7 +84,7 @@ impl World {
         });
         let (out, ok) = ns.apply(&ch);
         assert!(ok, "{out}");
-        World { ns, db }
+        World { ns, db, traffic }
     }
 
     fn upgrade(&self) -> Value {
@@ -187,14 +205,21 @@ async fn happy_path_completes_and_every_invariant_holds_throughout() {
             .unwrap_or_else(|| panic!("no {c}"));
         assert_eq!(cond.status, "True", "{c}: {}", cond.message);
     }
-    assert!(
-        s.verification.iter().all(|v| v.verdict == "Match" && v.postgres == 300),
-        "{:?}",
-        s.verification
-    );
-    for table in ["traces", "observations", "scores"] {
-        assert_eq!(w.db.ch_final_count(table).await, 300, "{table} in ClickHouse");
+    // v2 wrote through the shift and into the drain; every row it wrote is verified and copied.
+    let mut w = w;
+    let written = w.traffic.take().unwrap().finished().await;
+    assert!(written > 0, "v2 wrote nothing while it served");
+    for v in &s.verification {
+        let pg = w.db.pg_count(&v.table).await;
+        assert!(v.verdict == "Match" && v.postgres == pg, "{v:?}: Postgres holds {pg}");
+        assert_eq!(
+            w.db.ch_final_count(&v.table).await,
+            pg as u64,
+            "{} in ClickHouse",
+            v.table
+        );
     }
+    assert_eq!(s.verification.len(), 3);
     // v2 kept at 0 replicas, never deleted; v3 released from the object.
     let v2 = w.ns.deployments().get(V2).await.unwrap();
     assert_eq!(v2.spec.unwrap().replicas, Some(0));
@@ -515,6 +540,16 @@ async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
             |u| u["spec"]["target"]["version"] = json!("4.0.0"),
             "spec.target.version",
         ),
+        (
+            "a Service in another namespace",
+            |u| u["spec"]["source"]["service"] = json!("other-ns/prod-langfuse"),
+            "spec.source.service",
+        ),
+        (
+            "a Deployment name no object can have",
+            |u| u["spec"]["source"]["deployment"] = json!("Prod_Langfuse"),
+            "spec.source.deployment",
+        ),
     ];
     for (what, mutate, message) in rejected {
         let mut u = w.upgrade();
@@ -583,4 +618,122 @@ async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
         assert!(created.is_empty(), "{what}: created {created:?}");
         w.finish().await;
     }
+}
+
+/// Pod spec of a Deployment, for the assertions below.
+async fn pod_spec(w: &World, name: &str) -> k8s_openapi::api::core::v1::PodSpec {
+    w.ns.deployments()
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+}
+
+/// A v2 as the official chart 0.8.0 renders it in production: a Cloud SQL proxy sidecar before
+/// the langfuse container (its image tagged 1.30.1), DATABASE_HOST/NAME/USERNAME with the
+/// password from a Secret and no DATABASE_URL, a /langfuse base path in its probes, the
+/// ghcr.io image, writes with milliseconds through the shift and into the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_official_chart_v2_with_sidecar_db_settings_and_base_path_completes() {
+    let mut w = World::with_layout("chart080", Layout::Chart080).await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    // No image and no Postgres URL in the spec: both come from what v2 runs.
+    up["spec"]["target"] = json!({ "version": "3.29.0", "web": { "replicas": 2 } });
+    w.apply(&up);
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    let s = u.status.clone().unwrap();
+    assert_clean(&observer);
+    // The version is the langfuse container's, not the sidecar's.
+    assert_eq!(s.source_version.as_deref(), Some("2.95.9"));
+    let postgres = s.checks.iter().find(|c| c.name == "postgres").unwrap();
+    assert_eq!(
+        postgres.result,
+        langfuse_upgrade_operator::api::CheckResult::Pass,
+        "{}",
+        postgres.message
+    );
+    // v3 comes from v2's registry, keeps the sidecar, and probes under the base path.
+    let images = s.images.clone().unwrap();
+    assert_eq!(images.web, "ghcr.io/langfuse/langfuse");
+    assert_eq!(images.worker, "ghcr.io/langfuse/langfuse-worker");
+    let web = pod_spec(&w, "prod-langfuse-web").await;
+    let names: Vec<&str> = web.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["langfuse-web", "cloud-sql-proxy"]);
+    let langfuse = &web.containers[0];
+    assert_eq!(langfuse.image.as_deref(), Some("ghcr.io/langfuse/langfuse:3.29.0"));
+    for probe in [
+        &langfuse.readiness_probe,
+        &langfuse.liveness_probe,
+        &langfuse.startup_probe,
+    ] {
+        let path = probe.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap();
+        assert!(path.starts_with("/langfuse/api/public/"), "{path}");
+    }
+    let worker_pod = pod_spec(&w, "prod-langfuse-worker").await;
+    assert_eq!(
+        worker_pod.containers[0].image.as_deref(),
+        Some("ghcr.io/langfuse/langfuse-worker:3.29.0")
+    );
+    assert_eq!(worker_pod.service_account_name.as_deref(), Some("prod-langfuse"));
+    // The drain ended although v2 wrote millisecond rows into it; every row is verified.
+    let written = w.traffic.take().unwrap().finished().await;
+    assert!(written > 0);
+    for v in &s.verification {
+        let pg = w.db.pg_count(&v.table).await;
+        assert!(v.verdict == "Match" && v.postgres == pg, "{v:?}: Postgres holds {pg}");
+        assert_eq!(
+            w.db.ch_final_count(&v.table).await,
+            pg as u64,
+            "{} in ClickHouse",
+            v.table
+        );
+    }
+    worker.abort();
+    w.finish().await;
+}
+
+/// From 3.203.0 web registers five v4 backfill rows behind env gates a v3 worker keeps off:
+/// a finalVersion of 3.225.4 completes without waiting on them, and reports them dormant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_version_with_env_gated_rows_completes_and_reports_them_dormant() {
+    let w = World::new("gated", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let web = e2e_support::play_web(&w.ns, &w.db, "prod-langfuse-web");
+    let mut up = w.upgrade();
+    up["spec"]["target"]["finalVersion"] = json!("3.225.4");
+    w.apply(&up);
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_clean(&observer);
+    let s = u.status.unwrap();
+    let dormant: Vec<&str> = s
+        .migrations
+        .iter()
+        .filter(|m| m.state == "dormant")
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(dormant.len(), 5, "{:?}", s.migrations);
+    assert!(dormant.iter().all(|n| n.starts_with("20260701_v4_step_")));
+    // The ungated rows 3.225.4 registered ran to the end; the gated ones were never taken.
+    for row in w.db.migration_rows().await {
+        let name = row["name"].as_str().unwrap_or_default().to_string();
+        let gated = row["args"].get("envGate").is_some();
+        assert_eq!(row["finished_at"].is_null(), gated, "{name}: {row}");
+        if gated {
+            assert!(row["worker_id"].is_null(), "{name} taken: {row}");
+        }
+    }
+    let image = pod_spec(&w, "prod-langfuse-worker").await.containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("langfuse/langfuse-worker:3.225.4"));
+    web.abort();
+    worker.abort();
+    w.finish().await;
 }

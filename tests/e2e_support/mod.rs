@@ -25,6 +25,7 @@ const HOW_TO: &str = "start the test cluster first: `tests/e2e/run.sh` does ever
                       `tests/cluster/up.sh /tmp/lfu-c && LFU_TEST_CLUSTER_ENV=/tmp/lfu-c/env cargo test --test e2e`";
 
 pub const V2_LAYOUT: &str = include_str!("../e2e/langfuse-v2.yaml");
+pub const V2_CHART_0_8_0: &str = include_str!("../e2e/langfuse-v2-chart-0.8.0.yaml");
 /// The operator binary: Cargo names it for integration tests; the demo (an example) uses the
 /// debug build next to it, or `LFU_OPERATOR_BIN`.
 pub fn operator_bin() -> PathBuf {
@@ -162,6 +163,35 @@ impl TestNs {
                 None,
             );
         }
+    }
+
+    /// v2 as the official chart 0.8.0 renders it with a sidecar first, a base path, the ghcr.io
+    /// image and the chart's default database settings (no DATABASE_URL), pointing at
+    /// `database_url`; waits until v2 serves.
+    pub async fn lay_out_chart_0_8_0(&self, database_url: &str) {
+        let rest = database_url.split_once("://").map_or(database_url, |(_, r)| r);
+        let (auth, rest) = rest.split_once('@').expect("user:password@ in the test database URL");
+        let (user, password) = auth.split_once(':').expect("user:password in the test database URL");
+        let (host, name) = rest.split_once('/').expect("a database name in the test database URL");
+        let name = name.split('?').next().unwrap_or(name);
+        let yaml = V2_CHART_0_8_0
+            .replace("namespace: langfuse", &format!("namespace: {}", self.name))
+            .replace("__DB_HOST__", host)
+            .replace("__DB_NAME__", name)
+            .replace("__DB_USER__", user)
+            .replace("__DB_PASSWORD__", password);
+        kubectl(&["apply", "-f", "-"], Some(&yaml));
+        kubectl(
+            &[
+                "-n",
+                &self.name,
+                "rollout",
+                "status",
+                "deploy/prod-langfuse",
+                "--timeout=60s",
+            ],
+            None,
+        );
     }
 
     pub fn secret(&self, name: &str, key: &str, value: &str) {
@@ -431,4 +461,167 @@ pub fn parse_exposition(body: &str) -> Vec<Sample> {
         samples.push(Sample { name, labels, value });
     }
     samples
+}
+
+/// v2 receiving traffic: it writes (milliseconds, bursts) while the Service selects v2 pods,
+/// and keeps writing `tail` after the switch (requests in flight), as a real v2 does into the
+/// drain. Stops for good after that tail, or when dropped.
+pub struct V2Traffic {
+    handle: Option<tokio::task::JoinHandle<i64>>,
+}
+
+impl V2Traffic {
+    pub fn start(ns: &TestNs, db: &crate::support::TestDb, service: &str, tail: Duration) -> V2Traffic {
+        let ingest = crate::support::langfuse_data::Ingest::start(db, Duration::from_millis(120));
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(ns.client.clone(), &ns.name);
+        let service = service.to_string();
+        let handle = tokio::spawn(async move {
+            let mut first: Option<std::collections::BTreeMap<String, String>> = None;
+            loop {
+                if let Ok(Some(s)) = services.get_opt(&service).await {
+                    let selector = s.spec.and_then(|s| s.selector).unwrap_or_default();
+                    match &first {
+                        None => first = Some(selector),
+                        Some(v2) if *v2 != selector => break,
+                        Some(_) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(tail).await;
+            ingest.stop().await
+        });
+        V2Traffic { handle: Some(handle) }
+    }
+
+    /// Rows v2 wrote, once it has stopped (after the switch and its tail).
+    pub async fn finished(mut self) -> i64 {
+        match self.handle.take() {
+            Some(h) => h.await.unwrap_or_default(),
+            None => 0,
+        }
+    }
+}
+
+impl Drop for V2Traffic {
+    fn drop(&mut self) {
+        // Aborting drops the task's Ingest, which stops writing.
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Rows the Prisma migrations of each release insert into `background_migrations` after the
+/// four of 2.87.0 (facts: shared/reference/langfuse-versions.md §2.1), as (first release, name,
+/// script, args). The dataset-run-items row of 3.90.0 is left out: 3.98.0 deletes it.
+type Registration = ((u64, u64, u64), &'static str, &'static str, &'static str);
+const REGISTERED_AFTER_3_29: [Registration; 11] = [
+    (
+        (3, 53, 0),
+        "20250417_1737_migrate_event_log_to_blob_storage",
+        "migrateEventLogToBlobStorageRefTable",
+        "{}",
+    ),
+    (
+        (3, 81, 0),
+        "20250711_1347_patch_llm_tool_schema_audit_logs",
+        "patchLLMToolAndLLLMSchemaAuditLogs",
+        "{}",
+    ),
+    (
+        (3, 98, 0),
+        "20250814_1001_migrate_dataset_run_items_rmt_pg_to_ch",
+        "migrateDatasetRunItemsFromPostgresToClickhouseRmt",
+        "{}",
+    ),
+    (
+        (3, 116, 0),
+        "20250102_backfill_billing_cycle_anchors",
+        "backfillBillingCycleAnchors",
+        "{}",
+    ),
+    (
+        (3, 141, 0),
+        "20251216_1001_backfill_dataset_items_valid_to",
+        "backfillValidToForDatasetItems",
+        "{}",
+    ),
+    (
+        (3, 144, 0),
+        "20260106_encrypt_blob_storage_secrets",
+        "encryptBlobStorageSecrets",
+        "{}",
+    ),
+    (
+        (3, 203, 0),
+        "20260701_v4_step_1_create_root_spans_from_traces",
+        "createRootSpansFromTraces",
+        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
+    ),
+    (
+        (3, 203, 0),
+        "20260701_v4_step_2_rewrite_observations_to_pid_tid_sorting",
+        "rewriteObservationsToPidTidSorting",
+        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
+    ),
+    (
+        (3, 203, 0),
+        "20260701_v4_step_3_backfill_events_full_from_observations",
+        "backfillEventsFullFromObservations",
+        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
+    ),
+    (
+        (3, 203, 0),
+        "20260701_v4_step_4_backfill_events_full_from_dataset_run_items",
+        "backfillEventsFullFromDatasetRunItems",
+        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
+    ),
+    (
+        (3, 203, 0),
+        "20260701_v4_step_5_drop_pid_tid_sorting_tables",
+        "dropPidTidSortingTables",
+        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"}"#,
+    ),
+];
+
+/// Plays Langfuse web's startup: when the web Deployment's pod template moves to a release,
+/// the rows that release's Prisma migrations insert appear (before its pods can be ready).
+pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::task::JoinHandle<()> {
+    let deployments = ns.deployments();
+    let (web, pool) = (web.to_string(), db.pool.clone());
+    tokio::spawn(async move {
+        let mut registered_for = None;
+        loop {
+            let image = deployments
+                .get_opt(&web)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.spec?.template.spec?.containers.first()?.image.clone());
+            let version = image
+                .as_deref()
+                .and_then(|i| langfuse_upgrade_operator::version::image_tag(i))
+                .and_then(langfuse_upgrade_operator::version::Version::parse);
+            if let Some(v) = version
+                && registered_for != Some(v)
+            {
+                for ((major, minor, patch), name, script, args) in REGISTERED_AFTER_3_29 {
+                    if langfuse_upgrade_operator::version::Version::new(major, minor, patch) <= v {
+                        sqlx::query(
+                            "INSERT INTO background_migrations (id, name, script, args) VALUES ($1, $1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(name)
+                        .bind(script)
+                        .bind(args)
+                        .execute(&pool)
+                        .await
+                        .expect("register a background migration");
+                    }
+                }
+                registered_for = Some(v);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }

@@ -132,7 +132,7 @@ impl TestDb {
 pub struct Ingest {
     stop: Arc<AtomicBool>,
     written: Arc<AtomicI64>,
-    handle: tokio::task::JoinHandle<()>,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Ingest {
@@ -173,7 +173,11 @@ impl Ingest {
                 tokio::time::sleep(every).await;
             }
         });
-        Ingest { stop, written, handle }
+        Ingest {
+            stop,
+            written,
+            handle: Some(handle),
+        }
     }
 
     /// Rows written so far.
@@ -182,10 +186,17 @@ impl Ingest {
     }
 
     /// Stop writing; returns the rows written.
-    pub async fn stop(self) -> i64 {
+    pub async fn stop(mut self) -> i64 {
         self.stop.store(true, Ordering::SeqCst);
-        let written = self.written.clone();
-        let _ = self.handle.await;
-        written.load(Ordering::SeqCst)
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+        self.written()
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }

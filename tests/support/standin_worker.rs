@@ -50,6 +50,9 @@ pub struct StandinConfig {
     pub napi: Option<NapiFailure>,
     /// Pause between batches (keeps a trapped loop from hammering the test servers).
     pub batch_pause: Duration,
+    /// `LANGFUSE_BACKGROUND_MIGRATION_*` env vars that are `"true"` (3.203.0+): a row whose
+    /// `args.envGate` is not among them is invisible to the manager.
+    pub open_gates: Vec<String>,
 }
 
 impl Default for StandinConfig {
@@ -60,6 +63,7 @@ impl Default for StandinConfig {
             stale_after: Duration::from_secs(2),
             napi: None,
             batch_pause: Duration::from_millis(20),
+            open_gates: Vec::new(),
         }
     }
 }
@@ -284,8 +288,10 @@ impl Worker {
                     (extract(epoch FROM {NOW} - locked_at) * 1000)::bigint AS lock_age_ms
              FROM background_migrations
              WHERE finished_at IS NULL AND failed_at IS NULL
+               AND (args ->> 'envGate' IS NULL OR args ->> 'envGate' = ANY($1))
              ORDER BY name ASC LIMIT 1"
         )))
+        .bind(&self.config.open_gates)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
