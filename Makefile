@@ -1,7 +1,7 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
 #   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps, Helm chart
-.PHONY: demo test lint unit db e2e gitops chart crd bench
+.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down
 
 CARGO ?= cargo
 
@@ -46,3 +46,18 @@ bench:
 crd:
 	$(CARGO) run --quiet --locked -- crd > crds/langfuseupgrades.yaml
 	cp crds/langfuseupgrades.yaml charts/langfuse-upgrade-operator/crds/langfuseupgrades.yaml
+
+# A control plane and the test databases that stay up for manual work (`make env-down` stops
+# them). Then: `. $(LFU_ENV_DIR)/cluster/env; . $(LFU_ENV_DIR)/db/env` and e.g.
+# `cargo test --test e2e -- --include-ignored happy_path`.
+LFU_ENV_DIR ?= /tmp/lfu-env
+env-up:
+	mkdir -p $(LFU_ENV_DIR) && chmod 755 $(LFU_ENV_DIR)
+	tests/cluster/up.sh $(LFU_ENV_DIR)/cluster
+	tests/db/up.sh $(LFU_ENV_DIR)/db
+	@echo "env-up: export LFU_TEST_CLUSTER_ENV=$(LFU_ENV_DIR)/cluster/env LFU_TEST_DB_ENV=$(LFU_ENV_DIR)/db/env"
+
+env-down:
+	-tests/cluster/down.sh $(LFU_ENV_DIR)/cluster
+	-tests/db/down.sh $(LFU_ENV_DIR)/db
+	rm -rf $(LFU_ENV_DIR)

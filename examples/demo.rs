@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use e2e_support::observer::Observer;
-use e2e_support::{Operator, TestNs, cluster_env, kubectl_status, play_worker};
+use e2e_support::{Operator, TestNs, V2Traffic, cluster_env, kubectl_status, play_worker};
 use jiff::Timestamp;
 use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase, crd_yaml};
 use serde_json::{Value, json};
@@ -76,11 +76,18 @@ async fn main() {
 
     let ns = TestNs::new("demo").await;
     let db = support::TestDb::new(&ns.name).await;
-    let first = Timestamp::from_second(Timestamp::now().as_second() - 7200).unwrap();
-    for (table, n) in [("traces", 2000), ("observations", 6000), ("scores", 1000)] {
-        db.insert_rows(table, &format!("{table}-"), n, first, 1_000).await;
-    }
-    ns.lay_out_v2(db.pg_url.expose(), "langfuse/langfuse:2.95.9").await;
+    // Two hours of history shaped like production (milliseconds, a batch-import burst, large
+    // bodies, rows updated later), then a v2 that keeps writing while it serves.
+    let history = support::langfuse_data::History {
+        traces: 2000,
+        observations_per_trace: 4,
+        span: Duration::from_secs(7200),
+        ..Default::default()
+    };
+    let seeded = db.seed(&history, Timestamp::now()).await;
+    ns.lay_out_v2(db.pg_url.expose(), "ghcr.io/langfuse/langfuse:2.95.9")
+        .await;
+    let traffic = V2Traffic::start(&ns, &db, "prod-langfuse", Duration::from_millis(1500));
     let env = support::env();
     ns.apply(&json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -88,9 +95,12 @@ async fn main() {
         "stringData": { "user": env.clickhouse_user, "password": env.clickhouse_password },
     }));
     println!(
-        "{} Langfuse v2 2.95.9 running in namespace {} (2 replicas); Postgres holds 2000 traces, 6000 observations, 1000 scores",
+        "{} Langfuse v2 2.95.9 running in namespace {} (2 replicas); Postgres holds {} traces, {} observations, {} scores; v2 keeps ingesting until the switch",
         stamp(),
-        ns.name
+        ns.name,
+        seeded.traces,
+        seeded.observations,
+        seeded.scores
     );
 
     let observer = Observer::start(ns.client.clone(), &ns.name, "to-v3", "prod-langfuse", "prod-langfuse");
@@ -106,7 +116,7 @@ async fn main() {
         "metadata": { "name": "to-v3", "namespace": ns.name },
         "spec": {
             "source": { "deployment": "prod-langfuse", "service": "prod-langfuse" },
-            "target": { "version": "3.29.0", "web": { "image": "langfuse/langfuse", "replicas": 2 } },
+            "target": { "version": "3.29.0", "web": { "replicas": 2 } },
             "clickhouse": {
                 "url": db.ch.url, "migrationUrl": "clickhouse://127.0.0.1:9000", "database": db.ch.database,
                 "userSecretRef": { "name": "langfuse-clickhouse", "key": "user" },
@@ -183,6 +193,8 @@ async fn main() {
     };
     let s = u.status.clone().unwrap_or_default();
     println!("{} Completed in {:.1}s", stamp(), applied.elapsed().as_secs_f64());
+    let written = traffic.finished().await;
+    println!("           v2 wrote {written} rows while it served (through the switch and into the drain)");
     for v in &s.verification {
         println!(
             "           verified {:<13} postgres {:>5}  clickhouse {:>5}  {}",

@@ -37,6 +37,7 @@ fn dt(ms: i64) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn server_version_and_the_fixture_schema() {
     let db = TestDb::new("ch_version").await;
     let live = Live::default();
@@ -58,6 +59,7 @@ async fn server_version_and_the_fixture_schema() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn schema_version_follows_golang_migrate() {
     let db = TestDb::new("ch_schema").await;
     let live = Live::default();
@@ -91,6 +93,7 @@ async fn schema_version_follows_golang_migrate() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn an_empty_database_has_no_schema_and_no_tables() {
     let db = TestDb::empty("ch_empty").await;
     let live = Live::default();
@@ -138,6 +141,7 @@ async fn an_empty_database_has_no_schema_and_no_tables() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn final_counts_honour_is_deleted_the_cutoff_and_replacements() {
     let db = TestDb::new("ch_counts").await;
     let live = Live::default();
@@ -256,6 +260,7 @@ async fn final_counts_honour_is_deleted_the_cutoff_and_replacements() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn errors_name_the_server_and_never_the_password() {
     let db = TestDb::new("ch_errors").await;
     let live = Live::default();

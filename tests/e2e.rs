@@ -159,6 +159,7 @@ fn assert_clean(observer: &Observer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn happy_path_completes_and_every_invariant_holds_throughout() {
     let w = World::new("happy", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
@@ -304,6 +305,7 @@ async fn happy_path_completes_and_every_invariant_holds_throughout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn manual_promotion_waits_then_continues_on_approval() {
     let w = World::new("manual", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
@@ -328,6 +330,7 @@ async fn manual_promotion_waits_then_continues_on_approval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn abort_before_retirement_rolls_back() {
     let w = World::new("abort", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
@@ -387,6 +390,7 @@ async fn abort_before_retirement_rolls_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn a_web_that_never_becomes_ready_is_never_shifted_to() {
     let w = World::new("unready", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
@@ -417,6 +421,7 @@ async fn a_web_that_never_becomes_ready_is_never_shifted_to() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
     let w = World::new("sigkill", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
@@ -475,6 +480,7 @@ async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn two_replicas_act_as_one() {
     let w = World::new("ha", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
@@ -502,6 +508,7 @@ async fn two_replicas_act_as_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
     // Rejected by the apiserver itself (schema and CEL).
     let w = World::new("badspec", "langfuse/langfuse:2.95.9").await;
@@ -638,6 +645,7 @@ async fn pod_spec(w: &World, name: &str) -> k8s_openapi::api::core::v1::PodSpec 
 /// password from a Secret and no DATABASE_URL, a /langfuse base path in its probes, the
 /// ghcr.io image, writes with milliseconds through the shift and into the drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn an_official_chart_v2_with_sidecar_db_settings_and_base_path_completes() {
     let mut w = World::with_layout("chart080", Layout::Chart080).await;
     let observer = w.observe();
@@ -702,6 +710,7 @@ async fn an_official_chart_v2_with_sidecar_db_settings_and_base_path_completes()
 /// From 3.203.0 web registers five v4 backfill rows behind env gates a v3 worker keeps off:
 /// a finalVersion of 3.225.4 completes without waiting on them, and reports them dormant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn a_final_version_with_env_gated_rows_completes_and_reports_them_dormant() {
     let w = World::new("gated", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();

@@ -44,6 +44,7 @@ fn lit(t: Timestamp) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn server_version_and_the_four_fixture_rows() {
     let db = TestDb::new("pg_fixture_rows").await;
     let live = Live::default();
@@ -80,6 +81,7 @@ async fn server_version_and_the_four_fixture_rows() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn row_states_cursor_batch_size_and_progress() {
     let db = TestDb::new("pg_row_states").await;
     let live = Live::default();
@@ -166,6 +168,7 @@ async fn row_states_cursor_batch_size_and_progress() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn newest_write_is_the_max_over_three_tables() {
     let db = TestDb::new("pg_newest_write").await;
     let live = Live::default();
@@ -184,6 +187,7 @@ async fn newest_write_is_the_max_over_three_tables() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn counts_until_the_cutoff_and_late_writes_after_it() {
     let db = TestDb::new("pg_counts").await;
     let live = Live::default();
@@ -271,6 +275,7 @@ async fn counts_until_the_cutoff_and_late_writes_after_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn the_scan_finds_a_12000_row_created_at_group() {
     let db = TestDb::new("pg_scan").await;
     let live = Live::default();
@@ -338,6 +343,7 @@ async fn apply(live: &Live, db: &TestDb, name: &str, remedy: Remedy) -> (Value, 
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn each_remedy_writes_exactly_its_columns() {
     let db = TestDb::new("pg_remedies").await;
     let live = Live::default();
@@ -464,6 +470,7 @@ async fn each_remedy_writes_exactly_its_columns() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn a_database_without_background_migrations_reads_as_no_rows() {
     let db = TestDb::empty("pg_no_table").await;
     let live = Live::default();
@@ -503,6 +510,7 @@ fn assert_no_secret(err: &DbError, password: &str, url: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn errors_name_the_server_and_never_the_password() {
     let db = TestDb::new("pg_errors").await;
     let live = Live::default();
@@ -544,6 +552,7 @@ async fn errors_name_the_server_and_never_the_password() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn pools_are_cached_per_url() {
     let a = TestDb::new("pg_pool_a").await;
     let b = TestDb::new("pg_pool_b").await;
@@ -580,6 +589,7 @@ async fn pools_are_cached_per_url() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn prisma_url_parameters_are_honoured() {
     // Langfuse's tables in a non-public schema, as `DATABASE_URL=...?schema=lf` puts them.
     let db = TestDb::empty("pg_prisma_schema").await;
@@ -625,6 +635,7 @@ async fn prisma_url_parameters_are_honoured() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn env_gate_and_worker_are_read_and_an_untaken_gated_row_is_dormant() {
     let db = TestDb::new("pg_gates").await;
     let live = Live::default();
@@ -657,6 +668,7 @@ async fn env_gate_and_worker_are_read_and_an_untaken_gated_row_is_dormant() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn realistic_history_has_the_shapes_production_has() {
     let db = TestDb::new("pg_history").await;
     let end = now_ms();

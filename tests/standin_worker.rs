@@ -75,6 +75,7 @@ fn all_finished(rows: &[MigrationRow]) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn a_normal_run_copies_every_row() {
     let db = TestDb::new("sw_normal").await;
     let live = Live::default();
@@ -132,6 +133,7 @@ async fn a_normal_run_copies_every_row() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn the_same_created_at_trap_is_detected_and_cleared_by_a_larger_batch() {
     let db = TestDb::new("sw_trap").await;
     let live = Live::default();
@@ -208,6 +210,7 @@ async fn the_same_created_at_trap_is_detected_and_cleared_by_a_larger_batch() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn a_napi_failure_is_remedied_by_a_smaller_batch_and_resumes_from_the_cursor() {
     let db = TestDb::new("sw_napi").await;
     let live = Live::default();
@@ -276,6 +279,7 @@ async fn a_napi_failure_is_remedied_by_a_smaller_batch_and_resumes_from_the_curs
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn a_killed_worker_shows_as_stalled_and_a_later_start_resumes() {
     let db = TestDb::new("sw_killed").await;
     let live = Live::default();
@@ -331,6 +335,7 @@ async fn a_killed_worker_shows_as_stalled_and_a_later_start_resumes() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn late_writes_are_caught_and_rerun_within_their_window() {
     let db = TestDb::new("sw_late").await;
     let live = Live::default();
@@ -396,6 +401,7 @@ async fn late_writes_are_caught_and_rerun_within_their_window() {
 }
 
 #[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn a_row_missing_from_clickhouse_makes_the_counts_differ() {
     let db = TestDb::new("sw_deleted").await;
     let live = Live::default();

@@ -46,9 +46,11 @@ trap 'exit 130' INT TERM
 export LFU_TEST_DB_ENV=$WORKDIR/env
 
 cd "$ROOT"
-args=(test --locked -j "${LFU_TEST_JOBS:-2}" --test postgres --test clickhouse --test standin_worker)
+# The server tests are #[ignore] so a plain `cargo test` passes without servers; here the
+# servers are up, so every one of them runs (--include-ignored): nothing is skipped.
+args=(test --locked -j "${LFU_TEST_JOBS:-2}" --test postgres --test clickhouse --test standin_worker "$@" -- --include-ignored)
 if [[ -n ${LFU_TEST_THREADS:-} ]]; then
-  "$CARGO" "${args[@]}" "$@" -- --test-threads "$LFU_TEST_THREADS"
+  "$CARGO" "${args[@]}" --test-threads "$LFU_TEST_THREADS"
 else
-  "$CARGO" "${args[@]}" "$@"
+  "$CARGO" "${args[@]}"
 fi

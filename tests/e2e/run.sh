@@ -22,4 +22,5 @@ trap cleanup EXIT INT TERM
 tests/cluster/up.sh "$cluster"
 tests/db/up.sh "$db"
 export LFU_TEST_CLUSTER_ENV="$cluster/env" LFU_TEST_DB_ENV="$db/env"
-cargo test --locked --test e2e -- --test-threads="${LFU_E2E_THREADS:-3}" "$@"
+# The e2e tests are #[ignore] for a plain `cargo test`; here the servers are up: run them all.
+cargo test --locked --test e2e -- --include-ignored --test-threads="${LFU_E2E_THREADS:-3}" "$@"

@@ -22,7 +22,7 @@ use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase};
 use langfuse_upgrade_operator::resources::deployments::migrations_enabled;
 
 const HOW_TO: &str = "start the test cluster first: `tests/e2e/run.sh` does everything, or \
-                      `tests/cluster/up.sh /tmp/lfu-c && LFU_TEST_CLUSTER_ENV=/tmp/lfu-c/env cargo test --test e2e`";
+                      `tests/cluster/up.sh /tmp/lfu-c && LFU_TEST_CLUSTER_ENV=/tmp/lfu-c/env LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo test --test e2e -- --include-ignored`";
 
 pub const V2_LAYOUT: &str = include_str!("../e2e/langfuse-v2.yaml");
 pub const V2_CHART_0_8_0: &str = include_str!("../e2e/langfuse-v2-chart-0.8.0.yaml");

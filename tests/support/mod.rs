@@ -24,7 +24,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Row};
 
 const HOW_TO: &str = "start the test servers first: `tests/db/run-tests.sh` does everything, or \
-                      `tests/db/up.sh /tmp/lfu-db && LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo test ...`";
+                      `tests/db/up.sh /tmp/lfu-db && LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo test --test postgres -- --include-ignored`";
 
 pub const PG_FIXTURE: &str = include_str!("../db/fixtures/postgres_v2.sql");
 pub const CH_FIXTURE: &str = include_str!("../db/fixtures/clickhouse_v3.sql");
