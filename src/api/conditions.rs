@@ -85,6 +85,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A reconcile stopped on an error before it could decide (retried with backoff).
     pub const RECONCILE_ERROR: &str = "ReconcileError";
+    /// An irreversible step was reached without the facts it depends on (never expected).
+    pub const OUT_OF_ORDER: &str = "OutOfOrder";
     pub const PENDING: &str = "Pending";
     pub const PREFLIGHT_RUNNING: &str = "PreflightRunning";
     pub const PREFLIGHT_FAILED: &str = "PreflightFailed";

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::Action;
 use super::workloads::{Readiness, WORKER_RESTARTS};
-use super::{Gate, Hold, Planner, wait};
+use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, TableVerification};
 use crate::controller::validate::Settings;
@@ -64,7 +64,7 @@ fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresFacts, Hold>
 
 /// Wait until v2 has stopped writing: the newest `created_at` has not moved for `drainPeriod`.
 pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
-    if p.status.cutoff.is_some() {
+    if p.stage() > Stage::Draining {
         return Ok(());
     }
     let newest = postgres(p, Phase::Draining)?.newest_write;
@@ -103,10 +103,18 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
 /// Turn the background migrations on (worker restart) and watch them to the end, applying the
 /// documented remedies, each bounded, before asking a person.
 pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -> Gate {
-    if p.status.migrations_finished_at.is_some() {
+    if p.stage() > Stage::Migrating {
         return Ok(());
     }
     if p.status.migrations_enabled_at.is_none() {
+        // Invariant 2: on only once the Service points to v3 and v2 has stopped writing.
+        p.require(
+            "turn the background migrations on",
+            &[
+                ("the traffic shift", p.status.traffic_shifted_at.is_some()),
+                ("the drain's cut-off", p.status.cutoff.is_some()),
+            ],
+        )?;
         // Batch sizes planned by the preflight scan go in before the worker starts.
         for (name, size) in p.status.planned_batch_sizes.clone() {
             p.act(Action::Remedy(Remedy::SetBatchSize { name, size }));
@@ -437,7 +445,7 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
 /// Every Postgres row at or before the cut-off must be in ClickHouse, and no v2 row may have
 /// been written after the migrations' start cursor (the late-write guard).
 pub(super) fn verify(p: &mut Planner) -> Gate {
-    if p.status.verified_at.is_some() {
+    if p.stage() > Stage::Verifying {
         return Ok(());
     }
     let pg = postgres(p, Phase::Verifying)?;

@@ -9,6 +9,7 @@ mod preflight;
 mod retire;
 mod rollback;
 mod shift;
+pub mod stage;
 mod workloads;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::api::{
 };
 use crate::databases::{ClickHouseQuery, PostgresQuery, Remedy};
 use crate::resources::labels::Labels;
+pub use stage::Stage;
 
 pub use preflight::checks as preflight_checks;
 pub use workloads::{WORKER_RESTARTS, source_container};
@@ -143,31 +145,46 @@ pub struct Needs {
 pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
     let s = upgrade.status.clone().unwrap_or_default();
     let mut n = Needs::default();
-    let done = s.completed_at.is_some() || s.rolled_back_at.is_some() || upgrade.metadata.deletion_timestamp.is_some();
-    if done || upgrade.spec.abort || upgrade.spec.paused {
+    if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {
         return n;
     }
-    n.hpas = s.provisioning_started_at.is_none() || s.verified_at.is_some();
-    if s.provisioning_started_at.is_none() {
-        n.secrets = true;
-        n.postgres.server_version = true;
-        n.postgres.migrations = true;
-        n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
-        n.clickhouse.server = true;
-    } else if s.traffic_shifted_at.is_some() && s.cutoff.is_none() {
-        n.postgres.newest_write = true;
-    } else if s.cutoff.is_some() && s.migrations_finished_at.is_none() {
-        n.postgres.migrations = true;
-    } else if s.migrations_finished_at.is_some() && s.verified_at.is_none() {
-        let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
-        n.postgres.counts_until = until;
-        n.postgres.late_writes_after = data::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
-        n.postgres.late_writes_until = Some(now);
-        n.clickhouse.counts_until = until;
-    } else if s.source_retired_at.is_some() && s.finalized_at.is_none() && upgrade.spec.target.final_version.is_some() {
-        n.postgres.migrations = true;
+    match stage_of(&upgrade.spec, &s) {
+        Stage::Preflight => {
+            n.hpas = true;
+            n.secrets = true;
+            n.postgres.server_version = true;
+            n.postgres.migrations = true;
+            n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
+            n.clickhouse.server = true;
+        }
+        Stage::Draining => n.postgres.newest_write = true,
+        Stage::Migrating => n.postgres.migrations = true,
+        Stage::Verifying => {
+            let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
+            n.postgres.counts_until = until;
+            n.postgres.late_writes_after = data::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
+            n.postgres.late_writes_until = Some(now);
+            n.clickhouse.counts_until = until;
+        }
+        // HorizontalPodAutoscalers on v2 matter to retirement and after it.
+        Stage::Retiring | Stage::Completing => n.hpas = true,
+        Stage::Finalizing => {
+            n.hpas = true;
+            n.postgres.migrations = true;
+        }
+        Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
     }
     n
+}
+
+/// The stage of an upgrade with this spec and status (see [`stage::stage`]).
+pub fn stage_of(spec: &LangfuseUpgradeSpec, status: &LangfuseUpgradeStatus) -> Stage {
+    let moves_on = spec
+        .target
+        .final_version
+        .as_ref()
+        .is_some_and(|v| *v != spec.target.version);
+    stage::stage(status, moves_on)
 }
 
 /// Requeue intervals: waiting is a requeue, never a sleep.
@@ -235,6 +252,29 @@ impl<'a> Planner<'a> {
 
     pub fn namespace(&self) -> &str {
         self.upgrade.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// Where the upgrade is now, from the facts recorded so far (this decision's included).
+    pub fn stage(&self) -> Stage {
+        stage_of(self.spec, &self.status)
+    }
+
+    /// An irreversible step checks the facts it depends on itself, whatever order the gates
+    /// are walked in: a missing one holds the upgrade and nothing is written.
+    pub fn require(&self, step: &str, facts: &[(&str, bool)]) -> Gate {
+        let missing: Vec<&str> = facts.iter().filter(|(_, ok)| !ok).map(|(what, _)| *what).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Hold::new(
+            Phase::Failed,
+            reason::OUT_OF_ORDER,
+            format!(
+                "refusing to {step} before {}: a bug in the operator's order of steps; nothing was changed, please report it",
+                missing.join(", ")
+            ),
+            wait::IDLE,
+        ))
     }
 
     pub fn now_time(&self) -> Time {

@@ -2,7 +2,7 @@
 //! all pass; once provisioning starts they are not re-run (v3 web itself moves the schemas).
 
 use super::workloads::{source_container, source_selector};
-use super::{Gate, Hold, Planner, wait};
+use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{CheckResult, LangfuseUpgradeSpec, PARALLEL_VERSION, Phase, PreflightCheck, WaivableCheck};
 use crate::controller::observe::{Observed, PostgresError};
@@ -22,7 +22,7 @@ const MIN_CLICKHOUSE: (u64, u64) = (24, 3);
 const CLICKHOUSE_BREAKS_3_29: (u64, u64) = (26, 8);
 
 pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
-    if p.status.provisioning_started_at.is_some() {
+    if p.stage() > Stage::Preflight {
         return Ok(());
     }
     let checks = checks(p.name(), p.spec, p.obs);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::workloads::{self, version_now};
-use super::{Action, Gate, Hold, Planner, wait};
+use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::validate::Settings;
@@ -19,7 +19,7 @@ fn v2_counts(p: &Planner) -> (i32, i32) {
 /// Invariant 4: only after the shift, the migrations, the verification and `retireSourceAfter`.
 pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
     let (asked, pods) = v2_counts(p);
-    if p.status.source_retired_at.is_some() {
+    if p.stage() > Stage::Retiring {
         if p.obs.source.is_some() && (asked > 0 || pods > 0) {
             let hpa = if p.obs.hpas_on_source.is_empty() {
                 String::new()
@@ -37,6 +37,18 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
         }
         return Ok(());
     }
+    // Invariant 4, stated here and not left to the order of the gates.
+    p.require(
+        "retire v2",
+        &[
+            ("the traffic shift", p.status.traffic_shifted_at.is_some()),
+            (
+                "the end of the background migrations",
+                p.status.migrations_finished_at.is_some(),
+            ),
+            ("verification", p.status.verified_at.is_some()),
+        ],
+    )?;
     let waited = p.since(&p.status.verified_at).unwrap_or_default();
     if waited < settings.retire_source_after {
         let left = settings.retire_source_after - waited;
@@ -102,7 +114,9 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
     let Some(final_version) = p.spec.target.final_version.clone() else {
         return Ok(());
     };
-    if final_version == p.spec.target.version || p.status.finalized_at.is_some() {
+    // Invariant 3: the Finalizing stage exists only once v2's retirement is recorded (and
+    // version_now below waits for its last pod).
+    if p.stage() != Stage::Finalizing {
         return Ok(());
     }
     if version_now(p) != final_version {
@@ -182,6 +196,14 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
 
 /// Release the v3 Deployments so deleting this object can never delete production.
 pub(super) fn complete(p: &mut Planner) -> Hold {
+    let done = [
+        ("verification", p.status.verified_at.is_some()),
+        ("v2's retirement", p.status.source_retired_at.is_some()),
+        ("the final version", p.stage() == Stage::Completing),
+    ];
+    if let Err(hold) = p.require("release the v3 Deployments", &done) {
+        return hold;
+    }
     for name in owned_v3(p) {
         p.act(Action::ReleaseDeployment(name));
     }

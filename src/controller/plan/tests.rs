@@ -1753,3 +1753,106 @@ mod drain_properties {
         }
     }
 }
+
+/// Removes one recorded fact.
+type ClearFact = fn(&mut LangfuseUpgradeStatus);
+
+/// Facts recorded up to verification, v2 still at 2 replicas.
+fn verified_status() -> LangfuseUpgradeStatus {
+    LangfuseUpgradeStatus {
+        provisioning_started_at: Some(time(0)),
+        source_replicas: Some(2),
+        traffic_shifted_at: Some(time(10)),
+        cutoff: Some(time(20)),
+        migrations_enabled_at: Some(time(20)),
+        migrations_finished_at: Some(time(30)),
+        verified_at: Some(time(40)),
+        ..Default::default()
+    }
+}
+
+fn planner_for<'a>(u: &'a LangfuseUpgrade, obs: &'a Observed) -> (Planner<'a>, crate::controller::validate::Settings) {
+    (
+        Planner::new(u, obs, t(100)),
+        crate::controller::validate::validate(u).unwrap(),
+    )
+}
+
+/// Each irreversible step checks its own preconditions: called before the facts it depends on,
+/// it holds with OutOfOrder and writes nothing, whatever the order of the gates.
+#[test]
+fn retiring_v2_refuses_without_the_shift_the_migrations_or_the_verification() {
+    let mut s = spec();
+    s.strategy.retire_source_after = "0s".into();
+    let clears: [(&str, ClearFact); 3] = [
+        ("the traffic shift", |s| s.traffic_shifted_at = None),
+        ("the end of the background migrations", |s| {
+            s.migrations_finished_at = None
+        }),
+        ("verification", |s| s.verified_at = None),
+    ];
+    let obs = untouched();
+    for (missing, clear) in clears {
+        let mut status = verified_status();
+        clear(&mut status);
+        let u = upgrade(s.clone(), status);
+        let (mut p, settings) = planner_for(&u, &obs);
+        let hold = retire::retire(&mut p, &settings).unwrap_err();
+        assert_eq!(hold.reason, reason::OUT_OF_ORDER, "{missing}");
+        assert!(hold.message.contains(missing), "{missing}: {}", hold.message);
+        assert!(p.actions.is_empty(), "{missing}: {:?}", p.actions);
+        assert!(p.status.source_retired_at.is_none());
+    }
+    // With every fact recorded the same call retires v2.
+    let u = upgrade(s, verified_status());
+    let (mut p, settings) = planner_for(&u, &obs);
+    assert!(retire::retire(&mut p, &settings).is_err());
+    assert_eq!(p.actions, [Action::ScaleSource(0)]);
+}
+
+#[test]
+fn the_migrations_are_not_turned_on_before_the_shift_and_the_cutoff() {
+    let clears: [(&str, ClearFact); 2] = [
+        ("the traffic shift", |s| s.traffic_shifted_at = None),
+        ("the drain's cut-off", |s| s.cutoff = None),
+    ];
+    let obs = untouched();
+    for (missing, clear) in clears {
+        let mut status = verified_status();
+        status.migrations_enabled_at = None;
+        status.migrations_finished_at = None;
+        status.verified_at = None;
+        clear(&mut status);
+        let u = upgrade(spec(), status);
+        let (mut p, settings) = planner_for(&u, &obs);
+        let hold = data::migrate(&mut p, &settings, &workloads::Readiness::default()).unwrap_err();
+        assert_eq!(hold.reason, reason::OUT_OF_ORDER, "{missing}");
+        assert!(hold.message.contains(missing), "{missing}: {}", hold.message);
+        assert!(p.actions.is_empty(), "{missing}: {:?}", p.actions);
+        assert!(p.status.migrations_enabled_at.is_none());
+    }
+}
+
+#[test]
+fn v3_is_released_only_after_verification_retirement_and_the_final_version() {
+    let mut s = spec();
+    s.target.final_version = Some("3.40.0".into());
+    let mut status = verified_status();
+    status.source_retired_at = Some(time(50));
+    let obs = untouched();
+    // Retired, but the final version not reached: no release.
+    let u = upgrade(s.clone(), status.clone());
+    let (mut p, _) = planner_for(&u, &obs);
+    let hold = retire::complete(&mut p);
+    assert_eq!(hold.reason, reason::OUT_OF_ORDER);
+    assert!(hold.message.contains("the final version"), "{}", hold.message);
+    assert!(p.actions.is_empty() && p.status.completed_at.is_none());
+    // Not retired: no release either, and no Finalizing stage to move v3 on from.
+    status.source_retired_at = None;
+    let u = upgrade(s, status);
+    let (mut p, settings) = planner_for(&u, &obs);
+    let hold = retire::complete(&mut p);
+    assert!(hold.message.contains("v2's retirement"), "{}", hold.message);
+    assert!(retire::finalize(&mut p, &settings).is_ok());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
