@@ -13,9 +13,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{LangfuseUpgradeStatus, Phase};
+use crate::api::{LangfuseUpgradeStatus, Phase, RemedyKind};
 use crate::controller::plan::Action;
 use crate::databases::Remedy;
+use crate::migrations::RowState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -86,26 +87,6 @@ pub struct Metrics {
     preflight: Family<CheckLabels, Gauge>,
     written: Mutex<HashMap<(String, String), Written>>,
 }
-
-const PHASES: [Phase; 17] = [
-    Phase::Pending,
-    Phase::Preflight,
-    Phase::Provisioning,
-    Phase::AwaitingPromotion,
-    Phase::ShiftingTraffic,
-    Phase::Draining,
-    Phase::Migrating,
-    Phase::Verifying,
-    Phase::RetiringSource,
-    Phase::Finalizing,
-    Phase::Completed,
-    Phase::Paused,
-    Phase::Blocked,
-    Phase::Degraded,
-    Phase::RollingBack,
-    Phase::RolledBack,
-    Phase::Failed,
-];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -219,7 +200,7 @@ impl Metrics {
             }
         }
         bump(
-            "workerRestart",
+            &RemedyKind::WorkerRestart.key(),
             restarts_after.saturating_sub(restarts_before).max(0) as u64,
         );
     }
@@ -227,7 +208,7 @@ impl Metrics {
     /// Set every per-upgrade series from the status just written.
     pub fn observe_status(&self, namespace: &str, name: &str, status: &LangfuseUpgradeStatus, now: Instant) {
         let (ns, n) = (namespace.to_string(), name.to_string());
-        for phase in PHASES {
+        for phase in Phase::ALL {
             let labels = PhaseLabels {
                 namespace: ns.clone(),
                 name: n.clone(),
@@ -273,7 +254,11 @@ impl Metrics {
                 migration: m.name.clone(),
             };
             let ratio = f64::from(m.progress_percent.unwrap_or(0)) / 100.0;
-            let ratio = if m.state == "finished" { 1.0 } else { ratio };
+            let ratio = if m.state == RowState::Finished.as_str() {
+                1.0
+            } else {
+                ratio
+            };
             self.progress.get_or_create(&labels).set(ratio);
             let (rate, eta) = match m.estimated_rows {
                 Some(total) if total > 0 => {
@@ -311,7 +296,7 @@ impl Metrics {
 
     /// The upgrade is gone: drop its series.
     pub fn forget(&self, namespace: &str, name: &str) {
-        for phase in PHASES {
+        for phase in Phase::ALL {
             self.phase.remove(&PhaseLabels {
                 namespace: namespace.into(),
                 name: name.into(),

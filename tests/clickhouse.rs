@@ -6,7 +6,7 @@ mod support;
 
 use jiff::Timestamp;
 use langfuse_upgrade_operator::databases::{ClickHouseConnection, ClickHouseQuery, Databases, Live, SecretString};
-use langfuse_upgrade_operator::migrations::TableCounts;
+use langfuse_upgrade_operator::migrations::{Table, TableCounts};
 use langfuse_upgrade_operator::verify::{ClickHouseFacts, SCHEMA_VERSION_3_29};
 use support::{TestDb, t_ms};
 
@@ -109,7 +109,7 @@ async fn an_empty_database_has_no_schema_and_no_tables() {
         )
         .await
         .unwrap();
-    assert_eq!(facts.missing_tables, ["traces", "observations", "scores"]);
+    assert_eq!(facts.missing_tables, Table::ALL);
     assert_eq!(facts.counts, None);
     db.finish().await;
 
@@ -136,7 +136,7 @@ async fn an_empty_database_has_no_schema_and_no_tables() {
         )
         .await
         .unwrap();
-    assert_eq!(facts.missing_tables, ["scores"]);
+    assert_eq!(facts.missing_tables, [Table::Scores]);
     db.finish().await;
 }
 

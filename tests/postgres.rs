@@ -6,7 +6,7 @@ mod support;
 
 use jiff::{SignedDuration, Timestamp};
 use langfuse_upgrade_operator::databases::{Databases, DbError, LateWindow, Live, PostgresQuery, Remedy, SecretString};
-use langfuse_upgrade_operator::migrations::{MigrationRow, PostgresFacts, RowState, TableCounts, V3_MIGRATIONS};
+use langfuse_upgrade_operator::migrations::{MigrationRow, PostgresFacts, RowState, Table, TableCounts, V3_MIGRATIONS};
 use serde_json::{Value, json};
 use support::{COST_BACKFILL, OBSERVATIONS, SCORES, TRACES, TestDb, now_ms, t_ms};
 
@@ -300,11 +300,8 @@ async fn the_scan_finds_a_12000_row_created_at_group() {
             .same_created_at_groups
         }
     };
-    assert_eq!(scan(5000).await, vec![("traces".to_string(), 12_000)]);
-    assert_eq!(
-        scan(4999).await,
-        vec![("traces".to_string(), 12_000), ("scores".to_string(), 4_999)]
-    );
+    assert_eq!(scan(5000).await, vec![(Table::Traces, 12_000)]);
+    assert_eq!(scan(4999).await, vec![(Table::Traces, 12_000), (Table::Scores, 4_999)]);
     assert_eq!(scan(12_001).await, vec![], "a batch above the group clears it");
     db.finish().await;
 }

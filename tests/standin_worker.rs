@@ -155,7 +155,7 @@ async fn the_same_created_at_trap_is_detected_and_cleared_by_a_larger_batch() {
         .same_created_at_groups;
     assert_eq!(
         scan,
-        vec![("traces".to_string(), 12_000)],
+        vec![(langfuse_upgrade_operator::migrations::Table::Traces, 12_000)],
         "preflight would have warned"
     );
 

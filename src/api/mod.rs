@@ -1,9 +1,11 @@
 //! The `LangfuseUpgrade` custom resource: spec, status and conditions.
 
 pub mod conditions;
+pub mod remedies;
 pub mod spec;
 pub mod status;
 
+pub use remedies::RemedyKind;
 pub use spec::*;
 pub use status::*;
 

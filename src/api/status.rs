@@ -29,6 +29,27 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, once (metrics export one series per phase).
+    pub const ALL: [Phase; 17] = [
+        Phase::Pending,
+        Phase::Preflight,
+        Phase::Provisioning,
+        Phase::AwaitingPromotion,
+        Phase::ShiftingTraffic,
+        Phase::Draining,
+        Phase::Migrating,
+        Phase::Verifying,
+        Phase::RetiringSource,
+        Phase::Finalizing,
+        Phase::Completed,
+        Phase::Paused,
+        Phase::Blocked,
+        Phase::Degraded,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
@@ -230,4 +251,25 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     object.insert("x-kubernetes-list-type".into(), "map".into());
     object.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     schema
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::Phase;
+
+    #[test]
+    fn all_lists_every_phase_once() {
+        // The schema's enum is generated from the type: ALL must hold exactly those values.
+        let schema = serde_json::to_value(schemars::schema_for!(Phase)).unwrap();
+        let mut from_schema: Vec<String> = schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let mut listed: Vec<String> = Phase::ALL.iter().map(|p| p.to_string()).collect();
+        from_schema.sort();
+        listed.sort();
+        assert_eq!(listed, from_schema);
+    }
 }

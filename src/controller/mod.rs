@@ -110,8 +110,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         report::report(&ctx.client, &ctx.recorder, &upgrade, &status, &executed).await?;
         let (ns, name) = (upgrade.namespace().unwrap_or_default(), upgrade.name_any());
         let restarts = |s: Option<&crate::api::LangfuseUpgradeStatus>| {
-            s.and_then(|s| s.remedies.get(plan::WORKER_RESTARTS).copied())
-                .unwrap_or(0)
+            s.map_or(0, |s| s.remedies_used(crate::api::RemedyKind::WorkerRestart))
         };
         ctx.metrics.remedies_applied(
             &ns,

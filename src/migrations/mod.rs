@@ -4,6 +4,9 @@
 use jiff::Timestamp;
 
 pub mod postgres;
+pub mod table;
+
+pub use table::Table;
 
 /// The four v3.29.0 background migrations, in the order the worker runs them (by name).
 pub const V3_MIGRATIONS: [&str; 4] = [
@@ -13,21 +16,18 @@ pub const V3_MIGRATIONS: [&str; 4] = [
     "20241024_1738_migrate_scores_from_pg_to_ch",
 ];
 
-/// The copy migration for a table, by the table's name.
-pub fn migration_for_table(table: &str) -> Option<&'static str> {
+/// The copy migration of a table.
+pub fn migration_for_table(table: Table) -> &'static str {
     match table {
-        "traces" => Some(V3_MIGRATIONS[1]),
-        "observations" => Some(V3_MIGRATIONS[2]),
-        "scores" => Some(V3_MIGRATIONS[3]),
-        _ => None,
+        Table::Traces => V3_MIGRATIONS[1],
+        Table::Observations => V3_MIGRATIONS[2],
+        Table::Scores => V3_MIGRATIONS[3],
     }
 }
 
 /// The table a copy migration fills, by the migration's name.
-pub fn table_for_migration(name: &str) -> Option<&'static str> {
-    ["traces", "observations", "scores"]
-        .into_iter()
-        .find(|t| migration_for_table(t) == Some(name))
+pub fn table_for_migration(name: &str) -> Option<Table> {
+    Table::ALL.into_iter().find(|t| migration_for_table(*t) == name)
 }
 
 /// A lock older than this is stale: the worker heartbeats every 15 s.
@@ -153,12 +153,11 @@ pub struct EstimatedRows {
 }
 
 impl EstimatedRows {
-    pub fn for_table(&self, table: &str) -> Option<i64> {
+    pub fn for_table(&self, table: Table) -> Option<i64> {
         match table {
-            "traces" => self.traces,
-            "observations" => self.observations,
-            "scores" => self.scores,
-            _ => None,
+            Table::Traces => self.traces,
+            Table::Observations => self.observations,
+            Table::Scores => self.scores,
         }
     }
 }
@@ -172,11 +171,11 @@ pub struct TableCounts {
 }
 
 impl TableCounts {
-    pub fn iter(&self) -> [(&'static str, i64); 3] {
+    pub fn iter(&self) -> [(Table, i64); 3] {
         [
-            ("traces", self.traces),
-            ("observations", self.observations),
-            ("scores", self.scores),
+            (Table::Traces, self.traces),
+            (Table::Observations, self.observations),
+            (Table::Scores, self.scores),
         ]
     }
 }
@@ -190,7 +189,7 @@ pub struct PostgresFacts {
     /// Newest `created_at` over traces, observations and scores (index-backed max).
     pub newest_write: Option<Timestamp>,
     /// Largest group of rows sharing one `created_at`, per table, when at least the batch size.
-    pub same_created_at_groups: Vec<(String, i64)>,
+    pub same_created_at_groups: Vec<(Table, i64)>,
     pub counts: Option<TableCounts>,
     /// Rows created after the migrations' start cursor: written by v2 after the cut-off.
     pub late_writes: Option<TableCounts>,

@@ -22,9 +22,7 @@ use sqlx::{Connection, PgConnection, Row};
 
 use super::{EstimatedRows, MigrationRow, PostgresFacts, TableCounts};
 use crate::databases::{LateWindow, PostgresQuery, Remedy};
-
-/// The v2 tracing tables the copy migrations read, in the order of [`TableCounts`].
-pub const TABLES: [&str; 3] = ["traces", "observations", "scores"];
+use crate::migrations::Table;
 
 /// Statement timeout for the one-off full-index reads (preflight scan, verification counts).
 pub const LONG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -193,12 +191,12 @@ pub fn parse_batch_size(text: &str) -> Option<i64> {
 }
 
 /// The table a copy migration reads, by its script (or, failing that, its name).
-pub fn copied_table(script: &str, name: &str) -> Option<&'static str> {
+pub fn copied_table(script: &str, name: &str) -> Option<Table> {
     match script {
-        "migrateTracesFromPostgresToClickhouse" => Some("traces"),
-        "migrateObservationsFromPostgresToClickhouse" => Some("observations"),
-        "migrateScoresFromPostgresToClickhouse" => Some("scores"),
-        _ => TABLES
+        "migrateTracesFromPostgresToClickhouse" => Some(Table::Traces),
+        "migrateObservationsFromPostgresToClickhouse" => Some(Table::Observations),
+        "migrateScoresFromPostgresToClickhouse" => Some(Table::Scores),
+        _ => Table::ALL
             .into_iter()
             .find(|t| name.contains(&format!("migrate_{t}_from_pg_to_ch"))),
     }
@@ -247,10 +245,10 @@ fn migration_row(row: &PgRow) -> Result<MigrationRow> {
     let max_date: Option<String> = row.try_get("max_date").map_err(QueryError::sql(WHAT))?;
     let batch_size: Option<String> = row.try_get("batch_size").map_err(QueryError::sql(WHAT))?;
     let oldest_ms = match copied_table(&script, &name) {
-        Some("traces") => get_ms("traces_ms")?,
-        Some("observations") => get_ms("observations_ms")?,
-        Some("scores") => get_ms("scores_ms")?,
-        _ => None,
+        Some(Table::Traces) => get_ms("traces_ms")?,
+        Some(Table::Observations) => get_ms("observations_ms")?,
+        Some(Table::Scores) => get_ms("scores_ms")?,
+        None => None,
     };
     let cursor = max_date.as_deref().and_then(|text| {
         let parsed = parse_cursor(text);
@@ -285,16 +283,16 @@ pub async fn newest_write(conn: &mut PgConnection) -> Result<Option<Timestamp>> 
 
 /// Per table, the size of the largest group of rows sharing one `created_at`, when it is at
 /// least `batch` (the v3.29.0 copy never advances past such a group).
-pub async fn same_created_at_scan(conn: &mut PgConnection, batch: i64) -> Result<Vec<(String, i64)>> {
+pub async fn same_created_at_scan(conn: &mut PgConnection, batch: i64) -> Result<Vec<(Table, i64)>> {
     let mut groups = Vec::new();
-    for (table, sql) in TABLES.into_iter().zip(SAME_CREATED_AT_SQL) {
+    for (table, sql) in Table::ALL.into_iter().zip(SAME_CREATED_AT_SQL) {
         let what = format!("scanning {table} for rows sharing one created_at");
         let n: Option<i64> = long_statement(conn, &what, async |tx| {
             sqlx::query_scalar(sql).bind(batch).fetch_optional(&mut *tx).await
         })
         .await?;
         if let Some(n) = n {
-            groups.push((table.to_string(), n));
+            groups.push((table, n));
         }
     }
     Ok(groups)
@@ -503,11 +501,11 @@ mod tests {
     fn copy_rows_map_to_tables() {
         assert_eq!(
             copied_table("migrateObservationsFromPostgresToClickhouse", "x"),
-            Some("observations")
+            Some(Table::Observations)
         );
         assert_eq!(
             copied_table("custom", "20241024_1738_migrate_scores_from_pg_to_ch"),
-            Some("scores")
+            Some(Table::Scores)
         );
         assert_eq!(
             copied_table(

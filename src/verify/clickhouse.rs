@@ -7,8 +7,8 @@ use jiff::Timestamp;
 
 use super::ClickHouseFacts;
 use crate::databases::ClickHouseQuery;
-use crate::migrations::TableCounts;
 use crate::migrations::postgres::millis_floor;
+use crate::migrations::{Table, TableCounts};
 
 pub const VERSION_SQL: &str = "SELECT version()";
 
@@ -19,16 +19,15 @@ pub const TABLES_SQL: &str = "SELECT name FROM system.tables WHERE database = cu
      AND name IN ('traces', 'observations', 'scores')";
 
 /// Which of the three tables the migrations copy into are absent.
-pub async fn missing_tables(client: &Client) -> Result<Vec<String>> {
+pub async fn missing_tables(client: &Client) -> Result<Vec<Table>> {
     let present: Vec<String> = client
         .query(TABLES_SQL)
         .fetch_all::<String>()
         .await
         .map_err(err("listing the tables"))?;
-    Ok(["traces", "observations", "scores"]
+    Ok(Table::ALL
         .into_iter()
-        .filter(|t| !present.iter().any(|p| p == t))
-        .map(String::from)
+        .filter(|t| !present.iter().any(|p| p == t.name()))
         .collect())
 }
 

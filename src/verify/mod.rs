@@ -17,5 +17,45 @@ pub struct ClickHouseFacts {
     pub counts: Option<TableCounts>,
     /// Which of `traces`, `observations`, `scores` the database lacks (read with the server
     /// facts and before counting).
-    pub missing_tables: Vec<String>,
+    pub missing_tables: Vec<crate::migrations::Table>,
+}
+
+/// One table's verdict: ClickHouse holds every Postgres row up to the cut-off, or some are
+/// missing. v3 ingests while v2 drains, so ClickHouse may hold more, never fewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    Missing(i64),
+}
+
+impl Verdict {
+    pub fn of(postgres: i64, clickhouse: i64) -> Self {
+        if clickhouse >= postgres {
+            Verdict::Match
+        } else {
+            Verdict::Missing(postgres - clickhouse)
+        }
+    }
+}
+
+/// As written to `status.verification[].verdict`: `Match` or `Missing <n>`.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Match => f.write_str("Match"),
+            Verdict::Missing(n) => write!(f, "Missing {n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn more_in_clickhouse_matches_fewer_is_missing() {
+        assert_eq!(Verdict::of(10, 12), Verdict::Match);
+        assert_eq!(Verdict::of(10, 10).to_string(), "Match");
+        assert_eq!(Verdict::of(10, 7).to_string(), "Missing 3");
+    }
 }

@@ -4,17 +4,18 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::Action;
-use super::workloads::{Readiness, WORKER_RESTARTS};
+use super::workloads::Readiness;
 use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
-use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, TableVerification};
+use crate::api::{LangfuseUpgradeStatus, MigrationStatus, Phase, RemedyKind, TableVerification};
 use crate::controller::validate::Settings;
 use crate::databases::{LateWindow, Remedy};
 use crate::migrations::{
-    DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, OpenGates, PostgresFacts, RowState, V3_MIGRATIONS,
+    DEFAULT_BATCH_SIZE, EstimatedRows, MigrationRow, OpenGates, PostgresFacts, RowState, Table, V3_MIGRATIONS,
     migration_for_table, table_for_migration,
 };
 use crate::precision::{bound_after, newest_seen};
+use crate::verify::Verdict;
 
 /// Restarts of a stalled worker before a person is asked.
 const MAX_WORKER_RESTARTS: i32 = 2;
@@ -22,6 +23,10 @@ const MAX_WORKER_RESTARTS: i32 = 2;
 /// "nothing runs" only after this long since the worker (re)started.
 const IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 const MAX_LATE_WRITE_RERUNS: i32 = 2;
+/// Automatic resumes of a migration that failed for a reason without a specific remedy.
+const MAX_RESUMES: i32 = 1;
+/// Batch-size raises for a migration stuck on one `created_at`.
+const MAX_STUCK_RAISES: i32 = 3;
 
 /// Per table, the instant after which a Postgres row may not be in ClickHouse: after a re-copy,
 /// the instant it covered; before, the later of the moment the migrations were enabled and the
@@ -33,18 +38,18 @@ pub fn late_window(s: &LangfuseUpgradeStatus) -> Option<LateWindow> {
         return Some(LateWindow::uniform(covered.0));
     }
     let enabled = s.migrations_enabled_at.as_ref()?.0;
-    let table = |t: &str| {
+    let table = |t: Table| {
         let name = migration_for_table(t);
         s.migrations
             .iter()
-            .find(|m| Some(m.name.as_str()) == name)
+            .find(|m| m.name == name)
             .and_then(|m| m.start_cursor.as_ref())
             .map_or(enabled, |c| c.0.max(enabled))
     };
     Some(LateWindow {
-        traces: table("traces"),
-        observations: table("observations"),
-        scores: table("scores"),
+        traces: table(Table::Traces),
+        observations: table(Table::Observations),
+        scores: table(Table::Scores),
     })
 }
 
@@ -60,6 +65,11 @@ fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresFacts, Hold>
         // The facts that call for Postgres were recorded this very reconcile: read it next.
         None => Err(Hold::new(phase, reason::PENDING, "reading Postgres next", wait::NOW)),
     }
+}
+
+/// Table names for a message, e.g. `traces, scores`.
+pub(super) fn names(tables: &[Table]) -> String {
+    tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
 /// Wait until v2 has stopped writing: the newest `created_at` has not moved for `drainPeriod`.
@@ -174,7 +184,7 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
         .or(p.status.migrations_enabled_at.clone());
     let settled = p.since(&last_start).is_some_and(|d| d >= IDLE_GRACE);
     if idle && settled {
-        if bump(p, "idleRestart", MAX_WORKER_RESTARTS) && p.spec.migrations.remediation {
+        if bump(p, RemedyKind::IdleRestart, MAX_WORKER_RESTARTS) && p.spec.migrations.remediation {
             restart_worker(p, settings)?;
             return remedied(
                 p,
@@ -213,19 +223,17 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
 }
 
 /// Count one more use of a bounded remedy; false when its attempts are used up.
-fn bump(p: &mut Planner, key: &str, max: i32) -> bool {
-    let used = p.status.remedies.get(key).copied().unwrap_or(0);
-    if used >= max {
+fn bump(p: &mut Planner, kind: RemedyKind, max: i32) -> bool {
+    if p.status.remedies_used(kind) >= max {
         return false;
     }
-    p.status.remedies.insert(key.to_string(), used + 1);
+    p.status.count_remedy(kind);
     true
 }
 
 /// A rollout restart of the v3 worker: the manager only looks for work at start.
 fn restart_worker(p: &mut Planner, settings: &Settings) -> Result<(), Hold> {
-    let n = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
-    p.status.remedies.insert(WORKER_RESTARTS.into(), n + 1);
+    p.status.count_remedy(RemedyKind::WorkerRestart);
     p.status.worker_restarted_at = Some(p.now_time());
     super::workloads::ensure(p, settings).map(|_| ())
 }
@@ -293,7 +301,7 @@ fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> G
                     size,
                 }));
                 p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
-                bump(p, &format!("napi/{name}"), i32::MAX);
+                bump(p, RemedyKind::Napi(&name), i32::MAX);
                 restart_worker(p, settings)?;
                 remedied(
                     p,
@@ -311,7 +319,7 @@ fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> G
             ),
         };
     }
-    if bump(p, &format!("resume/{name}"), 1) {
+    if bump(p, RemedyKind::Resume(&name), MAX_RESUMES) {
         p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
         restart_worker(p, settings)?;
         return remedied(p, &format!("{name} failed ({why}); resumed it once from its cursor"));
@@ -346,7 +354,7 @@ fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gat
     let planned = p.status.planned_batch_sizes.get(&name).copied().unwrap_or(0);
     let size = (current * 2).max(planned);
     let cursor = row.cursor.map(|c| c.to_string()).unwrap_or_default();
-    if p.spec.migrations.remediation && bump(p, &format!("stuck/{name}"), 3) {
+    if p.spec.migrations.remediation && bump(p, RemedyKind::Stuck(&name), MAX_STUCK_RAISES) {
         p.act(Action::Remedy(Remedy::SetBatchSize {
             name: name.clone(),
             size,
@@ -462,7 +470,7 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
     {
         let message = format!(
             "ClickHouse has no {} table: did v3 web run its ClickHouse migrations against database {}? v2 is kept",
-            ch.missing_tables.join(", "),
+            names(&ch.missing_tables),
             p.spec.clickhouse.database.as_deref().unwrap_or("default")
         );
         p.condition(cond::VERIFIED, false, reason::CLICKHOUSE_UNAVAILABLE, message.clone());
@@ -493,28 +501,26 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             wait::POLL,
         ));
     };
-    // v3 ingests while v2 drains, so ClickHouse may hold more rows up to the cut-off, never fewer.
-    let rows: Vec<TableVerification> = pg_counts
+    let verdicts: Vec<(Table, i64, i64, Verdict)> = pg_counts
         .iter()
         .into_iter()
         .zip(ch_counts.iter())
-        .map(|((table, pg), (_, ch))| TableVerification {
-            table: table.into(),
-            postgres: pg,
-            clickhouse: ch,
-            verdict: if ch >= pg {
-                "Match".into()
-            } else {
-                format!("Missing {}", pg - ch)
-            },
+        .map(|((table, pg), (_, ch))| (table, pg, ch, Verdict::of(pg, ch)))
+        .collect();
+    let missing: Vec<String> = verdicts
+        .iter()
+        .filter(|(.., v)| *v != Verdict::Match)
+        .map(|(table, .., v)| format!("{table} {}", v.to_string().to_lowercase()))
+        .collect();
+    p.status.verification = verdicts
+        .iter()
+        .map(|(table, pg, ch, verdict)| TableVerification {
+            table: table.to_string(),
+            postgres: *pg,
+            clickhouse: *ch,
+            verdict: verdict.to_string(),
         })
         .collect();
-    let missing: Vec<String> = rows
-        .iter()
-        .filter(|r| r.verdict != "Match")
-        .map(|r| format!("{} {}", r.table, r.verdict.to_lowercase()))
-        .collect();
-    p.status.verification = rows;
     if let Some(late) = late.filter(|l| l.iter().iter().any(|(_, n)| *n > 0)) {
         let text = late
             .iter()
@@ -525,14 +531,14 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             .join(", ");
         // The late-write guard: re-run each affected copy bounded to the rows written after its
         // start cursor (newest first, that many), then migrate and verify again.
-        if p.spec.migrations.remediation && bump(p, "lateWriteRerun", MAX_LATE_WRITE_RERUNS) {
+        if p.spec.migrations.remediation && bump(p, RemedyKind::LateWriteRerun, MAX_LATE_WRITE_RERUNS) {
             // Bounded above by now, the upper bound of the count (`needs`): exactly the counted
             // rows are re-copied even if more arrive meanwhile (the next check catches those).
             let until = p.now;
             for (table, n) in late.iter() {
-                if let (true, Some(name)) = (n > 0, migration_for_table(table)) {
+                if n > 0 {
                     p.act(Action::Remedy(Remedy::RerunWindow {
-                        name: name.into(),
+                        name: migration_for_table(table).into(),
                         max_date: until,
                         max_rows: n,
                     }));
@@ -541,8 +547,7 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             p.status.late_writes_covered_until = Some(Time(p.now));
             p.status.migrations_finished_at = None;
             p.status.worker_restarted_at = Some(p.now_time());
-            let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
-            p.status.remedies.insert(WORKER_RESTARTS.into(), restarts + 1);
+            p.status.count_remedy(RemedyKind::WorkerRestart);
             let message = format!(
                 "v2 wrote rows after the migrations started ({text}); re-running the copies for exactly those rows"
             );

@@ -29,7 +29,7 @@ use crate::resources::labels::Labels;
 pub use stage::Stage;
 
 pub use preflight::checks as preflight_checks;
-pub use workloads::{WORKER_RESTARTS, source_container};
+pub use workloads::source_container;
 
 /// A write the executor makes. Each is idempotent (server-side apply or a guarded delete).
 #[derive(Clone, Debug, PartialEq)]

@@ -64,9 +64,8 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     // size above the largest group, set before the migrations start.
     if let Some(Ok(pg)) = &p.obs.postgres {
         for (table, group) in &pg.same_created_at_groups {
-            if let Some(name) = crate::migrations::migration_for_table(table) {
-                p.status.planned_batch_sizes.insert(name.to_string(), group + 1);
-            }
+            let name = crate::migrations::migration_for_table(*table);
+            p.status.planned_batch_sizes.insert(name.to_string(), group + 1);
         }
     }
     p.condition(
@@ -375,7 +374,7 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
                     Fail,
                     format!(
                         "schema_migrations is at {v} but table {} is missing: the schema is damaged; restore it before upgrading",
-                        ch.missing_tables.join(", ")
+                        super::data::names(&ch.missing_tables)
                     ),
                 ),
                 Some((v, _)) => r.line("clickhouse", Pass, format!("schema_migrations at {v}, clean")),

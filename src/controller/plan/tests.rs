@@ -217,7 +217,7 @@ struct World {
     write_millis: i64,
     postgres_down: bool,
     /// What the preflight scan for same-created_at groups finds.
-    scan_groups: Vec<(String, i64)>,
+    scan_groups: Vec<(crate::migrations::Table, i64)>,
     /// v2 keeps writing after the cut-off (late rows reappear after each copy).
     v2_never_quiet: bool,
     history: Vec<Decision>,
@@ -1095,7 +1095,7 @@ fn remediation_off_reports_the_failure_and_the_manual_fix() {
 #[test]
 fn same_created_at_trap_found_by_preflight_is_fixed_before_the_start() {
     let mut w = World::new(spec());
-    w.scan_groups = vec![("traces".into(), 12_000)];
+    w.scan_groups = vec![(crate::migrations::Table::Traces, 12_000)];
     w.runner.trap = Some((1, 12_000));
     w.run_until(Phase::Completed, 600);
     let name = "20241024_1730_migrate_traces_from_pg_to_ch".to_string();
@@ -1485,7 +1485,7 @@ fn a_missing_clickhouse_table_keeps_v2_with_the_reason() {
     w.run_until(Phase::Verifying, 400);
     let mut obs = w.observe();
     if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
-        ch.missing_tables = vec!["scores".into()];
+        ch.missing_tables = vec![crate::migrations::Table::Scores];
         ch.counts = None;
     }
     let d = plan(&w.upgrade, &obs, t(w.now));
@@ -1500,7 +1500,7 @@ fn a_damaged_clickhouse_schema_blocks_preflight() {
     let w = World::new(spec());
     let mut obs = w.observe();
     if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
-        ch.missing_tables = vec!["traces".into()];
+        ch.missing_tables = vec![crate::migrations::Table::Traces];
     }
     let d = plan(&w.upgrade, &obs, t(0));
     assert_eq!(d.phase, Phase::Blocked);

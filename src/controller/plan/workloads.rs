@@ -7,15 +7,12 @@ use kube::Resource;
 
 use super::{Action, Gate, Hold, Planner, wait};
 use crate::api::conditions::reason;
-use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RollbackStatus};
+use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RemedyKind, RollbackStatus};
 use crate::controller::validate::Settings;
 use crate::resources::deployments::{BuildInput, applied_hash, web_deployment, worker_deployment};
 use crate::resources::images::v3_images;
 use crate::resources::labels::Labels;
 use crate::resources::service::resolve_web_port;
-
-/// Remedy counter key for worker restarts (the pod-template restart annotation).
-pub const WORKER_RESTARTS: &str = "workerRestart";
 
 /// What the rollout of the v3 Deployments looks like right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,7 +87,7 @@ pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), S
         .ok_or_else(|| format!("the Service {:?} is gone", p.spec.source.service))?;
     let port = resolve_web_port(service, container)?;
     let selector = source_selector(source);
-    let restarts = p.status.remedies.get(WORKER_RESTARTS).copied().unwrap_or(0);
+    let restarts = p.status.remedies_used(RemedyKind::WorkerRestart);
     // Recorded at preflight, so a later change to v2's image cannot move v3's registry.
     let images = p
         .status
