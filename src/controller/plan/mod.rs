@@ -4,12 +4,16 @@
 //! The phase is never read back: every decision walks the gates below from the top, so losing
 //! the `phase` field, or restarting the operator between any two writes, gives the same answer.
 
-mod data;
+mod drain;
+mod migrate;
 mod preflight;
+mod reading;
+mod remedies;
 mod retire;
 mod rollback;
 mod shift;
 pub mod stage;
+mod verify;
 mod workloads;
 
 use std::time::Duration;
@@ -162,7 +166,7 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         Stage::Verifying => {
             let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
             n.postgres.counts_until = until;
-            n.postgres.late_writes_after = data::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
+            n.postgres.late_writes_after = verify::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
             n.postgres.late_writes_until = Some(now);
             n.clickhouse.counts_until = until;
         }
@@ -503,10 +507,10 @@ fn gates(p: &mut Planner) -> Gate {
         ));
     }
     shift::gate(p, &ready)?;
-    workloads::after_shift(p, &settings, &ready)?;
-    data::drain(p, &settings)?;
-    data::migrate(p, &settings, &ready)?;
-    data::verify(p)?;
+    rollback::after_shift(p, &settings, &ready)?;
+    drain::drain(p, &settings)?;
+    migrate::migrate(p, &settings, &ready)?;
+    verify::verify(p)?;
     retire::retire(p, &settings)?;
     retire::finalize(p, &settings)
 }

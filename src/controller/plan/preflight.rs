@@ -374,7 +374,7 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
                     Fail,
                     format!(
                         "schema_migrations is at {v} but table {} is missing: the schema is damaged; restore it before upgrading",
-                        super::data::names(&ch.missing_tables)
+                        super::reading::names(&ch.missing_tables)
                     ),
                 ),
                 Some((v, _)) => r.line("clickhouse", Pass, format!("schema_migrations at {v}, clean")),

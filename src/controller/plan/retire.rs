@@ -157,17 +157,17 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
         }
     };
     let now = p.now;
-    let gates = super::data::open_gates(p);
+    let gates = super::migrate::open_gates(p);
     let estimates = match &p.obs.postgres {
         Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
         _ => Default::default(),
     };
-    super::data::report_progress(p, &rows, &estimates);
+    super::migrate::report_progress(p, &rows, &estimates);
     if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
         let message = format!(
             "background migration {} failed after moving to {final_version}: {}",
             failed.name,
-            super::data::short_reason(failed.failed_reason.as_deref())
+            super::remedies::short_reason(failed.failed_reason.as_deref())
         );
         return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
     }

@@ -3,10 +3,11 @@
 
 use super::retire::owned_v3;
 use super::shift::endpoint_split;
-use super::workloads::{Desire, build, version_now};
+use super::workloads::{Desire, Readiness, build, version_now};
 use super::{Action, Gate, Hold, Planner, wait};
 use crate::api::conditions::reason;
 use crate::api::{FINALIZER, Phase, RollbackStatus};
+use crate::controller::validate::Settings;
 use crate::resources::deployments::applied_hash;
 use crate::resources::labels::{Role, v3_selector};
 use crate::resources::service::selector_of;
@@ -208,4 +209,42 @@ pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
         )
     });
     out
+}
+
+/// After the shift v3 web serves production: if no web pod serves for `rollbackAfter`, and v2 is
+/// still there to take traffic back, roll back.
+pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readiness) -> Gate {
+    if p.status.traffic_shifted_at.is_none() || p.status.source_retired_at.is_some() {
+        p.status.web_unavailable_since = None;
+        return Ok(());
+    }
+    if ready.web_serving {
+        p.status.web_unavailable_since = None;
+        return Ok(());
+    }
+    let now = p.now_time();
+    let since = p.status.web_unavailable_since.get_or_insert(now).clone();
+    let down_for = p.since(&Some(since.clone())).unwrap_or_default();
+    if down_for >= settings.rollback_after {
+        let why = format!(
+            "v3 web served no ready pod for {}s (rollbackAfter {})",
+            down_for.as_secs(),
+            p.spec.strategy.rollback_after
+        );
+        p.status.rollback = Some(RollbackStatus {
+            reason: Some(why),
+            started_at: Some(p.now_time()),
+            ..Default::default()
+        });
+        return roll_back(p, false);
+    }
+    Err(Hold::new(
+        Phase::Degraded,
+        reason::WEB_NOT_AVAILABLE,
+        format!(
+            "v3 web has no ready pod since {}; rolling back to v2 after {} unless it recovers",
+            since.0, p.spec.strategy.rollback_after
+        ),
+        wait::POLL,
+    ))
 }

@@ -1417,10 +1417,10 @@ fn requeue_is_never_a_busy_loop_when_waiting() {
 #[test]
 fn long_failure_reasons_are_clipped_to_their_first_line() {
     let long = format!("insert failed: schema mismatch\n{}", "- column\n".repeat(500));
-    assert_eq!(data::short_reason(Some(&long)), "insert failed: schema mismatch");
+    assert_eq!(remedies::short_reason(Some(&long)), "insert failed: schema mismatch");
     let wide = "x".repeat(1000);
-    assert_eq!(data::short_reason(Some(&wide)).len(), 303);
-    assert_eq!(data::short_reason(None), "no reason recorded");
+    assert_eq!(remedies::short_reason(Some(&wide)).len(), 303);
+    assert_eq!(remedies::short_reason(None), "no reason recorded");
 }
 
 #[test]
@@ -1448,7 +1448,7 @@ fn late_window_uses_each_copys_start_as_seen_while_running() {
         row("20241024_1738_migrate_scores_from_pg_to_ch", Some(190)),
     ];
     assert_eq!(
-        data::late_window(&s),
+        verify::late_window(&s),
         Some(LateWindow {
             traces: t(130),
             observations: t(100),
@@ -1458,10 +1458,10 @@ fn late_window_uses_each_copys_start_as_seen_while_running() {
     // First seen only after a batch (the cursor already at older rows): the enable time bounds
     // it, so rows the copy took are not mistaken for late ones.
     s.migrations[0].start_cursor = Some(time(-3600));
-    assert_eq!(data::late_window(&s).unwrap().traces, t(100));
+    assert_eq!(verify::late_window(&s).unwrap().traces, t(100));
     s.late_writes_covered_until = Some(time(500));
-    assert_eq!(data::late_window(&s), Some(LateWindow::uniform(t(500))));
-    assert_eq!(data::late_window(&LangfuseUpgradeStatus::default()), None);
+    assert_eq!(verify::late_window(&s), Some(LateWindow::uniform(t(500))));
+    assert_eq!(verify::late_window(&LangfuseUpgradeStatus::default()), None);
 }
 
 #[test]
@@ -1825,7 +1825,7 @@ fn the_migrations_are_not_turned_on_before_the_shift_and_the_cutoff() {
         clear(&mut status);
         let u = upgrade(spec(), status);
         let (mut p, settings) = planner_for(&u, &obs);
-        let hold = data::migrate(&mut p, &settings, &workloads::Readiness::default()).unwrap_err();
+        let hold = migrate::migrate(&mut p, &settings, &workloads::Readiness::default()).unwrap_err();
         assert_eq!(hold.reason, reason::OUT_OF_ORDER, "{missing}");
         assert!(hold.message.contains(missing), "{missing}: {}", hold.message);
         assert!(p.actions.is_empty(), "{missing}: {:?}", p.actions);

@@ -5,9 +5,9 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use super::{Action, Gate, Hold, Planner, wait};
+use super::{Action, Hold, Planner, wait};
 use crate::api::conditions::reason;
-use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RemedyKind, RollbackStatus};
+use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RemedyKind};
 use crate::controller::validate::Settings;
 use crate::resources::deployments::{BuildInput, applied_hash, web_deployment, worker_deployment};
 use crate::resources::images::v3_images;
@@ -246,49 +246,4 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
 
 fn applied_hash_of(d: Option<&Deployment>) -> Option<&str> {
     d.and_then(applied_hash)
-}
-
-/// After the shift v3 web serves production: if no web pod serves for `rollbackAfter`, and v2 is
-/// still there to take traffic back, roll back.
-pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readiness) -> Gate {
-    if p.status.traffic_shifted_at.is_none() || p.status.source_retired_at.is_some() {
-        p.status.web_unavailable_since = None;
-        return Ok(());
-    }
-    if ready.web_serving {
-        p.status.web_unavailable_since = None;
-        return Ok(());
-    }
-    let since = p
-        .status
-        .web_unavailable_since
-        .get_or_insert_with(|| jiff_time(p.now))
-        .clone();
-    let down_for = p.since(&Some(since.clone())).unwrap_or_default();
-    if down_for >= settings.rollback_after {
-        let why = format!(
-            "v3 web served no ready pod for {}s (rollbackAfter {})",
-            down_for.as_secs(),
-            p.spec.strategy.rollback_after
-        );
-        p.status.rollback = Some(RollbackStatus {
-            reason: Some(why),
-            started_at: Some(p.now_time()),
-            ..Default::default()
-        });
-        return super::rollback::roll_back(p, false);
-    }
-    Err(Hold::new(
-        Phase::Degraded,
-        reason::WEB_NOT_AVAILABLE,
-        format!(
-            "v3 web has no ready pod since {}; rolling back to v2 after {} unless it recovers",
-            since.0, p.spec.strategy.rollback_after
-        ),
-        wait::POLL,
-    ))
-}
-
-fn jiff_time(t: jiff::Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
 }

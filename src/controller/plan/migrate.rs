@@ -1,0 +1,206 @@
+//! Migrating: the background migrations are turned on (a worker restart) and watched to the
+//! end, with the documented remedies (`remedies.rs`), each bounded, before a person is asked.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::reading::postgres;
+use super::remedies::{bump, remedied, remedy_failure, remedy_stuck, restart_worker, stuck_row};
+use super::workloads::Readiness;
+use super::{Action, Gate, Hold, Planner, Stage, wait};
+use crate::api::conditions::{self as cond, reason};
+use crate::api::{MigrationStatus, Phase, RemedyKind};
+use crate::controller::validate::Settings;
+use crate::databases::Remedy;
+use crate::migrations::{EstimatedRows, MigrationRow, OpenGates, RowState, V3_MIGRATIONS, table_for_migration};
+use crate::precision::bound_after;
+
+/// Restarts of a stalled worker before a person is asked.
+const MAX_WORKER_RESTARTS: i32 = 2;
+/// A started worker picks a migration within seconds and a lock goes stale after 60 s: judge
+/// "nothing runs" only after this long since the worker (re)started.
+const IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Turn the background migrations on (worker restart) and watch them to the end, applying the
+/// documented remedies, each bounded, before asking a person.
+pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -> Gate {
+    if p.stage() > Stage::Migrating {
+        return Ok(());
+    }
+    if p.status.migrations_enabled_at.is_none() {
+        // Invariant 2: on only once the Service points to v3 and v2 has stopped writing.
+        p.require(
+            "turn the background migrations on",
+            &[
+                ("the traffic shift", p.status.traffic_shifted_at.is_some()),
+                ("the drain's cut-off", p.status.cutoff.is_some()),
+            ],
+        )?;
+        // Batch sizes planned by the preflight scan go in before the worker starts.
+        for (name, size) in p.status.planned_batch_sizes.clone() {
+            p.act(Action::Remedy(Remedy::SetBatchSize { name, size }));
+        }
+        p.status.migrations_enabled_at = Some(p.now_time());
+        super::workloads::ensure(p, settings)?;
+        p.condition(
+            cond::MIGRATIONS_COMPLETE,
+            false,
+            reason::MIGRATING,
+            "background migrations enabled; the worker restarts to start them",
+        );
+        return Err(Hold::new(
+            Phase::Migrating,
+            reason::MIGRATING,
+            "enabled background migrations on v3",
+            wait::ROLLOUT,
+        ));
+    }
+    if !ready.worker {
+        return Err(Hold::new(
+            Phase::Migrating,
+            reason::MIGRATING,
+            "waiting for the v3 worker to restart with background migrations on",
+            wait::ROLLOUT,
+        ));
+    }
+    let pg = postgres(p, Phase::Migrating)?;
+    let (rows, estimates) = (pg.migrations.clone(), pg.estimated_rows.clone().unwrap_or_default());
+    report_progress(p, &rows, &estimates);
+    let now = p.now;
+    let state = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.state(now));
+    if V3_MIGRATIONS.iter().all(|n| state(n) == Some(RowState::Finished)) {
+        p.status.migrations_finished_at = Some(p.now_time());
+        p.condition(
+            cond::MIGRATIONS_COMPLETE,
+            true,
+            reason::MIGRATIONS_FINISHED,
+            "all four background migrations finished",
+        );
+        return Ok(());
+    }
+    if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
+        return remedy_failure(p, settings, failed);
+    }
+    if let Some(stuck) = stuck_row(p, settings, &rows) {
+        return remedy_stuck(p, settings, &stuck);
+    }
+    // The worker only looks for work when it starts: a stale lock, or rows nobody picked up,
+    // need a restart, bounded so a crash-looping worker reaches a person.
+    let idle = rows.iter().any(|r| r.state(now) == RowState::Stalled)
+        || !rows.iter().any(|r| r.state(now) == RowState::Running);
+    let last_start = p
+        .status
+        .worker_restarted_at
+        .clone()
+        .or(p.status.migrations_enabled_at.clone());
+    let settled = p.since(&last_start).is_some_and(|d| d >= IDLE_GRACE);
+    if idle && settled {
+        if bump(p, RemedyKind::IdleRestart, MAX_WORKER_RESTARTS) && p.spec.migrations.remediation {
+            restart_worker(p, settings)?;
+            return remedied(
+                p,
+                "no background migration was running (stale lock or never picked up); restarted the v3 worker",
+            );
+        }
+        let message =
+            "no background migration is running and the worker restarts are used up; check the v3 worker logs"
+                .to_string();
+        p.condition(
+            cond::MIGRATIONS_COMPLETE,
+            false,
+            reason::MIGRATION_STALLED,
+            message.clone(),
+        );
+        return Err(Hold::new(
+            Phase::Blocked,
+            reason::MIGRATION_STALLED,
+            message,
+            wait::POLL,
+        ));
+    }
+    let progress = p.status.migration_progress.clone().unwrap_or_default();
+    p.condition(
+        cond::MIGRATIONS_COMPLETE,
+        false,
+        reason::MIGRATING,
+        format!("background migrations running: {progress}"),
+    );
+    Err(Hold::new(
+        Phase::Migrating,
+        reason::MIGRATING,
+        format!("background migrations running: {progress}"),
+        wait::POLL,
+    ))
+}
+
+/// The env gates open in the v3 worker as it runs (its Langfuse container's env).
+pub(super) fn open_gates(p: &Planner) -> OpenGates {
+    let env = p
+        .obs
+        .worker
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    OpenGates::from_env(&env)
+}
+
+pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &EstimatedRows) {
+    let gates = open_gates(p);
+    // Progress runs from when the migrations were enabled (no later copy starts earlier).
+    let start = p.status.migrations_enabled_at.as_ref().map(|t| t.0);
+    let now = p.now;
+    let previous = p.status.migrations.clone();
+    p.status.migrations = rows
+        .iter()
+        .map(|r| {
+            let cursor = r.cursor.map(|c| c.to_string());
+            let before = previous.iter().find(|m| m.name == r.name);
+            let cursor_since = match before {
+                Some(b) if b.cursor == cursor && b.cursor_since.is_some() => b.cursor_since.clone(),
+                _ => cursor.as_ref().map(|_| Time(now)),
+            };
+            // Only a cursor seen while the copy runs bounds its start; a finished copy's cursor
+            // is its oldest row.
+            // Recorded at status precision, rounded down: a row in that second counts as
+            // possibly uncopied (a bounded re-copy), never as copied (`crate::precision`).
+            let seen = (r.state(now) == RowState::Running)
+                .then_some(r.cursor)
+                .flatten()
+                .map(bound_after);
+            let start_cursor = match (before.and_then(|b| b.start_cursor.clone()), seen) {
+                (Some(prev), Some(c)) if prev.0 >= c => Some(prev),
+                (_, Some(c)) => Some(Time(c)),
+                (prev, None) => prev,
+            };
+            MigrationStatus {
+                name: r.name.clone(),
+                state: r.state_with(now, &gates).as_str().into(),
+                start_cursor,
+                estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
+                cursor,
+                progress_percent: r.progress(start).map(|x| (x * 100.0).floor() as i32),
+                failed_reason: r.failed_reason.clone(),
+                cursor_since,
+                batch_size: r.batch_size,
+            }
+        })
+        .collect();
+    // Dormant rows are not part of the work: neither counted nor averaged.
+    let live: Vec<&MigrationRow> = rows
+        .iter()
+        .filter(|r| r.state_with(now, &gates) != RowState::Dormant)
+        .collect();
+    let finished = live.iter().filter(|r| r.state(now) == RowState::Finished).count();
+    let mean = if live.is_empty() {
+        0.0
+    } else {
+        live.iter().map(|r| r.progress(start).unwrap_or(0.0)).sum::<f64>() / live.len() as f64
+    };
+    p.status.migration_progress = Some(format!(
+        "{finished}/{} ({}%)",
+        live.len(),
+        (mean * 100.0).floor() as i32
+    ));
+}

@@ -1,0 +1,25 @@
+//! Facts a gate reads from the observation, or the hold that says why they are missing.
+
+use super::{Hold, Planner, wait};
+use crate::api::Phase;
+use crate::api::conditions::reason;
+use crate::migrations::{PostgresFacts, Table};
+
+pub(super) fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresFacts, Hold> {
+    match &p.obs.postgres {
+        Some(Ok(pg)) => Ok(pg),
+        Some(Err(e)) => Err(Hold::new(
+            phase,
+            reason::POSTGRES_UNAVAILABLE,
+            format!("cannot read Postgres: {e}"),
+            wait::POLL,
+        )),
+        // The facts that call for Postgres were recorded this very reconcile: read it next.
+        None => Err(Hold::new(phase, reason::PENDING, "reading Postgres next", wait::NOW)),
+    }
+}
+
+/// Table names for a message, e.g. `traces, scores`.
+pub(super) fn names(tables: &[Table]) -> String {
+    tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+}

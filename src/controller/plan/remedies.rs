@@ -1,0 +1,169 @@
+//! The documented remedies for background migrations that fail or stall, each bounded in
+//! attempts and counted in `status.remedies`.
+
+use super::{Action, Gate, Hold, Planner, wait};
+use crate::api::conditions::{self as cond, reason};
+use crate::api::{Phase, RemedyKind};
+use crate::controller::validate::Settings;
+use crate::databases::Remedy;
+use crate::migrations::{DEFAULT_BATCH_SIZE, MigrationRow, RowState};
+
+/// Automatic resumes of a migration that failed for a reason without a specific remedy.
+const MAX_RESUMES: i32 = 1;
+/// Batch-size raises for a migration stuck on one `created_at`.
+const MAX_STUCK_RAISES: i32 = 3;
+
+/// Count one more use of a bounded remedy; false when its attempts are used up.
+pub(super) fn bump(p: &mut Planner, kind: RemedyKind, max: i32) -> bool {
+    if p.status.remedies_used(kind) >= max {
+        return false;
+    }
+    p.status.count_remedy(kind);
+    true
+}
+
+/// A rollout restart of the v3 worker: the manager only looks for work at start.
+pub(super) fn restart_worker(p: &mut Planner, settings: &Settings) -> Result<(), Hold> {
+    p.status.count_remedy(RemedyKind::WorkerRestart);
+    p.status.worker_restarted_at = Some(p.now_time());
+    super::workloads::ensure(p, settings).map(|_| ())
+}
+
+pub(super) fn remedied(p: &mut Planner, what: &str) -> Gate {
+    p.condition(
+        cond::MIGRATIONS_COMPLETE,
+        false,
+        reason::REMEDY_APPLIED,
+        what.to_string(),
+    );
+    Err(Hold::new(
+        Phase::Migrating,
+        reason::REMEDY_APPLIED,
+        what.to_string(),
+        wait::ROLLOUT,
+    ))
+}
+
+pub(super) fn give_up(p: &mut Planner, reason: &'static str, message: String) -> Gate {
+    p.condition(cond::MIGRATIONS_COMPLETE, false, reason, message.clone());
+    Err(Hold::new(Phase::Failed, reason, message, wait::POLL))
+}
+
+/// The batch size a "napi string" failure calls for: 2500, then halving, never below the floor.
+pub fn smaller_batch(current: i64, floor: i64) -> Option<i64> {
+    let next = if current > 2500 { 2500 } else { current / 2 };
+    (next >= floor && next < current).then_some(next)
+}
+
+/// A failure reason fit for a condition message: its first line, at most 300 characters
+/// (the whole text stays in `status.migrations[].failedReason`).
+pub fn short_reason(reason: Option<&str>) -> String {
+    let first = reason
+        .unwrap_or("no reason recorded")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim();
+    match first.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &first[..i]),
+        None => first.to_string(),
+    }
+}
+
+pub(super) fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gate {
+    let why = short_reason(row.failed_reason.as_deref());
+    let name = row.name.clone();
+    let manual = format!(
+        "background migration {name} failed: {why}. Fix the cause, then clear failed_at and failed_reason on that row (keep state, so it resumes from its cursor); the operator restarts the worker"
+    );
+    if !p.spec.migrations.remediation {
+        return give_up(p, reason::MIGRATION_FAILED, manual);
+    }
+    if why.contains("napi string") {
+        let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        // Never below the configured floor, nor back into a same-created_at group the preflight
+        // scan found for this row (that would trade this failure for a stuck cursor).
+        let group = p.status.planned_batch_sizes.get(&name).copied().unwrap_or(0);
+        let floor = i64::from(p.spec.migrations.min_batch_size).max(group);
+        return match smaller_batch(current, floor) {
+            Some(size) => {
+                p.act(Action::Remedy(Remedy::SetBatchSize {
+                    name: name.clone(),
+                    size,
+                }));
+                p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
+                bump(p, RemedyKind::Napi(&name), i32::MAX);
+                restart_worker(p, settings)?;
+                remedied(
+                    p,
+                    &format!(
+                        "{name} hit the Node string limit at batch size {current}; lowered args.batchSize to {size} and resumed from the cursor"
+                    ),
+                )
+            }
+            None => give_up(
+                p,
+                reason::MIGRATION_FAILED,
+                format!(
+                    "{manual}. The batch size is already {current}, at the floor spec.migrations.minBatchSize {floor}"
+                ),
+            ),
+        };
+    }
+    if bump(p, RemedyKind::Resume(&name), MAX_RESUMES) {
+        p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
+        restart_worker(p, settings)?;
+        return remedied(p, &format!("{name} failed ({why}); resumed it once from its cursor"));
+    }
+    give_up(
+        p,
+        reason::MIGRATION_FAILED,
+        format!("{manual}. One automatic resume was already tried"),
+    )
+}
+
+/// A running migration whose cursor has not moved for `stuckAfter` while its lock stays fresh:
+/// more rows share one `created_at` than the batch holds.
+pub(super) fn stuck_row(p: &Planner, settings: &Settings, rows: &[MigrationRow]) -> Option<MigrationRow> {
+    rows.iter()
+        .filter(|r| r.state(p.now) == RowState::Running && r.cursor.is_some())
+        .find(|r| {
+            let since = p
+                .status
+                .migrations
+                .iter()
+                .find(|m| m.name == r.name)
+                .and_then(|m| m.cursor_since.clone());
+            p.since(&since).is_some_and(|d| d >= settings.stuck_after)
+        })
+        .cloned()
+}
+
+pub(super) fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gate {
+    let name = row.name.clone();
+    let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+    let planned = p.status.planned_batch_sizes.get(&name).copied().unwrap_or(0);
+    let size = (current * 2).max(planned);
+    let cursor = row.cursor.map(|c| c.to_string()).unwrap_or_default();
+    if p.spec.migrations.remediation && bump(p, RemedyKind::Stuck(&name), MAX_STUCK_RAISES) {
+        p.act(Action::Remedy(Remedy::SetBatchSize {
+            name: name.clone(),
+            size,
+        }));
+        restart_worker(p, settings)?;
+        return remedied(
+            p,
+            &format!(
+                "{name} is stuck at {cursor} (more rows share that created_at than batch size {current}); set args.batchSize to {size} and restarted the worker"
+            ),
+        );
+    }
+    give_up(
+        p,
+        reason::MIGRATION_STUCK,
+        format!(
+            "{name} is stuck at {cursor} for {} with a fresh lock: more rows share that created_at than args.batchSize {current}; raise it above that group (UPDATE background_migrations SET args = jsonb_set(args, '{{batchSize}}', '<n>') WHERE name = '{name}') and restart the worker",
+            p.spec.migrations.stuck_after
+        ),
+    )
+}
