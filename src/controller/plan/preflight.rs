@@ -4,6 +4,9 @@
 use super::workloads::{source_container, source_selector};
 use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+
 use crate::api::{CheckResult, LangfuseUpgradeSpec, PARALLEL_VERSION, Phase, PreflightCheck, WaivableCheck};
 use crate::controller::observe::{Observed, PostgresError};
 use crate::controller::validate::Settings;
@@ -107,14 +110,59 @@ impl Report<'_> {
     }
 }
 
+/// What every check reads: the spec and the observation, with v2's Deployment and its
+/// Langfuse container chosen once.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    upgrade: &'a str,
+    spec: &'a LangfuseUpgradeSpec,
+    obs: &'a Observed,
+    source: Option<&'a Deployment>,
+    container: Option<&'a Container>,
+}
+
+type Check = fn(&mut Report, &Ctx);
+
+/// The checks, in the order their lines appear.
+const CHECKS: [Check; 12] = [
+    target_version,
+    source_deployment,
+    images,
+    source_version,
+    service,
+    names,
+    secrets,
+    cluster_mode,
+    postgres,
+    clickhouse,
+    hpa,
+    backup,
+];
+
 /// All preflight lines, in a fixed order.
 pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<PreflightCheck> {
-    use CheckResult::*;
+    let source = obs.source.as_ref();
+    let ctx = Ctx {
+        upgrade,
+        spec,
+        obs,
+        source,
+        container: source.and_then(|d| source_container(spec, d).ok()),
+    };
     let mut r = Report {
         spec,
         lines: Vec::new(),
     };
+    for check in CHECKS {
+        check(&mut r, &ctx);
+    }
+    r.lines
+}
 
+/// The target runs next to v2 only at the parallel version (invariant 3).
+fn target_version(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { spec, .. } = *c;
     let target_ok = spec.target.version == PARALLEL_VERSION;
     r.line(
         "targetVersion",
@@ -128,7 +176,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             )
         },
     );
+}
 
+/// The v2 Deployment and its Langfuse container exist.
+fn source_deployment(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { spec, obs, .. } = *c;
     let source = obs.source.as_ref();
     match source {
         None => r.line(
@@ -141,8 +194,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             Err(e) => r.line("sourceDeployment", Fail, e),
         },
     }
-    let container = source.and_then(|d| source_container(spec, d).ok());
+}
 
+/// Which images v3 will run, and from where.
+fn images(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { spec, container, .. } = *c;
     let (images, origin) = v3_images(spec, container);
     let from = match origin {
         Origin::Spec => "as spec.target names them".to_string(),
@@ -160,7 +217,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             images.web, spec.target.version, images.worker, spec.target.version
         ),
     );
+}
 
+/// v2 is at least the release whose Prisma migrations register the v3 rows.
+fn source_version(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { container, .. } = *c;
     if let Some(c) = container {
         let image = c.image.clone().unwrap_or_default();
         let (result, message) = match image_version(&image) {
@@ -181,7 +243,19 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
         };
         r.waivable(WaivableCheck::SourceVersion, "sourceVersion", result, message);
     }
+}
 
+/// The Service selects v2 by a selector, targets a port v3 web will serve, and selects no v3 pod.
+fn service(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx {
+        upgrade,
+        spec,
+        obs,
+        source,
+        container,
+        ..
+    } = *c;
     match &obs.service {
         None => r.line(
             "service",
@@ -235,7 +309,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             }
         }
     }
+}
 
+/// The v3 Deployment names are free (or already this upgrade's).
+fn names(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { upgrade, spec, obs, .. } = *c;
     let taken: Vec<String> = [(Role::Web, &obs.web), (Role::Worker, &obs.worker)]
         .into_iter()
         .filter_map(|(role, d)| d.as_ref().map(|d| (role, d)))
@@ -262,7 +341,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             ),
         );
     }
+}
 
+/// Every Secret key the spec refers to exists.
+fn secrets(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { obs, .. } = *c;
     if obs.missing_secret_keys.is_empty() {
         r.line("secrets", Pass, "every referenced Secret key exists");
     } else {
@@ -272,7 +356,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             format!("missing Secret keys: {}", obs.missing_secret_keys.join(", ")),
         );
     }
+}
 
+/// v2 and the spec agree on ClickHouse cluster mode.
+fn cluster_mode(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { spec, container, .. } = *c;
     if let Some(c) = container {
         let cluster = c
             .env
@@ -296,7 +385,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             ),
         }
     }
+}
 
+/// Postgres: reachable, the four v3 rows, its version, the same-`created_at` scan.
+fn postgres(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { obs, .. } = *c;
     match &obs.postgres {
         None => r.line("postgres", Fail, "Postgres was not observed"),
         Some(Err(PostgresError::Settings(e))) => {
@@ -357,7 +451,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             }
         }
     }
+}
 
+/// ClickHouse: reachable, its schema not past 3.29.0 nor dirty nor damaged, its version.
+fn clickhouse(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { obs, .. } = *c;
     match &obs.clickhouse {
         None => r.line("clickhouse", Fail, "ClickHouse was not observed"),
         Some(Err(e)) => r.line("clickhouse", Fail, format!("ClickHouse unreachable: {e}")),
@@ -405,7 +504,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             r.waivable(WaivableCheck::ClickHouseVersion, "clickhouseVersion", result, message);
         }
     }
+}
 
+/// A HorizontalPodAutoscaler on v2 would scale it back up after retirement.
+fn hpa(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { obs, .. } = *c;
     if !obs.hpas_on_source.is_empty() {
         r.waivable(
             WaivableCheck::HorizontalPodAutoscaler,
@@ -414,7 +518,12 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             format!("HorizontalPodAutoscaler {} targets v2 and would scale it back up after retirement; the operator will report it, not delete it", obs.hpas_on_source.join(", ")),
         );
     }
+}
 
+/// A backup is acknowledged.
+fn backup(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { spec, .. } = *c;
     if spec.backup.acknowledged {
         r.waivable(
             WaivableCheck::Backup,
@@ -437,5 +546,4 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
             "take a Postgres backup, then set spec.backup.acknowledged: true",
         );
     }
-    r.lines
 }
