@@ -8,7 +8,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use super::*;
 use crate::api::conditions as c;
-use crate::api::{CheckResult, LangfuseUpgradeSpec, WaivableCheck};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{CheckResult, LangfuseUpgradeSpec, LangfuseUpgradeStatus, WaivableCheck};
 use crate::controller::observe::Endpoint;
 use crate::controller::report::next_status;
 use crate::migrations::{MigrationRow, PostgresFacts, TableCounts};

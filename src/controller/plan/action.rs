@@ -1,0 +1,94 @@
+//! The writes a decision asks for, and how each reads in an Event.
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::databases::Remedy;
+use crate::resources::labels::Labels;
+
+/// A write the executor makes. Each is idempotent (server-side apply or a guarded delete).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    AddFinalizer,
+    RemoveFinalizer,
+    ApplyDeployment(Box<Deployment>),
+    DeleteDeployment(String),
+    /// Drop this upgrade's owner reference from a v3 Deployment (a merge patch, not an apply).
+    ReleaseDeployment(String),
+    /// Set only `spec.selector` of the source Service.
+    ApplySelector {
+        selector: Labels,
+    },
+    ScaleSource(i32),
+    DeleteSource,
+    /// A documented write to `background_migrations` (DESIGN §4), through the database boundary.
+    Remedy(Remedy),
+}
+
+impl Action {
+    /// Event reason and note for the audit trail.
+    pub fn describe(&self) -> (&'static str, String) {
+        match self {
+            Action::AddFinalizer => ("FinalizerAdded", "added the rollback finalizer".into()),
+            Action::RemoveFinalizer => ("FinalizerRemoved", "removed the rollback finalizer".into()),
+            Action::ApplyDeployment(d) => {
+                let name = d.metadata.name.clone().unwrap_or_default();
+                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or_default();
+                let image = d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .and_then(|p| p.containers.first())
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default();
+                let migrations = crate::resources::deployments::migrations_enabled(d);
+                (
+                    "DeploymentApplied",
+                    format!(
+                        "applied Deployment {name}: {image}, {replicas} replicas, background migrations {}",
+                        if migrations { "on" } else { "off" }
+                    ),
+                )
+            }
+            Action::DeleteDeployment(name) => ("DeploymentDeleted", format!("deleted v3 Deployment {name}")),
+            Action::ReleaseDeployment(name) => (
+                "DeploymentReleased",
+                format!("released v3 Deployment {name}: it no longer belongs to this object"),
+            ),
+            Action::ApplySelector { selector } => (
+                "SelectorApplied",
+                format!("set the Service selector to {}", labels_text(selector)),
+            ),
+            Action::ScaleSource(n) => ("SourceScaled", format!("scaled the v2 Deployment to {n} replicas")),
+            Action::DeleteSource => (
+                "SourceDeleted",
+                "deleted the v2 Deployment (spec.strategy.deleteSource)".into(),
+            ),
+            Action::Remedy(r) => (
+                "RemedyApplied",
+                match r {
+                    Remedy::SetBatchSize { name, size } => {
+                        format!("set args.batchSize = {size} on background migration {name}")
+                    }
+                    Remedy::ClearFailure { name } => format!(
+                        "cleared failed_at and failed_reason on background migration {name}: it resumes from its cursor"
+                    ),
+                    Remedy::RerunWindow {
+                        name,
+                        max_date,
+                        max_rows,
+                    } => format!(
+                        "re-running background migration {name} for the {max_rows} rows v2 wrote after the migrations started (up to {max_date})"
+                    ),
+                },
+            ),
+        }
+    }
+}
+
+pub fn labels_text(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

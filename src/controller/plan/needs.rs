@@ -1,0 +1,64 @@
+//! What the next observation must read, from the stage the recorded facts put the upgrade in.
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus};
+use crate::databases::{ClickHouseQuery, PostgresQuery};
+
+/// Which external facts the next observation needs, from the facts recorded so far.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub secrets: bool,
+    /// HorizontalPodAutoscalers on v2 matter to preflight and to retirement only.
+    pub hpas: bool,
+    pub postgres: PostgresQuery,
+    pub clickhouse: ClickHouseQuery,
+}
+
+/// `now` is the decision's: late rows are counted up to it, so a re-copy bounded by it takes
+/// exactly the rows counted.
+pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
+    let s = upgrade.status.clone().unwrap_or_default();
+    let mut n = Needs::default();
+    if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {
+        return n;
+    }
+    match stage_of(&upgrade.spec, &s) {
+        Stage::Preflight => {
+            n.hpas = true;
+            n.secrets = true;
+            n.postgres.server_version = true;
+            n.postgres.migrations = true;
+            n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
+            n.clickhouse.server = true;
+        }
+        Stage::Draining => n.postgres.newest_write = true,
+        Stage::Migrating => n.postgres.migrations = true,
+        Stage::Verifying => {
+            let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
+            n.postgres.counts_until = until;
+            n.postgres.late_writes_after = verify::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
+            n.postgres.late_writes_until = Some(now);
+            n.clickhouse.counts_until = until;
+        }
+        // HorizontalPodAutoscalers on v2 matter to retirement and after it.
+        Stage::Retiring | Stage::Completing => n.hpas = true,
+        Stage::Finalizing => {
+            n.hpas = true;
+            n.postgres.migrations = true;
+        }
+        Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
+    }
+    n
+}
+
+/// The stage of an upgrade with this spec and status (see [`stage::stage`]).
+pub fn stage_of(spec: &LangfuseUpgradeSpec, status: &LangfuseUpgradeStatus) -> Stage {
+    let moves_on = spec
+        .target
+        .final_version
+        .as_ref()
+        .is_some_and(|v| *v != spec.target.version);
+    stage::stage(status, moves_on)
+}

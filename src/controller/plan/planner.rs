@@ -1,0 +1,257 @@
+//! The kit every gate shares: the planner (the decision being built), holds and requeues.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::api::conditions::{self as cond, Desired, reason};
+use crate::api::{APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase};
+use crate::controller::observe::Observed;
+
+/// The plan's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub phase: Phase,
+    pub actions: Vec<Action>,
+    /// The new status, conditions not yet merged (see [`cond::merge`]).
+    pub status: LangfuseUpgradeStatus,
+    pub conditions: Vec<Desired>,
+    pub requeue: Duration,
+}
+
+/// Requeue intervals: waiting is a requeue, never a sleep.
+pub(crate) mod wait {
+    use std::time::Duration;
+    pub const NOW: Duration = Duration::from_millis(0);
+    pub const ROLLOUT: Duration = Duration::from_secs(15);
+    pub const POLL: Duration = Duration::from_secs(10);
+    /// Waiting for a person (a failed preflight): related objects wake it through watches;
+    /// this only catches what is not watched (Secrets, the databases).
+    pub const PERSON: Duration = Duration::from_secs(60);
+    pub const IDLE: Duration = Duration::from_secs(300);
+}
+
+pub(crate) struct Planner<'a> {
+    pub upgrade: &'a LangfuseUpgrade,
+    pub spec: &'a LangfuseUpgradeSpec,
+    pub obs: &'a Observed,
+    pub now: Timestamp,
+    pub status: LangfuseUpgradeStatus,
+    pub actions: Vec<Action>,
+    pub conditions: Vec<Desired>,
+}
+
+/// A gate either lets the walk go on or holds it in a phase.
+pub(crate) type Gate = Result<(), Hold>;
+
+#[derive(Debug)]
+pub(crate) struct Hold {
+    pub phase: Phase,
+    pub reason: &'static str,
+    pub message: String,
+    pub requeue: Duration,
+}
+
+impl Hold {
+    pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>, requeue: Duration) -> Self {
+        Self {
+            phase,
+            reason,
+            message: message.into(),
+            requeue,
+        }
+    }
+}
+
+impl<'a> Planner<'a> {
+    pub(super) fn new(upgrade: &'a LangfuseUpgrade, obs: &'a Observed, now: Timestamp) -> Self {
+        let mut status = upgrade.status.clone().unwrap_or_default();
+        status.observed_generation = upgrade.metadata.generation;
+        Self {
+            upgrade,
+            spec: &upgrade.spec,
+            obs,
+            now,
+            status,
+            actions: Vec::new(),
+            conditions: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.upgrade.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.upgrade.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// Where the upgrade is now, from the facts recorded so far (this decision's included).
+    pub fn stage(&self) -> Stage {
+        stage_of(self.spec, &self.status)
+    }
+
+    /// An irreversible step checks the facts it depends on itself, whatever order the gates
+    /// are walked in: a missing one holds the upgrade and nothing is written.
+    pub fn require(&self, step: &str, facts: &[(&str, bool)]) -> Gate {
+        let missing: Vec<&str> = facts.iter().filter(|(_, ok)| !ok).map(|(what, _)| *what).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Hold::new(
+            Phase::Failed,
+            reason::OUT_OF_ORDER,
+            format!(
+                "refusing to {step} before {}: a bug in the operator's order of steps; nothing was changed, please report it",
+                missing.join(", ")
+            ),
+            wait::IDLE,
+        ))
+    }
+
+    pub fn now_time(&self) -> Time {
+        Time(self.now)
+    }
+
+    pub fn since(&self, t: &Option<Time>) -> Option<Duration> {
+        t.as_ref()
+            .map(|t| Duration::from_millis((self.now.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
+    }
+
+    pub fn condition(&mut self, type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) {
+        self.conditions.retain(|c| c.type_ != type_);
+        self.conditions.push(Desired::new(type_, status, reason, message));
+    }
+
+    /// Replace an earlier write to the same object in this decision (a later gate knows better).
+    pub fn act(&mut self, action: Action) {
+        if let Action::ApplyDeployment(d) = &action {
+            let name = d.metadata.name.clone();
+            self.actions
+                .retain(|a| !matches!(a, Action::ApplyDeployment(o) if o.metadata.name == name));
+        }
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+
+    pub(super) fn has_finalizer(&self) -> bool {
+        self.upgrade
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
+    }
+
+    pub fn approved(&self) -> bool {
+        self.spec.strategy.approved
+            || self
+                .upgrade
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPROVE_ANNOTATION))
+                .is_some_and(|v| v == "true")
+    }
+
+    /// Step conditions as the recorded facts say; gates override them where they know more.
+    /// With `settle`, only conditions already True are rewritten, so their message comes from
+    /// the fact alone and does not change between reconciles.
+    pub(super) fn step_conditions_from_facts(&mut self, settle: bool) {
+        let s = self.status.clone();
+        let fact = |t: &Option<Time>| t.as_ref().map(|t| t.0.to_string());
+        let pairs: [(&'static str, Option<String>, &'static str, &'static str, &'static str); 5] = [
+            (
+                cond::PREFLIGHT_PASSED,
+                fact(&s.provisioning_started_at),
+                reason::CHECKS_PASSED,
+                reason::PREFLIGHT_RUNNING,
+                "preflight checks passed at",
+            ),
+            (
+                cond::TRAFFIC_SHIFTED,
+                fact(&s.traffic_shifted_at),
+                reason::SHIFTED,
+                reason::NOT_SHIFTED,
+                "the Service selects only v3 web pods since",
+            ),
+            (
+                cond::MIGRATIONS_COMPLETE,
+                fact(&s.migrations_finished_at),
+                reason::MIGRATIONS_FINISHED,
+                reason::NOT_STARTED,
+                "all background migrations finished at",
+            ),
+            (
+                cond::VERIFIED,
+                fact(&s.verified_at),
+                reason::COUNTS_MATCH,
+                reason::NOT_STARTED,
+                "Postgres and ClickHouse counts agreed at",
+            ),
+            (
+                cond::SOURCE_RETIRED,
+                fact(&s.source_retired_at),
+                reason::RETIRED,
+                reason::NOT_STARTED,
+                "v2 has had no pods since",
+            ),
+        ];
+        for (type_, at, yes, no, text) in pairs {
+            if settle {
+                let is_true = self.conditions.iter().any(|c| c.type_ == type_ && c.status);
+                if let (true, Some(at)) = (is_true, at) {
+                    self.condition(type_, true, yes, format!("{text} {at}"));
+                }
+                continue;
+            }
+            match at {
+                Some(at) => self.condition(type_, true, yes, format!("{text} {at}")),
+                None => self.condition(type_, false, no, "not yet"),
+            }
+        }
+    }
+
+    pub(super) fn finish(mut self, hold: Hold) -> Decision {
+        let Hold {
+            phase,
+            reason,
+            message,
+            requeue,
+        } = hold;
+        self.step_conditions_from_facts(true);
+        let (ready, reconciling, stalled) = match phase {
+            Phase::Completed if reason == reason::COMPLETED => (true, false, false),
+            Phase::Completed => (false, false, true),
+            Phase::Paused => (false, false, false),
+            Phase::Blocked | Phase::Degraded | Phase::Failed | Phase::RolledBack | Phase::Pending => {
+                (false, false, true)
+            }
+            _ => (false, true, false),
+        };
+        self.condition(cond::READY, ready, reason, message.clone());
+        if reconciling {
+            self.condition(cond::RECONCILING, true, reason, message.clone());
+        } else {
+            self.condition(cond::RECONCILING, false, reason, "not progressing");
+        }
+        if stalled {
+            self.condition(cond::STALLED, true, reason, message);
+        } else {
+            self.condition(cond::STALLED, false, reason, "not stalled");
+        }
+        self.status.phase = Some(phase);
+        self.status.target_version = Some(workloads::version_now(&self));
+        self.status.rollback = Some(rollback::rollback_outlook(&self));
+        Decision {
+            phase,
+            actions: self.actions,
+            status: self.status,
+            conditions: self.conditions,
+            requeue,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The database checks: Postgres and ClickHouse as v3 will find them.
+
+use crate::api::{CheckResult, WaivableCheck};
+use crate::controller::observe::PostgresError;
+use crate::migrations::{DEFAULT_BATCH_SIZE, V3_MIGRATIONS};
+use crate::verify::SCHEMA_VERSION_3_29;
+
+use super::MIN_SOURCE;
+use super::{Ctx, Report};
+
+const MIN_POSTGRES_NUM: i64 = 120000;
+const MIN_CLICKHOUSE: (u64, u64) = (24, 3);
+/// 26.8 changed how numeric DateTime64 input is read, which 3.29.0 relies on.
+const CLICKHOUSE_BREAKS_3_29: (u64, u64) = (26, 8);
+
+/// Postgres: reachable, the four v3 rows, its version, the same-`created_at` scan.
+pub(super) fn postgres(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { obs, .. } = *c;
+    match &obs.postgres {
+        None => r.line("postgres", Fail, "Postgres was not observed"),
+        Some(Err(PostgresError::Settings(e))) => {
+            r.line("postgres", Fail, format!("Postgres connection settings missing: {e}"))
+        }
+        Some(Err(PostgresError::Unreachable(e))) => r.line("postgres", Fail, format!("Postgres unreachable: {e}")),
+        Some(Ok(pg)) => {
+            let missing: Vec<&str> = V3_MIGRATIONS
+                .iter()
+                .copied()
+                .filter(|n| !pg.migrations.iter().any(|m| m.name == *n))
+                .collect();
+            if missing.is_empty() {
+                r.line("postgres", Pass, "background_migrations holds the four v3 rows");
+            } else {
+                r.line("postgres", Fail, format!("background_migrations lacks {}; only v2 >= {MIN_SOURCE}'s Prisma migrations insert them (upgrade v2, do not insert by hand)", missing.join(", ")));
+            }
+            match pg.server_version_num {
+                Some(n) if n >= MIN_POSTGRES_NUM => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    "postgresVersion",
+                    Pass,
+                    format!("Postgres {}", n / 10000),
+                ),
+                Some(n) => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    "postgresVersion",
+                    Fail,
+                    format!("Postgres {} is older than 12", n / 10000),
+                ),
+                None => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    "postgresVersion",
+                    Warn,
+                    "server version unknown",
+                ),
+            }
+            let groups: Vec<String> = pg
+                .same_created_at_groups
+                .iter()
+                .map(|(t, n)| format!("{t}: {n} rows"))
+                .collect();
+            if groups.is_empty() {
+                r.waivable(
+                    WaivableCheck::StuckCursorScan,
+                    "stuckCursorScan",
+                    Pass,
+                    format!("no {DEFAULT_BATCH_SIZE}+ rows share one created_at"),
+                );
+            } else {
+                let largest = pg.same_created_at_groups.iter().map(|(_, n)| *n).max().unwrap_or(0);
+                r.waivable(
+                    WaivableCheck::StuckCursorScan,
+                    "stuckCursorScan",
+                    Warn,
+                    format!("rows sharing one created_at ({}) would stall a {DEFAULT_BATCH_SIZE}-row batch; planned args.batchSize {}", groups.join(", "), largest + 1),
+                );
+            }
+        }
+    }
+}
+
+/// ClickHouse: reachable, its schema not past 3.29.0 nor dirty nor damaged, its version.
+pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
+    use CheckResult::*;
+    let Ctx { obs, .. } = *c;
+    match &obs.clickhouse {
+        None => r.line("clickhouse", Fail, "ClickHouse was not observed"),
+        Some(Err(e)) => r.line("clickhouse", Fail, format!("ClickHouse unreachable: {e}")),
+        Some(Ok(ch)) => {
+            match ch.schema {
+                Some((v, true)) => r.line("clickhouse", Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
+                Some((v, _)) if v > SCHEMA_VERSION_3_29 => r.line(
+                    "clickhouse",
+                    Fail,
+                    format!("schema_migrations is at {v}, past {SCHEMA_VERSION_3_29}: a newer v3 already migrated it and 3.29.0 would crash-loop"),
+                ),
+                Some((v, _)) if !ch.missing_tables.is_empty() => r.line(
+                    "clickhouse",
+                    Fail,
+                    format!(
+                        "schema_migrations is at {v} but table {} is missing: the schema is damaged; restore it before upgrading",
+                        crate::controller::plan::reading::names(&ch.missing_tables)
+                    ),
+                ),
+                Some((v, _)) => r.line("clickhouse", Pass, format!("schema_migrations at {v}, clean")),
+                None => r.line("clickhouse", Pass, "empty: v3 web will create the schema"),
+            }
+            let parsed = ch.version.as_deref().and_then(|v| {
+                let mut it = v.split('.');
+                Some((it.next()?.parse::<u64>().ok()?, it.next()?.parse::<u64>().ok()?))
+            });
+            let (result, message) = match parsed {
+                Some(v) if v < MIN_CLICKHOUSE => (
+                    Fail,
+                    format!(
+                        "ClickHouse {} is older than 24.3",
+                        ch.version.clone().unwrap_or_default()
+                    ),
+                ),
+                Some(v) if v >= CLICKHOUSE_BREAKS_3_29 => (
+                    Warn,
+                    format!(
+                        "ClickHouse {} reads numeric DateTime64 input differently (26.8+); pin 24.x-25.x for 3.29.0",
+                        ch.version.clone().unwrap_or_default()
+                    ),
+                ),
+                Some(_) => (Pass, format!("ClickHouse {}", ch.version.clone().unwrap_or_default())),
+                None => (Warn, "ClickHouse version unknown".to_string()),
+            };
+            r.waivable(WaivableCheck::ClickHouseVersion, "clickhouseVersion", result, message);
+        }
+    }
+}
