@@ -9,6 +9,14 @@
 //! and never contains a password or a URL with credentials (the text is scrubbed of both as a
 //! last line of defence).
 
+mod errors;
+mod secrets;
+mod url;
+
+use errors::*;
+use secrets::*;
+use url::*;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
@@ -20,7 +28,7 @@ use sqlx::{ConnectOptions, Executor, PgPool, pool::PoolConnection};
 
 use super::{ClickHouseConnection, ClickHouseQuery, Databases, DbError, PostgresQuery, Remedy, SecretString};
 use crate::migrations::PostgresFacts;
-use crate::migrations::postgres::{self as pg, LONG_STATEMENT_TIMEOUT, QueryError, QueryErrorKind};
+use crate::migrations::postgres::{self as pg, LONG_STATEMENT_TIMEOUT};
 use crate::verify::ClickHouseFacts;
 use crate::verify::clickhouse as ch;
 
@@ -328,214 +336,6 @@ impl Databases for Live {
                 ),
             )),
         }
-    }
-}
-
-fn pg_error(entry: &PgEntry, what: &str, detail: &str) -> DbError {
-    DbError::Unavailable(scrub(
-        &format!("Postgres at {}: {what}: {detail}", entry.target),
-        &entry.secrets,
-    ))
-}
-
-fn query_error(entry: &PgEntry, e: QueryError) -> DbError {
-    let detail = match &e.kind {
-        QueryErrorKind::Sql(e) => sql_detail(e),
-        QueryErrorKind::Data(d) | QueryErrorKind::Refused(d) => d.clone(),
-    };
-    pg_error(entry, &e.what, &detail)
-}
-
-/// What went wrong, in words a person can act on.
-fn sql_detail(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let hint = match code.as_str() {
-                "28P01" | "28000" => " (check the user and password in the Postgres URL Secret)",
-                "3D000" => " (check the database name in the Postgres URL)",
-                "42501" => {
-                    " (the role needs SELECT on background_migrations, traces, observations and scores, and UPDATE on background_migrations)"
-                }
-                "42P01" => " (is this Langfuse's database, and did v3.29.0 web run its Prisma migrations?)",
-                "57014" => " (statement timeout: the database is overloaded or the table is far larger than expected)",
-                _ => "",
-            };
-            format!("{} (SQLSTATE {code}){hint}", db.message())
-        }
-        sqlx::Error::PoolTimedOut => "no connection available in time".into(),
-        sqlx::Error::Io(io) => format!("cannot reach the server: {}", error_chain(io)),
-        sqlx::Error::Tls(tls) => format!(
-            "TLS failed: {} (check sslmode and sslrootcert in the URL)",
-            error_chain(tls.as_ref())
-        ),
-        other => error_chain(other),
-    }
-}
-
-fn clickhouse_detail(e: &clickhouse::error::Error) -> String {
-    use clickhouse::error::Error as E;
-    match e {
-        E::Network(_) => format!("cannot reach the server: {}", error_chain(e)),
-        E::BadResponse(msg) => msg.trim().to_string(),
-        E::TimedOut => "timed out".into(),
-        other => error_chain(other),
-    }
-}
-
-/// An error and its sources, without repeating what a Display already included.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// Every form in which the URL's credentials could show up in a message.
-fn url_secrets(url: &str) -> Vec<String> {
-    let mut secrets = vec![url.to_string()];
-    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@')
-            && let Some((_, password)) = userinfo.split_once(':')
-        {
-            secrets.push(password.to_string());
-            secrets.push(percent_decode(password));
-        }
-    }
-    if let Some((_, query)) = url.split_once('?') {
-        for pair in query.split('&') {
-            if let Some(("password", value)) = pair.split_once('=') {
-                secrets.push(value.to_string());
-                secrets.push(percent_decode(value));
-            }
-        }
-    }
-    secrets.retain(|s| !s.is_empty());
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets.dedup();
-    secrets
-}
-
-/// Replace every secret in `text` (longest first, so a password inside the URL goes with it).
-fn scrub(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "<redacted>");
-        }
-    }
-    out
-}
-
-/// `scheme://host:port/path` without user info or query, for messages.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparseable URL)".into();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    format!("{scheme}://{host}{path}")
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The URL with only the query parameters sqlx understands as libpq does. Prisma's own
-/// (`schema`, `pgbouncer`, `connection_limit`, `sslaccept`, `sslidentity`, `sslpassword`, ...)
-/// are dropped: sqlx would log unknown ones with their values, and Prisma's `sslcert` names a
-/// root CA where libpq's names a client certificate (kept only next to a libpq `sslkey`).
-fn libpq_url(url: &str) -> String {
-    let Some((base, rest)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let query = rest.split('#').next().unwrap_or("");
-    let pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-    let key = |p: &str| p.split_once('=').map(|(k, _)| k).unwrap_or(p).to_string();
-    let client_cert = pairs.iter().any(|p| matches!(key(p).as_str(), "sslkey" | "ssl-key"));
-    let kept: Vec<&str> = pairs
-        .into_iter()
-        .filter(|p| {
-            let k = key(p);
-            matches!(
-                k.as_str(),
-                "sslmode"
-                    | "ssl-mode"
-                    | "sslrootcert"
-                    | "ssl-root-cert"
-                    | "ssl-ca"
-                    | "statement-cache-capacity"
-                    | "host"
-                    | "hostaddr"
-                    | "port"
-                    | "dbname"
-                    | "user"
-                    | "password"
-                    | "application_name"
-                    | "options"
-            ) || k.starts_with("options[")
-                || (client_cert && matches!(k.as_str(), "sslcert" | "ssl-cert" | "sslkey" | "ssl-key"))
-        })
-        .collect();
-    if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    }
-}
-
-/// The Prisma-only parameters of Langfuse's `DATABASE_URL` that change how to talk to it.
-#[derive(Debug, Default, PartialEq)]
-struct PrismaParams {
-    /// `schema=` (Prisma's search path; `public` when absent).
-    schema: Option<String>,
-    /// `pgbouncer=true`: a transaction-pooling PgBouncer sits in front.
-    pgbouncer: bool,
-}
-
-impl PrismaParams {
-    fn parse(url: &str) -> Self {
-        let mut params = Self::default();
-        let Some((_, query)) = url.split_once('?') else {
-            return params;
-        };
-        for pair in query.split('#').next().unwrap_or("").split('&') {
-            match pair.split_once('=') {
-                Some(("schema", v)) if !v.is_empty() => params.schema = Some(percent_decode(v)),
-                Some(("pgbouncer", v)) => params.pgbouncer = v.eq_ignore_ascii_case("true"),
-                _ => {}
-            }
-        }
-        params
     }
 }
 
