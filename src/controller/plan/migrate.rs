@@ -27,32 +27,7 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
         return Ok(());
     }
     if p.status.migrations_enabled_at.is_none() {
-        // Invariant 2: on only once the Service points to v3 and v2 has stopped writing.
-        p.require(
-            "turn the background migrations on",
-            &[
-                ("the traffic shift", p.status.traffic_shifted_at.is_some()),
-                ("the drain's cut-off", p.status.cutoff.is_some()),
-            ],
-        )?;
-        // Batch sizes planned by the preflight scan go in before the worker starts.
-        for (name, size) in p.status.planned_batch_sizes.clone() {
-            p.act(Action::Remedy(Remedy::SetBatchSize { name, size }));
-        }
-        p.status.migrations_enabled_at = Some(p.now_time());
-        super::workloads::ensure(p, settings)?;
-        p.condition(
-            cond::MIGRATIONS_COMPLETE,
-            false,
-            reason::MIGRATING,
-            "background migrations enabled; the worker restarts to start them",
-        );
-        return Err(Hold::new(
-            Phase::Migrating,
-            reason::MIGRATING,
-            "enabled background migrations on v3",
-            wait::ROLLOUT,
-        ));
+        return enable(p, settings);
     }
     if !ready.worker {
         return Err(Hold::new(
@@ -83,8 +58,54 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
     if let Some(stuck) = stuck_row(p, settings, &rows) {
         return remedy_stuck(p, settings, &stuck);
     }
-    // The worker only looks for work when it starts: a stale lock, or rows nobody picked up,
-    // need a restart, bounded so a crash-looping worker reaches a person.
+    if let Some(hold) = idle(p, settings, &rows) {
+        return Err(hold);
+    }
+    let progress = p.status.migration_progress.clone().unwrap_or_default();
+    let message = format!("background migrations running: {progress}");
+    Err(p.hold_step(
+        cond::MIGRATIONS_COMPLETE,
+        Phase::Migrating,
+        reason::MIGRATING,
+        message,
+        wait::POLL,
+    ))
+}
+
+/// Invariant 2: the migrations go on only once the Service points to v3 and v2 has stopped
+/// writing; the batch sizes the preflight scan planned go in before the worker starts.
+fn enable(p: &mut Planner, settings: &Settings) -> Gate {
+    p.require(
+        "turn the background migrations on",
+        &[
+            ("the traffic shift", p.status.traffic_shifted_at.is_some()),
+            ("the drain's cut-off", p.status.cutoff.is_some()),
+        ],
+    )?;
+    for (name, size) in p.status.planned_batch_sizes.clone() {
+        p.act(Action::Remedy(Remedy::SetBatchSize { name, size }));
+    }
+    p.status.migrations_enabled_at = Some(p.now_time());
+    super::workloads::ensure(p, settings)?;
+    p.condition(
+        cond::MIGRATIONS_COMPLETE,
+        false,
+        reason::MIGRATING,
+        "background migrations enabled; the worker restarts to start them",
+    );
+    Err(Hold::new(
+        Phase::Migrating,
+        reason::MIGRATING,
+        "enabled background migrations on v3",
+        wait::ROLLOUT,
+    ))
+}
+
+/// The worker only looks for work when it starts: a stale lock, or rows nobody picked up, need
+/// a restart, bounded so a crash-looping worker reaches a person. `None`: something runs, or
+/// the worker (re)started too recently to tell.
+fn idle(p: &mut Planner, settings: &Settings, rows: &[MigrationRow]) -> Option<Hold> {
+    let now = p.now;
     let idle = rows.iter().any(|r| r.state(now) == RowState::Stalled)
         || !rows.iter().any(|r| r.state(now) == RowState::Running);
     let last_start = p
@@ -93,41 +114,26 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
         .clone()
         .or(p.status.migrations_enabled_at.clone());
     let settled = p.since(&last_start).is_some_and(|d| d >= IDLE_GRACE);
-    if idle && settled {
-        if bump(p, RemedyKind::IdleRestart, MAX_WORKER_RESTARTS) && p.spec.migrations.remediation {
-            restart_worker(p, settings)?;
-            return remedied(
-                p,
-                "no background migration was running (stale lock or never picked up); restarted the v3 worker",
-            );
-        }
-        let message =
-            "no background migration is running and the worker restarts are used up; check the v3 worker logs"
-                .to_string();
-        p.condition(
-            cond::MIGRATIONS_COMPLETE,
-            false,
-            reason::MIGRATION_STALLED,
-            message.clone(),
-        );
-        return Err(Hold::new(
-            Phase::Blocked,
-            reason::MIGRATION_STALLED,
-            message,
-            wait::POLL,
-        ));
+    if !(idle && settled) {
+        return None;
     }
-    let progress = p.status.migration_progress.clone().unwrap_or_default();
-    p.condition(
+    if bump(p, RemedyKind::IdleRestart, MAX_WORKER_RESTARTS) && p.spec.migrations.remediation {
+        if let Err(hold) = restart_worker(p, settings) {
+            return Some(hold);
+        }
+        return remedied(
+            p,
+            "no background migration was running (stale lock or never picked up); restarted the v3 worker",
+        )
+        .err();
+    }
+    let message =
+        "no background migration is running and the worker restarts are used up; check the v3 worker logs".to_string();
+    Some(p.hold_step(
         cond::MIGRATIONS_COMPLETE,
-        false,
-        reason::MIGRATING,
-        format!("background migrations running: {progress}"),
-    );
-    Err(Hold::new(
-        Phase::Migrating,
-        reason::MIGRATING,
-        format!("background migrations running: {progress}"),
+        Phase::Blocked,
+        reason::MIGRATION_STALLED,
+        message,
         wait::POLL,
     ))
 }

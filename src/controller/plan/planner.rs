@@ -120,6 +120,19 @@ impl<'a> Planner<'a> {
             .map(|t| Duration::from_millis((self.now.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
     }
 
+    /// A step condition and the hold that keeps the upgrade there, with the same words.
+    pub fn hold_step(
+        &mut self,
+        type_: &'static str,
+        phase: Phase,
+        reason: &'static str,
+        message: String,
+        requeue: Duration,
+    ) -> Hold {
+        self.condition(type_, false, reason, message.clone());
+        Hold::new(phase, reason, message, requeue)
+    }
+
     pub fn condition(&mut self, type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) {
         self.conditions.retain(|c| c.type_ != type_);
         self.conditions.push(Desired::new(type_, status, reason, message));

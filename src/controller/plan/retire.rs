@@ -7,7 +7,7 @@ use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::validate::Settings;
-use crate::migrations::RowState;
+use crate::migrations::{MigrationRow, RowState};
 
 fn v2_counts(p: &Planner) -> (i32, i32) {
     let d = p.obs.source.as_ref();
@@ -18,24 +18,8 @@ fn v2_counts(p: &Planner) -> (i32, i32) {
 
 /// Invariant 4: only after the shift, the migrations, the verification and `retireSourceAfter`.
 pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
-    let (asked, pods) = v2_counts(p);
     if p.stage() > Stage::Retiring {
-        if p.obs.source.is_some() && (asked > 0 || pods > 0) {
-            let hpa = if p.obs.hpas_on_source.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (HorizontalPodAutoscaler {} targets it)",
-                    p.obs.hpas_on_source.join(", ")
-                )
-            };
-            let message = format!(
-                "the v2 Deployment was scaled back to {asked} after retirement{hpa}; the operator does not fight over it. Scale it to 0, or remove whatever scales it, to continue"
-            );
-            p.condition(cond::SOURCE_RETIRED, false, reason::SOURCE_SCALED_UP, message.clone());
-            return Err(Hold::new(Phase::Blocked, reason::SOURCE_SCALED_UP, message, wait::POLL));
-        }
-        return Ok(());
+        return not_scaled_back_up(p);
     }
     // Invariant 4, stated here and not left to the order of the gates.
     p.require(
@@ -70,6 +54,38 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
             left.min(wait::IDLE).max(Duration::from_secs(1)),
         ));
     }
+    scale_to_zero(p)
+}
+
+/// After retirement: v2 scaled back up (by a person, Helm, an HPA) is reported, not fought.
+fn not_scaled_back_up(p: &mut Planner) -> Gate {
+    let (asked, pods) = v2_counts(p);
+    if p.obs.source.is_none() || (asked == 0 && pods == 0) {
+        return Ok(());
+    }
+    let hpa = if p.obs.hpas_on_source.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (HorizontalPodAutoscaler {} targets it)",
+            p.obs.hpas_on_source.join(", ")
+        )
+    };
+    let message = format!(
+        "the v2 Deployment was scaled back to {asked} after retirement{hpa}; the operator does not fight over it. Scale it to 0, or remove whatever scales it, to continue"
+    );
+    Err(p.hold_step(
+        cond::SOURCE_RETIRED,
+        Phase::Blocked,
+        reason::SOURCE_SCALED_UP,
+        message,
+        wait::POLL,
+    ))
+}
+
+/// Scale v2 to 0 (never delete it here) and record the retirement once no v2 pod is left.
+fn scale_to_zero(p: &mut Planner) -> Gate {
+    let (asked, pods) = v2_counts(p);
     if p.obs.source.is_none() {
         p.status.source_retired_at = Some(p.now_time());
         return Ok(());
@@ -86,16 +102,12 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
                 p.obs.hpas_on_source.join(", ")
             )
         };
-        p.condition(
+        let message = format!("scaling v2 to 0: {pods} pods left{hpa}");
+        return Err(p.hold_step(
             cond::SOURCE_RETIRED,
-            false,
-            reason::RETIRING,
-            format!("scaling v2 to 0: {pods} pods left{hpa}"),
-        );
-        return Err(Hold::new(
             Phase::RetiringSource,
             reason::RETIRING,
-            format!("scaling v2 to 0: {pods} pods left{hpa}"),
+            message,
             wait::ROLLOUT,
         ));
     }
@@ -156,13 +168,21 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
             ));
         }
     };
+    settled_after_moving_on(p, &final_version, &rows)?;
+    p.status.finalized_at = Some(p.now_time());
+    Ok(())
+}
+
+/// After a move to `final_version`: every background migration the worker can run finished.
+/// Rows whose env gate is closed never run on this worker: counted apart, never waited on.
+fn settled_after_moving_on(p: &mut Planner, final_version: &str, rows: &[MigrationRow]) -> Gate {
     let now = p.now;
     let gates = super::migrate::open_gates(p);
     let estimates = match &p.obs.postgres {
         Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
         _ => Default::default(),
     };
-    super::migrate::report_progress(p, &rows, &estimates);
+    super::migrate::report_progress(p, rows, &estimates);
     if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
         let message = format!(
             "background migration {} failed after moving to {final_version}: {}",
@@ -171,8 +191,7 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
         );
         return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
     }
-    // Rows whose env gate is closed never run on this worker: counted apart, never waited on.
-    let state = |r: &crate::migrations::MigrationRow| r.state_with(now, &gates);
+    let state = |r: &MigrationRow| r.state_with(now, &gates);
     let open = rows
         .iter()
         .filter(|r| !matches!(state(r), RowState::Finished | RowState::Dormant))
@@ -190,7 +209,6 @@ pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
             wait::POLL,
         ));
     }
-    p.status.finalized_at = Some(p.now_time());
     Ok(())
 }
 
