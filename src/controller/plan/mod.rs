@@ -81,7 +81,7 @@ fn gates(p: &mut Planner) -> Gate {
         return rollback::abort(p);
     }
     if p.status.rollback.as_ref().is_some_and(|r| r.started_at.is_some()) {
-        return rollback::roll_back(p, false);
+        return rollback::roll_back(p, rollback::V3After::KeepAtZero);
     }
     let settings = match validate(p.upgrade) {
         Ok(s) => s,

@@ -46,13 +46,21 @@ pub(super) fn abort(p: &mut Planner) -> Gate {
             ..Default::default()
         });
     }
-    roll_back(p, true)
+    roll_back(p, V3After::Delete)
 }
 
-/// Drive the rollback one step; `delete_v3` when a person asked for it (abort, deletion),
+/// What a rollback does with v3: delete it when a person asked for the rollback (abort,
+/// deletion), else scale it to 0 and keep it for its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum V3After {
+    Delete,
+    KeepAtZero,
+}
+
+/// Drive the rollback one step; v3 deleted when a person asked for it (abort, deletion),
 /// otherwise v3 is scaled to 0 and kept for its logs.
-pub(super) fn roll_back(p: &mut Planner, delete_v3: bool) -> Gate {
-    restore(p, delete_v3)?;
+pub(super) fn roll_back(p: &mut Planner, v3: V3After) -> Gate {
+    restore(p, v3)?;
     p.status.rolled_back_at = Some(p.now_time());
     let why = p
         .status
@@ -69,7 +77,13 @@ pub(super) fn roll_back(p: &mut Planner, delete_v3: bool) -> Gate {
 }
 
 /// v2 scaled back and serving, the old selector back, the endpoints on v2, then v3 removed.
-fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
+fn restore(p: &mut Planner, v3: V3After) -> Result<(), Hold> {
+    v2_serves_again(p)?;
+    v3_out_of_the_way(p, v3)
+}
+
+/// v2 back at its replicas, ready, and the Service selector back on it with no v3 endpoint.
+fn v2_serves_again(p: &mut Planner) -> Result<(), Hold> {
     let rolling = |message: String| Hold::new(Phase::RollingBack, reason::ROLLING_BACK, message, wait::ROLLOUT);
     let Some(source) = p.obs.source.as_ref() else {
         return Err(Hold::new(
@@ -115,12 +129,18 @@ fn restore(p: &mut Planner, delete_v3: bool) -> Result<(), Hold> {
             )));
         }
     }
+    Ok(())
+}
+
+/// v3 deleted, or scaled to 0 and kept.
+fn v3_out_of_the_way(p: &mut Planner, v3: V3After) -> Result<(), Hold> {
+    let rolling = |message: String| Hold::new(Phase::RollingBack, reason::ROLLING_BACK, message, wait::ROLLOUT);
     let existing: Vec<String> = [&p.obs.web, &p.obs.worker]
         .into_iter()
         .flatten()
         .filter_map(|d| d.metadata.name.clone())
         .collect();
-    if delete_v3 {
+    if v3 == V3After::Delete {
         if existing.is_empty() {
             return Ok(());
         }
@@ -181,7 +201,7 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
             ..Default::default()
         });
     }
-    match restore(p, true) {
+    match restore(p, V3After::Delete) {
         Ok(()) => {
             p.act(Action::RemoveFinalizer);
             Hold::new(
@@ -236,7 +256,7 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
             started_at: Some(p.now_time()),
             ..Default::default()
         });
-        return roll_back(p, false);
+        return roll_back(p, V3After::KeepAtZero);
     }
     Err(Hold::new(
         Phase::Degraded,

@@ -37,28 +37,8 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
     let current = selector_of(service);
 
     if p.status.traffic_shifted_at.is_some() {
-        if current == want {
-            return Ok(());
-        }
-        // Someone else changed the selector back: report it, do not fight over it.
-        let previous = p.status.previous_selector.clone().unwrap_or_default();
-        let message = format!(
-            "the Service {} selector was changed to {} after the shift (a GitOps sync or Helm upgrade?); v2 is kept and nothing proceeds. Stop the other writer (see gitops/README.md: ignore /spec/selector), then replace the whole selector (a merge patch would keep the other keys and match no pod): kubectl patch service {} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{}}}]' (the selector before the shift was {})",
-            p.spec.source.service,
-            labels_text(&current),
-            p.spec.source.service,
-            serde_json::to_string(&want).unwrap_or_default(),
-            labels_text(&previous),
-        );
-        p.condition(cond::TRAFFIC_SHIFTED, false, reason::SELECTOR_REVERTED, message.clone());
-        return Err(Hold::new(
-            Phase::Blocked,
-            reason::SELECTOR_REVERTED,
-            message,
-            wait::POLL,
-        ));
+        return still_shifted(p, &current, &want);
     }
-
     // 1. Record the selector before touching the Service (a separate status write).
     if p.status.previous_selector.is_none() {
         // Already switched with the status lost since: the old selector is unknown (empty), and
@@ -118,4 +98,28 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
         format!("the Service lists {ready_v3} ready v3 web endpoints and no other"),
     );
     Ok(())
+}
+
+/// After the shift the selector must stay ours. Someone else changed it back: report it, do
+/// not fight over it.
+fn still_shifted(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
+    if current == want {
+        return Ok(());
+    }
+    let previous = p.status.previous_selector.clone().unwrap_or_default();
+    let message = format!(
+        "the Service {} selector was changed to {} after the shift (a GitOps sync or Helm upgrade?); v2 is kept and nothing proceeds. Stop the other writer (see gitops/README.md: ignore /spec/selector), then replace the whole selector (a merge patch would keep the other keys and match no pod): kubectl patch service {} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{}}}]' (the selector before the shift was {})",
+        p.spec.source.service,
+        labels_text(current),
+        p.spec.source.service,
+        serde_json::to_string(want).unwrap_or_default(),
+        labels_text(&previous),
+    );
+    Err(p.hold_step(
+        cond::TRAFFIC_SHIFTED,
+        Phase::Blocked,
+        reason::SELECTOR_REVERTED,
+        message,
+        wait::POLL,
+    ))
 }
