@@ -210,17 +210,7 @@ async fn happy_path_completes_and_every_invariant_holds_throughout() {
     let mut w = w;
     let written = w.traffic.take().unwrap().finished().await;
     assert!(written > 0, "v2 wrote nothing while it served");
-    for v in &s.verification {
-        let pg = w.db.pg_count(&v.table).await;
-        assert!(v.verdict == "Match" && v.postgres == pg, "{v:?}: Postgres holds {pg}");
-        assert_eq!(
-            w.db.ch_final_count(&v.table).await,
-            pg as u64,
-            "{} in ClickHouse",
-            v.table
-        );
-    }
-    assert_eq!(s.verification.len(), 3);
+    assert_every_row_verified(&w.db, &s).await;
     // v2 kept at 0 replicas, never deleted; v3 released from the object.
     let v2 = w.ns.deployments().get(V2).await.unwrap();
     assert_eq!(v2.spec.unwrap().replicas, Some(0));
@@ -627,6 +617,22 @@ async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
     }
 }
 
+/// Every row v2 wrote is counted in the verification and is in ClickHouse (v2 stopped long
+/// before, so Postgres's counts are final).
+async fn assert_every_row_verified(db: &TestDb, s: &langfuse_upgrade_operator::api::LangfuseUpgradeStatus) {
+    assert_eq!(s.verification.len(), 3, "{:?}", s.verification);
+    for v in &s.verification {
+        let pg = db.pg_count(&v.table).await;
+        assert!(v.verdict == "Match" && v.postgres == pg, "{v:?}: Postgres holds {pg}");
+        assert_eq!(
+            db.ch_final_count(&v.table).await,
+            pg as u64,
+            "{} in ClickHouse",
+            v.table
+        );
+    }
+}
+
 /// Pod spec of a Deployment, for the assertions below.
 async fn pod_spec(w: &World, name: &str) -> k8s_openapi::api::core::v1::PodSpec {
     w.ns.deployments()
@@ -693,16 +699,7 @@ async fn an_official_chart_v2_with_sidecar_db_settings_and_base_path_completes()
     // The drain ended although v2 wrote millisecond rows into it; every row is verified.
     let written = w.traffic.take().unwrap().finished().await;
     assert!(written > 0);
-    for v in &s.verification {
-        let pg = w.db.pg_count(&v.table).await;
-        assert!(v.verdict == "Match" && v.postgres == pg, "{v:?}: Postgres holds {pg}");
-        assert_eq!(
-            w.db.ch_final_count(&v.table).await,
-            pg as u64,
-            "{} in ClickHouse",
-            v.table
-        );
-    }
+    assert_every_row_verified(&w.db, &s).await;
     worker.abort();
     w.finish().await;
 }

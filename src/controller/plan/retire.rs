@@ -63,14 +63,7 @@ fn not_scaled_back_up(p: &mut Planner) -> Gate {
     if p.obs.source.is_none() || (asked == 0 && pods == 0) {
         return Ok(());
     }
-    let hpa = if p.obs.hpas_on_source.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (HorizontalPodAutoscaler {} targets it)",
-            p.obs.hpas_on_source.join(", ")
-        )
-    };
+    let hpa = hpa_note(p, |names| format!(" (HorizontalPodAutoscaler {names} targets it)"));
     let message = format!(
         "the v2 Deployment was scaled back to {asked} after retirement{hpa}; the operator does not fight over it. Scale it to 0, or remove whatever scales it, to continue"
     );
@@ -81,6 +74,14 @@ fn not_scaled_back_up(p: &mut Planner) -> Gate {
         message,
         wait::POLL,
     ))
+}
+
+/// The words about HorizontalPodAutoscalers on v2, if any.
+fn hpa_note(p: &Planner, words: impl Fn(&str) -> String) -> String {
+    match p.obs.hpas_on_source.as_slice() {
+        [] => String::new(),
+        names => words(&names.join(", ")),
+    }
 }
 
 /// Scale v2 to 0 (never delete it here) and record the retirement once no v2 pod is left.
@@ -94,14 +95,11 @@ fn scale_to_zero(p: &mut Planner) -> Gate {
         p.act(Action::ScaleSource(0));
     }
     if asked > 0 || pods > 0 {
-        let hpa = if p.obs.hpas_on_source.is_empty() {
-            String::new()
-        } else {
+        let hpa = hpa_note(p, |names| {
             format!(
-                "; HorizontalPodAutoscaler {} targets v2 and may scale it back: the operator reports that and leaves the HPA to you",
-                p.obs.hpas_on_source.join(", ")
+                "; HorizontalPodAutoscaler {names} targets v2 and may scale it back: the operator reports that and leaves the HPA to you"
             )
-        };
+        });
         let message = format!("scaling v2 to 0: {pods} pods left{hpa}");
         return Err(p.hold_step(
             cond::SOURCE_RETIRED,
