@@ -7,10 +7,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::observe::postgres_url;
 use super::plan::Action;
 use crate::api::{FIELD_MANAGER, FINALIZER, LangfuseUpgrade};
-use crate::databases::Databases;
+use crate::databases::{Databases, SecretString};
 use crate::error::{Error, Result};
 use crate::resources::service::selector_apply_body;
 
@@ -20,13 +19,13 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Run `actions`; returns the ones that ran, for the audit trail. `source` is the observed v2
-/// Deployment, whose `DATABASE_URL` a remedy may need.
+/// Run `actions`; returns the ones that ran, for the audit trail. `postgres_url` is the one
+/// the observation resolved (the executor reads no Secret itself); a remedy needs it.
 pub async fn execute<D: Databases>(
     client: &Client,
     db: &D,
     upgrade: &LangfuseUpgrade,
-    source: Option<&Deployment>,
+    postgres_url: Option<&SecretString>,
     actions: &[Action],
 ) -> Result<Vec<Action>> {
     let ns = upgrade.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
@@ -35,8 +34,6 @@ pub async fn execute<D: Databases>(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let mut done = Vec::new();
-    // Read once per decision, and only when a remedy needs it.
-    let mut pg_url = None;
     for action in actions {
         match action {
             Action::AddFinalizer | Action::RemoveFinalizer => {
@@ -111,14 +108,10 @@ pub async fn execute<D: Databases>(
                     .await?;
             }
             Action::Remedy(remedy) => {
-                if pg_url.is_none() {
-                    pg_url = Some(
-                        postgres_url(client, &ns, upgrade, source)
-                            .await?
-                            .map_err(Error::Database)?,
-                    );
-                }
-                let url = pg_url.as_ref().expect("just resolved");
+                // Every stage that remedies reads Postgres, so the URL was resolved with it.
+                let url = postgres_url.ok_or_else(|| {
+                    Error::Database("the Postgres connection was not resolved this reconcile; retrying".into())
+                })?;
                 db.remedy(url, remedy)
                     .await
                     .map_err(|e| Error::Database(e.to_string()))?;

@@ -102,7 +102,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             &ctx.client,
             &ctx.databases,
             &upgrade,
-            observed.source.as_ref(),
+            observed.postgres_url.as_ref(),
             &decision.actions,
         )
         .await?;

@@ -62,6 +62,8 @@ pub struct Observed {
     pub hpas_on_source: Vec<String>,
     /// `None`: not asked this reconcile.
     pub postgres: Option<std::result::Result<PostgresFacts, PostgresError>>,
+    /// The connection those facts were read with, for the remedies the executor writes.
+    pub postgres_url: Option<SecretString>,
     pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
 }
 
@@ -163,15 +165,20 @@ pub async fn observe<D: Databases>(
         missing_secret_keys,
         hpas_on_source,
         postgres: None,
+        postgres_url: None,
         clickhouse: None,
     };
     if !needs.postgres.is_empty() {
         observed.postgres = Some(
             match postgres_url(client, ns, upgrade, observed.source.as_ref()).await? {
-                Ok(url) => db
-                    .postgres(&url, &needs.postgres)
-                    .await
-                    .map_err(|e| PostgresError::Unreachable(e.to_string())),
+                Ok(url) => {
+                    let facts = db
+                        .postgres(&url, &needs.postgres)
+                        .await
+                        .map_err(|e| PostgresError::Unreachable(e.to_string()));
+                    observed.postgres_url = Some(url);
+                    facts
+                }
                 Err(why) => Err(PostgresError::Settings(why)),
             },
         );
