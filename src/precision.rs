@@ -12,12 +12,18 @@
 //!   rounded **down** ([`bound_after`]): a row in that second is treated as possibly missing and
 //!   re-copied, never assumed copied;
 //! - counts up to a status time and "late" rows after one use the same millisecond bound on both
-//!   databases ([`crate::migrations::postgres::millis_floor`]), `<=` and `>`: a row falls on
+//!   databases ([`millis_floor`]), `<=` and `>`: a row falls on
 //!   exactly one side.
 
 use jiff::Timestamp;
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
+/// A timestamp as the epoch milliseconds it falls in (Postgres stores milliseconds: a row at
+/// millisecond `m` is `<= t` exactly when `m <= floor(t)` and `> t` exactly when `m > floor(t)`).
+pub fn millis_floor(t: Timestamp) -> i64 {
+    t.as_nanosecond().div_euclid(1_000_000) as i64
+}
 
 /// The whole second at or after `t`.
 pub fn newest_seen(t: Timestamp) -> Timestamp {

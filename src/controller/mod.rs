@@ -112,10 +112,14 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         let restarts = |s: Option<&crate::api::LangfuseUpgradeStatus>| {
             s.map_or(0, |s| s.remedies_used(crate::api::RemedyKind::WorkerRestart))
         };
+        let remedies = executed.iter().filter_map(|a| match a {
+            Write::Remedy(r) => Some(r),
+            _ => None,
+        });
         ctx.metrics.remedies_applied(
             &ns,
             &name,
-            &executed,
+            remedies,
             restarts(upgrade.status.as_ref()),
             restarts(Some(&status)),
         );

@@ -14,7 +14,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::{LangfuseUpgradeStatus, Phase, RemedyKind};
-use crate::controller::plan::Action;
 use crate::databases::Remedy;
 use crate::migrations::RowState;
 
@@ -169,11 +168,11 @@ impl Metrics {
     }
 
     /// Count the remedies among the writes just made.
-    pub fn remedies_applied(
+    pub fn remedies_applied<'a>(
         &self,
         namespace: &str,
         name: &str,
-        executed: &[Action],
+        executed: impl IntoIterator<Item = &'a Remedy>,
         restarts_before: i32,
         restarts_after: i32,
     ) {
@@ -187,17 +186,15 @@ impl Metrics {
                 self.remedies.get_or_create(&labels).inc_by(n);
             }
         };
-        for action in executed {
-            if let Action::Remedy(r) = action {
-                bump(
-                    match r {
-                        Remedy::SetBatchSize { .. } => "batchSize",
-                        Remedy::ClearFailure { .. } => "clearFailure",
-                        Remedy::RerunWindow { .. } => "rerunWindow",
-                    },
-                    1,
-                );
-            }
+        for r in executed {
+            bump(
+                match r {
+                    Remedy::SetBatchSize { .. } => "batchSize",
+                    Remedy::ClearFailure { .. } => "clearFailure",
+                    Remedy::RerunWindow { .. } => "rerunWindow",
+                },
+                1,
+            );
         }
         bump(
             &RemedyKind::WorkerRestart.key(),

@@ -98,11 +98,11 @@ fn reconciles_failures_and_remedies_are_counted() {
     m.reconciled(Duration::from_millis(12));
     m.failed("database");
     let executed = [
-        Action::Remedy(Remedy::SetBatchSize {
+        Remedy::SetBatchSize {
             name: "x".into(),
             size: 2500,
-        }),
-        Action::Remedy(Remedy::ClearFailure { name: "x".into() }),
+        },
+        Remedy::ClearFailure { name: "x".into() },
     ];
     m.remedies_applied("ns", "u", &executed, 1, 2);
     let text = m.render();

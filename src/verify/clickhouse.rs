@@ -7,8 +7,8 @@ use jiff::Timestamp;
 
 use super::ClickHouseFacts;
 use crate::databases::ClickHouseQuery;
-use crate::migrations::postgres::millis_floor;
 use crate::migrations::{Table, TableCounts};
+use crate::precision::millis_floor;
 
 pub const VERSION_SQL: &str = "SELECT version()";
 

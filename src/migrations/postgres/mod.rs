@@ -81,11 +81,7 @@ fn ts(ms: Option<i64>, what: &str) -> Result<Option<Timestamp>> {
     .transpose()
 }
 
-/// A timestamp as the epoch milliseconds it falls in (Postgres stores milliseconds: a row at
-/// millisecond `m` is `<= t` exactly when `m <= floor(t)` and `> t` exactly when `m > floor(t)`).
-pub fn millis_floor(t: Timestamp) -> i64 {
-    t.as_nanosecond().div_euclid(1_000_000) as i64
-}
+pub use crate::precision::millis_floor;
 
 /// `state.maxDate` as the scripts write it (`Date.toISOString()`, with `Z`), or without an
 /// offset (then UTC, the time zone Langfuse containers run in).
