@@ -7,7 +7,7 @@
 -- math.* here (tests/gitops/run.sh runs it in the same sandbox). It returns {status, message}.
 --
 --   Progressing  no status yet, a generation the operator has not observed yet, being deleted,
---                or any phase that is moving (Preflight ... Finalizing, RollingBack)
+--                or any phase that is moving (Provisioning ... Finalizing, RollingBack)
 --   Healthy      Ready=True (phase Completed)
 --   Suspended    Paused (spec.paused), or AwaitingPromotion (waits for a person to approve)
 --   Degraded     Stalled=True, or phase Blocked / Degraded / Failed / RolledBack

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
     Pending,
-    Preflight,
     Provisioning,
     AwaitingPromotion,
     ShiftingTraffic,
@@ -30,9 +29,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, once (metrics export one series per phase).
-    pub const ALL: [Phase; 17] = [
+    pub const ALL: [Phase; 16] = [
         Phase::Pending,
-        Phase::Preflight,
         Phase::Provisioning,
         Phase::AwaitingPromotion,
         Phase::ShiftingTraffic,
@@ -53,7 +51,6 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
-            Phase::Preflight => "Preflight",
             Phase::Provisioning => "Provisioning",
             Phase::AwaitingPromotion => "AwaitingPromotion",
             Phase::ShiftingTraffic => "ShiftingTraffic",

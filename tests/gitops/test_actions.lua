@@ -30,7 +30,6 @@ end
 -- sample -> the actions enabled, in the order approve,pause,resume,abort
 local cases = {
   { "pending-invalid-spec", "pause,abort" },
-  { "preflight", "pause,abort" },
   { "provisioning", "pause,abort" },
   { "awaiting-promotion", "approve,pause,abort" },
   { "shifting-traffic", "pause,abort" },

@@ -69,7 +69,7 @@ var targetLabels = []string{"job", "instance", "namespace", "pod", "service", "e
 // phase or reason in the code fails here instead of silently never alerting). Condition
 // status is only ever True or False (the operator writes no Unknown).
 var enums = map[string][]string{
-	"phase": {"Pending", "Preflight", "Provisioning", "AwaitingPromotion", "ShiftingTraffic", "Draining",
+	"phase": {"Pending", "Provisioning", "AwaitingPromotion", "ShiftingTraffic", "Draining",
 		"Migrating", "Verifying", "RetiringSource", "Finalizing", "Completed", "Paused", "Blocked",
 		"Degraded", "RollingBack", "RolledBack", "Failed"},
 	"type": {"Ready", "Reconciling", "Stalled", "PreflightPassed", "TrafficShifted", "MigrationsComplete",
