@@ -29,12 +29,12 @@ pub const ALL_TYPES: [&str; 8] = [
 pub struct Desired {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Desired {
-    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(type_: &'static str, status: bool, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             status,
@@ -64,7 +64,7 @@ pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64
                 out.push(Condition {
                     type_: type_.to_string(),
                     status: status.to_string(),
-                    reason: d.reason.to_string(),
+                    reason: d.reason.as_str().to_string(),
                     message: d.message.clone(),
                     observed_generation: generation,
                     last_transition_time,
@@ -80,54 +80,206 @@ pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64
     out
 }
 
-/// Reasons, each a CamelCase word as the API conventions ask.
-pub mod reason {
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Every reason a condition can carry: a closed set, each a CamelCase word as the API
+/// conventions ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidSpec,
     /// A reconcile stopped on an error before it could decide (retried with backoff).
-    pub const RECONCILE_ERROR: &str = "ReconcileError";
+    ReconcileError,
     /// An irreversible step was reached without the facts it depends on (never expected).
-    pub const OUT_OF_ORDER: &str = "OutOfOrder";
-    pub const PENDING: &str = "Pending";
-    pub const PREFLIGHT_RUNNING: &str = "PreflightRunning";
-    pub const PREFLIGHT_FAILED: &str = "PreflightFailed";
-    pub const CHECKS_PASSED: &str = "ChecksPassed";
-    pub const PROVISIONING: &str = "Provisioning";
-    pub const WEB_NOT_AVAILABLE: &str = "WebNotAvailable";
-    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
-    pub const SHIFTING: &str = "Shifting";
-    pub const SHIFTED: &str = "Shifted";
-    pub const NOT_SHIFTED: &str = "NotShifted";
-    pub const SELECTOR_REVERTED: &str = "SelectorReverted";
-    pub const SOURCE_MISSING: &str = "SourceMissing";
-    pub const DRAINING: &str = "Draining";
-    pub const POSTGRES_UNAVAILABLE: &str = "PostgresUnavailable";
-    pub const CLICKHOUSE_UNAVAILABLE: &str = "ClickHouseUnavailable";
-    pub const MIGRATING: &str = "Migrating";
-    pub const MIGRATION_FAILED: &str = "MigrationFailed";
-    pub const MIGRATION_STALLED: &str = "MigrationStalled";
-    pub const MIGRATIONS_FINISHED: &str = "MigrationsFinished";
-    pub const MIGRATION_STUCK: &str = "MigrationStuck";
-    pub const REMEDY_APPLIED: &str = "RemedyApplied";
-    pub const NOT_STARTED: &str = "NotStarted";
-    pub const VERIFYING: &str = "Verifying";
-    pub const COUNTS_MATCH: &str = "CountsMatch";
-    pub const COUNTS_MISMATCH: &str = "CountsMismatch";
-    pub const LATE_WRITES: &str = "LateWrites";
-    pub const WAITING_TO_RETIRE: &str = "WaitingToRetire";
-    pub const RETIRING: &str = "Retiring";
-    pub const RETIRED: &str = "Retired";
-    pub const SOURCE_SCALED_UP: &str = "SourceScaledUp";
-    pub const FINALIZING: &str = "Finalizing";
-    pub const COMPLETED: &str = "Completed";
-    pub const PAUSED: &str = "Paused";
-    pub const ROLLING_BACK: &str = "RollingBack";
-    pub const ROLLED_BACK: &str = "RolledBack";
-    pub const ABORT_TOO_LATE: &str = "AbortTooLate";
+    OutOfOrder,
+    Pending,
+    PreflightRunning,
+    PreflightFailed,
+    ChecksPassed,
+    Provisioning,
+    WebNotAvailable,
+    AwaitingApproval,
+    Shifting,
+    Shifted,
+    NotShifted,
+    SelectorReverted,
+    SourceMissing,
+    Draining,
+    PostgresUnavailable,
+    ClickHouseUnavailable,
+    Migrating,
+    MigrationFailed,
+    MigrationStalled,
+    MigrationsFinished,
+    MigrationStuck,
+    RemedyApplied,
+    NotStarted,
+    Verifying,
+    CountsMatch,
+    CountsMismatch,
+    LateWrites,
+    WaitingToRetire,
+    Retiring,
+    Retired,
+    SourceScaledUp,
+    Finalizing,
+    Completed,
+    Paused,
+    RollingBack,
+    RolledBack,
+    AbortTooLate,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 39] = [
+        Reason::InvalidSpec,
+        Reason::ReconcileError,
+        Reason::OutOfOrder,
+        Reason::Pending,
+        Reason::PreflightRunning,
+        Reason::PreflightFailed,
+        Reason::ChecksPassed,
+        Reason::Provisioning,
+        Reason::WebNotAvailable,
+        Reason::AwaitingApproval,
+        Reason::Shifting,
+        Reason::Shifted,
+        Reason::NotShifted,
+        Reason::SelectorReverted,
+        Reason::SourceMissing,
+        Reason::Draining,
+        Reason::PostgresUnavailable,
+        Reason::ClickHouseUnavailable,
+        Reason::Migrating,
+        Reason::MigrationFailed,
+        Reason::MigrationStalled,
+        Reason::MigrationsFinished,
+        Reason::MigrationStuck,
+        Reason::RemedyApplied,
+        Reason::NotStarted,
+        Reason::Verifying,
+        Reason::CountsMatch,
+        Reason::CountsMismatch,
+        Reason::LateWrites,
+        Reason::WaitingToRetire,
+        Reason::Retiring,
+        Reason::Retired,
+        Reason::SourceScaledUp,
+        Reason::Finalizing,
+        Reason::Completed,
+        Reason::Paused,
+        Reason::RollingBack,
+        Reason::RolledBack,
+        Reason::AbortTooLate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::ReconcileError => "ReconcileError",
+            Reason::OutOfOrder => "OutOfOrder",
+            Reason::Pending => "Pending",
+            Reason::PreflightRunning => "PreflightRunning",
+            Reason::PreflightFailed => "PreflightFailed",
+            Reason::ChecksPassed => "ChecksPassed",
+            Reason::Provisioning => "Provisioning",
+            Reason::WebNotAvailable => "WebNotAvailable",
+            Reason::AwaitingApproval => "AwaitingApproval",
+            Reason::Shifting => "Shifting",
+            Reason::Shifted => "Shifted",
+            Reason::NotShifted => "NotShifted",
+            Reason::SelectorReverted => "SelectorReverted",
+            Reason::SourceMissing => "SourceMissing",
+            Reason::Draining => "Draining",
+            Reason::PostgresUnavailable => "PostgresUnavailable",
+            Reason::ClickHouseUnavailable => "ClickHouseUnavailable",
+            Reason::Migrating => "Migrating",
+            Reason::MigrationFailed => "MigrationFailed",
+            Reason::MigrationStalled => "MigrationStalled",
+            Reason::MigrationsFinished => "MigrationsFinished",
+            Reason::MigrationStuck => "MigrationStuck",
+            Reason::RemedyApplied => "RemedyApplied",
+            Reason::NotStarted => "NotStarted",
+            Reason::Verifying => "Verifying",
+            Reason::CountsMatch => "CountsMatch",
+            Reason::CountsMismatch => "CountsMismatch",
+            Reason::LateWrites => "LateWrites",
+            Reason::WaitingToRetire => "WaitingToRetire",
+            Reason::Retiring => "Retiring",
+            Reason::Retired => "Retired",
+            Reason::SourceScaledUp => "SourceScaledUp",
+            Reason::Finalizing => "Finalizing",
+            Reason::Completed => "Completed",
+            Reason::Paused => "Paused",
+            Reason::RollingBack => "RollingBack",
+            Reason::RolledBack => "RolledBack",
+            Reason::AbortTooLate => "AbortTooLate",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The reasons by their old constant names, so call sites read `reason::DRAINING`.
+pub mod reason {
+    use super::Reason;
+
+    pub const INVALID_SPEC: Reason = Reason::InvalidSpec;
+    pub const RECONCILE_ERROR: Reason = Reason::ReconcileError;
+    pub const OUT_OF_ORDER: Reason = Reason::OutOfOrder;
+    pub const PENDING: Reason = Reason::Pending;
+    pub const PREFLIGHT_RUNNING: Reason = Reason::PreflightRunning;
+    pub const PREFLIGHT_FAILED: Reason = Reason::PreflightFailed;
+    pub const CHECKS_PASSED: Reason = Reason::ChecksPassed;
+    pub const PROVISIONING: Reason = Reason::Provisioning;
+    pub const WEB_NOT_AVAILABLE: Reason = Reason::WebNotAvailable;
+    pub const AWAITING_APPROVAL: Reason = Reason::AwaitingApproval;
+    pub const SHIFTING: Reason = Reason::Shifting;
+    pub const SHIFTED: Reason = Reason::Shifted;
+    pub const NOT_SHIFTED: Reason = Reason::NotShifted;
+    pub const SELECTOR_REVERTED: Reason = Reason::SelectorReverted;
+    pub const SOURCE_MISSING: Reason = Reason::SourceMissing;
+    pub const DRAINING: Reason = Reason::Draining;
+    pub const POSTGRES_UNAVAILABLE: Reason = Reason::PostgresUnavailable;
+    pub const CLICKHOUSE_UNAVAILABLE: Reason = Reason::ClickHouseUnavailable;
+    pub const MIGRATING: Reason = Reason::Migrating;
+    pub const MIGRATION_FAILED: Reason = Reason::MigrationFailed;
+    pub const MIGRATION_STALLED: Reason = Reason::MigrationStalled;
+    pub const MIGRATIONS_FINISHED: Reason = Reason::MigrationsFinished;
+    pub const MIGRATION_STUCK: Reason = Reason::MigrationStuck;
+    pub const REMEDY_APPLIED: Reason = Reason::RemedyApplied;
+    pub const NOT_STARTED: Reason = Reason::NotStarted;
+    pub const VERIFYING: Reason = Reason::Verifying;
+    pub const COUNTS_MATCH: Reason = Reason::CountsMatch;
+    pub const COUNTS_MISMATCH: Reason = Reason::CountsMismatch;
+    pub const LATE_WRITES: Reason = Reason::LateWrites;
+    pub const WAITING_TO_RETIRE: Reason = Reason::WaitingToRetire;
+    pub const RETIRING: Reason = Reason::Retiring;
+    pub const RETIRED: Reason = Reason::Retired;
+    pub const SOURCE_SCALED_UP: Reason = Reason::SourceScaledUp;
+    pub const FINALIZING: Reason = Reason::Finalizing;
+    pub const COMPLETED: Reason = Reason::Completed;
+    pub const PAUSED: Reason = Reason::Paused;
+    pub const ROLLING_BACK: Reason = Reason::RollingBack;
+    pub const ROLLED_BACK: Reason = Reason::RolledBack;
+    pub const ABORT_TOO_LATE: Reason = Reason::AbortTooLate;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for r in Reason::ALL {
+            assert!(
+                readme.contains(&format!("`{r}`")),
+                "{r} is not in the README's condition reasons"
+            );
+        }
+    }
     use jiff::Timestamp;
 
     fn at(secs: i64) -> Time {

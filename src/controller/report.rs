@@ -47,7 +47,8 @@ pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> 
         let before = old.conditions.iter().find(|o| o.type_ == c.type_);
         let changed = before.is_none_or(|o| o.status != c.status || o.reason != c.reason);
         if changed && (before.is_some() || c.status == "True") {
-            let kind = if c.status == "True" || c.reason == "Shifting" || c.reason == "Migrating" {
+            let progressing = [cond::reason::SHIFTING, cond::reason::MIGRATING].map(|r| r.as_str());
+            let kind = if c.status == "True" || progressing.contains(&c.reason.as_str()) {
                 EventType::Normal
             } else {
                 EventType::Warning
@@ -161,7 +162,7 @@ pub async fn report_error(
     }
     let event = Event {
         type_: EventType::Warning,
-        reason: cond::reason::RECONCILE_ERROR.into(),
+        reason: cond::reason::RECONCILE_ERROR.as_str().into(),
         note: Some(message),
         action: "Reconcile".into(),
         secondary: None,

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::api::conditions::{self as cond, Desired, reason};
+use crate::api::conditions::{self as cond, Desired, Reason, reason};
 use crate::api::{APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase};
 use crate::controller::observe::Observed;
 
@@ -49,13 +49,13 @@ pub(crate) type Gate = Result<(), Hold>;
 #[derive(Debug)]
 pub(crate) struct Hold {
     pub phase: Phase,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     pub requeue: Duration,
 }
 
 impl Hold {
-    pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>, requeue: Duration) -> Self {
+    pub fn new(phase: Phase, reason: Reason, message: impl Into<String>, requeue: Duration) -> Self {
         Self {
             phase,
             reason,
@@ -125,7 +125,7 @@ impl<'a> Planner<'a> {
         &mut self,
         type_: &'static str,
         phase: Phase,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         requeue: Duration,
     ) -> Hold {
@@ -133,7 +133,7 @@ impl<'a> Planner<'a> {
         Hold::new(phase, reason, message, requeue)
     }
 
-    pub fn condition(&mut self, type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) {
+    pub fn condition(&mut self, type_: &'static str, status: bool, reason: Reason, message: impl Into<String>) {
         self.conditions.retain(|c| c.type_ != type_);
         self.conditions.push(Desired::new(type_, status, reason, message));
     }
@@ -176,7 +176,7 @@ impl<'a> Planner<'a> {
     pub(super) fn step_conditions_from_facts(&mut self, settle: bool) {
         let s = self.status.clone();
         let fact = |t: &Option<Time>| t.as_ref().map(|t| t.0.to_string());
-        let pairs: [(&'static str, Option<String>, &'static str, &'static str, &'static str); 5] = [
+        let pairs: [(&'static str, Option<String>, Reason, Reason, &'static str); 5] = [
             (
                 cond::PREFLIGHT_PASSED,
                 fact(&s.provisioning_started_at),

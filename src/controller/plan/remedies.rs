@@ -44,7 +44,7 @@ pub(super) fn remedied(p: &mut Planner, what: &str) -> Gate {
     ))
 }
 
-pub(super) fn give_up(p: &mut Planner, reason: &'static str, message: String) -> Gate {
+pub(super) fn give_up(p: &mut Planner, reason: crate::api::conditions::Reason, message: String) -> Gate {
     p.condition(cond::MIGRATIONS_COMPLETE, false, reason, message.clone());
     Err(Hold::new(Phase::Failed, reason, message, wait::POLL))
 }
