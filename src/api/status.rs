@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::spec::WaivableCheck;
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
     Pending,
@@ -82,6 +84,63 @@ pub enum CheckResult {
     Warn,
     Fail,
     Skipped,
+}
+
+/// Every preflight check, by the name its line carries in `status.checks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckId {
+    TargetVersion,
+    SourceDeployment,
+    Images,
+    SourceVersion,
+    Service,
+    SelectorIsolation,
+    Names,
+    Secrets,
+    ClusterMode,
+    Postgres,
+    PostgresVersion,
+    StuckCursorScan,
+    Clickhouse,
+    ClickhouseVersion,
+    HorizontalPodAutoscaler,
+    Backup,
+}
+
+impl CheckId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckId::TargetVersion => "targetVersion",
+            CheckId::SourceDeployment => "sourceDeployment",
+            CheckId::Images => "images",
+            CheckId::SourceVersion => "sourceVersion",
+            CheckId::Service => "service",
+            CheckId::SelectorIsolation => "selectorIsolation",
+            CheckId::Names => "names",
+            CheckId::Secrets => "secrets",
+            CheckId::ClusterMode => "clusterMode",
+            CheckId::Postgres => "postgres",
+            CheckId::PostgresVersion => "postgresVersion",
+            CheckId::StuckCursorScan => "stuckCursorScan",
+            CheckId::Clickhouse => "clickhouse",
+            CheckId::ClickhouseVersion => "clickhouseVersion",
+            CheckId::HorizontalPodAutoscaler => "horizontalPodAutoscaler",
+            CheckId::Backup => "backup",
+        }
+    }
+}
+
+impl From<WaivableCheck> for CheckId {
+    fn from(w: WaivableCheck) -> Self {
+        match w {
+            WaivableCheck::SourceVersion => CheckId::SourceVersion,
+            WaivableCheck::PostgresVersion => CheckId::PostgresVersion,
+            WaivableCheck::ClickHouseVersion => CheckId::ClickhouseVersion,
+            WaivableCheck::StuckCursorScan => CheckId::StuckCursorScan,
+            WaivableCheck::Backup => CheckId::Backup,
+            WaivableCheck::HorizontalPodAutoscaler => CheckId::HorizontalPodAutoscaler,
+        }
+    }
 }
 
 /// One line of the preflight report.

@@ -3,7 +3,7 @@
 
 use crate::controller::plan::workloads::{source_container, source_selector};
 
-use crate::api::{CheckResult, PARALLEL_VERSION, WaivableCheck};
+use crate::api::{CheckId, CheckResult, PARALLEL_VERSION, WaivableCheck};
 use crate::resources::deployments::{applied_hash, deployment_name};
 use crate::resources::images::{Origin, v3_images};
 use crate::resources::labels::{Role, UPGRADE_LABEL, selector_matches, v3_pod_labels};
@@ -18,8 +18,7 @@ pub(super) fn target_version(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { spec, .. } = *c;
     let target_ok = spec.target.version == PARALLEL_VERSION;
-    r.line(
-        "targetVersion",
+    r.line(CheckId::TargetVersion,
         if target_ok { Pass } else { Fail },
         if target_ok {
             format!("v3 runs {PARALLEL_VERSION} next to v2")
@@ -39,13 +38,13 @@ pub(super) fn source_deployment(r: &mut Report, c: &Ctx) {
     let source = obs.source.as_ref();
     match source {
         None => r.line(
-            "sourceDeployment",
+            CheckId::SourceDeployment,
             Fail,
             format!("Deployment {:?} not found in this namespace", spec.source.deployment),
         ),
         Some(d) => match source_container(spec, d) {
-            Ok(c) => r.line("sourceDeployment", Pass, format!("container {:?} found", c.name)),
-            Err(e) => r.line("sourceDeployment", Fail, e),
+            Ok(c) => r.line(CheckId::SourceDeployment, Pass, format!("container {:?} found", c.name)),
+            Err(e) => r.line(CheckId::SourceDeployment, Fail, e),
         },
     }
 }
@@ -64,7 +63,7 @@ pub(super) fn images(r: &mut Report, c: &Ctx) {
         ),
     };
     r.line(
-        "images",
+        CheckId::Images,
         if origin == Origin::DockerHub { Warn } else { Pass },
         format!(
             "v3 web {}:{}, worker {}:{} ({from})",
@@ -95,7 +94,7 @@ pub(super) fn source_version(r: &mut Report, c: &Ctx) {
                 format!("image {image:?} has no tag; cannot confirm v2 is at least {MIN_SOURCE}"),
             ),
         };
-        r.waivable(WaivableCheck::SourceVersion, "sourceVersion", result, message);
+        r.waivable(WaivableCheck::SourceVersion, result, message);
     }
 }
 
@@ -112,7 +111,7 @@ pub(super) fn service(r: &mut Report, c: &Ctx) {
     } = *c;
     match &obs.service {
         None => r.line(
-            "service",
+            CheckId::Service,
             Fail,
             format!("Service {:?} not found in this namespace", spec.source.service),
         ),
@@ -125,13 +124,13 @@ pub(super) fn service(r: &mut Report, c: &Ctx) {
                 .unwrap_or_default();
             if selector.is_empty() {
                 r.line(
-                    "service",
+                    CheckId::Service,
                     Fail,
                     "the Service has no selector (endpoints managed by hand); the operator can only switch a selector",
                 );
             } else if source.is_some() && !selector_matches(&selector, &pod_labels) {
                 r.line(
-                    "service",
+                    CheckId::Service,
                     Fail,
                     format!(
                         "the Service selector {} does not select the v2 pods",
@@ -141,11 +140,11 @@ pub(super) fn service(r: &mut Report, c: &Ctx) {
             } else if let Some(c) = container {
                 match resolve_web_port(svc, c) {
                     Ok(port) => r.line(
-                        "service",
+                        CheckId::Service,
                         Pass,
                         format!("targets port {} ({}) which v3 web will serve", port.name, port.number),
                     ),
-                    Err(e) => r.line("service", Fail, e),
+                    Err(e) => r.line(CheckId::Service, Fail, e),
                 }
             }
             if let Some(d) = source {
@@ -156,9 +155,13 @@ pub(super) fn service(r: &mut Report, c: &Ctx) {
                     .map(|role| role.as_str())
                     .collect();
                 if leaks.is_empty() {
-                    r.line("selectorIsolation", Pass, "the v2 Service selector matches no v3 pod");
+                    r.line(
+                        CheckId::SelectorIsolation,
+                        Pass,
+                        "the v2 Service selector matches no v3 pod",
+                    );
                 } else {
-                    r.line("selectorIsolation", Fail, format!("the Service selector {} would also select v3 {} pods; narrow it to the v2 Deployment's selector", crate::controller::plan::labels_text(&selector), leaks.join(" and ")));
+                    r.line(CheckId::SelectorIsolation, Fail, format!("the Service selector {} would also select v3 {} pods; narrow it to the v2 Deployment's selector", crate::controller::plan::labels_text(&selector), leaks.join(" and ")));
                 }
             }
         }
@@ -184,10 +187,10 @@ pub(super) fn names(r: &mut Report, c: &Ctx) {
         .map(|(role, _)| deployment_name(&spec.source.deployment, role))
         .collect();
     if taken.is_empty() {
-        r.line("names", Pass, "the v3 Deployment names are free");
+        r.line(CheckId::Names, Pass, "the v3 Deployment names are free");
     } else {
         r.line(
-            "names",
+            CheckId::Names,
             Fail,
             format!(
                 "Deployment {} already exists and was not created by this upgrade",
@@ -202,10 +205,10 @@ pub(super) fn secrets(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { obs, .. } = *c;
     if obs.missing_secret_keys.is_empty() {
-        r.line("secrets", Pass, "every referenced Secret key exists");
+        r.line(CheckId::Secrets, Pass, "every referenced Secret key exists");
     } else {
         r.line(
-            "secrets",
+            CheckId::Secrets,
             Fail,
             format!("missing Secret keys: {}", obs.missing_secret_keys.join(", ")),
         );
@@ -225,7 +228,7 @@ pub(super) fn cluster_mode(r: &mut Report, c: &Ctx) {
             .and_then(|e| e.value.clone());
         match cluster {
             Some(v) if (v == "true") != spec.clickhouse.cluster_enabled => r.line(
-                "clusterMode",
+                CheckId::ClusterMode,
                 Fail,
                 format!(
                     "v2 sets CLICKHOUSE_CLUSTER_ENABLED={v} but spec.clickhouse.clusterEnabled is {}; make them agree",
@@ -233,7 +236,7 @@ pub(super) fn cluster_mode(r: &mut Report, c: &Ctx) {
                 ),
             ),
             _ => r.line(
-                "clusterMode",
+                CheckId::ClusterMode,
                 Pass,
                 format!("CLICKHOUSE_CLUSTER_ENABLED={}", spec.clickhouse.cluster_enabled),
             ),
@@ -246,9 +249,7 @@ pub(super) fn hpa(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { obs, .. } = *c;
     if !obs.hpas_on_source.is_empty() {
-        r.waivable(
-            WaivableCheck::HorizontalPodAutoscaler,
-            "horizontalPodAutoscaler",
+        r.waivable(WaivableCheck::HorizontalPodAutoscaler,
             Warn,
             format!("HorizontalPodAutoscaler {} targets v2 and would scale it back up after retirement; the operator will report it, not delete it", obs.hpas_on_source.join(", ")),
         );
@@ -262,7 +263,6 @@ pub(super) fn backup(r: &mut Report, c: &Ctx) {
     if spec.backup.acknowledged {
         r.waivable(
             WaivableCheck::Backup,
-            "backup",
             Pass,
             format!(
                 "acknowledged{}",
@@ -276,7 +276,6 @@ pub(super) fn backup(r: &mut Report, c: &Ctx) {
     } else {
         r.waivable(
             WaivableCheck::Backup,
-            "backup",
             Fail,
             "take a Postgres backup, then set spec.backup.acknowledged: true",
         );

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
 use storage::*;
 
-use crate::api::{CheckResult, LangfuseUpgradeSpec, Phase, PreflightCheck, WaivableCheck};
+use crate::api::{CheckId, CheckResult, LangfuseUpgradeSpec, Phase, PreflightCheck, WaivableCheck};
 use crate::controller::observe::Observed;
 use crate::controller::validate::Settings;
 use crate::resources::images::v3_images;
@@ -82,21 +82,16 @@ pub(super) struct Report<'a> {
 }
 
 impl Report<'_> {
-    pub(super) fn line(&mut self, name: &str, result: CheckResult, message: impl Into<String>) {
+    pub(super) fn line(&mut self, id: CheckId, result: CheckResult, message: impl Into<String>) {
         self.lines.push(PreflightCheck {
-            name: name.into(),
+            name: id.as_str().into(),
             result,
             message: message.into(),
         });
     }
     /// A waivable check: a person's waiver turns it into `Skipped` whatever it found.
-    pub(super) fn waivable(
-        &mut self,
-        check: WaivableCheck,
-        name: &str,
-        result: CheckResult,
-        message: impl Into<String>,
-    ) {
+    pub(super) fn waivable(&mut self, check: WaivableCheck, result: CheckResult, message: impl Into<String>) {
+        let name = CheckId::from(check);
         if self.spec.preflight.skip.contains(&check) {
             self.line(
                 name,

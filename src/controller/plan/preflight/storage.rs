@@ -1,6 +1,6 @@
 //! The database checks: Postgres and ClickHouse as v3 will find them.
 
-use crate::api::{CheckResult, WaivableCheck};
+use crate::api::{CheckId, CheckResult, WaivableCheck};
 use crate::controller::observe::PostgresError;
 use crate::migrations::{DEFAULT_BATCH_SIZE, V3_MIGRATIONS};
 use crate::verify::SCHEMA_VERSION_3_29;
@@ -18,11 +18,15 @@ pub(super) fn postgres(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { obs, .. } = *c;
     match &obs.postgres {
-        None => r.line("postgres", Fail, "Postgres was not observed"),
-        Some(Err(PostgresError::Settings(e))) => {
-            r.line("postgres", Fail, format!("Postgres connection settings missing: {e}"))
+        None => r.line(CheckId::Postgres, Fail, "Postgres was not observed"),
+        Some(Err(PostgresError::Settings(e))) => r.line(
+            CheckId::Postgres,
+            Fail,
+            format!("Postgres connection settings missing: {e}"),
+        ),
+        Some(Err(PostgresError::Unreachable(e))) => {
+            r.line(CheckId::Postgres, Fail, format!("Postgres unreachable: {e}"))
         }
-        Some(Err(PostgresError::Unreachable(e))) => r.line("postgres", Fail, format!("Postgres unreachable: {e}")),
         Some(Ok(pg)) => {
             let missing: Vec<&str> = V3_MIGRATIONS
                 .iter()
@@ -30,29 +34,20 @@ pub(super) fn postgres(r: &mut Report, c: &Ctx) {
                 .filter(|n| !pg.migrations.iter().any(|m| m.name == *n))
                 .collect();
             if missing.is_empty() {
-                r.line("postgres", Pass, "background_migrations holds the four v3 rows");
+                r.line(CheckId::Postgres, Pass, "background_migrations holds the four v3 rows");
             } else {
-                r.line("postgres", Fail, format!("background_migrations lacks {}; only v2 >= {MIN_SOURCE}'s Prisma migrations insert them (upgrade v2, do not insert by hand)", missing.join(", ")));
+                r.line(CheckId::Postgres, Fail, format!("background_migrations lacks {}; only v2 >= {MIN_SOURCE}'s Prisma migrations insert them (upgrade v2, do not insert by hand)", missing.join(", ")));
             }
             match pg.server_version_num {
-                Some(n) if n >= MIN_POSTGRES_NUM => r.waivable(
-                    WaivableCheck::PostgresVersion,
-                    "postgresVersion",
-                    Pass,
-                    format!("Postgres {}", n / 10000),
-                ),
+                Some(n) if n >= MIN_POSTGRES_NUM => {
+                    r.waivable(WaivableCheck::PostgresVersion, Pass, format!("Postgres {}", n / 10000))
+                }
                 Some(n) => r.waivable(
                     WaivableCheck::PostgresVersion,
-                    "postgresVersion",
                     Fail,
                     format!("Postgres {} is older than 12", n / 10000),
                 ),
-                None => r.waivable(
-                    WaivableCheck::PostgresVersion,
-                    "postgresVersion",
-                    Warn,
-                    "server version unknown",
-                ),
+                None => r.waivable(WaivableCheck::PostgresVersion, Warn, "server version unknown"),
             }
             let groups: Vec<String> = pg
                 .same_created_at_groups
@@ -62,15 +57,12 @@ pub(super) fn postgres(r: &mut Report, c: &Ctx) {
             if groups.is_empty() {
                 r.waivable(
                     WaivableCheck::StuckCursorScan,
-                    "stuckCursorScan",
                     Pass,
                     format!("no {DEFAULT_BATCH_SIZE}+ rows share one created_at"),
                 );
             } else {
                 let largest = pg.same_created_at_groups.iter().map(|(_, n)| *n).max().unwrap_or(0);
-                r.waivable(
-                    WaivableCheck::StuckCursorScan,
-                    "stuckCursorScan",
+                r.waivable(WaivableCheck::StuckCursorScan,
                     Warn,
                     format!("rows sharing one created_at ({}) would stall a {DEFAULT_BATCH_SIZE}-row batch; planned args.batchSize {}", groups.join(", "), largest + 1),
                 );
@@ -84,26 +76,24 @@ pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { obs, .. } = *c;
     match &obs.clickhouse {
-        None => r.line("clickhouse", Fail, "ClickHouse was not observed"),
-        Some(Err(e)) => r.line("clickhouse", Fail, format!("ClickHouse unreachable: {e}")),
+        None => r.line(CheckId::Clickhouse, Fail, "ClickHouse was not observed"),
+        Some(Err(e)) => r.line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
         Some(Ok(ch)) => {
             match ch.schema {
-                Some((v, true)) => r.line("clickhouse", Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
-                Some((v, _)) if v > SCHEMA_VERSION_3_29 => r.line(
-                    "clickhouse",
+                Some((v, true)) => r.line(CheckId::Clickhouse, Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
+                Some((v, _)) if v > SCHEMA_VERSION_3_29 => r.line(CheckId::Clickhouse,
                     Fail,
                     format!("schema_migrations is at {v}, past {SCHEMA_VERSION_3_29}: a newer v3 already migrated it and 3.29.0 would crash-loop"),
                 ),
-                Some((v, _)) if !ch.missing_tables.is_empty() => r.line(
-                    "clickhouse",
+                Some((v, _)) if !ch.missing_tables.is_empty() => r.line(CheckId::Clickhouse,
                     Fail,
                     format!(
                         "schema_migrations is at {v} but table {} is missing: the schema is damaged; restore it before upgrading",
                         crate::controller::plan::reading::names(&ch.missing_tables)
                     ),
                 ),
-                Some((v, _)) => r.line("clickhouse", Pass, format!("schema_migrations at {v}, clean")),
-                None => r.line("clickhouse", Pass, "empty: v3 web will create the schema"),
+                Some((v, _)) => r.line(CheckId::Clickhouse, Pass, format!("schema_migrations at {v}, clean")),
+                None => r.line(CheckId::Clickhouse, Pass, "empty: v3 web will create the schema"),
             }
             let parsed = ch.version.as_deref().and_then(|v| {
                 let mut it = v.split('.');
@@ -127,7 +117,7 @@ pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
                 Some(_) => (Pass, format!("ClickHouse {}", ch.version.clone().unwrap_or_default())),
                 None => (Warn, "ClickHouse version unknown".to_string()),
             };
-            r.waivable(WaivableCheck::ClickHouseVersion, "clickhouseVersion", result, message);
+            r.waivable(WaivableCheck::ClickHouseVersion, result, message);
         }
     }
 }
