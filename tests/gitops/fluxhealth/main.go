@@ -32,7 +32,6 @@ import (
 // yet): the controller keeps waiting, as for InProgress.
 var expected = map[string][2]string{
 	"pending-invalid-spec":             {"Failed", "Failed"},
-	"preflight":                        {"InProgress", "InProgress"},
 	"provisioning":                     {"InProgress", "InProgress"},
 	"awaiting-promotion":               {"InProgress", "InProgress"},
 	"shifting-traffic":                 {"InProgress", "InProgress"},
