@@ -39,45 +39,7 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
     if p.status.traffic_shifted_at.is_some() {
         return still_shifted(p, &current, &want);
     }
-    // 1. Record the selector before touching the Service (a separate status write).
-    if p.status.previous_selector.is_none() {
-        // Already switched with the status lost since: the old selector is unknown (empty), and
-        // a rollback will say to restore it by hand.
-        let previous = if current == want {
-            Labels::new()
-        } else {
-            current.clone()
-        };
-        p.status.previous_selector = Some(previous);
-        p.condition(
-            cond::TRAFFIC_SHIFTED,
-            false,
-            reason::SHIFTING,
-            "recorded the current selector; switching next",
-        );
-        return Err(Hold::new(
-            Phase::ShiftingTraffic,
-            reason::SHIFTING,
-            "recording the Service selector before the switch",
-            wait::NOW,
-        ));
-    }
-    // 2. Switch.
-    if current != want {
-        p.act(Action::ApplySelector { selector: want.clone() });
-        p.condition(
-            cond::TRAFFIC_SHIFTED,
-            false,
-            reason::SHIFTING,
-            format!("switching the Service selector to {}", labels_text(&want)),
-        );
-        return Err(Hold::new(
-            Phase::ShiftingTraffic,
-            reason::SHIFTING,
-            "switching the Service selector to v3 web",
-            wait::ROLLOUT,
-        ));
-    }
+    record_then_switch(p, &current, &want)?;
     // 3. Done when the endpoints say so.
     let (ready_v3, other) = endpoint_split(p.obs);
     if ready_v3 == 0 || other > 0 {
@@ -122,4 +84,49 @@ fn still_shifted(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
         message,
         wait::POLL,
     ))
+}
+
+/// Record the selector before touching the Service (a separate status write), so a crash
+/// after the switch still knows what to restore; then switch.
+fn record_then_switch(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
+    // 1. Record the selector before touching the Service (a separate status write).
+    if p.status.previous_selector.is_none() {
+        // Already switched with the status lost since: the old selector is unknown (empty), and
+        // a rollback will say to restore it by hand.
+        let previous = if current == want {
+            Labels::new()
+        } else {
+            current.clone()
+        };
+        p.status.previous_selector = Some(previous);
+        p.condition(
+            cond::TRAFFIC_SHIFTED,
+            false,
+            reason::SHIFTING,
+            "recorded the current selector; switching next",
+        );
+        return Err(Hold::new(
+            Phase::ShiftingTraffic,
+            reason::SHIFTING,
+            "recording the Service selector before the switch",
+            wait::NOW,
+        ));
+    }
+    // 2. Switch.
+    if current != want {
+        p.act(Action::ApplySelector { selector: want.clone() });
+        p.condition(
+            cond::TRAFFIC_SHIFTED,
+            false,
+            reason::SHIFTING,
+            format!("switching the Service selector to {}", labels_text(want)),
+        );
+        return Err(Hold::new(
+            Phase::ShiftingTraffic,
+            reason::SHIFTING,
+            "switching the Service selector to v3 web",
+            wait::ROLLOUT,
+        ));
+    }
+    Ok(())
 }
