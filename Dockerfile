@@ -8,6 +8,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && r
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
+# The workspace's test kit and the benchmark are declared in Cargo.toml; the binary does not use them.
+COPY crates ./crates
+COPY benches ./benches
 COPY crds ./crds
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin langfuse-upgrade-operator
 

@@ -12,7 +12,7 @@ test: lint unit db e2e gitops chart
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 # No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules.
 unit:

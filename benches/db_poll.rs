@@ -12,8 +12,7 @@
 //! count, the preflight same-created_at scan and the verification counts; and `EXPLAIN
 //! (ANALYZE, BUFFERS)` of the poll queries to show they are index-backed.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use lfu_testkit::support;
 
 use std::time::{Duration, Instant};
 

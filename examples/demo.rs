@@ -3,10 +3,7 @@
 //! the measurements (RSS, fact-to-write latency, API calls when idle). Run by `tests/demo.sh`,
 //! which starts the cluster and the databases and stops them afterwards.
 
-#[path = "../tests/e2e_support/mod.rs"]
-mod e2e_support;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use lfu_testkit::{e2e_support, support};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

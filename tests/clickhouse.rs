@@ -2,7 +2,7 @@
 //! tests/db/chdb_http.py), on the v3.29.0 fixture tables: server version, the golang-migrate
 //! ledger, and the `FINAL` verification counts.
 
-mod support;
+use lfu_testkit::support;
 
 use jiff::Timestamp;
 use langfuse_upgrade_operator::databases::{ClickHouseConnection, ClickHouseQuery, Databases, Live, SecretString};

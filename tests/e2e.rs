@@ -3,8 +3,7 @@
 //! PostgreSQL and ClickHouse engine, while an observer checks the invariants from the API.
 //! Run through `tests/e2e/run.sh` (starts the cluster and databases, stops them after).
 
-mod e2e_support;
-mod support;
+use lfu_testkit::{e2e_support, support};
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ const FLOW: Duration = Duration::from_secs(240);
 const V2_IN_FLIGHT: Duration = Duration::from_millis(1500);
 
 fn install_crd() {
+    e2e_support::use_operator_bin(env!("CARGO_BIN_EXE_langfuse-upgrade-operator"));
     let (out, ok) = kubectl_status(
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         Some(&crd_yaml()),

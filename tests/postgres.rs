@@ -2,7 +2,7 @@
 //! fixture schema: every query, the states the operator derives from them, and the remedies,
 //! each of which must write exactly the columns it names.
 
-mod support;
+use lfu_testkit::support;
 
 use jiff::{SignedDuration, Timestamp};
 use langfuse_upgrade_operator::databases::{Databases, DbError, LateWindow, Live, PostgresQuery, Remedy, SecretString};

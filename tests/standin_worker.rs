@@ -1,8 +1,8 @@
 //! The background migrations end to end on real servers: the stand-in for the 3.29.0 worker
-//! (tests/support/standin_worker.rs) copies Postgres into ClickHouse while [`Live`] watches it
+//! (crates/lfu-testkit/src/support/standin_worker.rs) copies Postgres into ClickHouse while [`Live`] watches it
 //! the way the controller does, and applies the remedies the plan would choose.
 
-mod support;
+use lfu_testkit::support;
 
 use std::time::Duration;
 

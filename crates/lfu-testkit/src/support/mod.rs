@@ -9,7 +9,6 @@
 //! of `tests/db/fixtures` loaded, so tests run in parallel. A test's databases are dropped when
 //! it calls [`TestDb::finish`] at its end; a failed test leaves them behind for inspection
 //! (down.sh throws everything away).
-#![allow(dead_code)]
 
 pub mod langfuse_data;
 pub mod standin_worker;
@@ -26,8 +25,8 @@ use sqlx::{AssertSqlSafe, Executor, Row};
 const HOW_TO: &str = "start the test servers first: `tests/db/run-tests.sh` does everything, or \
                       `tests/db/up.sh /tmp/lfu-db && LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo test --test postgres -- --include-ignored`";
 
-pub const PG_FIXTURE: &str = include_str!("../db/fixtures/postgres_v2.sql");
-pub const CH_FIXTURE: &str = include_str!("../db/fixtures/clickhouse_v3.sql");
+pub const PG_FIXTURE: &str = include_str!("../../../../tests/db/fixtures/postgres_v2.sql");
+pub const CH_FIXTURE: &str = include_str!("../../../../tests/db/fixtures/clickhouse_v3.sql");
 pub const PROJECT: &str = "lfu-test-project";
 
 pub const TRACES: &str = "20241024_1730_migrate_traces_from_pg_to_ch";

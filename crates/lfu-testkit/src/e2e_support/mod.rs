@@ -3,7 +3,6 @@
 //! v2-era chart does, the operator binary as a separate process, the stand-in worker playing
 //! Langfuse's worker, and an observer checking DESIGN §2 from watch events while it all runs.
 //! Without a cluster the tests FAIL with instructions; they never skip.
-#![allow(dead_code)]
 
 pub mod observer;
 
@@ -24,17 +23,24 @@ use langfuse_upgrade_operator::resources::deployments::migrations_enabled;
 const HOW_TO: &str = "start the test cluster first: `tests/e2e/run.sh` does everything, or \
                       `tests/cluster/up.sh /tmp/lfu-c && LFU_TEST_CLUSTER_ENV=/tmp/lfu-c/env LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo test --test e2e -- --include-ignored`";
 
-pub const V2_LAYOUT: &str = include_str!("../e2e/langfuse-v2.yaml");
-pub const V2_CHART_0_8_0: &str = include_str!("../e2e/langfuse-v2-chart-0.8.0.yaml");
-/// The operator binary: Cargo names it for integration tests; the demo (an example) uses the
-/// debug build next to it, or `LFU_OPERATOR_BIN`.
+pub const V2_LAYOUT: &str = include_str!("../../../../tests/e2e/langfuse-v2.yaml");
+pub const V2_CHART_0_8_0: &str = include_str!("../../../../tests/e2e/langfuse-v2-chart-0.8.0.yaml");
+static OPERATOR_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Integration tests name the binary Cargo built for them (`CARGO_BIN_EXE_…` exists only there).
+pub fn use_operator_bin(path: &str) {
+    let _ = OPERATOR_BIN.set(PathBuf::from(path));
+}
+
+/// The operator binary: `LFU_OPERATOR_BIN`, else the one a test named, else the workspace's
+/// debug build (the demo, an example).
 pub fn operator_bin() -> PathBuf {
     if let Ok(path) = std::env::var("LFU_OPERATOR_BIN") {
         return PathBuf::from(path);
     }
-    match option_env!("CARGO_BIN_EXE_langfuse-upgrade-operator") {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/langfuse-upgrade-operator"),
+    match OPERATOR_BIN.get() {
+        Some(path) => path.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/langfuse-upgrade-operator"),
     }
 }
 
