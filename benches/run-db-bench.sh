@@ -9,8 +9,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 ROOT="$(cd "$HERE/.." && pwd -P)"
 DB="$ROOT/tests/db"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() { local p=$1; while port_in_use "$p"; do p=$((p + 1)); done; echo "$p"; }
+source "$ROOT/tests/lib.sh"
 export LFU_TEST_PG_PORT=${LFU_TEST_PG_PORT:-$(free_port 55432)}
 export LFU_TEST_CH_PORT=${LFU_TEST_CH_PORT:-$(free_port 58123)}
 

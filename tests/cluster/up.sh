@@ -55,6 +55,7 @@ done
 [[ -f "$bin_dir/kwok-stages.yaml" ]] || { echo "up.sh: missing $bin_dir/kwok-stages.yaml" >&2; exit 1; }
 
 # --- ports ------------------------------------------------------------------
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 # Random ports below the Linux ephemeral range (32768+), skipping any that
 # something already listens on, so several clusters can run side by side.
 picked=" "
@@ -64,7 +65,7 @@ free_port() {
     p=$((20000 + RANDOM % 12000))
     [[ "$picked" == *" $p "* ]] && continue
     # (runs in $(...): the caller appends the result to $picked)
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    if ! port_in_use "$p"; then
       echo "$p"
       return 0
     fi

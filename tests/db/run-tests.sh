@@ -17,12 +17,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 ROOT="$(cd "$HERE/../.." && pwd -P)"
 CARGO=${CARGO:-cargo}
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {  # first free port at or above $1
-  local p=$1
-  while port_in_use "$p"; do p=$((p + 1)); done
-  echo "$p"
-}
+source "$ROOT/tests/lib.sh"
 if [[ -z ${LFU_TEST_PG_PORT:-} ]]; then
   LFU_TEST_PG_PORT=$(free_port 55432)
   export LFU_TEST_PG_PORT

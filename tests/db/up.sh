@@ -31,7 +31,7 @@ START_TIMEOUT=60
 log() { echo "up.sh: $*" >&2; }
 # Run a postgres binary unprivileged (as the postgres OS user when we are root).
 as_pg() { if (( EUID == 0 )); then runuser -u "$PG_OS_USER" -- "$@"; else "$@"; fi; }
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 gen_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }   # hex: URL-safe, no quoting
 
 # ---- install (idempotent) -------------------------------------------------------------------

@@ -5,22 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
-work="$(mktemp -d /tmp/lfu-e2e.XXXXXX)"
-# PostgreSQL runs as the postgres user, which must reach its data dir under here.
-chmod 755 "$work"
-cluster="$work/cluster"
-db="$work/db"
-cleanup() {
-  local rc=$?
-  tests/cluster/down.sh "$cluster" >/dev/null 2>&1 || true
-  tests/db/down.sh "$db" >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
-
-tests/cluster/up.sh "$cluster"
-tests/db/up.sh "$db"
-export LFU_TEST_CLUSTER_ENV="$cluster/env" LFU_TEST_DB_ENV="$db/env"
+source tests/lib.sh
+with_cluster_and_databases "$(mktemp -d /tmp/lfu-e2e.XXXXXX)"
 # The e2e tests are #[ignore] for a plain `cargo test`; here the servers are up: run them all.
 cargo test --locked --test e2e -- --include-ignored --test-threads="${LFU_E2E_THREADS:-3}" "$@"
