@@ -2,6 +2,7 @@
 //! and no lost data. See DESIGN in the README for the flow and its invariants.
 
 pub mod api;
+pub mod catalog;
 pub mod controller;
 pub mod databases;
 pub mod error;
