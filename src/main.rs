@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
 use langfuse_upgrade_operator::api::{FIELD_MANAGER, crd_yaml};
+use langfuse_upgrade_operator::catalog::Catalog;
 use langfuse_upgrade_operator::controller::{self, Context};
 use langfuse_upgrade_operator::databases::Live;
 use langfuse_upgrade_operator::error::{Error, Result};
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Print the LangfuseUpgrade CRD as YAML.
     Crd,
+    /// Print the compiled-in release catalog (a starting point for `run --catalog`).
+    Catalog,
     /// Run the controller against the cluster (in-cluster config or the current kubeconfig).
     Run(RunArgs),
 }
@@ -57,6 +60,10 @@ struct RunArgs {
     /// This replica's identity in the Lease (default: the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// A release catalog to use instead of the compiled-in one (`catalog` prints that one), so
+    /// a newer Langfuse release can be followed without a new operator image.
+    #[arg(long, env = "LFU_CATALOG")]
+    catalog: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -67,8 +74,27 @@ async fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Catalog => {
+            print!("{}", langfuse_upgrade_operator::catalog::BUILTIN);
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
+            if let Some(path) = &args.catalog {
+                let loaded = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the catalog {}: {e}", path.display()))
+                    .and_then(|text| Catalog::from_yaml(&text));
+                match loaded {
+                    Ok(catalog) => {
+                        info!(catalog = %path.display(), v3 = %catalog.known.v3, v4 = %catalog.known.v4, "release catalog loaded");
+                        Catalog::install(catalog);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "exiting: the release catalog is not usable");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             match run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -216,6 +216,10 @@ pub struct LangfuseUpgradeStatus {
     pub source_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
+    /// The road from the release v2 runs to the one asked for, stop by stop (from the release
+    /// catalog); empty while the source version is unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub road: Vec<RoadStop>,
     /// The v3 image repositories, recorded when preflight passes (the tag is the version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<V3Images>,
@@ -283,6 +287,35 @@ pub struct LangfuseUpgradeStatus {
     /// Remedies applied so far, by kind, to bound them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remedies: BTreeMap<String, i32>,
+}
+
+/// One stop of the road.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoadStop {
+    pub version: String,
+    pub mode: StopMode,
+    pub state: StopState,
+    /// Why the road must stop here, when it must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_because: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StopMode {
+    /// v3 beside v2, traffic switched, v2 retired after verification.
+    BesideV2,
+    /// The image moves on the same Deployments.
+    InPlace,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StopState {
+    Done,
+    Current,
+    Next,
+    /// The upgrade was rolled back before this stop was reached.
+    RolledBack,
 }
 
 /// Image repositories (no tag) of the v3 web and worker.

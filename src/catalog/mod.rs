@@ -100,7 +100,19 @@ fn optional_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Ver
     version(d).map(Some)
 }
 
+static INSTALLED: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+
 impl Catalog {
+    /// The catalog in force: one installed at start-up (`--catalog`), else the compiled-in one.
+    pub fn current() -> &'static Catalog {
+        INSTALLED.get_or_init(Catalog::builtin)
+    }
+
+    /// Put a (checked) catalog in force before anything reads it; false if one already is.
+    pub fn install(catalog: Catalog) -> bool {
+        INSTALLED.set(catalog).is_ok()
+    }
+
     /// The compiled-in catalog (checked by the tests, so this cannot fail in a release).
     pub fn builtin() -> Catalog {
         Catalog::from_yaml(BUILTIN).expect("the compiled-in catalog is consistent")

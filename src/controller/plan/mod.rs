@@ -13,6 +13,7 @@ mod preflight;
 pub(crate) mod reading;
 mod remedies;
 mod retire;
+mod road_status;
 mod rollback;
 mod shift;
 pub mod stage;

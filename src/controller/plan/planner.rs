@@ -259,6 +259,7 @@ impl<'a> Planner<'a> {
         self.status.phase = Some(phase);
         self.status.target_version = Some(workloads::version_now(&self));
         self.status.rollback = Some(rollback::rollback_outlook(&self));
+        self.status.road = road_status::road_status(&self);
         Decision {
             phase,
             actions: self.actions,

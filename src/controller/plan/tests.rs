@@ -2028,3 +2028,44 @@ fn each_preflight_check_as_a_table() {
         assert!(line.message.contains(words), "{what}: {:?}", line.message);
     }
 }
+
+#[test]
+fn status_shows_the_road_stop_by_stop() {
+    use crate::api::{StopMode, StopState};
+    let mut s = spec();
+    s.target.final_version = Some("3.40.0".into());
+    let mut w = World::new(s);
+    let road = |w: &World| {
+        w.status()
+            .road
+            .iter()
+            .map(|r| (r.version.clone(), r.mode, r.state))
+            .collect::<Vec<_>>()
+    };
+    w.run_until(Phase::Draining, 40);
+    assert_eq!(
+        road(&w),
+        [
+            ("3.29.0".into(), StopMode::BesideV2, StopState::Current),
+            ("3.40.0".into(), StopMode::InPlace, StopState::Next)
+        ]
+    );
+    assert!(
+        w.status().road[0]
+            .required_because
+            .as_deref()
+            .unwrap()
+            .contains("beside v2")
+    );
+    w.run_until(Phase::Finalizing, 400);
+    assert_eq!(road(&w)[0].2, StopState::Done);
+    assert_eq!(road(&w)[1].2, StopState::Current);
+    w.run_until(Phase::Completed, 400);
+    assert!(road(&w).iter().all(|(.., state)| *state == StopState::Done));
+    // Aborted mid-way: the stops not reached are marked rolled back.
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.upgrade.spec.abort = true;
+    w.run_until(Phase::RolledBack, 100);
+    assert_eq!(road(&w), [("3.29.0".into(), StopMode::BesideV2, StopState::RolledBack)]);
+}
