@@ -112,6 +112,10 @@ pub struct TargetSpec {
     #[schemars(length(max = 200))]
     #[x_kube(validation = Rule::new("self.all(e, e.name != 'LANGFUSE_ENABLE_BACKGROUND_MIGRATIONS')").message("LANGFUSE_ENABLE_BACKGROUND_MIGRATIONS is managed by the operator and cannot be set in extraEnv"))]
     pub extra_env: Vec<EnvVar>,
+    /// Go to a `finalVersion` newer than the operator's release catalog knows, without the
+    /// catalog's checks for it (its schema height, its background migrations, what it drops).
+    #[serde(default)]
+    pub accept_unknown_release: bool,
 }
 
 impl Default for TargetSpec {
@@ -122,6 +126,7 @@ impl Default for TargetSpec {
             web: default_web(),
             worker: default_worker(),
             extra_env: Vec::new(),
+            accept_unknown_release: false,
         }
     }
 }

@@ -125,6 +125,12 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
                     format!("{parsed} is older than spec.target.version {target}; downgrades are not supported"),
                 ));
             }
+            let catalog = crate::catalog::Catalog::current();
+            let newest = catalog.newest_of(parsed.major);
+            if newest.is_none_or(|n| parsed > n) && !spec.target.accept_unknown_release {
+                let unknown = crate::catalog::road::RoadError::Unknown { to: parsed, newest };
+                return Err(invalid("spec.target.finalVersion", unknown.to_string()));
+            }
             Some(parsed)
         }
         None => None,

@@ -14,7 +14,7 @@ pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
     let (Some(from), Some(to)) = (from, Version::parse(to)) else {
         return Vec::new();
     };
-    let Ok(hops) = road(Catalog::current(), from, to, false) else {
+    let Ok(hops) = road(Catalog::current(), from, to, p.spec.target.accept_unknown_release) else {
         return Vec::new();
     };
     let stage = p.stage();

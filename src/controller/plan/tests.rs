@@ -1219,6 +1219,10 @@ fn invalid_spec_is_reported_with_the_field_and_nothing_is_touched() {
             Box::new(|s| s.target.web.image = Some("langfuse/langfuse:3".into())),
         ),
         (
+            "spec.target.finalVersion",
+            Box::new(|s| s.target.final_version = Some("3.300.0".into())),
+        ),
+        (
             "spec.source.service",
             Box::new(|s| s.source.service = "other-ns/prod-langfuse".into()),
         ),
@@ -2068,4 +2072,19 @@ fn status_shows_the_road_stop_by_stop() {
     w.upgrade.spec.abort = true;
     w.run_until(Phase::RolledBack, 100);
     assert_eq!(road(&w), [("3.29.0".into(), StopMode::BesideV2, StopState::RolledBack)]);
+}
+
+#[test]
+fn a_final_version_newer_than_the_catalog_is_refused_unless_accepted() {
+    let mut s = spec();
+    s.target.final_version = Some("3.300.0".into());
+    let mut w = World::new(s.clone());
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Pending);
+    let ready = condition(&w, c::READY);
+    assert!(ready.message.contains("catalog/langfuse.yaml"), "{}", ready.message);
+    assert!(ready.message.contains("acceptUnknownRelease"), "{}", ready.message);
+    s.target.accept_unknown_release = true;
+    let mut w = World::new(s);
+    assert_ne!(w.step().phase, Phase::Pending);
 }
