@@ -224,13 +224,18 @@ impl TestDb {
             .connect(&env.database_url)
             .await
             .expect("admin connection");
-        admin
-            .execute(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            )))
-            .await
-            .expect("drop test database");
+        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        // FORCE cannot end an autovacuum worker (a superuser process) that happens to be in the
+        // database (42501): it finishes within moments, so try again a few times.
+        for attempt in 1.. {
+            match admin.execute(AssertSqlSafe(drop.clone())).await {
+                Ok(_) => break,
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") && attempt < 20 => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("drop test database {}: {e}", self.name),
+            }
+        }
         admin.close().await;
         clickhouse_client(None)
             .query(&format!("DROP DATABASE IF EXISTS {}", self.name))
