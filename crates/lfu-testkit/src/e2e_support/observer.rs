@@ -24,6 +24,10 @@ pub struct Record {
     /// First time each fact was seen, in ms since the observer started.
     pub timeline: BTreeMap<String, u128>,
     pub switched_ever: bool,
+    /// How often the Service selector changed to v3 web (from the Service's own watch events).
+    pub selector_switches: usize,
+    /// Whether the selector selected v3 web at the last Service event.
+    on_v3: bool,
     pub max_v3_endpoints: usize,
 }
 
@@ -181,6 +185,10 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
         r.switched_ever = true;
         fact(&mut r, "selector switched");
     }
+    if selector == v3_web && !r.on_v3 {
+        r.selector_switches += 1;
+    }
+    r.on_v3 = selector == v3_web;
     let role = |labels: &BTreeMap<String, String>| -> Option<&'static str> {
         if labels.get(UPGRADE_LABEL).map(String::as_str) != Some(upgrade) {
             return None;
