@@ -700,3 +700,36 @@ async fn realistic_history_has_the_shapes_production_has() {
     );
     db.finish().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
+async fn the_poll_keeps_working_after_v4_drops_the_tracing_tables() {
+    let db = TestDb::new("pg_after_v4").await;
+    let live = Live::default();
+    db.insert_rows("traces", "t", 10, t_ms(T0), 1000).await;
+    // What v4.0.0's Prisma migrations do: drop the legacy tracing tables and the rows that
+    // copied them; the gated backfill rows stay.
+    db.pg_exec("DROP TABLE scores").await;
+    db.pg_exec("DROP TABLE observations").await;
+    db.pg_exec(
+        r#"INSERT INTO background_migrations (id, name, script, args) VALUES
+           ('v4s1', '20260701_v4_step_1_create_root_spans_from_traces', 'createRootSpansFromTraces',
+            '{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}')"#,
+    )
+    .await;
+    // One table left: its copy still has a progress estimate.
+    let rows = migrations(&live, &db).await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(row(&rows, TRACES).oldest_row.is_some());
+    assert!(row(&rows, SCORES).oldest_row.is_none());
+    db.pg_exec("DROP TABLE traces").await;
+    db.pg_exec("DELETE FROM background_migrations WHERE name LIKE '20241024%'")
+        .await;
+    let rows = migrations(&live, &db).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0].env_gate.as_deref(),
+        Some("LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL")
+    );
+    db.finish().await;
+}

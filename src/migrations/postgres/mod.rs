@@ -133,20 +133,39 @@ pub async fn server_version_num(conn: &mut PgConnection) -> Result<i64> {
 /// reads as no rows: preflight then says which rows are missing.
 pub async fn migrations(conn: &mut PgConnection) -> Result<Vec<MigrationRow>> {
     const WHAT: &str = "reading background_migrations and the oldest created_at of traces, observations and scores";
+    // One query while every table is there (v2, v3); after v4.0.0 dropped the tracing tables,
+    // the rows are read without their progress.
     let rows = match sqlx::query(MIGRATIONS_SQL).fetch_all(&mut *conn).await {
         Ok(rows) => rows,
         Err(e) => {
             let err = QueryError::sql(WHAT)(e);
-            if err.sqlstate().as_deref() == Some("42P01") {
-                let exists: bool = sqlx::query_scalar(HAS_MIGRATIONS_TABLE_SQL)
+            if err.sqlstate().as_deref() != Some("42P01") {
+                return Err(err);
+            }
+            let (rows_table, traces, observations, scores): (bool, bool, bool, bool) =
+                sqlx::query_as(TABLES_PRESENT_SQL)
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(QueryError::sql(WHAT))?;
-                if !exists {
-                    return Ok(Vec::new());
-                }
+            if !rows_table {
+                return Ok(Vec::new());
             }
-            return Err(err);
+            let missing: Vec<Table> = [
+                (Table::Traces, traces),
+                (Table::Observations, observations),
+                (Table::Scores, scores),
+            ]
+            .into_iter()
+            .filter(|(_, present)| !present)
+            .map(|(t, _)| t)
+            .collect();
+            if missing.is_empty() {
+                return Err(err);
+            }
+            sqlx::query(sqlx::AssertSqlSafe(migrations_sql_without(&missing)))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(QueryError::sql(WHAT))?
         }
     };
     rows.iter().map(migration_row).collect()

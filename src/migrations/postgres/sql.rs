@@ -1,6 +1,8 @@
 //! Every statement the operator runs against Langfuse's Postgres, in one place: the poll
 //! queries, the one-off reads, and the only writes (to `background_migrations`).
 
+use crate::migrations::Table;
+
 pub const SERVER_VERSION_SQL: &str = "SHOW server_version_num";
 
 /// Postgres's planner estimate per table: no scan, one catalog lookup. `reltuples` is -1 (15+)
@@ -39,6 +41,19 @@ ORDER BY bm.name
 "#;
 
 pub const HAS_MIGRATIONS_TABLE_SQL: &str = "SELECT to_regclass('background_migrations') IS NOT NULL";
+
+/// Which tables exist: `background_migrations`, then the three tracing tables (v4.0.0 drops
+/// those three).
+pub const TABLES_PRESENT_SQL: &str = "SELECT to_regclass('background_migrations') IS NOT NULL, \
+     to_regclass('traces') IS NOT NULL, to_regclass('observations') IS NOT NULL, to_regclass('scores') IS NOT NULL";
+
+/// [`MIGRATIONS_SQL`] for a database that lacks some tracing tables: their oldest row reads as
+/// none (no progress estimate for a copy whose source is gone), the rest as before.
+pub fn migrations_sql_without(missing: &[Table]) -> String {
+    missing.iter().fold(MIGRATIONS_SQL.to_string(), |sql, t| {
+        sql.replace(&format!("(SELECT min(created_at) FROM {t})"), "NULL::timestamp")
+    })
+}
 
 /// Newest `created_at` over the three tables: three index-backed `max`es.
 pub const NEWEST_WRITE_SQL: &str = r#"
