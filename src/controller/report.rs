@@ -116,20 +116,29 @@ pub async fn report(
     if *status == old || upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer) {
         return Ok(());
     }
-    let ns = upgrade.namespace().unwrap_or_default();
-    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
-    let body = json!({
+    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
+    apply_status(&api, &upgrade.name_any(), status, None).await
+}
+
+/// One server-side apply of the whole status (an apply that left out fields this manager owns
+/// would delete them); with `resource_version`, only onto that version of the object.
+async fn apply_status(
+    api: &Api<LangfuseUpgrade>,
+    name: &str,
+    status: &LangfuseUpgradeStatus,
+    resource_version: Option<String>,
+) -> Result<()> {
+    let mut body = json!({
         "apiVersion": LangfuseUpgrade::api_version(&()),
         "kind": LangfuseUpgrade::kind(&()),
-        "metadata": { "name": upgrade.name_any() },
+        "metadata": { "name": name },
         "status": status,
     });
+    if let Some(version) = resource_version {
+        body["metadata"]["resourceVersion"] = json!(version);
+    }
     match api
-        .patch_status(
-            &upgrade.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
+        .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -146,7 +155,13 @@ pub async fn report_error(
     upgrade: &LangfuseUpgrade,
     error: &crate::error::Error,
 ) -> Result<()> {
-    let old = upgrade.status.clone().unwrap_or_default();
+    // The cached object can predate the last status write: the condition is merged into a
+    // fresh read and applied onto exactly that version, so no recorded fact is rolled back.
+    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
+    let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
+        return Ok(());
+    };
+    let old = fresh.status.clone().unwrap_or_default();
     let message = clip(&format!("reconcile failed, retrying with backoff: {error}"), 1000);
     let desired = [cond::Desired::new(
         cond::READY,
@@ -156,7 +171,7 @@ pub async fn report_error(
     )];
     let now = Time(crate::precision::bound_after(Timestamp::now()));
     let mut status = old.clone();
-    status.conditions = cond::merge(&old.conditions, &desired, upgrade.metadata.generation, &now);
+    status.conditions = cond::merge(&old.conditions, &desired, fresh.metadata.generation, &now);
     if status == old {
         return Ok(());
     }
@@ -167,22 +182,8 @@ pub async fn report_error(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &upgrade.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, &fresh.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an Event");
     }
-    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": LangfuseUpgrade::api_version(&()),
-        "kind": LangfuseUpgrade::kind(&()),
-        "metadata": { "name": upgrade.name_any() },
-        // The whole status: an apply that left out fields this manager owns would delete them.
-        "status": status,
-    });
-    api.patch_status(
-        &upgrade.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await?;
-    Ok(())
+    apply_status(&api, &fresh.name_any(), &status, fresh.resource_version()).await
 }
