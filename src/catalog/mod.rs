@@ -51,6 +51,8 @@ pub struct Height {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackgroundMigration {
     pub name: String,
+    /// The worker script that runs it (`background_migrations.script`).
+    pub script: String,
     #[serde(deserialize_with = "version")]
     pub from: Version,
     #[serde(default, deserialize_with = "optional_version")]

@@ -518,81 +518,9 @@ impl Drop for V2Traffic {
     }
 }
 
-/// Rows the Prisma migrations of each release insert into `background_migrations` after the
-/// four of 2.87.0 (facts: shared/reference/langfuse-versions.md §2.1), as (first release, name,
-/// script, args). The dataset-run-items row of 3.90.0 is left out: 3.98.0 deletes it.
-type Registration = ((u64, u64, u64), &'static str, &'static str, &'static str);
-const REGISTERED_AFTER_3_29: [Registration; 11] = [
-    (
-        (3, 53, 0),
-        "20250417_1737_migrate_event_log_to_blob_storage",
-        "migrateEventLogToBlobStorageRefTable",
-        "{}",
-    ),
-    (
-        (3, 81, 0),
-        "20250711_1347_patch_llm_tool_schema_audit_logs",
-        "patchLLMToolAndLLLMSchemaAuditLogs",
-        "{}",
-    ),
-    (
-        (3, 98, 0),
-        "20250814_1001_migrate_dataset_run_items_rmt_pg_to_ch",
-        "migrateDatasetRunItemsFromPostgresToClickhouseRmt",
-        "{}",
-    ),
-    (
-        (3, 116, 0),
-        "20250102_backfill_billing_cycle_anchors",
-        "backfillBillingCycleAnchors",
-        "{}",
-    ),
-    (
-        (3, 141, 0),
-        "20251216_1001_backfill_dataset_items_valid_to",
-        "backfillValidToForDatasetItems",
-        "{}",
-    ),
-    (
-        (3, 144, 0),
-        "20260106_encrypt_blob_storage_secrets",
-        "encryptBlobStorageSecrets",
-        "{}",
-    ),
-    (
-        (3, 203, 0),
-        "20260701_v4_step_1_create_root_spans_from_traces",
-        "createRootSpansFromTraces",
-        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
-    ),
-    (
-        (3, 203, 0),
-        "20260701_v4_step_2_rewrite_observations_to_pid_tid_sorting",
-        "rewriteObservationsToPidTidSorting",
-        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
-    ),
-    (
-        (3, 203, 0),
-        "20260701_v4_step_3_backfill_events_full_from_observations",
-        "backfillEventsFullFromObservations",
-        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
-    ),
-    (
-        (3, 203, 0),
-        "20260701_v4_step_4_backfill_events_full_from_dataset_run_items",
-        "backfillEventsFullFromDatasetRunItems",
-        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"}"#,
-    ),
-    (
-        (3, 203, 0),
-        "20260701_v4_step_5_drop_pid_tid_sorting_tables",
-        "dropPidTidSortingTables",
-        r#"{"envGate":"LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"}"#,
-    ),
-];
-
 /// Plays Langfuse web's startup: when the web Deployment's pod template moves to a release,
-/// the rows that release's Prisma migrations insert appear (before its pods can be ready).
+/// the rows that release's Prisma migrations insert appear, and those it deletes go (before
+/// its pods can be ready), as the release catalog says.
 pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::task::JoinHandle<()> {
     let deployments = ns.deployments();
     let (web, pool) = (web.to_string(), db.pool.clone());
@@ -612,22 +540,41 @@ pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::t
             if let Some(v) = version
                 && registered_for != Some(v)
             {
-                for ((major, minor, patch), name, script, args) in REGISTERED_AFTER_3_29 {
-                    if langfuse_upgrade_operator::version::Version::new(major, minor, patch) <= v {
-                        sqlx::query(
-                            "INSERT INTO background_migrations (id, name, script, args) VALUES ($1, $1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(name)
-                        .bind(script)
-                        .bind(args)
-                        .execute(&pool)
-                        .await
-                        .expect("register a background migration");
-                    }
-                }
+                register_rows_of(&pool, v).await;
                 registered_for = Some(v);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
+}
+
+/// What a release's Prisma migrations do to `background_migrations`, from the release catalog.
+async fn register_rows_of(pool: &sqlx::PgPool, v: langfuse_upgrade_operator::version::Version) {
+    let catalog = langfuse_upgrade_operator::catalog::Catalog::builtin();
+    for m in catalog.rows_at(v) {
+        let args = match &m.gate {
+            Some(gate) => serde_json::json!({ "envGate": gate }),
+            None => serde_json::json!({}),
+        };
+        sqlx::query(
+            "INSERT INTO background_migrations (id, name, script, args) VALUES ($1, $1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&m.name)
+        .bind(&m.script)
+        .bind(args)
+        .execute(pool)
+        .await
+        .expect("register a background migration");
+    }
+    let removed: Vec<String> = catalog
+        .background_migrations
+        .iter()
+        .filter(|m| m.removed_in.is_some_and(|r| r <= v))
+        .map(|m| m.name.clone())
+        .collect();
+    sqlx::query("DELETE FROM background_migrations WHERE name = ANY($1)")
+        .bind(&removed)
+        .execute(pool)
+        .await
+        .expect("delete the background migrations a release removes");
 }
