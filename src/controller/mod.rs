@@ -90,13 +90,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         // (`crate::precision`).
         let now = crate::precision::bound_after(Timestamp::now());
         let needs = plan::needs(&upgrade, now);
-        // A name no object can have makes the apiserver refuse the reads; the plan then
-        // answers InvalidSpec from the spec alone (such names cannot pass preflight, and the
-        // CRD freezes them afterwards, so nothing observed is missed).
-        let observed = match validate::object_names(&upgrade.spec) {
-            Ok(()) => observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?,
-            Err(_) => observe::Observed::default(),
-        };
+        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
         let decision = plan::plan(&upgrade, &observed, now);
         let executed = execute::execute(
             &ctx.client,

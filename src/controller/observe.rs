@@ -83,6 +83,9 @@ pub async fn observe<D: Databases>(
         .name
         .as_deref()
         .ok_or(Error::MissingField("metadata.name"))?;
+    if needs.nothing {
+        return Ok(Observed::default());
+    }
     let spec = &upgrade.spec;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);

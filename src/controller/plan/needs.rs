@@ -9,6 +9,10 @@ use crate::databases::{ClickHouseQuery, PostgresQuery};
 /// Which external facts the next observation needs, from the facts recorded so far.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Needs {
+    /// Read nothing at all: the spec names an object no object can be (the apiserver would
+    /// refuse the reads); the plan answers InvalidSpec from the spec alone. Such names cannot
+    /// pass preflight and the CRD freezes them after it, so nothing observed is missed.
+    pub nothing: bool,
     pub secrets: bool,
     /// HorizontalPodAutoscalers on v2 matter to preflight and to retirement only.
     pub hpas: bool,
@@ -21,6 +25,10 @@ pub struct Needs {
 pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
     let s = upgrade.status.clone().unwrap_or_default();
     let mut n = Needs::default();
+    if crate::controller::validate::object_names(&upgrade.spec).is_err() {
+        n.nothing = true;
+        return n;
+    }
     if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {
         return n;
     }

@@ -254,6 +254,9 @@ impl World {
     /// What the observation would bring, given what the plan says it needs.
     fn observe(&self) -> Observed {
         let n = needs(&self.upgrade, t(self.now));
+        if n.nothing {
+            return Observed::default();
+        }
         let mut obs = self.cluster.clone();
         obs.postgres = (!n.postgres.is_empty()).then(|| {
             if self.postgres_down {
@@ -2087,4 +2090,14 @@ fn a_final_version_newer_than_the_catalog_is_refused_unless_accepted() {
     s.target.accept_unknown_release = true;
     let mut w = World::new(s);
     assert_ne!(w.step().phase, Phase::Pending);
+}
+
+#[test]
+fn an_impossible_object_name_reads_nothing() {
+    let mut s = spec();
+    s.source.service = "other-ns/prod-langfuse".into();
+    let u = upgrade(s, Default::default());
+    let n = needs(&u, t(0));
+    assert!(n.nothing && n.postgres.is_empty() && n.clickhouse.is_empty() && !n.secrets);
+    assert!(!needs(&upgrade(spec(), Default::default()), t(0)).nothing);
 }
