@@ -43,11 +43,6 @@ pub fn bound_after(t: Timestamp) -> Timestamp {
     Timestamp::from_second(down as i64).unwrap_or(t)
 }
 
-/// Whether `t` survives a status round trip unchanged.
-pub fn is_status_precision(t: Timestamp) -> bool {
-    t.subsec_nanosecond() == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,14 +56,14 @@ mod tests {
         assert_eq!(newest_seen(ms(1_800_000_022_369)), ms(1_800_000_023_000));
         assert_eq!(newest_seen(ms(1_800_000_022_000)), ms(1_800_000_022_000));
         assert_eq!(newest_seen(ms(1_800_000_022_001)), ms(1_800_000_023_000));
-        assert!(is_status_precision(newest_seen(ms(1_800_000_022_999))));
+        assert_eq!(newest_seen(ms(1_800_000_022_999)).subsec_nanosecond(), 0);
     }
 
     #[test]
     fn bound_after_rounds_down() {
         assert_eq!(bound_after(ms(1_800_000_022_999)), ms(1_800_000_022_000));
         assert_eq!(bound_after(ms(1_800_000_022_000)), ms(1_800_000_022_000));
-        assert!(!is_status_precision(ms(1_800_000_022_999)));
+        assert_ne!(ms(1_800_000_022_999).subsec_nanosecond(), 0);
     }
 
     #[test]

@@ -40,8 +40,6 @@ CROSS JOIN (
 ORDER BY bm.name
 "#;
 
-pub const HAS_MIGRATIONS_TABLE_SQL: &str = "SELECT to_regclass('background_migrations') IS NOT NULL";
-
 /// Which tables exist: `background_migrations`, then the three tracing tables (v4.0.0 drops
 /// those three).
 pub const TABLES_PRESENT_SQL: &str = "SELECT to_regclass('background_migrations') IS NOT NULL, \
