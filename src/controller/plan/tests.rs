@@ -180,8 +180,9 @@ impl Runner {
                 finished_at: r.finished.then(|| t(0)),
                 failed_at: r.failed.as_ref().map(|_| t(0)),
                 failed_reason: r.failed.clone(),
-                locked_at: r.locked_at.map(t),
-                cursor: r.cursor.map(t),
+                // As Prisma and the scripts write them: milliseconds.
+                locked_at: r.locked_at.map(|x| t(x) + jiff::SignedDuration::from_millis(123)),
+                cursor: r.cursor.map(|x| t(x) + jiff::SignedDuration::from_millis(457)),
                 oldest_row: None,
                 batch_size: r.batch,
                 env_gate: r.gate.map(String::from),
@@ -305,8 +306,13 @@ impl World {
         for action in &decision.actions {
             self.apply(action);
         }
-        // Through the API, as the real status is: times keep whole seconds only.
-        self.upgrade.status = Some(api_round_trip(&next_status(&self.upgrade, &decision, t(self.now))));
+        // Through the API, as the real status is: times keep whole seconds only. Every time the
+        // plan records is already at that precision, else the status would differ from its own
+        // round trip and be rewritten at rest.
+        let status = next_status(&self.upgrade, &decision, t(self.now));
+        let round_tripped = api_round_trip(&status);
+        assert_eq!(round_tripped, status, "a recorded time has sub-second precision");
+        self.upgrade.status = Some(round_tripped);
         self.settle();
         self.check_invariants(&decision);
         self.now += decision.requeue.as_secs().clamp(1, 60) as i64;
