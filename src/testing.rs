@@ -172,6 +172,7 @@ pub fn spec() -> LangfuseUpgradeSpec {
             deployment: V2_NAME.into(),
             service: V2_NAME.into(),
             container: None,
+            worker: None,
         },
         target: TargetSpec::default(),
         clickhouse: ClickHouseSpec {
@@ -206,6 +207,7 @@ pub fn spec() -> LangfuseUpgradeSpec {
         backup: BackupSpec {
             acknowledged: true,
             reference: Some("snap-1".into()),
+            acknowledged_hops: Vec::new(),
         },
         paused: false,
         abort: false,

@@ -11,9 +11,12 @@ pub const TRAFFIC_SHIFTED: &str = "TrafficShifted";
 pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
 pub const VERIFIED: &str = "Verified";
 pub const SOURCE_RETIRED: &str = "SourceRetired";
+/// The road of in-place hops is being followed: False when a hop waits for a gate, or the
+/// images were moved past a required stop or below the release reached.
+pub const ROAD_FOLLOWED: &str = "RoadFollowed";
 
 /// Every condition type the operator writes, in the order it writes them.
-pub const ALL_TYPES: [&str; 8] = [
+pub const ALL_TYPES: [&str; 9] = [
     READY,
     RECONCILING,
     STALLED,
@@ -22,6 +25,7 @@ pub const ALL_TYPES: [&str; 8] = [
     MIGRATIONS_COMPLETE,
     VERIFIED,
     SOURCE_RETIRED,
+    ROAD_FOLLOWED,
 ];
 
 /// A condition as the plan wants it; times are filled in by [`merge`].
@@ -125,10 +129,22 @@ pub enum Reason {
     RollingBack,
     RolledBack,
     AbortTooLate,
+    /// A hop of the road waits for one of its gates (infrastructure, a backup, migrations).
+    HopBlocked,
+    /// An in-place hop is rolling web, then the worker, or waits for its background migrations.
+    Hopping,
+    /// `imageChanges: User`: the next stop is safe to take; a person sets the image.
+    AwaitingImageChange,
+    /// The images went past the next stop the road requires.
+    StopSkipped,
+    /// The images went below the release the road had reached.
+    Downgraded,
+    /// Every stop of the road was reached.
+    HopsDone,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 39] = [
+    pub const ALL: [Reason; 45] = [
         Reason::InvalidSpec,
         Reason::ReconcileError,
         Reason::OutOfOrder,
@@ -168,6 +184,12 @@ impl Reason {
         Reason::RollingBack,
         Reason::RolledBack,
         Reason::AbortTooLate,
+        Reason::HopBlocked,
+        Reason::Hopping,
+        Reason::AwaitingImageChange,
+        Reason::StopSkipped,
+        Reason::Downgraded,
+        Reason::HopsDone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -211,6 +233,12 @@ impl Reason {
             Reason::RollingBack => "RollingBack",
             Reason::RolledBack => "RolledBack",
             Reason::AbortTooLate => "AbortTooLate",
+            Reason::HopBlocked => "HopBlocked",
+            Reason::Hopping => "Hopping",
+            Reason::AwaitingImageChange => "AwaitingImageChange",
+            Reason::StopSkipped => "StopSkipped",
+            Reason::Downgraded => "Downgraded",
+            Reason::HopsDone => "HopsDone",
         }
     }
 }
@@ -264,6 +292,12 @@ pub mod reason {
     pub const ROLLING_BACK: Reason = Reason::RollingBack;
     pub const ROLLED_BACK: Reason = Reason::RolledBack;
     pub const ABORT_TOO_LATE: Reason = Reason::AbortTooLate;
+    pub const HOP_BLOCKED: Reason = Reason::HopBlocked;
+    pub const HOPPING: Reason = Reason::Hopping;
+    pub const AWAITING_IMAGE_CHANGE: Reason = Reason::AwaitingImageChange;
+    pub const STOP_SKIPPED: Reason = Reason::StopSkipped;
+    pub const DOWNGRADED: Reason = Reason::Downgraded;
+    pub const HOPS_DONE: Reason = Reason::HopsDone;
 }
 
 #[cfg(test)]

@@ -90,18 +90,29 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub container: Option<String>,
+    /// For a Langfuse that already runs v3 or v4 (then `deployment` names its web Deployment,
+    /// `<fullname>-web` in the official chart): its worker Deployment. Default: the web
+    /// Deployment's name with its `-web` suffix replaced by `-worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub worker: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
-    /// v3 version run next to v2; only 3.29.0 is safe while v2 runs.
+    /// From v2: the v3 run next to v2; only 3.29.0 is safe while v2 runs. From a v3 or v4
+    /// source: the destination, unless `finalVersion` names one.
     #[serde(default = "default_version")]
-    #[schemars(regex(pattern = r"^3\.[0-9]+\.[0-9]+$"))]
+    #[schemars(regex(pattern = r"^[34]\.[0-9]+\.[0-9]+$"))]
     pub version: String,
-    /// Version to move to once v2 is retired and the data verified (e.g. a newer 3.x).
+    /// The release to end on (e.g. the newest v3, or a v4): reached stop by stop along the road
+    /// of the release catalog (`status.road`), each hop in place, once v2 is retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^3\.[0-9]+\.[0-9]+$"))]
+    #[schemars(regex(pattern = r"^[34]\.[0-9]+\.[0-9]+$"))]
     pub final_version: Option<String>,
     #[serde(default = "default_web")]
     pub web: ComponentSpec,
@@ -266,6 +277,21 @@ pub struct StrategySpec {
     /// Delete the v2 Deployment at retirement instead of scaling it to 0.
     #[serde(default)]
     pub delete_source: bool,
+    /// Who changes the image at each in-place hop (v3 → v3, v3 → v4).
+    #[serde(default)]
+    pub image_changes: ImageChanges,
+}
+
+/// Who moves the web and worker images at an in-place hop.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ImageChanges {
+    /// The operator writes the image (and the env it owns) by server-side apply, web first.
+    #[default]
+    Operator,
+    /// A person, Helm or a GitOps tool changes the images; the operator plans the road, checks
+    /// each stop's gates, says which version to set next and when it is safe, and flags a
+    /// skipped stop or a downgrade, writing nothing to the Deployments.
+    User,
 }
 
 impl Default for StrategySpec {
@@ -277,6 +303,7 @@ impl Default for StrategySpec {
             retire_source_after: default_retire(),
             rollback_after: default_rollback(),
             delete_source: false,
+            image_changes: ImageChanges::Operator,
         }
     }
 }
@@ -354,4 +381,10 @@ pub struct BackupSpec {
     /// Where it is (a name, a snapshot id): recorded for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// Hops that drop data (v4.0.0 drops the Postgres tracing tables), each named by the
+    /// release it goes to, e.g. `4.16.0`: "I have backups of Postgres and ClickHouse taken
+    /// right before this hop". A hop that drops data waits for its name here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub acknowledged_hops: Vec<String>,
 }

@@ -105,6 +105,16 @@ pub enum CheckId {
     ClickhouseVersion,
     HorizontalPodAutoscaler,
     Backup,
+    /// The road from the source release to the destination (stops, no downgrade).
+    Road,
+    /// The infrastructure each major on the road needs.
+    Infrastructure,
+    /// Backups acknowledged for the hops that drop data.
+    HopBackups,
+    /// A source on v3/v4: its worker Deployment, at the web's release.
+    SourceWorker,
+    /// A source on v3/v4: every background migration it runs has finished.
+    SourceMigrations,
 }
 
 impl CheckId {
@@ -126,6 +136,11 @@ impl CheckId {
             CheckId::ClickhouseVersion => "clickhouseVersion",
             CheckId::HorizontalPodAutoscaler => "horizontalPodAutoscaler",
             CheckId::Backup => "backup",
+            CheckId::Road => "road",
+            CheckId::Infrastructure => "infrastructure",
+            CheckId::HopBackups => "hopBackups",
+            CheckId::SourceWorker => "sourceWorker",
+            CheckId::SourceMigrations => "sourceMigrations",
         }
     }
 }
@@ -293,12 +308,29 @@ pub struct LangfuseUpgradeStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoadStop {
+    /// The release this hop starts from.
+    #[serde(default)]
+    pub from: String,
     pub version: String,
     pub mode: StopMode,
     pub state: StopState,
     /// Why the road must stop here, when it must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_because: Option<String>,
+    /// What must hold before this hop starts, in words (migrations finished, infrastructure,
+    /// a backup acknowledged for it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<String>,
+    /// What this hop destroys for good, when it does: past it, no rollback but a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irreversible: Option<String>,
+    /// When the hop's first image change was written (or, images changed by a person, seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When web and worker ran this release, Available, and every background migration it
+    /// runs had finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -76,11 +76,19 @@ pub struct RequiredStop {
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Irreversible {
     #[serde(deserialize_with = "version")]
     pub at: Version,
     pub drops: String,
+    /// Whether what it drops holds data (tables) rather than what only v2 reads (views): a hop
+    /// across such a step waits for a backup acknowledged for it.
+    #[serde(default = "yes")]
+    pub data_loss: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -40,6 +40,31 @@ pub struct Hop {
     pub gates: Vec<HopGate>,
     /// Why this release is a stop, when it is one the road requires.
     pub required_because: Option<String>,
+    /// What the hop destroys for good, in words (`None`: it can be undone).
+    pub irreversible: Option<String>,
+}
+
+impl fmt::Display for HopGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HopGate::MigrationsFinished => f.write_str(
+                "every background migration of the release it leaves has finished (dormant, env-gated rows excepted)",
+            ),
+            HopGate::Infrastructure {
+                clickhouse,
+                postgres,
+                redis,
+            } => write!(
+                f,
+                "ClickHouse >= {clickhouse}, PostgreSQL >= {postgres}{}",
+                redis.as_ref().map(|r| format!(", Redis >= {r}")).unwrap_or_default()
+            ),
+            HopGate::Backup { drops } => write!(
+                f,
+                "a backup of PostgreSQL and ClickHouse acknowledged for this hop (it drops {drops})"
+            ),
+        }
+    }
 }
 
 /// Why there is no road.
@@ -106,6 +131,7 @@ pub fn road(c: &Catalog, from: Version, to: Version, accept_unknown: bool) -> Re
                 first_irreversible_after(c, c.parallel_version)
                     .map_or_else(|| "newer releases".into(), |v| v.to_string())
             )),
+            irreversible: None,
         });
         at = c.parallel_version;
     }
@@ -128,14 +154,17 @@ fn in_place(c: &Catalog, from: Version, to: Version, required_because: Option<St
     if to.major > from.major {
         gates.push(infrastructure(c, to.major));
     }
-    let drops: Vec<String> = c
-        .irreversible_between(from, to)
-        .map(|i| format!("{} ({})", i.drops, i.at))
-        .collect();
-    if !drops.is_empty() {
-        gates.push(HopGate::Backup {
-            drops: drops.join("; "),
-        });
+    let words = |data_only: bool| {
+        let drops: Vec<String> = c
+            .irreversible_between(from, to)
+            .filter(|i| i.data_loss || !data_only)
+            .map(|i| format!("{} ({})", i.drops, i.at))
+            .collect();
+        (!drops.is_empty()).then(|| drops.join("; "))
+    };
+    // Only a drop of data needs a backup; a drop of what v2 alone reads does not, once v2 is gone.
+    if let Some(drops) = words(true) {
+        gates.push(HopGate::Backup { drops });
     }
     Hop {
         from,
@@ -143,6 +172,7 @@ fn in_place(c: &Catalog, from: Version, to: Version, required_because: Option<St
         mode: HopMode::InPlace,
         gates,
         required_because,
+        irreversible: words(false),
     }
 }
 
@@ -229,13 +259,15 @@ mod tests {
     #[test]
     fn each_hop_says_what_must_hold() {
         let hops = road(&Catalog::builtin(), v("2.95.9"), v("4.16.0"), false).unwrap();
-        // 3.29.0 -> 3.225.4 crosses the 3.29.1 view drop: a backup naming it.
+        // 3.29.0 -> 3.225.4 crosses the 3.29.1 view drop: irreversible (no way back to v2), but
+        // it drops no data, so it needs no backup of its own.
         assert!(
             hops[1]
-                .gates
-                .iter()
-                .any(|g| matches!(g, HopGate::Backup { drops } if drops.contains("traces_view")))
+                .irreversible
+                .as_deref()
+                .is_some_and(|w| w.contains("traces_view"))
         );
+        assert!(!hops[1].gates.iter().any(|g| matches!(g, HopGate::Backup { .. })));
         // The v4 hop: the newest v3 is a required stop; v4's infrastructure; a backup naming the drops.
         assert!(
             hops[1]

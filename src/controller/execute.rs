@@ -107,6 +107,12 @@ pub async fn execute<D: Databases>(
                     .patch(&upgrade.spec.source.deployment, &apply_params(), &Patch::Apply(body))
                     .await?;
             }
+            Action::SetImage(change) => {
+                let body = crate::resources::deployments::image_change_body(change, &ns);
+                deployments
+                    .patch(&change.deployment, &apply_params(), &Patch::Apply(body))
+                    .await?;
+            }
             Action::Remedy(remedy) => {
                 // Every stage that remedies reads Postgres, so the URL was resolved with it.
                 let url = postgres_url.ok_or_else(|| {

@@ -114,7 +114,7 @@ pub async fn observe<D: Databases>(
             false => Ok(Vec::new()),
         }
     };
-    let (source, service, web, worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
+    let (source, service, mut web, mut worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
         deployments.get_opt(&spec.source.deployment),
         services.get_opt(&spec.source.service),
         deployments.get_opt(&web_name),
@@ -124,6 +124,18 @@ pub async fn observe<D: Databases>(
         hpa_list,
     )?;
 
+    // A source already on v3/v4 is its own web; its worker sits beside it (the chart's
+    // `<fullname>-worker`). The in-place hops move these two.
+    if let Some(d) = source
+        .as_ref()
+        .filter(|d| crate::controller::plan::hops::runs_v3_or_later(d))
+    {
+        web = Some(d.clone());
+        worker = match crate::controller::plan::hops::worker_name(spec) {
+            Some(name) => deployments.get_opt(&name).await?,
+            None => None,
+        };
+    }
     let endpoints = slice_list
         .items
         .iter()

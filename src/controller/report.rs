@@ -40,6 +40,29 @@ pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> 
         );
         out.push((severity(phase), phase.to_string(), note));
     }
+    for stop in &new.road {
+        let before = old
+            .road
+            .iter()
+            .find(|o| o.from == stop.from && o.version == stop.version);
+        if stop.started_at.is_some() && before.is_none_or(|b| b.started_at.is_none()) {
+            out.push((
+                EventType::Normal,
+                "HopStarted".to_string(),
+                format!("{} -> {}: web first, then the worker", stop.from, stop.version),
+            ));
+        }
+        if stop.finished_at.is_some() && before.is_none_or(|b| b.finished_at.is_none()) {
+            out.push((
+                EventType::Normal,
+                "HopFinished".to_string(),
+                format!(
+                    "{} reached: web and worker Available, its background migrations finished",
+                    stop.version
+                ),
+            ));
+        }
+    }
     for c in &new.conditions {
         if [cond::READY, cond::RECONCILING, cond::STALLED].contains(&c.type_.as_str()) {
             continue;

@@ -66,6 +66,9 @@ pub fn object_names(spec: &LangfuseUpgradeSpec) -> Result<(), InvalidSpec> {
     if let Some(c) = &spec.source.container {
         dns_name("spec.source.container", c, DnsName::Label, 63)?;
     }
+    if let Some(w) = &spec.source.worker {
+        dns_name("spec.source.worker", w, DnsName::Subdomain, 253)?;
+    }
     Ok(())
 }
 
@@ -116,6 +119,7 @@ fn dns_name(field: &str, value: &str, kind: DnsName, max: usize) -> Result<(), I
 pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec> {
     object_names(spec)?;
     let target = parse_v3("spec.target.version", &spec.target.version)?;
+    v4_flags(spec)?;
     let final_version = match &spec.target.final_version {
         Some(v) => {
             let parsed = parse_v3("spec.target.finalVersion", v)?;
@@ -229,10 +233,33 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
     })
 }
 
+/// v4 flags in `extraEnv` that would make the v4 worker exit at start are refused up front.
+fn v4_flags(spec: &LangfuseUpgradeSpec) -> Result<(), InvalidSpec> {
+    use crate::resources::v4_env;
+    let goes_to_v4 = [Some(&spec.target.version), spec.target.final_version.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Version::parse(v))
+        .any(|v| v.major >= 4);
+    let user = |name: &str| {
+        spec.target
+            .extra_env
+            .iter()
+            .rev()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    };
+    match v4_env::worker_exit_reason(&v4_env::effective(user)) {
+        Some(why) if goes_to_v4 => Err(invalid("spec.target.extraEnv", why)),
+        _ => Ok(()),
+    }
+}
+
+/// A v3 or v4 release (v2 is only ever a source).
 fn parse_v3(field: &str, value: &str) -> Result<Version, InvalidSpec> {
     match Version::parse(value) {
-        Some(v) if v.major == 3 => Ok(v),
-        Some(v) => Err(invalid(field, format!("{v} is not a Langfuse v3 version"))),
+        Some(v) if v.major == 3 || v.major == 4 => Ok(v),
+        Some(v) => Err(invalid(field, format!("{v} is not a Langfuse v3 or v4 version"))),
         None => Err(invalid(field, format!("{value:?} is not a version like 3.29.0"))),
     }
 }

@@ -4,3 +4,4 @@ pub mod deployments;
 pub mod images;
 pub mod labels;
 pub mod service;
+pub mod v4_env;

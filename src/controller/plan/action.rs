@@ -3,6 +3,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::databases::Remedy;
+pub use crate::resources::deployments::ImageChange;
 use crate::resources::labels::Labels;
 
 /// A write the executor makes. Each is idempotent (server-side apply or a guarded delete).
@@ -22,6 +23,9 @@ pub enum Action {
     DeleteSource,
     /// A documented write to `background_migrations` (DESIGN §4), through the database boundary.
     Remedy(Remedy),
+    /// An in-place hop on Deployments the operator does not own (a source already on v3/v4):
+    /// only the container's image and the env the operator owns, by server-side apply.
+    SetImage(Box<ImageChange>),
 }
 
 impl Action {
@@ -62,6 +66,26 @@ impl Action {
             Action::DeleteSource => (
                 "SourceDeleted",
                 "deleted the v2 Deployment (spec.strategy.deleteSource)".into(),
+            ),
+            Action::SetImage(c) => (
+                "ImageSet",
+                format!(
+                    "set Deployment {} container {} to {}{}",
+                    c.deployment,
+                    c.container,
+                    c.image,
+                    match c.env.len() {
+                        0 => String::new(),
+                        _ => format!(
+                            " with {}",
+                            c.env
+                                .iter()
+                                .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                ),
             ),
             Action::Remedy(r) => (
                 "RemedyApplied",

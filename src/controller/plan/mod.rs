@@ -6,6 +6,7 @@
 
 mod action;
 mod drain;
+pub(crate) mod hops;
 mod migrate;
 mod needs;
 mod planner;
@@ -78,31 +79,17 @@ fn gates(p: &mut Planner) -> Gate {
     if !p.has_finalizer() {
         p.act(Action::AddFinalizer);
     }
+    preflight::read_source_version(p);
+    if hops::in_place_source(&p.status) {
+        return in_place_gates(p);
+    }
     if p.spec.abort {
         return rollback::abort(p);
     }
     if p.status.rollback.as_ref().is_some_and(|r| r.started_at.is_some()) {
         return rollback::roll_back(p, rollback::V3After::KeepAtZero);
     }
-    let settings = match validate(p.upgrade) {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(Hold::new(
-                Phase::Pending,
-                reason::INVALID_SPEC,
-                format!("invalid spec: {e}"),
-                wait::IDLE,
-            ));
-        }
-    };
-    if p.spec.paused {
-        return Err(Hold::new(
-            Phase::Paused,
-            reason::PAUSED,
-            "spec.paused is true: nothing is changed until it is false",
-            wait::IDLE,
-        ));
-    }
+    let settings = settings(p)?;
     preflight::gate(p, &settings)?;
     let ready = workloads::ensure(p, &settings)?;
     if p.spec.strategy.promotion == Promotion::Manual && p.status.traffic_shifted_at.is_none() && !p.approved() {
@@ -121,7 +108,38 @@ fn gates(p: &mut Planner) -> Gate {
     migrate::migrate(p, &settings, &ready)?;
     verify::verify(p)?;
     retire::retire(p, &settings)?;
-    retire::finalize(p, &settings)
+    hops::walk(p, &settings, hops::Walker::Owned)
+}
+
+/// A source already on v3 or v4: preflight, then the in-place hops, nothing beside it.
+fn in_place_gates(p: &mut Planner) -> Gate {
+    if p.spec.abort {
+        return hops::abort(p);
+    }
+    let settings = settings(p)?;
+    preflight::gate(p, &settings)?;
+    hops::walk(p, &settings, hops::Walker::Source)
+}
+
+/// The spec parsed, or the hold that says why it cannot be; and `paused` honoured.
+fn settings(p: &Planner) -> Result<crate::controller::validate::Settings, Hold> {
+    let settings = validate(p.upgrade).map_err(|e| {
+        Hold::new(
+            Phase::Pending,
+            reason::INVALID_SPEC,
+            format!("invalid spec: {e}"),
+            wait::IDLE,
+        )
+    })?;
+    if p.spec.paused {
+        return Err(Hold::new(
+            Phase::Paused,
+            reason::PAUSED,
+            "spec.paused is true: nothing is changed until it is false",
+            wait::IDLE,
+        ));
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]

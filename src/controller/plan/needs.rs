@@ -29,6 +29,11 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         n.nothing = true;
         return n;
     }
+    // Undoing an in-place hop depends on ClickHouse's schema height.
+    if upgrade.spec.abort && super::hops::in_place_source(&s) && upgrade.metadata.deletion_timestamp.is_none() {
+        n.clickhouse.server = true;
+        return n;
+    }
     if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {
         return n;
     }
@@ -38,7 +43,10 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
             n.secrets = true;
             n.postgres.server_version = true;
             n.postgres.migrations = true;
-            n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
+            // Only 3.29.0's copies stall on such groups: not scanned for a source on v3/v4.
+            if !super::hops::in_place_source(&s) {
+                n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
+            }
             n.clickhouse.server = true;
         }
         Stage::Draining => n.postgres.newest_write = true,
@@ -52,9 +60,12 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         }
         // HorizontalPodAutoscalers on v2 matter to retirement and after it.
         Stage::Retiring | Stage::Completing => n.hpas = true,
+        // A hop's gates are read again before it starts: infrastructure can change on the way.
         Stage::Finalizing => {
-            n.hpas = true;
+            n.hpas = !super::hops::in_place_source(&s);
             n.postgres.migrations = true;
+            n.postgres.server_version = true;
+            n.clickhouse.server = true;
         }
         Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
     }
@@ -68,5 +79,5 @@ pub fn stage_of(spec: &LangfuseUpgradeSpec, status: &LangfuseUpgradeStatus) -> S
         .final_version
         .as_ref()
         .is_some_and(|v| *v != spec.target.version);
-    stage::stage(status, moves_on)
+    stage::stage(status, moves_on, super::hops::in_place_source(status))
 }

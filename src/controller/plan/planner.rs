@@ -257,7 +257,10 @@ impl<'a> Planner<'a> {
             self.condition(cond::STALLED, false, reason, "not stalled");
         }
         self.status.phase = Some(phase);
-        self.status.target_version = Some(workloads::version_now(&self));
+        self.status.target_version = match hops::in_place_source(&self.status) {
+            true => hops::owned_version(&self.status).or(self.status.source_version.clone()),
+            false => Some(workloads::version_now(&self)),
+        };
         self.status.rollback = Some(rollback::rollback_outlook(&self));
         self.status.road = road_status::road_status(&self);
         Decision {

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use super::workloads::{self, version_now};
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::validate::Settings;
-use crate::migrations::{MigrationRow, RowState};
 
 fn v2_counts(p: &Planner) -> (i32, i32) {
     let d = p.obs.source.as_ref();
@@ -119,99 +117,15 @@ fn scale_to_zero(p: &mut Planner) -> Gate {
     Ok(())
 }
 
-/// With `finalVersion`, move web and worker to it once no v2 pod exists (invariant 3).
-pub(super) fn finalize(p: &mut Planner, settings: &Settings) -> Gate {
-    let Some(final_version) = p.spec.target.final_version.clone() else {
-        return Ok(());
-    };
-    // Invariant 3: the Finalizing stage exists only once v2's retirement is recorded (and
-    // version_now below waits for its last pod).
-    if p.stage() != Stage::Finalizing {
-        return Ok(());
-    }
-    if version_now(p) != final_version {
-        return Err(Hold::new(
-            Phase::Finalizing,
-            reason::FINALIZING,
-            "waiting for the last v2 pod to go before leaving 3.29.0",
-            wait::ROLLOUT,
-        ));
-    }
-    // Re-plan the Deployments now that the version moved on within this decision.
-    let ready = workloads::ensure(p, settings)?;
-    if !(ready.web && ready.worker) {
-        return Err(Hold::new(
-            Phase::Finalizing,
-            reason::FINALIZING,
-            format!("rolling v3 to {final_version}"),
-            wait::ROLLOUT,
-        ));
-    }
-    let rows = match &p.obs.postgres {
-        Some(Ok(pg)) => pg.migrations.clone(),
-        Some(Err(e)) => {
-            return Err(Hold::new(
-                Phase::Finalizing,
-                reason::POSTGRES_UNAVAILABLE,
-                format!("cannot read Postgres: {e}"),
-                wait::POLL,
-            ));
-        }
-        None => {
-            return Err(Hold::new(
-                Phase::Finalizing,
-                reason::FINALIZING,
-                "reading the background migrations",
-                wait::POLL,
-            ));
-        }
-    };
-    settled_after_moving_on(p, &final_version, &rows)?;
-    p.status.finalized_at = Some(p.now_time());
-    Ok(())
-}
-
-/// After a move to `final_version`: every background migration the worker can run finished.
-/// Rows whose env gate is closed never run on this worker: counted apart, never waited on.
-fn settled_after_moving_on(p: &mut Planner, final_version: &str, rows: &[MigrationRow]) -> Gate {
-    let now = p.now;
-    let gates = super::migrate::open_gates(p);
-    let estimates = match &p.obs.postgres {
-        Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
-        _ => Default::default(),
-    };
-    super::migrate::report_progress(p, rows, &estimates);
-    if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
-        let message = format!(
-            "background migration {} failed after moving to {final_version}: {}",
-            failed.name,
-            super::remedies::short_reason(failed.failed_reason.as_deref())
-        );
-        return Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, message, wait::POLL));
-    }
-    let state = |r: &MigrationRow| r.state_with(now, &gates);
-    let open = rows
-        .iter()
-        .filter(|r| !matches!(state(r), RowState::Finished | RowState::Dormant))
-        .count();
-    let dormant = rows.iter().filter(|r| state(r) == RowState::Dormant).count();
-    let dormant_text = match dormant {
-        0 => String::new(),
-        n => format!("; {n} dormant (env gate off in the worker, not waited on)"),
-    };
-    if open > 0 {
-        return Err(Hold::new(
-            Phase::Finalizing,
-            reason::FINALIZING,
-            format!("{final_version} runs; {open} background migrations still open{dormant_text}"),
-            wait::POLL,
-        ));
-    }
-    Ok(())
-}
-
 /// Release the v3 Deployments so deleting this object can never delete production.
 pub(super) fn complete(p: &mut Planner) -> Hold {
+    if super::hops::in_place_source(&p.status) {
+        if let Err(hold) = p.require("complete", &[("the last stop", p.status.finalized_at.is_some())]) {
+            return hold;
+        }
+        p.status.completed_at = Some(p.now_time());
+        return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
+    }
     let done = [
         ("verification", p.status.verified_at.is_some()),
         ("v2's retirement", p.status.source_retired_at.is_some()),
@@ -248,6 +162,13 @@ pub(super) fn owned_v3(p: &Planner) -> Vec<String> {
 }
 
 pub(super) fn completed_message(p: &Planner) -> String {
+    if super::hops::in_place_source(&p.status) {
+        return format!(
+            "Langfuse runs {} (from {}, every stop of the road reached)",
+            super::hops::destination(p.spec),
+            p.status.source_version.clone().unwrap_or_default()
+        );
+    }
     format!(
         "Langfuse runs v3 {} and v2 is retired; the v3 Deployments are released from this object",
         p.status
@@ -261,6 +182,9 @@ pub(super) fn completed_message(p: &Planner) -> String {
 /// and now reaches no ready pod (v2 is at 0), that is an outage: say so, do not fight over it.
 /// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
 pub(super) fn after_completion(p: &mut Planner) -> Hold {
+    if super::hops::in_place_source(&p.status) {
+        return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
+    }
     let ours = crate::resources::labels::v3_selector(p.name(), crate::resources::labels::Role::Web);
     let ready = p.obs.endpoints.iter().filter(|e| e.ready).count();
     if let Some(service) = &p.obs.service {

@@ -1,49 +1,46 @@
-//! The road in status: each stop of the catalog's road, done, current or next, from the stage.
+//! The road in status: each stop of the catalog's road with its recorded times, done, current or
+//! next.
 
+use super::hops::{planned, recorded, stop_of};
 use super::{Planner, Stage};
-use crate::api::{RoadStop, StopMode, StopState};
-use crate::catalog::Catalog;
-use crate::catalog::road::{HopMode, road};
-use crate::version::Version;
+use crate::api::{RoadStop, StopState};
+use crate::catalog::road::HopMode;
 
-/// The stops from the release v2 runs to the final one; empty while v2's version is unknown
-/// (a floating tag) or when no road leads there (preflight and validation say why).
+/// The stops from the source release to the final one; empty while the source version is
+/// unknown (a floating tag) or when no road leads there (preflight and validation say why).
 pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
-    let from = p.status.source_version.as_deref().and_then(Version::parse);
-    let to = p.spec.target.final_version.as_deref().unwrap_or(&p.spec.target.version);
-    let (Some(from), Some(to)) = (from, Version::parse(to)) else {
-        return Vec::new();
-    };
-    let Ok(hops) = road(Catalog::current(), from, to, p.spec.target.accept_unknown_release) else {
+    let Ok(hops) = planned(p) else {
         return Vec::new();
     };
     let stage = p.stage();
     let rolled_back = matches!(stage, Stage::RollingBack | Stage::RolledBack);
+    let mut current_seen = false;
     hops.iter()
         .map(|hop| {
-            // The first hop ends when v2 is retired; the in-place one when v3 runs the final version.
-            let (done, current) = match hop.mode {
-                HopMode::BesideV2 => (stage > Stage::Retiring && !rolled_back, stage <= Stage::Retiring),
-                HopMode::InPlace => (
-                    matches!(stage, Stage::Completing | Stage::Completed),
-                    stage == Stage::Finalizing,
-                ),
+            let before = recorded(&p.status, hop);
+            let done = match hop.mode {
+                // The first hop ends when v2 is retired.
+                HopMode::BesideV2 => stage > Stage::Retiring && !rolled_back,
+                HopMode::InPlace => before.is_some_and(|s| s.finished_at.is_some()),
             };
-            let state = match (done, current, rolled_back) {
+            let state = match (done, rolled_back, current_seen) {
                 (true, ..) => StopState::Done,
-                (_, _, true) => StopState::RolledBack,
-                (_, true, _) => StopState::Current,
+                (_, true, _) => StopState::RolledBack,
+                (_, _, false) => {
+                    current_seen = true;
+                    StopState::Current
+                }
                 _ => StopState::Next,
             };
-            RoadStop {
-                version: hop.to.to_string(),
-                mode: match hop.mode {
-                    HopMode::BesideV2 => StopMode::BesideV2,
-                    HopMode::InPlace => StopMode::InPlace,
-                },
-                state,
-                required_because: hop.required_because.clone(),
+            let mut stop = stop_of(hop, state);
+            if hop.mode == HopMode::BesideV2 {
+                stop.started_at = p.status.provisioning_started_at.clone();
+                stop.finished_at = p.status.source_retired_at.clone();
+            } else if let Some(b) = before {
+                stop.started_at = b.started_at.clone();
+                stop.finished_at = b.finished_at.clone();
             }
+            stop
         })
         .collect()
 }

@@ -180,6 +180,16 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
     if !p.upgrade.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER) {
         return Hold::new(phase, reason::ROLLED_BACK, "being deleted", wait::IDLE);
     }
+    // A source on v3/v4 is never rolled back on deletion: its Deployments are not ours.
+    if super::hops::in_place_source(&p.status) {
+        p.act(Action::RemoveFinalizer);
+        return Hold::new(
+            phase,
+            reason::COMPLETED,
+            "deleted; Langfuse left as it runs",
+            wait::IDLE,
+        );
+    }
     let untouched = p.status.provisioning_started_at.is_none() && p.obs.web.is_none() && p.obs.worker.is_none();
     let keep_v3 = p.status.completed_at.is_some() || p.status.source_retired_at.is_some() || p.obs.source.is_none();
     if untouched || p.status.rolled_back_at.is_some() || keep_v3 {
@@ -218,6 +228,9 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
 /// What a rollback would mean now, for status.
 pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
     let mut out = p.status.rollback.clone().unwrap_or_default();
+    if super::hops::in_place_source(&p.status) {
+        return in_place_outlook(p, out);
+    }
     out.possible = p.status.source_retired_at.is_none()
         && p.obs.source.is_some()
         && p.status.rolled_back_at.is_none()
@@ -228,6 +241,37 @@ pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
             at.0
         )
     });
+    out
+}
+
+/// For a source already on v3/v4: only the hop under way can be undone, while it is reversible.
+fn in_place_outlook(p: &Planner, mut out: RollbackStatus) -> RollbackStatus {
+    let hops = super::hops::planned(p).unwrap_or_default();
+    let current = hops.iter().find(|h| {
+        super::hops::recorded(&p.status, h).is_some_and(|s| s.started_at.is_some() && s.finished_at.is_none())
+    });
+    let (possible, words) = match current {
+        _ if p.status.rolled_back_at.is_some() || p.status.completed_at.is_some() => (false, None),
+        None => (true, Some("no hop is under way: an abort changes nothing".to_string())),
+        Some(hop) => match super::hops::reversible(p, hop) {
+            Ok(()) => (
+                true,
+                Some(format!(
+                    "web and worker go back to {}; what they wrote since stays in the database",
+                    hop.from
+                )),
+            ),
+            Err(why) => (
+                false,
+                Some(format!(
+                    "{} -> {} cannot be undone ({why}); only a restore of the backups taken before it",
+                    hop.from, hop.to
+                )),
+            ),
+        },
+    };
+    out.possible = possible;
+    out.loss_if_rolled_back = words;
     out
 }
 

@@ -33,7 +33,9 @@ pub enum Stage {
 
 /// The stage the recorded facts put the upgrade in. `moves_on` says whether a `finalVersion`
 /// other than the parallel version is asked for (only then is there a Finalizing stage).
-pub fn stage(s: &LangfuseUpgradeStatus, moves_on: bool) -> Stage {
+/// `in_place`: the source already ran v3 or v4, so there is no v2 to run beside: preflight,
+/// then the in-place hops (Finalizing), then completion.
+pub fn stage(s: &LangfuseUpgradeStatus, moves_on: bool, in_place: bool) -> Stage {
     if s.completed_at.is_some() {
         return Stage::Completed;
     }
@@ -42,6 +44,13 @@ pub fn stage(s: &LangfuseUpgradeStatus, moves_on: bool) -> Stage {
     }
     if s.rollback.as_ref().is_some_and(|r| r.started_at.is_some()) {
         return Stage::RollingBack;
+    }
+    if in_place {
+        return match (s.provisioning_started_at.is_some(), s.finalized_at.is_some()) {
+            (false, _) => Stage::Preflight,
+            (true, false) => Stage::Finalizing,
+            (true, true) => Stage::Completing,
+        };
     }
     let steps = [
         (s.provisioning_started_at.is_some(), Stage::Preflight),
@@ -67,7 +76,7 @@ mod tests {
     #[test]
     fn each_recorded_fact_moves_the_stage_on() {
         let mut s = LangfuseUpgradeStatus::default();
-        let mut seen = vec![stage(&s, true)];
+        let mut seen = vec![stage(&s, true, false)];
         let facts: [fn(&mut LangfuseUpgradeStatus); 7] = [
             |s| s.provisioning_started_at = Some(time(1)),
             |s| s.traffic_shifted_at = Some(time(2)),
@@ -79,7 +88,7 @@ mod tests {
         ];
         for record in facts {
             record(&mut s);
-            seen.push(stage(&s, true));
+            seen.push(stage(&s, true, false));
         }
         assert_eq!(
             seen,
@@ -95,7 +104,7 @@ mod tests {
             ]
         );
         s.completed_at = Some(time(8));
-        assert_eq!(stage(&s, true), Stage::Completed);
+        assert_eq!(stage(&s, true, false), Stage::Completed);
     }
 
     #[test]
@@ -109,8 +118,8 @@ mod tests {
             source_retired_at: Some(time(6)),
             ..Default::default()
         };
-        assert_eq!(stage(&s, false), Stage::Completing);
-        assert_eq!(stage(&s, true), Stage::Finalizing);
+        assert_eq!(stage(&s, false, false), Stage::Completing);
+        assert_eq!(stage(&s, true, false), Stage::Finalizing);
     }
 
     #[test]
@@ -124,9 +133,19 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(stage(&s, false), Stage::RollingBack);
+        assert_eq!(stage(&s, false, false), Stage::RollingBack);
         s.rolled_back_at = Some(time(4));
-        assert_eq!(stage(&s, false), Stage::RolledBack);
+        assert_eq!(stage(&s, false, false), Stage::RolledBack);
+    }
+
+    #[test]
+    fn a_source_on_v3_goes_from_preflight_straight_to_its_hops() {
+        let mut s = LangfuseUpgradeStatus::default();
+        assert_eq!(stage(&s, true, true), Stage::Preflight);
+        s.provisioning_started_at = Some(time(1));
+        assert_eq!(stage(&s, true, true), Stage::Finalizing);
+        s.finalized_at = Some(time(2));
+        assert_eq!(stage(&s, true, true), Stage::Completing);
     }
 
     #[test]
@@ -139,6 +158,6 @@ mod tests {
             late_writes_covered_until: Some(time(5)),
             ..Default::default()
         };
-        assert_eq!(stage(&s, false), Stage::Migrating);
+        assert_eq!(stage(&s, false, false), Stage::Migrating);
     }
 }

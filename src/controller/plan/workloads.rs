@@ -164,26 +164,21 @@ fn rollout_text(role: &str, d: Option<&Deployment>, name: &str) -> String {
     )
 }
 
-/// The version v3 runs: the target while any v2 pod may exist (invariant 3), then the final one.
+/// The version v3 runs: the target while any v2 pod may exist (invariant 3), then the release
+/// of the newest in-place hop started.
 pub fn version_now(p: &Planner) -> String {
-    let v2_pods = p
-        .obs
-        .source
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    let v2_asked = p
-        .obs
-        .source
-        .as_ref()
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    match (&p.status.source_retired_at, &p.spec.target.final_version) {
-        (Some(_), Some(v)) if v2_pods == 0 && v2_asked == 0 => v.clone(),
+    match (&p.status.source_retired_at, super::hops::owned_version(&p.status)) {
+        (Some(_), Some(v)) if v2_gone(p) => v,
         _ => p.spec.target.version.clone(),
     }
+}
+
+/// No v2 pod exists and none is asked for.
+pub fn v2_gone(p: &Planner) -> bool {
+    let d = p.obs.source.as_ref();
+    let pods = d.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    let asked = d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    pods == 0 && asked == 0
 }
 
 /// Write the v3 Deployments where they drifted from what they should be, and say how far the

@@ -117,6 +117,12 @@ fn base_container(input: &BuildInput, role: Role, role_env: &[EnvVar]) -> Contai
     for var in v3_settings(input.spec).into_iter().chain(role_env.iter().cloned()) {
         upsert(&mut env, var);
     }
+    // On v4, v3 behaviour unless extraEnv (below) opts into the new data model.
+    if crate::version::Version::parse(input.version).is_some_and(|v| v.major >= 4) {
+        for var in crate::resources::v4_env::as_env(&crate::resources::v4_env::effective(|_| None)) {
+            upsert(&mut env, var);
+        }
+    }
     for var in input.spec.target.extra_env.iter().cloned() {
         upsert(&mut env, var);
     }
@@ -344,3 +350,37 @@ fn http_probe(path: &str, port: IntOrString, period: i32, failures: i32) -> Prob
 
 #[cfg(test)]
 mod tests;
+
+/// An image change on a Deployment the operator does not own: the only fields it writes there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageChange {
+    pub deployment: String,
+    pub container: String,
+    pub image: String,
+    /// Only the variables the operator owns (v4's v3-behaviour flags), never a secret.
+    pub env: Vec<EnvVar>,
+    /// Roll one new pod at a time (web: Prisma's migrations must not race between pods).
+    pub one_pod_at_a_time: bool,
+}
+
+/// The server-side apply body of an [`ImageChange`]: the fields it names and nothing else, so
+/// every other field stays with its owner (Helm, a GitOps tool, a person).
+pub fn image_change_body(change: &ImageChange, namespace: &str) -> serde_json::Value {
+    let mut container = serde_json::json!({ "name": change.container, "image": change.image });
+    if !change.env.is_empty() {
+        container["env"] = serde_json::to_value(&change.env).unwrap_or_default();
+    }
+    let mut spec = serde_json::json!({ "template": { "spec": { "containers": [container] } } });
+    if change.one_pod_at_a_time {
+        spec["strategy"] = serde_json::json!({
+            "type": "RollingUpdate",
+            "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 }
+        });
+    }
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": change.deployment, "namespace": namespace },
+        "spec": spec,
+    })
+}

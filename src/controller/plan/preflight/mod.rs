@@ -2,6 +2,7 @@
 //! all pass; once provisioning starts they are not re-run (v3 web itself moves the schemas).
 
 mod cluster;
+mod road;
 mod storage;
 
 use crate::api::conditions::{self as cond, reason};
@@ -20,19 +21,13 @@ use crate::version::{ImageVersion, Version, image_version};
 
 pub const MIN_SOURCE: Version = Version::new(2, 92, 0);
 
-pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
+/// The release the source runs, from its Langfuse container's image (never a sidecar's);
+/// read while preflight runs and frozen after it: it decides which road is walked.
+pub(super) fn read_source_version(p: &mut Planner) {
     if p.stage() > Stage::Preflight {
-        return Ok(());
+        return;
     }
-    let checks = checks(p.name(), p.spec, p.obs);
-    let failed: Vec<&PreflightCheck> = checks.iter().filter(|c| c.result == CheckResult::Fail).collect();
-    let summary = failed
-        .iter()
-        .map(|c| format!("{}: {}", c.name, c.message))
-        .collect::<Vec<_>>()
-        .join("; ");
     let source = p.obs.source.as_ref();
-    // The version comes from the Langfuse container only, never from a sidecar's image.
     let image = source
         .and_then(|d| source_container(p.spec, d).ok())
         .and_then(|c| c.image.clone());
@@ -41,6 +36,25 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         ImageVersion::Floating(t) => t,
         ImageVersion::Untagged => "latest".into(),
     });
+}
+
+pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
+    if p.stage() > Stage::Preflight {
+        return Ok(());
+    }
+    let in_place = super::hops::in_place_source(&p.status);
+    let mut checks = match in_place {
+        true => in_place_checks(p.name(), p.spec, p.obs),
+        false => checks(p.name(), p.spec, p.obs),
+    };
+    checks.extend(road::lines(p));
+    let failed: Vec<&PreflightCheck> = checks.iter().filter(|c| c.result == CheckResult::Fail).collect();
+    let summary = failed
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let source = p.obs.source.as_ref();
     p.status.checks = checks.clone();
     if !failed.is_empty() {
         p.condition(cond::PREFLIGHT_PASSED, false, reason::PREFLIGHT_FAILED, summary.clone());
@@ -53,6 +67,15 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     }
     // Every check passed: record the facts that make the upgrade resumable, then provision.
     p.status.provisioning_started_at = Some(p.now_time());
+    if in_place {
+        p.condition(
+            cond::PREFLIGHT_PASSED,
+            true,
+            reason::CHECKS_PASSED,
+            format!("{} checks passed", checks.len()),
+        );
+        return Ok(());
+    }
     let container = source.and_then(|d| source_container(p.spec, d).ok());
     p.status.images = Some(v3_images(p.spec, container).0);
     p.status.source_replicas = source
@@ -136,8 +159,19 @@ const CHECKS: [Check; 12] = [
     backup,
 ];
 
+/// The checks of a source already on v3/v4 that do not depend on the road (its lines follow).
+const IN_PLACE_CHECKS: [Check; 2] = [source_deployment, secrets];
+
+fn in_place_checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<PreflightCheck> {
+    run(upgrade, spec, obs, &IN_PLACE_CHECKS)
+}
+
 /// All preflight lines, in a fixed order.
 pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<PreflightCheck> {
+    run(upgrade, spec, obs, &CHECKS)
+}
+
+fn run(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed, list: &[Check]) -> Vec<PreflightCheck> {
     let source = obs.source.as_ref();
     let ctx = Ctx {
         upgrade,
@@ -150,7 +184,7 @@ pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<
         spec,
         lines: Vec::new(),
     };
-    for check in CHECKS {
+    for check in list {
         check(&mut r, &ctx);
     }
     r.lines

@@ -1,0 +1,171 @@
+//! The road's checks, for every source: a road exists (no downgrade past the database, no
+//! release the catalog does not know), each major's infrastructure is there, and each hop that
+//! drops data has its backup acknowledged. For a source already on v3/v4, also its worker and
+//! its background migrations: the in-place hops need nothing else.
+
+use crate::api::{CheckId, CheckResult, PreflightCheck};
+use crate::catalog::Catalog;
+use crate::catalog::road::{HopGate, HopMode};
+use crate::controller::plan::Planner;
+use crate::controller::plan::hops::{self, Role, langfuse_container, running_version};
+
+fn line(id: CheckId, result: CheckResult, message: impl Into<String>) -> PreflightCheck {
+    PreflightCheck {
+        name: id.as_str().into(),
+        result,
+        message: message.into(),
+    }
+}
+
+/// The lines about the road; empty while the source's version is unknown (its own line says so).
+pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
+    use CheckResult::*;
+    let hops = match hops::planned(p) {
+        Ok(h) => h,
+        Err(e) => return vec![line(CheckId::Road, Fail, e.to_string())],
+    };
+    if p.status
+        .source_version
+        .as_deref()
+        .and_then(crate::version::Version::parse)
+        .is_none()
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let stops: Vec<String> = hops.iter().map(|h| h.to.to_string()).collect();
+    out.push(match stops.as_slice() {
+        [] => line(
+            CheckId::Road,
+            Pass,
+            format!("already at {}: nothing to do", hops::destination(p.spec)),
+        ),
+        _ => line(
+            CheckId::Road,
+            Pass,
+            format!(
+                "{} -> {} ({} hop{})",
+                p.status.source_version.clone().unwrap_or_default(),
+                stops.join(" -> "),
+                stops.len(),
+                if stops.len() == 1 { "" } else { "s" }
+            ),
+        ),
+    });
+    let mut infra = Vec::new();
+    let mut backups = Vec::new();
+    for hop in &hops {
+        for gate in &hop.gates {
+            match gate {
+                HopGate::Infrastructure { .. } if hop.mode == HopMode::InPlace => {
+                    infra.extend(
+                        hops::unmet_gates(p, hop)
+                            .into_iter()
+                            .filter(|u| u.contains("older than") || u.contains("could not be read")),
+                    );
+                }
+                HopGate::Backup { .. } if !p.spec.backup.acknowledged_hops.contains(&hop.to.to_string()) => {
+                    backups.extend(
+                        hops::unmet_gates(p, hop)
+                            .into_iter()
+                            .filter(|u| u.contains("acknowledgedHops")),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    let needs_infra = hops
+        .iter()
+        .any(|h| h.gates.iter().any(|g| matches!(g, HopGate::Infrastructure { .. })) && h.mode == HopMode::InPlace);
+    if needs_infra {
+        out.push(match infra.as_slice() {
+            [] => line(
+                CheckId::Infrastructure,
+                Pass,
+                "ClickHouse and PostgreSQL meet every major on the road",
+            ),
+            unmet => line(CheckId::Infrastructure, Fail, unmet.join("; ")),
+        });
+    }
+    let drops_data = hops
+        .iter()
+        .any(|h| h.gates.iter().any(|g| matches!(g, HopGate::Backup { .. })));
+    if drops_data {
+        out.push(match backups.as_slice() {
+            [] => line(
+                CheckId::HopBackups,
+                Pass,
+                format!("acknowledged: {}", p.spec.backup.acknowledged_hops.join(", ")),
+            ),
+            unmet => line(CheckId::HopBackups, Fail, unmet.join("; ")),
+        });
+    }
+    if hops::in_place_source(&p.status) {
+        out.extend(in_place_source_lines(p));
+    }
+    out
+}
+
+/// A source on v3/v4: web and worker found at one exact release, ClickHouse clean at a height
+/// that release knows, and nothing of that release still migrating.
+fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
+    use CheckResult::*;
+    let mut out = Vec::new();
+    let web = running_version(p.obs.web.as_ref(), Role::Web);
+    let worker_name = hops::worker_name(p.spec).unwrap_or_default();
+    out.push(
+        match (
+            p.obs.worker.as_ref(),
+            running_version(p.obs.worker.as_ref(), Role::Worker),
+        ) {
+            (None, _) => line(
+                CheckId::SourceWorker,
+                Fail,
+                format!("worker Deployment {worker_name:?} not found; name it in spec.source.worker"),
+            ),
+            (Some(d), None) if langfuse_container(d, Role::Worker).is_none() => line(
+                CheckId::SourceWorker,
+                Fail,
+                format!("{worker_name} has no Langfuse worker container"),
+            ),
+            (Some(_), v) if v != web => line(
+                CheckId::SourceWorker,
+                Fail,
+                format!(
+                    "the worker runs {} and web runs {}: finish that rollout first (both the same exact release)",
+                    v.map(|v| v.to_string()).unwrap_or("a floating tag".into()),
+                    web.map(|v| v.to_string()).unwrap_or("a floating tag".into())
+                ),
+            ),
+            (Some(_), _) => line(
+                CheckId::SourceWorker,
+                Pass,
+                format!("{worker_name} runs the web's release"),
+            ),
+        },
+    );
+    match &p.obs.clickhouse {
+        Some(Ok(ch)) => {
+            let known = web.map(|v| Catalog::current().schema_height(v) as i64);
+            out.push(match (ch.schema, known) {
+                (Some((v, true)), _) => line(CheckId::Clickhouse, Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
+                (Some((v, _)), Some(k)) if v > k => line(CheckId::Clickhouse, Warn, format!("schema_migrations is at {v}, above the {k} the running release ships: a newer image ran here, or the release catalog lacks a migration")),
+                (Some((v, _)), _) => line(CheckId::Clickhouse, Pass, format!("schema_migrations at {v}, clean")),
+                (None, _) => line(CheckId::Clickhouse, Fail, "ClickHouse has no schema_migrations: a v3 web creates it; is spec.clickhouse the database this Langfuse uses?"),
+            });
+        }
+        Some(Err(e)) => out.push(line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}"))),
+        None => out.push(line(CheckId::Clickhouse, Fail, "ClickHouse was not observed")),
+    }
+    let release = web.map(|v| v.to_string()).unwrap_or_default();
+    out.push(match hops::rows_settled(p, &release) {
+        Ok(()) => line(
+            CheckId::SourceMigrations,
+            Pass,
+            format!("every background migration of {release} the worker runs has finished"),
+        ),
+        Err(why) => line(CheckId::SourceMigrations, Fail, why),
+    });
+    out
+}
