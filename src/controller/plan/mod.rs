@@ -144,3 +144,5 @@ fn settings(p: &Planner) -> Result<crate::controller::validate::Settings, Hold> 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hops;

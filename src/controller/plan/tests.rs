@@ -264,6 +264,8 @@ struct World {
     scan_groups: Vec<(crate::migrations::Table, i64)>,
     /// v2 keeps writing after the cut-off (late rows reappear after each copy).
     v2_never_quiet: bool,
+    /// `SELECT version()` of ClickHouse.
+    ch_version: String,
     history: Vec<Decision>,
 }
 
@@ -285,6 +287,7 @@ impl World {
             postgres_down: false,
             scan_groups: Vec::new(),
             v2_never_quiet: false,
+            ch_version: "24.8.4.13".into(),
             history: Vec::new(),
         }
     }
@@ -332,6 +335,7 @@ impl World {
         });
         obs.clickhouse = (!n.clickhouse.is_empty()).then(|| {
             let mut ch = healthy_clickhouse();
+            ch.version = Some(self.ch_version.clone());
             if n.clickhouse.counts_until.is_some() {
                 ch.counts = Some(self.ch.clone());
             }
@@ -1714,6 +1718,53 @@ fn env_gated_rows_a_v3_worker_never_runs_are_not_waited_on() {
     assert!(s.finalized_at.is_some());
     // Every row 3.225.4 registers that its worker runs (the v2 four and the six later ones).
     assert_eq!(s.migration_progress.as_deref(), Some("10/10 (100%)"));
+}
+
+#[test]
+fn v2_goes_to_v4_through_every_stop_of_the_road() {
+    let mut s = spec();
+    s.target.final_version = Some("4.16.0".into());
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = World::new(s);
+    w.ch_version = "25.12.1.1".into();
+    w.run_until(Phase::Completed, 400);
+    let st = w.status();
+    let road: Vec<(&str, crate::api::StopState)> = st.road.iter().map(|r| (r.version.as_str(), r.state)).collect();
+    use crate::api::StopState::Done;
+    assert_eq!(road, [("3.29.0", Done), ("3.225.4", Done), ("4.16.0", Done)]);
+    assert!(
+        st.road
+            .iter()
+            .all(|r| r.started_at.is_some() && r.finished_at.is_some())
+    );
+    // Each in-place hop started only after the one before finished, and after v2 was retired.
+    let retired = st.source_retired_at.clone().unwrap().0;
+    assert!(st.road[1].started_at.as_ref().unwrap().0 >= retired);
+    assert!(st.road[2].started_at.as_ref().unwrap().0 >= st.road[1].finished_at.as_ref().unwrap().0);
+    assert_eq!(st.target_version.as_deref(), Some("4.16.0"));
+    let worker = w.cluster.worker.as_ref().unwrap();
+    let env = &worker.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].env;
+    let write_mode = env
+        .iter()
+        .flatten()
+        .find(|e| e.name == crate::resources::v4_env::WRITE_MODE);
+    assert_eq!(write_mode.and_then(|e| e.value.as_deref()), Some("legacy"));
+}
+
+#[test]
+fn v2_to_v4_is_blocked_at_preflight_when_clickhouse_is_too_old_for_v4() {
+    let mut s = spec();
+    s.target.final_version = Some("4.16.0".into());
+    let mut w = World::new(s);
+    let d = w.run_until(Phase::Blocked, 3);
+    let infra = d.status.checks.iter().find(|c| c.name == "infrastructure").unwrap();
+    assert!(infra.message.contains("older than 25.12"), "{}", infra.message);
+    let backup = d.status.checks.iter().find(|c| c.name == "hopBackups").unwrap();
+    assert_eq!(backup.result, CheckResult::Fail);
+    assert!(
+        w.cluster.web.is_none() && w.cluster.worker.is_none(),
+        "nothing provisioned"
+    );
 }
 
 #[test]

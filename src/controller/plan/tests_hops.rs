@@ -1,0 +1,533 @@
+//! Plan tests of the in-place road: a Langfuse already on v3 or v4 as the official chart lays it
+//! out (`langfuse-web`, `langfuse-worker`), simulated the way Kubernetes and Langfuse's releases
+//! behave (the release catalog says what each web registers and each schema height).
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::events::EventType;
+
+use super::*;
+use crate::api::conditions as c;
+use crate::api::{ImageChanges, LangfuseUpgradeSpec, StopState};
+use crate::catalog::Catalog;
+use crate::controller::observe::Observed;
+use crate::controller::report::{next_status, transitions};
+use crate::migrations::{MigrationRow, PostgresFacts};
+use crate::testing::*;
+use crate::verify::ClickHouseFacts;
+use crate::version::Version;
+
+fn chart_deployment(name: &str, container: &str, image: &str) -> Deployment {
+    let d = Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            generation: Some(1),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(2),
+            template: PodTemplateSpec {
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: container.into(),
+                        image: Some(image.into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        status: Some(DeploymentStatus::default()),
+    };
+    rolled_out(d)
+}
+
+fn chart_spec(to: &str) -> LangfuseUpgradeSpec {
+    let mut s = spec();
+    s.source.deployment = "langfuse-web".into();
+    s.source.service = "langfuse-web".into();
+    s.target.version = to.into();
+    s.backup.acknowledged = false;
+    s
+}
+
+/// A chart-installed Langfuse: web and worker Deployments, its databases, and what each
+/// release's web and worker do to them when they start.
+struct Chart {
+    upgrade: crate::api::LangfuseUpgrade,
+    web: Deployment,
+    worker: Deployment,
+    rows: Vec<MigrationRow>,
+    ch_version: String,
+    ch_height: i64,
+    pg_major: i64,
+    now: i64,
+    history: Vec<Decision>,
+    events: Vec<(EventType, String, String)>,
+    /// Every image the web Deployment was set to, in order, with the worker's at that moment.
+    web_images: Vec<(String, String)>,
+    writes: usize,
+}
+
+impl Chart {
+    fn new(spec: LangfuseUpgradeSpec, running: &str) -> Self {
+        let mut chart = Self {
+            upgrade: upgrade(spec, Default::default()),
+            web: chart_deployment("langfuse-web", "langfuse-web", &format!("langfuse/langfuse:{running}")),
+            worker: chart_deployment(
+                "langfuse-worker",
+                "langfuse-worker",
+                &format!("langfuse/langfuse-worker:{running}"),
+            ),
+            rows: Vec::new(),
+            ch_version: "26.4.1.1".into(),
+            ch_height: 0,
+            pg_major: 16,
+            now: 0,
+            history: Vec::new(),
+            events: Vec::new(),
+            web_images: Vec::new(),
+            writes: 0,
+        };
+        chart.upgrade.metadata.finalizers = None;
+        let v = Version::parse(running).unwrap();
+        chart.web_started(v);
+        chart.worker_started();
+        chart
+    }
+
+    /// Web's start: Prisma registers the release's rows and drops the removed ones; the
+    /// ClickHouse migrations raise the schema to the release's height.
+    fn web_started(&mut self, v: Version) {
+        let catalog = Catalog::builtin();
+        for m in catalog.rows_at(v) {
+            if !self.rows.iter().any(|r| r.name == m.name) {
+                self.rows.push(MigrationRow {
+                    name: m.name.clone(),
+                    finished_at: None,
+                    failed_at: None,
+                    failed_reason: None,
+                    locked_at: None,
+                    cursor: None,
+                    oldest_row: None,
+                    batch_size: None,
+                    env_gate: m.gate.clone(),
+                    taken: false,
+                });
+            }
+        }
+        self.rows.retain(|r| {
+            catalog
+                .background_migrations
+                .iter()
+                .find(|m| m.name == r.name)
+                .is_none_or(|m| m.removed_in.is_none_or(|gone| v < gone))
+        });
+        self.ch_height = self.ch_height.max(catalog.schema_height(v) as i64);
+    }
+
+    /// The worker's start: it runs every row whose gate is open in its env, to the end.
+    fn worker_started(&mut self) {
+        let env = self
+            .worker
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        let gates = crate::migrations::OpenGates::from_env(&env);
+        for r in &mut self.rows {
+            if r.env_gate.as_deref().is_none_or(|g| gates.is_open(g)) {
+                r.finished_at = Some(t(self.now));
+                r.taken = true;
+            }
+        }
+    }
+
+    fn observe(&self) -> Observed {
+        let n = needs(&self.upgrade, t(self.now));
+        let mut obs = Observed {
+            source: Some(self.web.clone()),
+            web: Some(self.web.clone()),
+            worker: Some(self.worker.clone()),
+            ..untouched()
+        };
+        obs.source = Some(self.web.clone());
+        if !n.postgres.is_empty() {
+            obs.postgres = Some(Ok(PostgresFacts {
+                server_version_num: Some(self.pg_major * 10000 + 8),
+                migrations: self.rows.clone(),
+                ..healthy_postgres()
+            }));
+        }
+        if !n.clickhouse.is_empty() {
+            obs.clickhouse = Some(Ok(ClickHouseFacts {
+                version: Some(self.ch_version.clone()),
+                schema: Some((self.ch_height, false)),
+                ..healthy_clickhouse()
+            }));
+        }
+        obs
+    }
+
+    fn step(&mut self) -> Decision {
+        let obs = self.observe();
+        let decision = plan(&self.upgrade, &obs, t(self.now));
+        for action in &decision.actions {
+            self.apply(action);
+        }
+        let old = self.upgrade.status.clone().unwrap_or_default();
+        let status = next_status(&self.upgrade, &decision, t(self.now));
+        self.events.extend(transitions(&old, &status));
+        self.upgrade.status = Some(status);
+        self.now += decision.requeue.as_secs().clamp(1, 60) as i64;
+        self.history.push(decision.clone());
+        decision
+    }
+
+    fn run_until(&mut self, phase: Phase, max: usize) -> Decision {
+        for _ in 0..max {
+            let d = self.step();
+            if d.phase == phase {
+                return d;
+            }
+        }
+        panic!(
+            "never reached {phase}; last: {:?}",
+            self.history.last().map(|d| (d.phase, d.conditions.clone()))
+        );
+    }
+
+    fn apply(&mut self, action: &Action) {
+        match action {
+            Action::AddFinalizer => self.upgrade.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]),
+            Action::RemoveFinalizer => self.upgrade.metadata.finalizers = Some(vec![]),
+            Action::SetImage(change) => {
+                self.writes += 1;
+                let is_web = change.deployment == "langfuse-web";
+                let d = if is_web { &mut self.web } else { &mut self.worker };
+                let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+                assert_eq!(c.name, change.container);
+                c.image = Some(change.image.clone());
+                let env = c.env.get_or_insert_with(Vec::new);
+                for var in &change.env {
+                    env.retain(|e| e.name != var.name);
+                    env.push(var.clone());
+                }
+                *d = rolled_out(d.clone());
+                let v = Version::parse(crate::version::image_tag(&change.image).unwrap()).unwrap();
+                if is_web {
+                    self.web_images.push((change.image.clone(), image(&self.worker)));
+                    self.web_started(v);
+                } else {
+                    self.worker_started();
+                }
+            }
+            other => panic!("an in-place road writes nothing but images and the finalizer: {other:?}"),
+        }
+    }
+
+    /// A person (Helm, Git) sets an image: the operator sees it on its next observation.
+    fn person_sets(&mut self, web: bool, version: &str) {
+        let (d, repo) = if web {
+            (&mut self.web, "langfuse/langfuse")
+        } else {
+            (&mut self.worker, "langfuse/langfuse-worker")
+        };
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        c.image = Some(format!("{repo}:{version}"));
+        *d = rolled_out(d.clone());
+        let v = Version::parse(version).unwrap();
+        if web {
+            self.web_started(v);
+        } else {
+            self.worker_started();
+        }
+    }
+
+    fn status(&self) -> crate::api::LangfuseUpgradeStatus {
+        self.upgrade.status.clone().unwrap_or_default()
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.events.iter().map(|(_, r, _)| r.clone()).collect()
+    }
+}
+
+fn image(d: &Deployment) -> String {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+fn env_of(d: &Deployment, name: &str) -> Option<String> {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn a_chart_on_3_100_walks_to_the_newest_v3_then_to_v4_web_first_each_hop() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.100.0");
+    let done = w.run_until(Phase::Completed, 60);
+    assert_eq!(done.status.target_version.as_deref(), Some("4.16.0"));
+    // Two hops, each web before the worker: when web moved, the worker still ran the old release.
+    assert_eq!(
+        w.web_images,
+        [
+            (
+                "langfuse/langfuse:3.225.4".to_string(),
+                "langfuse/langfuse-worker:3.100.0".to_string()
+            ),
+            (
+                "langfuse/langfuse:4.16.0".to_string(),
+                "langfuse/langfuse-worker:3.225.4".to_string()
+            ),
+        ]
+    );
+    assert_eq!(image(&w.worker), "langfuse/langfuse-worker:4.16.0");
+    assert_eq!(w.writes, 4, "one image write per Deployment per hop");
+    // v4 keeps v3 behaviour: legacy writes, dual-write OTel, no preview, no backfill.
+    for d in [&w.web, &w.worker] {
+        assert_eq!(
+            env_of(d, crate::resources::v4_env::WRITE_MODE).as_deref(),
+            Some("legacy")
+        );
+        assert_eq!(
+            env_of(d, crate::resources::v4_env::HISTORIC_BACKFILL).as_deref(),
+            Some("false")
+        );
+    }
+    // The road in status: both stops done, each with its times; Events for each stop.
+    let s = w.status();
+    let road: Vec<(&str, StopState)> = s.road.iter().map(|r| (r.version.as_str(), r.state)).collect();
+    assert_eq!(road, [("3.225.4", StopState::Done), ("4.16.0", StopState::Done)]);
+    assert!(s.road.iter().all(|r| r.started_at.is_some() && r.finished_at.is_some()));
+    assert!(
+        s.road[0]
+            .required_because
+            .as_deref()
+            .is_some_and(|w| w.contains("newest v3"))
+    );
+    assert!(s.road[1].irreversible.as_deref().is_some_and(|w| w.contains("traces")));
+    let reasons = w.event_reasons();
+    assert_eq!(reasons.iter().filter(|r| *r == "HopStarted").count(), 2, "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| *r == "HopFinished").count(), 2, "{reasons:?}");
+    // The v4 dormant rows (gates off) were never waited on; v4 dropped the rows it no longer has.
+    assert!(!w.rows.iter().any(|r| r.name.starts_with("20241024_1730")));
+}
+
+#[test]
+fn the_v4_hop_waits_for_the_newest_v3_s_migrations_to_finish() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.4");
+    // One row of 3.225.4 is still running: preflight says so and nothing is written.
+    w.rows
+        .iter_mut()
+        .find(|r| r.name.contains("event_log"))
+        .unwrap()
+        .finished_at = None;
+    let d = w.run_until(Phase::Blocked, 5);
+    assert!(
+        d.actions.iter().all(|a| matches!(a, Action::AddFinalizer)),
+        "{:?}",
+        d.actions
+    );
+    let line = d.status.checks.iter().find(|c| c.name == "sourceMigrations").unwrap();
+    assert!(line.message.contains("event_log"), "{}", line.message);
+    assert_eq!(w.writes, 0);
+    w.rows
+        .iter_mut()
+        .for_each(|r| r.finished_at = r.finished_at.or(Some(t(1))));
+    w.run_until(Phase::Completed, 30);
+}
+
+#[test]
+fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_nothing_touched() {
+    let mut w = Chart::new(chart_spec("4.16.0"), "3.225.4");
+    w.ch_version = "25.3.6.56".into();
+    w.pg_major = 14;
+    let d = w.run_until(Phase::Blocked, 5);
+    assert_eq!(w.writes, 0);
+    let infra = d.status.checks.iter().find(|c| c.name == "infrastructure").unwrap();
+    assert!(
+        infra.message.contains("ClickHouse 25.3.6.56 is older than 25.12") && infra.message.contains("PostgreSQL 14"),
+        "{}",
+        infra.message
+    );
+    let backup = d.status.checks.iter().find(|c| c.name == "hopBackups").unwrap();
+    assert!(
+        backup.message.contains("acknowledgedHops") && backup.message.contains("dataset_run_items"),
+        "{}",
+        backup.message
+    );
+    // Fixed one by one: still blocked until all hold, then it goes.
+    w.ch_version = "26.4.1.1".into();
+    w.pg_major = 16;
+    w.run_until(Phase::Blocked, 3);
+    assert_eq!(w.writes, 0);
+    let mut u = w.upgrade.clone();
+    u.spec.backup.acknowledged_hops = vec!["4.16.0".into()];
+    w.upgrade = u;
+    w.run_until(Phase::Completed, 30);
+}
+
+#[test]
+fn a_downgrade_is_refused_before_anything_is_touched() {
+    let mut w = Chart::new(chart_spec("3.50.0"), "3.100.0");
+    let d = w.run_until(Phase::Blocked, 3);
+    let road = d.status.checks.iter().find(|c| c.name == "road").unwrap();
+    assert!(
+        road.message.contains("refusing to go from 3.100.0 down to 3.50.0"),
+        "{}",
+        road.message
+    );
+    assert_eq!(w.writes, 0);
+    let mut w = Chart::new(chart_spec("3.225.4"), "4.16.0");
+    w.run_until(Phase::Blocked, 3);
+    assert_eq!(w.writes, 0);
+}
+
+#[test]
+fn images_changed_by_a_person_are_gated_watched_and_flagged_never_written() {
+    let mut s = chart_spec("4.16.0");
+    s.strategy.image_changes = ImageChanges::User;
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.100.0");
+    let d = w.run_until(Phase::Finalizing, 5);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::AWAITING_IMAGE_CHANGE);
+    assert!(road.message.contains("langfuse/langfuse:3.225.4"), "{}", road.message);
+    // Skipping the required stop: flagged, with why the stop exists.
+    w.person_sets(true, "4.16.0");
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Blocked);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::STOP_SKIPPED);
+    assert!(road.message.contains("newest v3"), "{}", road.message);
+    assert!(w.event_reasons().contains(&"StopSkipped".to_string()));
+    // Back on the road: web then worker at the stop, the operator only watches.
+    w.person_sets(true, "3.225.4");
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Finalizing);
+    assert!(
+        d.conditions.iter().any(|c| c
+            .message
+            .contains("set the worker image of Deployment langfuse-worker to langfuse/langfuse-worker:3.225.4")),
+        "{:?}",
+        d.conditions
+    );
+    w.person_sets(false, "3.225.4");
+    let d = w.run_until(Phase::Finalizing, 5);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert!(
+        road.message.contains("safe to take the next stop now"),
+        "{}",
+        road.message
+    );
+    // On v4 the person must also keep v3 behaviour (or opt in through extraEnv).
+    w.person_sets(true, "4.16.0");
+    let d = w.step();
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert!(
+        road.message.contains("LANGFUSE_MIGRATION_V4_WRITE_MODE=legacy"),
+        "{}",
+        road.message
+    );
+    for name in ["langfuse-web", "langfuse-worker"] {
+        let d = if name == "langfuse-web" {
+            &mut w.web
+        } else {
+            &mut w.worker
+        };
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        c.env = Some(crate::resources::v4_env::as_env(&crate::resources::v4_env::effective(
+            |_| None,
+        )));
+    }
+    w.person_sets(false, "4.16.0");
+    w.run_until(Phase::Completed, 10);
+    assert_eq!(w.writes, 0, "the operator wrote no image");
+    // A later downgrade by a person is flagged as well (before completion it would block).
+}
+
+#[test]
+fn abort_undoes_a_reversible_hop_and_refuses_one_that_dropped_data() {
+    // 3.100.0 -> 3.150.0: ClickHouse moved from 26 to 33, which 3.100.0 cannot run on.
+    let mut w = Chart::new(chart_spec("3.150.0"), "3.100.0");
+    w.step();
+    w.step();
+    assert_eq!(image(&w.web), "langfuse/langfuse:3.150.0");
+    let mut u = w.upgrade.clone();
+    u.spec.abort = true;
+    w.upgrade = u;
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Blocked);
+    let ready = d.conditions.iter().find(|c| c.type_ == c::READY).unwrap();
+    assert_eq!(ready.reason, c::reason::ABORT_TOO_LATE);
+    assert!(ready.message.contains("knows only up to 26"), "{}", ready.message);
+    assert!(!d.status.rollback.as_ref().unwrap().possible);
+
+    // 3.225.0 -> 3.225.4: same schema height, nothing dropped: undone, worker first.
+    let mut w = Chart::new(chart_spec("3.225.4"), "3.225.0");
+    w.step();
+    w.step();
+    assert_eq!(image(&w.web), "langfuse/langfuse:3.225.4");
+    assert!(w.status().rollback.as_ref().unwrap().possible);
+    let mut u = w.upgrade.clone();
+    u.spec.abort = true;
+    w.upgrade = u;
+    w.run_until(Phase::RolledBack, 6);
+    assert_eq!(image(&w.web), "langfuse/langfuse:3.225.0");
+    assert_eq!(image(&w.worker), "langfuse/langfuse-worker:3.225.0");
+
+    // Into v4: it dropped the Postgres tracing tables. Only a restore goes back.
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.4");
+    w.step();
+    w.step();
+    let mut u = w.upgrade.clone();
+    u.spec.abort = true;
+    w.upgrade = u;
+    let d = w.step();
+    let ready = d.conditions.iter().find(|c| c.type_ == c::READY).unwrap();
+    assert_eq!(ready.reason, c::reason::ABORT_TOO_LATE);
+    assert!(
+        ready.message.contains("restore PostgreSQL and ClickHouse"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn v4_flags_that_stop_the_worker_are_refused_by_validation() {
+    let mut s = chart_spec("4.16.0");
+    s.target.extra_env = vec![EnvVar {
+        name: crate::resources::v4_env::WRITE_MODE.into(),
+        value: Some("events_only".into()),
+        value_from: None,
+    }];
+    let mut w = Chart::new(s, "4.2.0");
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Pending);
+    let ready = d.conditions.iter().find(|c| c.type_ == c::READY).unwrap();
+    assert!(ready.message.contains("dual_write"), "{}", ready.message);
+    assert_eq!(w.writes, 0);
+}
