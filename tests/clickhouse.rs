@@ -55,6 +55,17 @@ async fn server_version_and_the_fixture_schema() {
     assert!(major >= 24, "{version}");
     assert_eq!(facts.schema, Some((SCHEMA_VERSION_3_29, false)));
     assert_eq!(facts.counts, None, "counts not asked for");
+    // The test endpoint's knob: this database alone plays an older ClickHouse.
+    lfu_testkit::e2e_support::report_clickhouse_version(&db, "25.3.6.56").await;
+    let server = ClickHouseQuery {
+        server: true,
+        ..Default::default()
+    };
+    let older = read(&live, &db, server.clone()).await;
+    assert_eq!(older.version.as_deref(), Some("25.3.6.56"));
+    let other = TestDb::new("ch_version_other").await;
+    assert_eq!(read(&live, &other, server).await.version, Some(version));
+    other.finish().await;
     db.finish().await;
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use langfuse_upgrade_operator::api::{Phase, crd_yaml};
+use langfuse_upgrade_operator::api::Phase;
 use serde_json::{Value, json};
 use support::TestDb;
 use support::langfuse_data::History;
@@ -27,21 +27,7 @@ const V2_IN_FLIGHT: Duration = Duration::from_millis(1500);
 
 fn install_crd() {
     e2e_support::use_operator_bin(env!("CARGO_BIN_EXE_langfuse-upgrade-operator"));
-    let (out, ok) = kubectl_status(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&crd_yaml()),
-    );
-    assert!(ok, "CRD install: {out}");
-    let (out, ok) = kubectl_status(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/langfuseupgrades.upgrades.lfu-operator.dev",
-            "--timeout=30s",
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
+    e2e_support::install_crd();
 }
 
 /// A test's world: namespace, databases with v2's history, the v2 layout, and v2 taking
@@ -88,30 +74,19 @@ impl World {
     }
 
     fn upgrade(&self) -> Value {
-        json!({
+        let mut u = json!({
             "apiVersion": "upgrades.lfu-operator.dev/v1alpha1",
             "kind": "LangfuseUpgrade",
             "metadata": { "name": UPGRADE, "namespace": self.ns.name },
             "spec": {
                 "source": { "deployment": V2, "service": V2 },
                 "target": { "version": "3.29.0", "web": { "image": "langfuse/langfuse", "replicas": 2 } },
-                "clickhouse": {
-                    "url": self.db.ch.url,
-                    "migrationUrl": "clickhouse://127.0.0.1:9000",
-                    "database": self.db.ch.database,
-                    "userSecretRef": { "name": "langfuse-clickhouse", "key": "user" },
-                    "passwordSecretRef": { "name": "langfuse-clickhouse", "key": "password" }
-                },
-                "redis": { "connectionStringSecretRef": { "name": "langfuse-redis", "key": "url" } },
-                "s3": {
-                    "bucket": "langfuse-events",
-                    "accessKeyIdSecretRef": { "name": "langfuse-s3", "key": "access-key-id" },
-                    "secretAccessKeySecretRef": { "name": "langfuse-s3", "key": "secret-access-key" }
-                },
                 "strategy": { "drainPeriod": "3s", "retireSourceAfter": "3s", "rollbackAfter": "30s" },
                 "backup": { "acknowledged": true, "reference": "e2e" }
             }
-        })
+        });
+        merge_backends(&mut u, &self.db);
+        u
     }
 
     fn apply(&self, upgrade: &Value) {
@@ -148,6 +123,12 @@ impl World {
     async fn finish(self) {
         self.ns.delete().await;
         self.db.finish().await;
+    }
+}
+
+fn merge_backends(u: &mut Value, db: &TestDb) {
+    for (k, v) in e2e_support::backends_spec(db).as_object().unwrap() {
+        u["spec"][k] = v.clone();
     }
 }
 
@@ -541,8 +522,8 @@ async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
             "managed by the operator",
         ),
         (
-            "v4 target",
-            |u| u["spec"]["target"]["version"] = json!("4.0.0"),
+            "a release line that does not exist",
+            |u| u["spec"]["target"]["version"] = json!("5.0.0"),
             "spec.target.version",
         ),
         (
@@ -747,6 +728,61 @@ async fn a_final_version_with_env_gated_rows_completes_and_reports_them_dormant(
     }
     let image = pod_spec(&w, "prod-langfuse-worker").await.containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("langfuse/langfuse-worker:3.225.4"));
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn v2_goes_to_v4_through_every_stop_with_every_invariant_watched() {
+    let w = World::new("to-v4", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let web = e2e_support::play_web(&w.ns, &w.db, "prod-langfuse-web");
+    let mut up = w.upgrade();
+    up["spec"]["target"]["finalVersion"] = json!("4.16.0");
+    up["spec"]["backup"]["acknowledgedHops"] = json!(["4.16.0"]);
+    w.apply(&up);
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_clean(&observer);
+    let s = u.status.unwrap();
+    let road: Vec<(&str, langfuse_upgrade_operator::api::StopState)> =
+        s.road.iter().map(|r| (r.version.as_str(), r.state)).collect();
+    use langfuse_upgrade_operator::api::StopState::Done;
+    assert_eq!(road, [("3.29.0", Done), ("3.225.4", Done), ("4.16.0", Done)]);
+    for stop in &s.road {
+        let (a, b) = (stop.started_at.clone().unwrap().0, stop.finished_at.clone().unwrap().0);
+        eprintln!("stop {}: {} ms", stop.version, b.as_millisecond() - a.as_millisecond());
+    }
+    // Verified against Postgres before v4 dropped its tracing tables.
+    assert_eq!(s.verification.len(), 3);
+    assert!(
+        s.verification.iter().all(|v| v.verdict == "Match"),
+        "{:?}",
+        s.verification
+    );
+    assert!(
+        !w.db.pg_table_exists("traces").await,
+        "v4.0.0 drops the Postgres tracing tables"
+    );
+    let spec = pod_spec(&w, "prod-langfuse-worker").await;
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("langfuse/langfuse-worker:4.16.0")
+    );
+    let mode = spec.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "LANGFUSE_MIGRATION_V4_WRITE_MODE");
+    assert_eq!(mode.and_then(|e| e.value.as_deref()), Some("legacy"));
+    let reasons: Vec<String> = w.events().await.into_iter().filter_map(|e| e.reason).collect();
+    // One Event per stop started and finished (the first, beside v2, ends with v2's retirement).
+    for r in ["HopStarted", "HopFinished"] {
+        assert_eq!(reasons.iter().filter(|x| *x == r).count(), 3, "{r}: {reasons:?}");
+    }
     web.abort();
     worker.abort();
     w.finish().await;

@@ -731,5 +731,20 @@ async fn the_poll_keeps_working_after_v4_drops_the_tracing_tables() {
         rows[0].env_gate.as_deref(),
         Some("LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL")
     );
+    // Preflight of a source already on v4 reads its server version and rows; the scan for
+    // same-created_at groups finds nothing to stall in tables that are gone.
+    let facts = read(
+        &live,
+        &db,
+        PostgresQuery {
+            server_version: true,
+            migrations: true,
+            same_created_at_scan: Some(10),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(facts.same_created_at_groups.is_empty());
+    assert!(facts.server_version_num.is_some_and(|n| n >= 150000));
     db.finish().await;
 }

@@ -46,10 +46,14 @@ pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> 
             .iter()
             .find(|o| o.from == stop.from && o.version == stop.version);
         if stop.started_at.is_some() && before.is_none_or(|b| b.started_at.is_none()) {
+            let how = match stop.mode {
+                crate::api::StopMode::BesideV2 => "beside v2, which keeps serving until the shift",
+                crate::api::StopMode::InPlace => "in place, web first, then the worker",
+            };
             out.push((
                 EventType::Normal,
                 "HopStarted".to_string(),
-                format!("{} -> {}: web first, then the worker", stop.from, stop.version),
+                format!("{} -> {}: {how}", stop.from, stop.version),
             ));
         }
         if stop.finished_at.is_some() && before.is_none_or(|b| b.finished_at.is_none()) {
@@ -128,7 +132,10 @@ pub async fn report(
             type_,
             reason: clip(&reason, 128),
             note: Some(clip(&note, 1000)),
-            action: "Reconcile".into(),
+            // The recorder folds Events with the same type, reason and action into one series
+            // that keeps the first note: distinct notes (two hops, web and worker) need
+            // distinct actions to stay distinct Events; a repeated note still folds.
+            action: clip(&note, 128),
             secondary: None,
         };
         // An Event that cannot be written must not block the upgrade.

@@ -173,6 +173,12 @@ def parse_multipart(body, content_type):
     return fields
 
 
+# TEST KNOB: a database holding this table (one String column `v`) answers `SELECT version()`
+# with its value, so a test can play an older ClickHouse (e.g. 25.3) without touching others.
+REPORTED_VERSION_TABLE = "__lfu_test_reported_version"
+VERSION_QUERY_RE = re.compile(r"^\s*SELECT\s+version\(\)\s*(?P<fmt>FORMAT\s+\w+)?\s*;?\s*$", re.IGNORECASE)
+
+
 def sql_literal(value):
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -239,6 +245,13 @@ class Engine:
                         self._q(f"SET {k} = {sql_literal(v)}")
                     except ClickHouseError as e:
                         log(f"warning: could not restore setting {k}: {e.message}")
+
+    def reported_version(self, database):
+        """Whether `database` holds the test knob table that overrides `SELECT version()`."""
+        out, _ = self.run(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = "
+            + sql_literal(REPORTED_VERSION_TABLE), "TabSeparated", database, {}, {})
+        return out.strip() not in (b"", b"0")
 
     def close(self):
         with self.lock:
@@ -406,6 +419,10 @@ class Handler(BaseHTTPRequestHandler):
             if not STARTS_WITH_INSERT_RE.match(sql) and has_multiple_statements(sql):
                 raise ClickHouseError("Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed). "
                                       "(SYNTAX_ERROR)")
+            version_query = VERSION_QUERY_RE.match(sql)
+            if version_query and self.engine.reported_version(database):
+                # Test knob: a test plays an older ClickHouse for its own database only.
+                sql = f"SELECT v FROM {REPORTED_VERSION_TABLE} LIMIT 1 {version_query.group('fmt') or ''}"
             out, summary = self.engine.run(sql, fmt, database, settings, qparams)
         summary = {k: str(v) for k, v in summary.items()}
         headers = {

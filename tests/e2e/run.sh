@@ -8,4 +8,4 @@ cd "$root"
 source tests/lib.sh
 with_cluster_and_databases "$(mktemp -d /tmp/lfu-e2e.XXXXXX)"
 # The e2e tests are #[ignore] for a plain `cargo test`; here the servers are up: run them all.
-cargo test --locked --test e2e -- --include-ignored --test-threads="${LFU_E2E_THREADS:-3}" "$@"
+cargo test --locked --test e2e --test e2e_road -- --include-ignored --test-threads="${LFU_E2E_THREADS:-3}" "$@"

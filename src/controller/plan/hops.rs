@@ -257,6 +257,16 @@ fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
             wait::ROLLOUT,
         ));
     }
+    // The infrastructure is read from the Finalizing stage on: the first decision of the stage
+    // was observed without it. Read it before judging the gates, rather than flash Blocked.
+    if p.obs.clickhouse.is_none() || p.obs.postgres.is_none() {
+        return Err(Hold::new(
+            Phase::Finalizing,
+            reason::FINALIZING,
+            format!("reading PostgreSQL and ClickHouse before {} -> {}", hop.from, hop.to),
+            wait::NOW,
+        ));
+    }
     let unmet = unmet_gates(p, hop);
     let by_user = walker == Walker::Source && p.spec.strategy.image_changes == ImageChanges::User;
     if by_user {

@@ -25,6 +25,7 @@ const HOW_TO: &str = "start the test cluster first: `tests/e2e/run.sh` does ever
 
 pub const V2_LAYOUT: &str = include_str!("../../../../tests/e2e/langfuse-v2.yaml");
 pub const V2_CHART_0_8_0: &str = include_str!("../../../../tests/e2e/langfuse-v2-chart-0.8.0.yaml");
+pub const V3_CHART: &str = include_str!("../../../../tests/e2e/langfuse-v3-chart.yaml");
 static OPERATOR_BIN: OnceLock<PathBuf> = OnceLock::new();
 
 /// Integration tests name the binary Cargo built for them (`CARGO_BIN_EXE_…` exists only there).
@@ -34,6 +35,45 @@ pub fn use_operator_bin(path: &str) {
 
 /// The operator binary: `LFU_OPERATOR_BIN`, else the one a test named, else the workspace's
 /// debug build (the demo, an example).
+/// The `clickhouse`, `redis` and `s3` parts of a LangfuseUpgrade spec, for this test's
+/// databases and the layouts' Secrets.
+pub fn backends_spec(db: &crate::support::TestDb) -> serde_json::Value {
+    serde_json::json!({
+        "clickhouse": {
+            "url": db.ch.url,
+            "migrationUrl": "clickhouse://127.0.0.1:9000",
+            "database": db.ch.database,
+            "userSecretRef": { "name": "langfuse-clickhouse", "key": "user" },
+            "passwordSecretRef": { "name": "langfuse-clickhouse", "key": "password" }
+        },
+        "redis": { "connectionStringSecretRef": { "name": "langfuse-redis", "key": "url" } },
+        "s3": {
+            "bucket": "langfuse-events",
+            "accessKeyIdSecretRef": { "name": "langfuse-s3", "key": "access-key-id" },
+            "secretAccessKeySecretRef": { "name": "langfuse-s3", "key": "secret-access-key" }
+        }
+    })
+}
+
+/// The CRD, installed server-side from the operator's own types, and Established.
+pub fn install_crd() {
+    let (out, ok) = kubectl_status(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&langfuse_upgrade_operator::api::crd_yaml()),
+    );
+    assert!(ok, "CRD install: {out}");
+    let (out, ok) = kubectl_status(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/langfuseupgrades.upgrades.lfu-operator.dev",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+}
+
 pub fn operator_bin() -> PathBuf {
     if let Ok(path) = std::env::var("LFU_OPERATOR_BIN") {
         return PathBuf::from(path);
@@ -198,6 +238,20 @@ impl TestNs {
             ],
             None,
         );
+    }
+
+    /// Langfuse `version` (v3 or v4) as the official chart lays it out (`langfuse-web`,
+    /// `langfuse-worker`, Service `langfuse-web`), applied by the field manager `helm` as Helm
+    /// would, `DATABASE_URL` from a Secret; waits until both Deployments are rolled out.
+    pub async fn lay_out_chart_v3(&self, database_url: &str, version: &str) {
+        let yaml = V3_CHART
+            .replace("__NAMESPACE__", &self.name)
+            .replace("__VERSION__", version);
+        kubectl(&["apply", "--field-manager=helm", "-f", "-"], Some(&yaml));
+        self.secret("langfuse-db", "url", database_url);
+        for d in ["deploy/langfuse-web", "deploy/langfuse-worker"] {
+            kubectl(&["-n", &self.name, "rollout", "status", d, "--timeout=60s"], None);
+        }
     }
 
     pub fn secret(&self, name: &str, key: &str, value: &str) {
@@ -369,14 +423,33 @@ pub fn play_worker(ns: &TestNs, db: &crate::support::TestDb, worker: &str) -> to
                     && status.available_replicas == spec.replicas
                     && spec.replicas.unwrap_or(0) > 0;
                 let template = serde_json::to_string(&spec.template).unwrap();
-                let enabled = migrations_enabled(&d);
+                // Langfuse's default is on: only an explicit "false" turns the manager off.
+                let env = spec
+                    .template
+                    .spec
+                    .as_ref()
+                    .and_then(|p| p.containers.first())
+                    .and_then(|c| c.env.clone())
+                    .unwrap_or_default();
+                let enabled =
+                    migrations_enabled(&d) || !env.iter().any(|e| e.name == "LANGFUSE_ENABLE_BACKGROUND_MIGRATIONS");
+                let open_gates = env
+                    .iter()
+                    .filter(|e| {
+                        e.name.starts_with("LANGFUSE_BACKGROUND_MIGRATION_") && e.value.as_deref() == Some("true")
+                    })
+                    .map(|e| e.name.clone())
+                    .collect();
                 let changed = current.as_ref().is_none_or(|(t, _)| *t != template);
                 if rolled && changed {
                     if let Some((_, old)) = current.take() {
                         old.shutdown().await;
                     }
                     if enabled {
-                        let config = crate::support::standin_worker::StandinConfig::default();
+                        let config = crate::support::standin_worker::StandinConfig {
+                            open_gates,
+                            ..Default::default()
+                        };
                         let standin = crate::support::standin_worker::Standin::start(&pg_url, ch.clone(), config).await;
                         starts += 1;
                         current = Some((template, standin));
@@ -523,7 +596,7 @@ impl Drop for V2Traffic {
 /// its pods can be ready), as the release catalog says.
 pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::task::JoinHandle<()> {
     let deployments = ns.deployments();
-    let (web, pool) = (web.to_string(), db.pool.clone());
+    let (web, pool, ch) = (web.to_string(), db.pool.clone(), db.ch_client.clone());
     tokio::spawn(async move {
         let mut registered_for = None;
         loop {
@@ -540,7 +613,10 @@ pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::t
             if let Some(v) = version
                 && registered_for != Some(v)
             {
+                // What a web does at start, before it reports ready: Prisma migrations, then
+                // ClickHouse migrations up to the release's schema height.
                 register_rows_of(&pool, v).await;
+                raise_schema(&ch, v).await;
                 registered_for = Some(v);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -548,7 +624,31 @@ pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::t
     })
 }
 
-/// What a release's Prisma migrations do to `background_migrations`, from the release catalog.
+/// The ClickHouse migrations of release `v`: `schema_migrations` up to the height the catalog
+/// says it ships (never down: an older image does not rewind the schema).
+async fn raise_schema(ch: &clickhouse::Client, v: langfuse_upgrade_operator::version::Version) {
+    let height = langfuse_upgrade_operator::catalog::Catalog::builtin().schema_height(v) as i64;
+    let current: i64 = ch
+        .query("SELECT toInt64(max(version)) FROM schema_migrations")
+        .fetch_one()
+        .await
+        .expect("read schema_migrations");
+    if height > current {
+        let sequence = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        ch.query("INSERT INTO schema_migrations (version, dirty, sequence) VALUES (?, 0, ?)")
+            .bind(height)
+            .bind(sequence)
+            .execute()
+            .await
+            .expect("raise schema_migrations");
+    }
+}
+
+/// What a release's Prisma migrations do to `background_migrations`, from the release catalog;
+/// v4.0.0 also drops the Postgres tracing tables.
 async fn register_rows_of(pool: &sqlx::PgPool, v: langfuse_upgrade_operator::version::Version) {
     let catalog = langfuse_upgrade_operator::catalog::Catalog::builtin();
     for m in catalog.rows_at(v) {
@@ -577,4 +677,33 @@ async fn register_rows_of(pool: &sqlx::PgPool, v: langfuse_upgrade_operator::ver
         .execute(pool)
         .await
         .expect("delete the background migrations a release removes");
+    if v.major >= 4 {
+        sqlx::query("DROP TABLE IF EXISTS traces, observations, scores, dataset_run_items CASCADE")
+            .execute(pool)
+            .await
+            .expect("v4.0.0 drops the Postgres tracing tables");
+    }
+}
+
+/// Test knob of the ClickHouse test endpoint: this test's database answers `SELECT version()`
+/// with `version` (e.g. an older ClickHouse than the engine really is).
+pub async fn report_clickhouse_version(db: &crate::support::TestDb, version: &str) {
+    db.ch_exec("CREATE TABLE IF NOT EXISTS __lfu_test_reported_version (v String) ENGINE = Memory")
+        .await;
+    db.ch_exec(&format!("INSERT INTO __lfu_test_reported_version VALUES ('{version}')"))
+        .await;
+}
+
+/// What a release that already ran leaves behind: its rows registered and finished (its worker
+/// ran them), ClickHouse at its schema height.
+pub async fn as_if_ran(db: &crate::support::TestDb, version: &str) {
+    let v = langfuse_upgrade_operator::version::Version::parse(version).expect("a version");
+    register_rows_of(&db.pool, v).await;
+    raise_schema(&db.ch_client, v).await;
+    sqlx::query(
+        "UPDATE background_migrations SET finished_at = now(), worker_id = 'ran-before' WHERE args->>'envGate' IS NULL",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("finish the rows of the release that ran");
 }

@@ -304,6 +304,14 @@ impl TestDb {
             .unwrap()
     }
 
+    pub async fn pg_table_exists(&self, table: &str) -> bool {
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// Run a statement on the test database (setup only).
     pub async fn pg_exec(&self, sql: &str) {
         self.pool

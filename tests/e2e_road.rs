@@ -1,0 +1,393 @@
+//! End-to-end on the road of in-place hops: a Langfuse already on v3 as the official chart lays
+//! it out (applied by the field manager `helm`), the operator binary as a separate process, the
+//! real control plane and databases, and stand-ins that play each release's web and worker from
+//! the release catalog. Run through `tests/e2e/run.sh`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::Api;
+use kube::api::ListParams;
+use langfuse_upgrade_operator::api::{FIELD_MANAGER, LangfuseUpgrade, Phase, StopState};
+use lfu_testkit::e2e_support::{self, Operator, TestNs, kubectl, play_web, play_worker};
+use lfu_testkit::support::{self, TestDb};
+use serde_json::{Value, json};
+
+const FLOW: Duration = Duration::from_secs(180);
+
+struct Road {
+    ns: TestNs,
+    db: TestDb,
+}
+
+impl Road {
+    /// A chart-laid-out Langfuse at `version`, as if that release had run on these databases.
+    async fn new(label: &str, version: &str) -> Road {
+        e2e_support::use_operator_bin(env!("CARGO_BIN_EXE_langfuse-upgrade-operator"));
+        e2e_support::install_crd();
+        let ns = TestNs::new(label).await;
+        let db = TestDb::new(&ns.name).await;
+        e2e_support::as_if_ran(&db, version).await;
+        ns.lay_out_chart_v3(db.pg_url.expose(), version).await;
+        let env = support::env();
+        let (out, ok) = ns.apply(&json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "langfuse-clickhouse", "namespace": ns.name },
+            "stringData": { "user": env.clickhouse_user, "password": env.clickhouse_password },
+        }));
+        assert!(ok, "{out}");
+        Road { ns, db }
+    }
+
+    fn upgrade(&self, name: &str, to: &str) -> Value {
+        let mut u = json!({
+            "apiVersion": "upgrades.lfu-operator.dev/v1alpha1",
+            "kind": "LangfuseUpgrade",
+            "metadata": { "name": name, "namespace": self.ns.name },
+            "spec": {
+                "source": { "deployment": "langfuse-web", "service": "langfuse-web" },
+                "target": { "version": to },
+            }
+        });
+        for (k, v) in e2e_support::backends_spec(&self.db).as_object().unwrap() {
+            u["spec"][k] = v.clone();
+        }
+        u
+    }
+
+    fn apply(&self, upgrade: &Value) {
+        let (out, ok) = self.ns.apply(upgrade);
+        assert!(ok, "apply: {out}");
+    }
+
+    async fn deployment(&self, name: &str) -> Deployment {
+        self.ns.deployments().get(name).await.unwrap()
+    }
+
+    async fn events(&self) -> Vec<K8sEvent> {
+        let api: Api<K8sEvent> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        api.list(&ListParams::default()).await.unwrap().items
+    }
+
+    async fn finish(self) {
+        self.ns.delete().await;
+        self.db.finish().await;
+    }
+}
+
+fn image(d: &Deployment) -> String {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+/// Which field managers own a Deployment's fields.
+fn managers(d: &Deployment) -> BTreeSet<String> {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+/// Counts, from the EndpointSlice watch, the moments the web Service had no ready endpoint.
+struct Endpoints {
+    empty_seen: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Endpoints {
+    fn watch(ns: &TestNs) -> Endpoints {
+        let api: Api<EndpointSlice> = Api::namespaced(ns.client.clone(), &ns.name);
+        let (empty_seen, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (e, s) = (empty_seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let params = ListParams::default().labels("kubernetes.io/service-name=langfuse-web");
+            while !s.load(Ordering::SeqCst) {
+                let ready: usize = api
+                    .list(&params)
+                    .await
+                    .map(|l| {
+                        l.items
+                            .iter()
+                            .flat_map(|s| s.endpoints.iter())
+                            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+                            .count()
+                    })
+                    .unwrap_or(1);
+                if ready == 0 {
+                    e.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        Endpoints { empty_seen, stop }
+    }
+
+    fn empty_samples(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.empty_seen.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losing_its_endpoints() {
+    let w = Road::new("chart-v3", "3.100.0").await;
+    let endpoints = Endpoints::watch(&w.ns);
+    let _op = Operator::start(&w.ns.name, "a");
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    w.apply(&w.upgrade("to-newest-v3", "3.225.4"));
+    let u = w.ns.wait_phase("to-newest-v3", Phase::Completed, FLOW).await;
+    let s = u.status.unwrap();
+    assert_eq!(s.source_version.as_deref(), Some("3.100.0"));
+    assert_eq!(s.target_version.as_deref(), Some("3.225.4"));
+    assert_eq!(s.road.len(), 1);
+    assert_eq!(s.road[0].state, StopState::Done);
+    let (started, finished) = (
+        s.road[0].started_at.clone().unwrap(),
+        s.road[0].finished_at.clone().unwrap(),
+    );
+    eprintln!(
+        "hop 3.100.0 -> 3.225.4 took {} ms",
+        finished.0.as_millisecond() - started.0.as_millisecond()
+    );
+
+    // The images moved; every other field stayed with Helm. The operator's field manager owns
+    // the image (and the web's rolling strategy), nothing it did not set.
+    let (web_d, worker_d) = (
+        w.deployment("langfuse-web").await,
+        w.deployment("langfuse-worker").await,
+    );
+    assert_eq!(image(&web_d), "langfuse/langfuse:3.225.4");
+    assert_eq!(image(&worker_d), "langfuse/langfuse-worker:3.225.4");
+    for d in [&web_d, &worker_d] {
+        assert!(
+            managers(d).contains(FIELD_MANAGER) && managers(d).contains("helm"),
+            "{:?}",
+            managers(d)
+        );
+        assert_eq!(
+            d.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+    }
+    assert_eq!(web_d.spec.as_ref().unwrap().replicas, Some(2), "replicas stay Helm's");
+    let strategy = web_d.spec.as_ref().unwrap().strategy.clone().unwrap();
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(
+        serde_json::to_value(rolling.max_surge).unwrap(),
+        json!(1),
+        "web rolls one new pod at a time"
+    );
+    // The web rolled before the worker: the worker's new ReplicaSet is younger than web's.
+    let (web_rs, worker_rs) = (
+        newest_replica_set(&w, "langfuse-web").await,
+        newest_replica_set(&w, "langfuse-worker").await,
+    );
+    assert!(
+        web_rs <= worker_rs,
+        "web's new ReplicaSet at {web_rs:?}, the worker's at {worker_rs:?}"
+    );
+    // Every row 3.225.4 registered and runs finished; the gated ones were never taken.
+    for row in w.db.migration_rows().await {
+        let gated = row["args"].get("envGate").is_some();
+        assert_eq!(row["finished_at"].is_null(), gated, "{row}");
+    }
+    let reasons: Vec<String> = w.events().await.into_iter().filter_map(|e| e.reason).collect();
+    for r in ["HopStarted", "ImageSet", "HopFinished"] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} Event: {reasons:?}");
+    }
+    let empty = endpoints.empty_samples();
+    assert_eq!(empty, 0, "the web Service had no ready endpoint in {empty} samples");
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}
+
+async fn newest_replica_set(w: &Road, deployment: &str) -> Option<jiff::Timestamp> {
+    let api: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|r| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.name == deployment)
+        })
+        .filter_map(|r| r.metadata.creation_timestamp.clone().map(|t| t.0))
+        .max()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_and_a_downgrade_is_refused() {
+    let w = Road::new("refused", "3.225.4").await;
+    e2e_support::report_clickhouse_version(&w.db, "25.3.6.56").await;
+    let _op = Operator::start(&w.ns.name, "a");
+    let before = (
+        w.deployment("langfuse-web").await,
+        w.deployment("langfuse-worker").await,
+    );
+    w.apply(&w.upgrade("to-v4", "4.16.0"));
+    w.apply(&w.upgrade("down", "3.100.0"));
+    let to_v4 = w.ns.wait_phase("to-v4", Phase::Blocked, Duration::from_secs(60)).await;
+    let down = w.ns.wait_phase("down", Phase::Blocked, Duration::from_secs(60)).await;
+    let line = |u: &LangfuseUpgrade, name: &str| {
+        u.status
+            .as_ref()
+            .unwrap()
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} line: {:?}", u.status))
+            .clone()
+    };
+    let infra = line(&to_v4, "infrastructure");
+    assert!(
+        infra.message.contains("ClickHouse 25.3.6.56 is older than 25.12"),
+        "{}",
+        infra.message
+    );
+    let backup = line(&to_v4, "hopBackups");
+    assert!(
+        backup.message.contains("acknowledgedHops") && backup.message.contains("traces"),
+        "{}",
+        backup.message
+    );
+    let road = line(&down, "road");
+    assert!(
+        road.message.contains("refusing to go from 3.225.4 down to 3.100.0"),
+        "{}",
+        road.message
+    );
+    // Nothing touched: same generation, no field of the operator's on either Deployment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (old, name) in [(&before.0, "langfuse-web"), (&before.1, "langfuse-worker")] {
+        let now = w.deployment(name).await;
+        assert_eq!(now.metadata.generation, old.metadata.generation, "{name} changed");
+        assert!(!managers(&now).contains(FIELD_MANAGER), "{name}: {:?}", managers(&now));
+    }
+    // A person fixes ClickHouse and acknowledges the backup: the hop goes (web registers v4's
+    // rows and drops the Postgres tracing tables as v4.0.0 does).
+    w.db.ch_exec("DROP TABLE __lfu_test_reported_version").await;
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    kubectl(
+        &[
+            "-n",
+            &w.ns.name,
+            "patch",
+            "lfu",
+            "to-v4",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"backup":{"acknowledgedHops":["4.16.0"]}}}"#,
+        ],
+        None,
+    );
+    let u = w.ns.wait_phase("to-v4", Phase::Completed, FLOW).await;
+    assert_eq!(u.status.unwrap().target_version.as_deref(), Some("4.16.0"));
+    let worker_d = w.deployment("langfuse-worker").await;
+    let env = worker_d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+    assert_eq!(get("LANGFUSE_MIGRATION_V4_WRITE_MODE").as_deref(), Some("legacy"));
+    assert_eq!(
+        get("LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL").as_deref(),
+        Some("false")
+    );
+    assert!(!w.db.pg_table_exists("traces").await, "v4 dropped the tracing tables");
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn images_changed_by_a_person_are_gated_and_watched_never_written() {
+    let w = Road::new("by-hand", "3.100.0").await;
+    let _op = Operator::start(&w.ns.name, "a");
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    let mut up = w.upgrade("by-hand", "3.225.4");
+    up["spec"]["strategy"] = json!({ "imageChanges": "User" });
+    w.apply(&up);
+    let condition = |u: &LangfuseUpgrade| {
+        u.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "RoadFollowed").cloned())
+    };
+    let waiting = support::eventually(
+        Duration::from_secs(60),
+        "the operator says the stop is safe",
+        || async {
+            let u = w.ns.upgrade("by-hand").await;
+            condition(&u).filter(|c| c.reason == "AwaitingImageChange")
+        },
+    )
+    .await;
+    assert!(
+        waiting.message.contains("langfuse/langfuse:3.225.4"),
+        "{}",
+        waiting.message
+    );
+    // The person: web first, then the worker, as the operator says.
+    kubectl(
+        &[
+            "-n",
+            &w.ns.name,
+            "set",
+            "image",
+            "deploy/langfuse-web",
+            "langfuse-web=langfuse/langfuse:3.225.4",
+        ],
+        None,
+    );
+    support::eventually(Duration::from_secs(60), "the operator asks for the worker", || async {
+        let u = w.ns.upgrade("by-hand").await;
+        condition(&u).filter(|c| c.message.contains("langfuse/langfuse-worker:3.225.4"))
+    })
+    .await;
+    kubectl(
+        &[
+            "-n",
+            &w.ns.name,
+            "set",
+            "image",
+            "deploy/langfuse-worker",
+            "langfuse-worker=langfuse/langfuse-worker:3.225.4",
+        ],
+        None,
+    );
+    w.ns.wait_phase("by-hand", Phase::Completed, FLOW).await;
+    for name in ["langfuse-web", "langfuse-worker"] {
+        let d = w.deployment(name).await;
+        assert!(
+            !managers(&d).contains(FIELD_MANAGER),
+            "the operator wrote {name}: {:?}",
+            managers(&d)
+        );
+    }
+    let reasons: Vec<String> = w.events().await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(!reasons.iter().any(|r| r == "ImageSet"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "HopFinished"), "{reasons:?}");
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}
