@@ -1,5 +1,6 @@
-//! The README's main job: the operator takes a simulated Langfuse v2 through the whole upgrade on
-//! the local control plane, printing the phases and the migration progress as they happen, then
+//! The README's main job: the operator takes a simulated Langfuse v2 through the whole road on the
+//! local control plane (3.29.0 beside v2, then in place to the newest v3, then to the newest v4),
+//! printing the phases, the stops and the migration progress as they happen, then
 //! the measurements (RSS, fact-to-write latency, API calls when idle). Run by `tests/demo.sh`,
 //! which starts the cluster and the databases and stops them afterwards.
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use e2e_support::observer::Observer;
-use e2e_support::{Operator, TestNs, V2Traffic, cluster_env, kubectl_status, play_worker};
+use e2e_support::{Operator, TestNs, V2Traffic, cluster_env, kubectl_status, play_web, play_worker};
 use jiff::Timestamp;
 use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase, crd_yaml};
 use serde_json::{Value, json};
@@ -106,6 +107,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = rss_kib(pid);
     let worker = play_worker(&ns, &db, "prod-langfuse-worker");
+    let web = play_web(&ns, &db, "prod-langfuse-web");
 
     let upgrade = json!({
         "apiVersion": "upgrades.lfu-operator.dev/v1alpha1",
@@ -113,7 +115,7 @@ async fn main() {
         "metadata": { "name": "to-v3", "namespace": ns.name },
         "spec": {
             "source": { "deployment": "prod-langfuse", "service": "prod-langfuse" },
-            "target": { "version": "3.29.0", "web": { "replicas": 2 } },
+            "target": { "version": "3.29.0", "finalVersion": "4.16.0", "web": { "replicas": 2 } },
             "clickhouse": {
                 "url": db.ch.url, "migrationUrl": "clickhouse://127.0.0.1:9000", "database": db.ch.database,
                 "userSecretRef": { "name": "langfuse-clickhouse", "key": "user" },
@@ -124,11 +126,11 @@ async fn main() {
                     "accessKeyIdSecretRef": { "name": "langfuse-s3", "key": "access-key-id" },
                     "secretAccessKeySecretRef": { "name": "langfuse-s3", "key": "secret-access-key" } },
             "strategy": { "drainPeriod": "5s", "retireSourceAfter": "5s", "rollbackAfter": "60s" },
-            "backup": { "acknowledged": true, "reference": "demo" }
+            "backup": { "acknowledged": true, "reference": "demo", "acknowledgedHops": ["4.16.0"] }
         }
     });
     println!(
-        "{} kubectl apply LangfuseUpgrade to-v3 (target 3.29.0, drainPeriod 5s, retireSourceAfter 5s)",
+        "{} kubectl apply LangfuseUpgrade to-v3 (3.29.0 beside v2, finalVersion 4.16.0, drainPeriod 5s, retireSourceAfter 5s)",
         stamp()
     );
     let applied = Instant::now();
@@ -137,6 +139,9 @@ async fn main() {
 
     let mut last = String::new();
     let mut last_progress = String::new();
+    let mut last_road = String::new();
+    // Read when the v3 copies are recorded as finished: v4.0.0 later deletes their rows.
+    let mut last_finished: Option<i64> = None;
     let mut peak_rss = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     let done = loop {
@@ -148,6 +153,20 @@ async fn main() {
             last = l;
         }
         let s = u.status.clone().unwrap_or_default();
+        if s.migrations_finished_at.is_some() && last_finished.is_none() {
+            last_finished = sqlx::query_scalar(
+                "SELECT (extract(epoch from max(finished_at)) * 1000)::bigint FROM background_migrations WHERE name LIKE '20241024%'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        }
+        let road: Vec<String> = s.road.iter().map(|r| format!("{} {:?}", r.version, r.state)).collect();
+        let road = road.join(" -> ");
+        if road != last_road {
+            println!("{}   road: {road}", stamp());
+            last_road = road;
+        }
         if let Some(p) = &s.migration_progress
             && *p != last_progress
             && !s.migrations.is_empty()
@@ -190,6 +209,16 @@ async fn main() {
     };
     let s = u.status.clone().unwrap_or_default();
     println!("{} Completed in {:.1}s", stamp(), applied.elapsed().as_secs_f64());
+    for stop in &s.road {
+        if let (Some(a), Some(b)) = (&stop.started_at, &stop.finished_at) {
+            println!(
+                "           stop {:<8} {:?}: {:>5.1}s",
+                stop.version,
+                stop.mode,
+                (b.0.as_millisecond() - a.0.as_millisecond()) as f64 / 1000.0
+            );
+        }
+    }
     let written = traffic.finished().await;
     println!("           v2 wrote {written} rows while it served (through the switch and into the drain)");
     for v in &s.verification {
@@ -238,11 +267,6 @@ async fn main() {
     );
     // Postgres is polled (no triggers: the operator writes nothing but the remedy fields), so
     // this is bounded by the poll interval; measured from the last finished_at the worker wrote.
-    let last_finished: Option<i64> =
-        sqlx::query_scalar("SELECT (extract(epoch from max(finished_at)) * 1000)::bigint FROM background_migrations")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
     let recorded = s.migrations_finished_at.as_ref().map(|t| t.0.as_millisecond());
     match (last_finished, recorded) {
         (Some(a), Some(b)) => println!(
@@ -256,6 +280,7 @@ async fn main() {
         println!("    {v}");
     }
     worker.abort();
+    web.abort();
     drop(operator);
     ns.delete().await;
     db.finish().await;

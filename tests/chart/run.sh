@@ -209,6 +209,10 @@ check_jq "PDB" "any(.[]; .kind == \"PodDisruptionBudget\" and .spec.minAvailable
 check_jq "metrics Service" "any(.[]; .kind == \"Service\" and .spec.ports[0].name == \"http-metrics\")"
 check_jq "dashboard ConfigMap with the grafana_dashboard label" "any(.[]; .kind == \"ConfigMap\" and .metadata.labels.grafana_dashboard == \"1\")"
 check_jq "optional objects off by default" "all(.[]; .kind != \"ServiceMonitor\" and .kind != \"PrometheusRule\" and .kind != \"NetworkPolicy\")"
+jq -s '[.[] | if .kind == "List" then .items[] else . end | select(.kind == "Deployment") | .spec.template.spec
+    | (.containers[0].args | index("--catalog=/etc/lfu/catalog/langfuse.yaml")) != null
+      and .volumes[0].configMap.name == "lfu-catalog" and .containers[0].volumeMounts[0].readOnly] | all' \
+  "$work/render/custom.json" | grep -qx true || bad "custom render: the catalog ConfigMap is not mounted read-only and passed with --catalog"
 cm_dash="$(jq -r '.[] | select(.kind == "ConfigMap") | .data["langfuse-upgrade-operator.json"]' "$work/render/default.objs.json")"
 [[ "$(jq -S . <<<"$cm_dash")" == "$(jq -S . "$chart/files/dashboard.json")" ]] || bad "the dashboard ConfigMap differs from files/dashboard.json"
 log "default render: hardening, probes, env, RBAC mode, PDB, Service, dashboard checked"

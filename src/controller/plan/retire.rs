@@ -170,7 +170,7 @@ pub(super) fn completed_message(p: &Planner) -> String {
         );
     }
     format!(
-        "Langfuse runs v3 {} and v2 is retired; the v3 Deployments are released from this object",
+        "Langfuse runs {} and v2 is retired; the Deployments are released from this object",
         p.status
             .target_version
             .clone()
