@@ -109,6 +109,21 @@ pub(super) fn owned_version(status: &LangfuseUpgradeStatus) -> Option<String> {
         .map(|s| s.version.clone())
 }
 
+/// The release a source on v3/v4 runs, from the recorded facts: the newest hop started (the
+/// one it left, when that hop was undone), else the source's own.
+pub(super) fn release_now(status: &LangfuseUpgradeStatus) -> Option<String> {
+    let started = status
+        .road
+        .iter()
+        .rev()
+        .find(|s| s.mode == StopMode::InPlace && s.started_at.is_some());
+    match started {
+        Some(s) if s.finished_at.is_none() && status.rolled_back_at.is_some() => Some(s.from.clone()),
+        Some(s) => Some(s.version.clone()),
+        None => status.source_version.clone(),
+    }
+}
+
 /// Walk the in-place hops that are not finished; through all of them, record `finalizedAt`.
 pub(super) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate {
     if p.stage() != Stage::Finalizing {

@@ -61,6 +61,17 @@ fn gates(p: &mut Planner) -> Gate {
     if p.status.completed_at.is_some() {
         return Err(retire::after_completion(p));
     }
+    if p.status.rolled_back_at.is_some() && hops::in_place_source(&p.status) {
+        return Err(Hold::new(
+            Phase::RolledBack,
+            reason::ROLLED_BACK,
+            format!(
+                "aborted: Langfuse runs {}; delete this object, or create a new one to try again",
+                p.status.target_version.clone().unwrap_or_default()
+            ),
+            wait::IDLE,
+        ));
+    }
     if p.status.rolled_back_at.is_some() {
         return Err(Hold::new(
             Phase::RolledBack,

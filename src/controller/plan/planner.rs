@@ -258,7 +258,7 @@ impl<'a> Planner<'a> {
         }
         self.status.phase = Some(phase);
         self.status.target_version = match hops::in_place_source(&self.status) {
-            true => hops::owned_version(&self.status).or(self.status.source_version.clone()),
+            true => hops::release_now(&self.status),
             false => Some(workloads::version_now(&self)),
         };
         self.status.rollback = Some(rollback::rollback_outlook(&self));

@@ -7,10 +7,12 @@ use crate::api::{RoadStop, StopState};
 use crate::catalog::road::HopMode;
 
 /// The stops from the source release to the final one; empty while the source version is
-/// unknown (a floating tag) or when no road leads there (preflight and validation say why).
+/// unknown (a floating tag).
 pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
+    // No road (a catalog replaced at run time that no longer knows a release): the recorded
+    // stops and their times are kept, never dropped.
     let Ok(hops) = planned(p) else {
-        return Vec::new();
+        return p.status.road.clone();
     };
     let stage = p.stage();
     let rolled_back = matches!(stage, Stage::RollingBack | Stage::RolledBack);

@@ -496,6 +496,13 @@ fn abort_undoes_a_reversible_hop_and_refuses_one_that_dropped_data() {
     w.run_until(Phase::RolledBack, 6);
     assert_eq!(image(&w.web), "langfuse/langfuse:3.225.0");
     assert_eq!(image(&w.worker), "langfuse/langfuse-worker:3.225.0");
+    let again = w.step();
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+    let s = w.status();
+    assert_eq!(s.target_version.as_deref(), Some("3.225.0"));
+    assert_eq!(s.road[0].state, StopState::RolledBack);
+    let ready = s.conditions.iter().find(|c| c.type_ == c::READY).unwrap();
+    assert!(ready.message.contains("Langfuse runs 3.225.0"), "{}", ready.message);
 
     // Into v4: it dropped the Postgres tracing tables. Only a restore goes back.
     let mut s = chart_spec("4.16.0");
