@@ -1,7 +1,7 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
 #   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps, Helm chart
-.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down
+.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down cli-fixtures
 
 CARGO ?= cargo
 
@@ -41,6 +41,12 @@ chart:
 # Per-poll Postgres cost at 100 thousand and 10 million rows (measured, not asserted).
 bench:
 	benches/run-db-bench.sh
+
+# Regenerate the objects the `kubectl lfu` rendering tests read (from the plan simulation), then
+# the expected text; review both diffs before committing.
+cli-fixtures:
+	$(CARGO) test --locked --lib generate_cli_fixtures -- --ignored
+	LFU_BLESS=1 $(CARGO) test --locked --lib cli::tests
 
 # Regenerate the committed CRD from the Rust types.
 crd:

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod cli;
 pub mod controller;
 pub mod databases;
 pub mod error;

@@ -2224,3 +2224,110 @@ fn an_impossible_object_name_reads_nothing() {
     assert!(n.nothing && n.postgres.is_empty() && n.clickhouse.is_empty() && !n.secrets);
     assert!(!needs(&upgrade(spec(), Default::default()), t(0)).nothing);
 }
+
+/// Writes `tests/cli/fixtures/*.yaml`: the object, status included, at each phase of the
+/// simulated upgrades above (the `kubectl lfu` rendering tests read them). A generator, not a
+/// check: `make cli-fixtures` runs it; the fixtures are committed and reviewed as text.
+#[test]
+#[ignore = "writes tests/cli/fixtures: run `make cli-fixtures`"]
+fn generate_cli_fixtures() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = |w: &World, name: &str| {
+        let mut u = w.upgrade.clone();
+        u.metadata.namespace = Some("langfuse".into());
+        u.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("lfu.test/now".into(), t(w.now).to_string());
+        u.metadata.finalizers = None;
+        std::fs::write(dir.join(format!("{name}.yaml")), serde_yaml::to_string(&u).unwrap()).unwrap();
+    };
+    // Every phase of the happy path, and the road to v4.
+    let mut s = spec();
+    s.target.final_version = Some("4.16.0".into());
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = World::new(s);
+    w.ch_version = "25.12.1.1".into();
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        let d = w.step();
+        if !seen.contains(&d.phase) {
+            seen.push(d.phase);
+            save(&w, &format!("phase-{}", d.phase.to_string().to_lowercase()));
+        }
+        if d.phase == Phase::Completed {
+            break;
+        }
+    }
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(chart_selector());
+    w.settle();
+    w.step();
+    save(&w, "selector-reverted");
+    let mut s = spec();
+    s.strategy.promotion = Promotion::Manual;
+    let mut w = World::new(s);
+    w.run_until(Phase::AwaitingPromotion, 20);
+    save(&w, "phase-awaitingpromotion");
+    let mut w = World::new(spec());
+    w.run_until(Phase::Provisioning, 5);
+    w.upgrade.spec.paused = true;
+    w.step();
+    save(&w, "phase-paused");
+    let mut s = spec();
+    s.backup.acknowledged = false;
+    let mut w = World::new(s);
+    w.step();
+    save(&w, "preflight-failed");
+    // Stuck with remediation off: reported to a person with the fix.
+    let mut w = World::new(spec());
+    w.runner.trap = Some((1, 12_000));
+    w.upgrade.spec.migrations.remediation = false;
+    for _ in 0..900 {
+        let reason = w.status().condition(c::READY).map(|x| x.reason.clone());
+        if reason.as_deref() == Some("MigrationStuck") {
+            save(&w, "migration-stuck");
+            break;
+        }
+        w.step();
+    }
+    let mut w = World::new(spec());
+    w.runner.trap = Some((1, 12_000));
+    for _ in 0..900 {
+        let d = w.step();
+        if d.actions.iter().any(|a| matches!(a, Action::Remedy(_))) {
+            w.step();
+            save(&w, "migration-remedied");
+            break;
+        }
+    }
+    let mut w = World::new(spec());
+    w.ch.observations -= 1;
+    w.run_until(Phase::Degraded, 400);
+    save(&w, "phase-degraded");
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.cluster
+        .web
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .available_replicas = Some(0);
+    w.web_broken = true;
+    w.run_until(Phase::RolledBack, 200);
+    save(&w, "phase-rolledback");
+    let mut w = World::new(spec());
+    w.runner.napi = Some((1, 100));
+    w.upgrade.spec.migrations.min_batch_size = 600;
+    w.run_until(Phase::Failed, 600);
+    save(&w, "phase-failed");
+    let mut s = spec();
+    s.strategy.drain_period = "two minutes".into();
+    let mut w = World::new(s);
+    w.step();
+    save(&w, "phase-pending");
+}

@@ -1,0 +1,403 @@
+//! `kubectl lfu`: see a LangfuseUpgrade at a glance, plan one before it exists, act on it.
+//! A kubectl plugin: the current kubeconfig and namespace, `-n`, `--context`, `--kubeconfig`.
+//! Every failure is one line on stderr and a non-zero exit.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config};
+use langfuse_upgrade_operator::api::{APPROVE_ANNOTATION, CheckResult, LangfuseUpgrade, Phase};
+use langfuse_upgrade_operator::cli::history::{EventLine, history_text, timeline};
+use langfuse_upgrade_operator::cli::render::{Style, status_text};
+use langfuse_upgrade_operator::cli::view::status_view;
+use langfuse_upgrade_operator::controller::plan::{needs, plan};
+use langfuse_upgrade_operator::controller::{observe, validate};
+use langfuse_upgrade_operator::databases::Live;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "kubectl-lfu",
+    bin_name = "kubectl lfu",
+    version,
+    about = "See, plan and steer LangfuseUpgrades (langfuse-upgrade-operator)"
+)]
+struct Cli {
+    /// Namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    /// kubeconfig context.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One screen: the road, the phase, steps, checks, migrations, verification, what comes next.
+    Status {
+        name: String,
+        /// Redraw on every change of the object (until it completes or rolls back).
+        #[arg(short, long)]
+        watch: bool,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// What would happen, touching nothing: the road and, with cluster access, the preflight
+    /// checks the operator would run. Exits 1 when something would block.
+    Plan {
+        /// A file holding a LangfuseUpgrade (`-` for stdin).
+        #[arg(short, long, conflicts_with = "name")]
+        file: Option<std::path::PathBuf>,
+        /// An existing LangfuseUpgrade.
+        name: Option<String>,
+        /// Only the spec and the road; read neither the cluster nor the databases.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Approve the traffic shift (`promotion: Manual`).
+    Approve { name: String },
+    /// Stop acting (observation and status go on).
+    Pause { name: String },
+    /// Act again after `pause`.
+    Resume { name: String },
+    /// Roll back (says first what a rollback does and hides; asks unless --yes).
+    Abort {
+        name: String,
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// The timeline of an upgrade: its recorded facts and Events.
+    History {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+type Fallible<T> = Result<T, String>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn client(cli: &Cli) -> Fallible<(Client, String)> {
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..Default::default()
+    };
+    let kubeconfig = match &cli.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => Kubeconfig::read().map_err(|e| format!("no kubeconfig ({e}); set KUBECONFIG or pass --kubeconfig"))?,
+    };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| format!("kubeconfig: {e}"))?;
+    let namespace = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    Ok((client, namespace))
+}
+
+/// An API error in one line that says what to do.
+fn api_error(e: kube::Error, what: &str) -> String {
+    match e {
+        kube::Error::Api(s)
+            if s.code == 404 && s.message.contains("the server could not find the requested resource") =>
+        {
+            format!("{what}: the LangfuseUpgrade CRD is not installed in this cluster")
+        }
+        kube::Error::Api(s) if s.code == 404 => format!("{what}: not found"),
+        kube::Error::Api(s) if s.code == 403 => format!("{what}: forbidden ({})", s.message),
+        kube::Error::Api(s) => format!("{what}: {}", s.message),
+        other => format!("{what}: cannot reach the cluster ({other})"),
+    }
+}
+
+async fn get(api: &Api<LangfuseUpgrade>, ns: &str, name: &str) -> Fallible<LangfuseUpgrade> {
+    api.get(name)
+        .await
+        .map_err(|e| api_error(e, &format!("LangfuseUpgrade {ns}/{name}")))
+}
+
+fn terminal() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+async fn run(cli: Cli) -> Fallible<ExitCode> {
+    if let Command::Plan {
+        file: Some(path),
+        offline: true,
+        ..
+    } = &cli.command
+    {
+        return plan_offline(&read_upgrade(path, cli.namespace.as_deref())?);
+    }
+    let (client, ns) = client(&cli).await?;
+    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
+    match &cli.command {
+        Command::Status { name, watch, output } => status(&api, &ns, name, *watch, *output).await,
+        Command::Plan { file, name, offline } => {
+            let upgrade = match (file, name) {
+                (Some(path), _) => read_upgrade(path, Some(&ns))?,
+                (None, Some(name)) => get(&api, &ns, name).await?,
+                (None, None) => return Err("plan needs -f FILE or a NAME".into()),
+            };
+            match offline {
+                true => plan_offline(&upgrade),
+                false => plan_live(&client, &upgrade).await,
+            }
+        }
+        Command::Approve { name } => {
+            let patch = json!({ "metadata": { "annotations": { APPROVE_ANNOTATION: "true" } } });
+            act(
+                &api,
+                &ns,
+                name,
+                patch,
+                "approved: traffic shifts to v3 once v3 is Available",
+            )
+            .await
+        }
+        Command::Pause { name } => act(&api, &ns, name, json!({ "spec": { "paused": true } }), "paused").await,
+        Command::Resume { name } => act(&api, &ns, name, json!({ "spec": { "paused": false } }), "resumed").await,
+        Command::Abort { name, yes } => abort(&api, &ns, name, *yes).await,
+        Command::History { name, output } => history(&client, &api, &ns, name, *output).await,
+    }
+}
+
+fn read_upgrade(path: &std::path::Path, namespace: Option<&str>) -> Fallible<LangfuseUpgrade> {
+    let text = match path.to_str() {
+        Some("-") => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?,
+        _ => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    };
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{} is not YAML: {e}", path.display()))?;
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+    if kind != "LangfuseUpgrade" {
+        return Err(format!(
+            "{} is not a LangfuseUpgrade (kind: {})",
+            path.display(),
+            if kind.is_empty() { "none" } else { kind }
+        ));
+    }
+    let mut upgrade: LangfuseUpgrade =
+        serde_yaml::from_value(value).map_err(|e| format!("{} is not a valid LangfuseUpgrade: {e}", path.display()))?;
+    if upgrade.metadata.namespace.is_none() {
+        upgrade.metadata.namespace = Some(namespace.unwrap_or("default").to_string());
+    }
+    upgrade.status = None;
+    Ok(upgrade)
+}
+
+async fn status(api: &Api<LangfuseUpgrade>, ns: &str, name: &str, watch: bool, output: Output) -> Fallible<ExitCode> {
+    let upgrade = get(api, ns, name).await?;
+    let style = Style { terminal: terminal() };
+    if !watch {
+        print_status(&upgrade, output, style, false)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Redrawn on each watch event of the object, never on a timer.
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api.clone(), config).applied_objects().boxed();
+    while let Some(event) = stream.next().await {
+        let upgrade = event.map_err(|e| format!("watching {ns}/{name}: {e}"))?;
+        print_status(&upgrade, output, style, true)?;
+        let phase = upgrade.status.as_ref().and_then(|s| s.phase);
+        if matches!(phase, Some(Phase::Completed | Phase::RolledBack)) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(u: &LangfuseUpgrade, output: Output, style: Style, frame: bool) -> Fallible<()> {
+    let view = status_view(u, Timestamp::now());
+    let text = match output {
+        Output::Text => status_text(&view, style),
+        Output::Json => serde_json::to_string_pretty(&view).map_err(|e| e.to_string())? + "\n",
+        Output::Yaml => serde_yaml::to_string(&view).map_err(|e| e.to_string())?,
+    };
+    let mut out = std::io::stdout().lock();
+    if frame && output == Output::Text {
+        // A terminal gets the screen redrawn in place; a pipe gets one frame after another.
+        let head = if style.terminal {
+            "\x1b[H\x1b[2J".to_string()
+        } else {
+            format!("--- {}\n", Timestamp::now().strftime("%H:%M:%S"))
+        };
+        let _ = write!(out, "{head}");
+    }
+    let _ = write!(out, "{text}");
+    let _ = out.flush();
+    Ok(())
+}
+
+fn plan_offline(u: &LangfuseUpgrade) -> Fallible<ExitCode> {
+    if let Err(e) = validate::validate(u) {
+        println!("FAIL spec: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "spec valid; destination {} (the road and the preflight checks need the cluster: run without --offline)",
+        u.spec
+            .target
+            .final_version
+            .clone()
+            .unwrap_or_else(|| u.spec.target.version.clone())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The operator's own observation and plan, run once, read-only: its writes are not made.
+async fn plan_live(client: &Client, u: &LangfuseUpgrade) -> Fallible<ExitCode> {
+    let mut fresh = u.clone();
+    fresh.status = None;
+    let now = Timestamp::now();
+    let n = needs(&fresh, now);
+    let obs = observe::observe(client, &Live::default(), &fresh, &n)
+        .await
+        .map_err(|e| format!("reading the cluster: {e}"))?;
+    let decision = plan(&fresh, &obs, now);
+    let style = Style { terminal: terminal() };
+    let mut shown = fresh.clone();
+    shown.status = Some(decision.status.clone());
+    let mut view = status_view(&shown, now);
+    view.waiting_for = decision
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    view.you_may.clear();
+    view.steps.clear();
+    print!("{}", status_text(&view, style));
+    let blocked = decision.status.checks.iter().any(|c| c.result == CheckResult::Fail)
+        || matches!(decision.phase, Phase::Pending | Phase::Blocked | Phase::Failed);
+    let writes = decision.actions.len();
+    println!(
+        "\nplan: {} (the operator's first reconcile would make {writes} write{}; none was made)",
+        if blocked { "BLOCKED" } else { "would proceed" },
+        if writes == 1 { "" } else { "s" }
+    );
+    Ok(if blocked { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn act(
+    api: &Api<LangfuseUpgrade>,
+    ns: &str,
+    name: &str,
+    patch: serde_json::Value,
+    done: &str,
+) -> Fallible<ExitCode> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| api_error(e, &format!("LangfuseUpgrade {ns}/{name}")))?;
+    println!("{ns}/{name} {done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn abort(api: &Api<LangfuseUpgrade>, ns: &str, name: &str, yes: bool) -> Fallible<ExitCode> {
+    let u = get(api, ns, name).await?;
+    let rollback = u.status.as_ref().and_then(|s| s.rollback.clone()).unwrap_or_default();
+    if !rollback.possible {
+        println!(
+            "{ns}/{name}: a rollback is no longer possible{}; the operator will answer AbortTooLate with the manual recovery",
+            rollback
+                .loss_if_rolled_back
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{ns}/{name}: abort rolls back: {}",
+            rollback
+                .loss_if_rolled_back
+                .unwrap_or_else(|| "nothing was changed yet; nothing is hidden".into())
+        );
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err("abort needs a confirmation: run it on a terminal, or pass --yes".into());
+        }
+        print!("abort {ns}/{name}? type yes: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() != "yes" {
+            println!("not aborted");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    act(api, ns, name, json!({ "spec": { "abort": true } }), "abort requested").await
+}
+
+async fn history(
+    client: &Client,
+    api: &Api<LangfuseUpgrade>,
+    ns: &str,
+    name: &str,
+    output: Output,
+) -> Fallible<ExitCode> {
+    let u = get(api, ns, name).await?;
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), ns);
+    let params = ListParams::default().fields(&format!("regarding.name={name},regarding.kind=LangfuseUpgrade"));
+    let list = events
+        .list(&params)
+        .await
+        .map_err(|e| api_error(e, &format!("Events of {ns}/{name}")))?;
+    let lines: Vec<EventLine> = list
+        .items
+        .iter()
+        .filter_map(|e| {
+            let at = e
+                .series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+                .or(e.deprecated_last_timestamp.as_ref().map(|t| t.0))?;
+            Some(EventLine {
+                at,
+                warning: e.type_.as_deref() == Some("Warning"),
+                reason: e.reason.clone().unwrap_or_default(),
+                note: e.note.clone().unwrap_or_default(),
+                count: e.series.as_ref().map(|s| s.count).unwrap_or(1),
+            })
+        })
+        .collect();
+    let entries = timeline(&u, &lines);
+    match output {
+        Output::Text => print!("{}", history_text(&entries, terminal())),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&entries).map_err(|e| e.to_string())?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

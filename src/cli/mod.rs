@@ -1,0 +1,9 @@
+//! `kubectl lfu`: the plugin's pure parts (what it shows, from the object and its Events).
+//! Its I/O lives in `src/bin/kubectl-lfu.rs`.
+
+pub mod history;
+pub mod render;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
