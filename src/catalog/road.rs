@@ -57,7 +57,10 @@ impl fmt::Display for HopGate {
             } => write!(
                 f,
                 "ClickHouse >= {clickhouse}, PostgreSQL >= {postgres}{}",
-                redis.as_ref().map(|r| format!(", Redis >= {r}")).unwrap_or_default()
+                redis
+                    .as_ref()
+                    .map(|r| format!(" (and Redis >= {r}: not read by the operator yet, check it yourself)"))
+                    .unwrap_or_default()
             ),
             HopGate::Backup { drops } => write!(
                 f,

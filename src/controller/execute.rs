@@ -62,12 +62,34 @@ pub async fn execute<D: Databases>(
                     .patch(&target, &apply_params(), &Patch::Apply(d.as_ref()))
                     .await?;
             }
-            Action::DeleteDeployment(target) => match deployments.delete(target, &DeleteParams::background()).await {
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                other => {
-                    other?;
+            Action::DeleteDeployment(target) => {
+                // Only a Deployment this object owns is ever deleted, and only that very object
+                // (uid precondition): never one a person or Helm made under the same name.
+                let Some(current) = deployments.get_opt(target).await? else {
+                    continue;
+                };
+                let ours = current
+                    .owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == upgrade.uid().as_ref());
+                if !ours {
+                    tracing::warn!(deployment = %target, "not deleting a Deployment this upgrade does not own");
+                    continue;
                 }
-            },
+                let params = DeleteParams {
+                    preconditions: current.uid().map(|uid| kube::api::Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                match deployments.delete(target, &params).await {
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
             Action::ReleaseDeployment(target) => {
                 let Some(current) = deployments.get_opt(target).await? else {
                     continue;

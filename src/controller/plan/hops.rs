@@ -101,22 +101,17 @@ pub(super) fn stop_of(hop: &Hop, state: StopState) -> RoadStop {
 
 /// The release the v3 Deployments this upgrade owns run now: the newest started hop's.
 pub(super) fn owned_version(status: &LangfuseUpgradeStatus) -> Option<String> {
-    status
-        .road
-        .iter()
-        .rev()
-        .find(|s| s.mode == StopMode::InPlace && s.started_at.is_some())
-        .map(|s| s.version.clone())
+    highest_started(status).map(|v| v.to_string())
 }
 
 /// The release a source on v3/v4 runs, from the recorded facts: the newest hop started (the
 /// one it left, when that hop was undone), else the source's own.
 pub(super) fn release_now(status: &LangfuseUpgradeStatus) -> Option<String> {
+    let highest = highest_started(status).map(|v| v.to_string());
     let started = status
         .road
         .iter()
-        .rev()
-        .find(|s| s.mode == StopMode::InPlace && s.started_at.is_some());
+        .find(|s| s.mode == StopMode::InPlace && s.started_at.is_some() && Some(&s.version) == highest.as_ref());
     match started {
         Some(s) if s.finished_at.is_none() && status.rolled_back_at.is_some() => Some(s.from.clone()),
         Some(s) => Some(s.version.clone()),
@@ -131,6 +126,7 @@ pub(super) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
     }
     let hops =
         planned(p).map_err(|e| Hold::new(Phase::Failed, reason::HOP_BLOCKED, format!("no road: {e}"), wait::IDLE))?;
+    off_the_recorded_road(p, &hops)?;
     for hop in hops.iter().filter(|h| h.mode == HopMode::InPlace) {
         if recorded(&p.status, hop).is_some_and(|s| s.finished_at.is_some()) {
             continue;
@@ -140,6 +136,18 @@ pub(super) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
         }
         if recorded(&p.status, hop).is_none_or(|s| s.started_at.is_none()) {
             start(p, hop, walker)?;
+            // The hop's start is made durable before its first image write: a write whose fact
+            // was lost would leave a release running that status does not know.
+            let by_user = walker == Walker::Source && p.spec.strategy.image_changes == ImageChanges::User;
+            if !by_user {
+                return Err(p.hold_step(
+                    cond::ROAD_FOLLOWED,
+                    Phase::Finalizing,
+                    reason::HOPPING,
+                    format!("{} -> {} started: web first, then the worker", hop.from, hop.to),
+                    wait::NOW,
+                ));
+            }
         }
         roll(p, settings, hop, walker)?;
         settled(p, hop)?;
@@ -165,12 +173,57 @@ pub(super) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
     Ok(())
 }
 
+/// A hop under way that the road (the spec or the catalog changed) no longer has, or a release
+/// reached above the destination: walking on would mean writing a release below one that ran.
+fn off_the_recorded_road(p: &mut Planner, hops: &[Hop]) -> Gate {
+    let on_road = |s: &RoadStop| {
+        hops.iter()
+            .any(|h| h.from.to_string() == s.from && h.to.to_string() == s.version)
+    };
+    let destination = Version::parse(destination(p.spec));
+    let reached = highest_started(&p.status);
+    let stray = p
+        .status
+        .road
+        .iter()
+        .find(|s| s.mode == StopMode::InPlace && s.started_at.is_some() && s.finished_at.is_none() && !on_road(s))
+        .map(|s| format!("{} -> {}", s.from, s.version));
+    let message = match (stray, reached, destination) {
+        (Some(hop), ..) => format!(
+            "the hop {hop} is under way but the road to {} no longer has it (finalVersion or the catalog changed): set finalVersion back until it finishes; nothing was written",
+            destination.map(|d| d.to_string()).unwrap_or_default()
+        ),
+        (None, Some(r), Some(d)) if r > d => format!(
+            "{r} already ran on this database and the destination is {d}: refusing to go down; set finalVersion to {r} or later"
+        ),
+        _ => return Ok(()),
+    };
+    Err(p.hold_step(
+        cond::ROAD_FOLLOWED,
+        Phase::Blocked,
+        reason::DOWNGRADED,
+        message,
+        wait::IDLE,
+    ))
+}
+
+/// The highest release any recorded hop started (its image was written or seen).
+fn highest_started(status: &LangfuseUpgradeStatus) -> Option<Version> {
+    status
+        .road
+        .iter()
+        .filter(|s| s.mode == StopMode::InPlace && s.started_at.is_some())
+        .filter_map(|s| Version::parse(&s.version))
+        .max()
+}
+
 /// What keeps a hop from starting now, in words; empty when it may start.
 pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<String> {
     let mut unmet = Vec::new();
     for gate in &hop.gates {
         match gate {
             HopGate::MigrationsFinished => {
+                unmet.extend(release_ran(p, hop.from));
                 if let Err(why) = rows_settled(p, &hop.from.to_string()) {
                     unmet.push(why);
                 }
@@ -188,10 +241,62 @@ pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<String> {
             }
         }
     }
-    if hop.to.major >= 4
-        && let Some(why) = v4_env::worker_exit_reason(&v4_values(p))
-    {
-        unmet.push(why);
+    if hop.to.major >= 4 {
+        if let Some(why) = v4_env::worker_exit_reason(&v4_values(p)) {
+            unmet.push(why);
+        }
+        unmet.extend(v4_flags_from_references(p));
+    }
+    unmet
+}
+
+/// A v4 flag the containers take from a Secret or ConfigMap cannot be judged (nor set beside).
+fn v4_flags_from_references(p: &Planner) -> Vec<String> {
+    [(p.obs.web.as_ref(), Role::Web), (p.obs.worker.as_ref(), Role::Worker)]
+        .into_iter()
+        .filter_map(|(d, role)| langfuse_container(d?, role))
+        .flat_map(|c| c.env.iter().flatten())
+        .filter(|e| e.value_from.is_some() && v4_env::KEEP_V3_BEHAVIOUR.iter().any(|(n, _)| *n == e.name))
+        .map(|e| {
+            format!(
+                "{} comes from a Secret or ConfigMap reference: the operator cannot check it; set it as a value, or in spec.target.extraEnv",
+                e.name
+            )
+        })
+        .collect()
+}
+
+/// Whether `release` really ran to the end here: its web registered its background migrations
+/// and raised ClickHouse to its schema height (a rollout still under way has not).
+pub(crate) fn release_ran(p: &Planner, release: Version) -> Vec<String> {
+    let catalog = Catalog::current();
+    let mut unmet = Vec::new();
+    if release > catalog.newest_of(release.major).unwrap_or(release) {
+        return unmet;
+    }
+    if let Some(Ok(pg)) = &p.obs.postgres {
+        let missing: Vec<&str> = catalog
+            .rows_at(release)
+            .map(|m| m.name.as_str())
+            .filter(|n| !pg.migrations.iter().any(|r| r.name == *n))
+            .collect();
+        if !missing.is_empty() {
+            unmet.push(format!(
+                "{release}'s web has not registered its background migrations ({}): its rollout has not finished",
+                missing.join(", ")
+            ));
+        }
+    }
+    let height = catalog.schema_height(release) as i64;
+    if let Some(Ok(ch)) = &p.obs.clickhouse {
+        match ch.schema {
+            Some((h, false)) if h >= height => {}
+            Some((h, true)) => unmet.push(format!("ClickHouse's schema_migrations is dirty at {h}: fix it first")),
+            Some((h, _)) => unmet.push(format!(
+                "ClickHouse's schema is at {h}, below the {height} {release} ships: its web has not finished its migrations"
+            )),
+            None => unmet.push(format!("ClickHouse has no schema_migrations; {release} ships height {height}")),
+        }
     }
     unmet
 }
@@ -419,16 +524,12 @@ fn roll(p: &mut Planner, settings: &Settings, hop: &Hop, walker: Walker) -> Gate
 fn wanted_change(p: &Planner, d: &Deployment, role: Role, hop: &Hop) -> Option<ImageChange> {
     let container = langfuse_container(d, role)?;
     let image = image_for(Some(d), role, hop.to)?;
-    let env = if hop.to.major >= 4 {
-        let live = container.env.clone().unwrap_or_default();
-        // A variable someone else set to another value is theirs: left alone (its effect on the
-        // worker was checked with the hop's gates).
-        v4_env::as_env(&v4_values(p))
-            .into_iter()
-            .filter(|e| live.iter().all(|l| l.name != e.name || l.value == e.value))
-            .collect()
-    } else {
-        Vec::new()
+    // Exactly the values the hop's gates judged (extraEnv, else the container's own, else
+    // v3 behaviour), always all four: a field the operator owns and leaves out of a later
+    // apply would be removed.
+    let env = match hop.to.major >= 4 {
+        true => v4_env::as_env(&v4_values(p)),
+        false => Vec::new(),
     };
     let live_env = container.env.clone().unwrap_or_default();
     let env_there = env.iter().all(|e| live_env.contains(e));
@@ -556,14 +657,26 @@ fn flag_off_road(p: &mut Planner, hop: &Hop) -> Gate {
                 .as_deref()
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default();
+            let dropped: Vec<String> = Catalog::current()
+                .irreversible_between(hop.to, v)
+                .map(|i| format!("{} ({})", i.drops, i.at))
+                .collect();
+            let what_now = match dropped.as_slice() {
+                [] => format!(
+                    "Set them back to {} if ClickHouse's schema is still one {} knows, finish the stop, then go on",
+                    hop.to, hop.to
+                ),
+                d => format!(
+                    "Do not set them back: {v} has dropped {}; only a restore of the backups brings {} back",
+                    d.join("; "),
+                    hop.to
+                ),
+            };
             return Err(p.hold_step(
                 cond::ROAD_FOLLOWED,
                 Phase::Blocked,
                 reason::STOP_SKIPPED,
-                format!(
-                    "the images run {v}, past the stop {}{why}. Set them back to {} while that is still possible (no schema beyond it ran), finish the stop, then go on",
-                    hop.to, hop.to
-                ),
+                format!("the images run {v}, past the stop {}{why}. {what_now}", hop.to),
                 wait::POLL,
             ));
         }
@@ -667,17 +780,40 @@ pub(super) fn reversible(p: &Planner, hop: &Hop) -> Result<(), String> {
     if let Some(drops) = &hop.irreversible {
         return Err(format!("it dropped {drops}"));
     }
-    let known = Catalog::current().schema_height(hop.from) as i64;
+    let catalog = Catalog::current();
+    let known = catalog.schema_height(hop.from) as i64;
     match &p.obs.clickhouse {
         Some(Ok(ch)) => match ch.schema {
-            Some((height, _)) if height > known => Err(format!(
-                "ClickHouse's schema is at {height} and {} knows only up to {known}",
-                hop.from
-            )),
-            _ => Ok(()),
+            Some((height, _)) if height > known => {
+                return Err(format!(
+                    "ClickHouse's schema is at {height} and {} knows only up to {known}",
+                    hop.from
+                ));
+            }
+            _ => {}
         },
-        _ => Err("ClickHouse's schema height could not be read".into()),
+        _ => return Err("ClickHouse's schema height could not be read".into()),
     }
+    let Some(Ok(pg)) = &p.obs.postgres else {
+        return Err("the background migrations could not be read".into());
+    };
+    {
+        let foreign: Vec<&str> = pg
+            .migrations
+            .iter()
+            .filter(|r| r.finished_at.is_none() && !catalog.rows_at(hop.from).any(|m| m.name == r.name))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "{} registered background migrations {} does not have ({}): its worker would fail on them",
+                hop.to,
+                hop.from,
+                foreign.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -731,7 +867,7 @@ fn availability(d: &Deployment) -> (i32, i32) {
 }
 
 /// Every replica updated and available, none of the old ReplicaSet left.
-fn rolled_out(d: &Deployment) -> bool {
+pub(crate) fn rolled_out(d: &Deployment) -> bool {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let Some(s) = d.status.as_ref() else { return false };
     s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)

@@ -32,6 +32,7 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
     // Undoing an in-place hop depends on ClickHouse's schema height.
     if upgrade.spec.abort && super::hops::in_place_source(&s) && upgrade.metadata.deletion_timestamp.is_none() {
         n.clickhouse.server = true;
+        n.postgres.migrations = true;
         return n;
     }
     if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {

@@ -17,7 +17,8 @@ pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
     let stage = p.stage();
     let rolled_back = matches!(stage, Stage::RollingBack | Stage::RolledBack);
     let mut current_seen = false;
-    hops.iter()
+    let mut stops: Vec<RoadStop> = hops
+        .iter()
         .map(|hop| {
             let before = recorded(&p.status, hop);
             let done = match hop.mode {
@@ -44,5 +45,14 @@ pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
             }
             stop
         })
-        .collect()
+        .collect();
+    // A hop that started is a fact even when the road no longer has it (finalVersion or the
+    // catalog changed): kept, so what ran is never forgotten.
+    for old in &p.status.road {
+        let kept = stops.iter().any(|s| s.from == old.from && s.version == old.version);
+        if old.started_at.is_some() && !kept {
+            stops.push(old.clone());
+        }
+    }
+    stops
 }

@@ -180,8 +180,10 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
     if !p.upgrade.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER) {
         return Hold::new(phase, reason::ROLLED_BACK, "being deleted", wait::IDLE);
     }
-    // A source on v3/v4 is never rolled back on deletion: its Deployments are not ours.
-    if super::hops::in_place_source(&p.status) {
+    // A source on v3/v4 is never rolled back on deletion: its Deployments are not ours. Judged
+    // from the recorded version and, should status have been lost, from what runs.
+    let runs_v3 = p.obs.source.as_ref().is_some_and(super::hops::runs_v3_or_later);
+    if super::hops::in_place_source(&p.status) || runs_v3 {
         p.act(Action::RemoveFinalizer);
         return Hold::new(
             phase,

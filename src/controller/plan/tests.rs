@@ -266,6 +266,8 @@ struct World {
     v2_never_quiet: bool,
     /// `SELECT version()` of ClickHouse.
     ch_version: String,
+    /// `schema_migrations` height: each web raises it to its release's at start.
+    ch_height: i64,
     history: Vec<Decision>,
 }
 
@@ -288,6 +290,7 @@ impl World {
             scan_groups: Vec::new(),
             v2_never_quiet: false,
             ch_version: "24.8.4.13".into(),
+            ch_height: 8,
             history: Vec::new(),
         }
     }
@@ -336,6 +339,7 @@ impl World {
         obs.clickhouse = (!n.clickhouse.is_empty()).then(|| {
             let mut ch = healthy_clickhouse();
             ch.version = Some(self.ch_version.clone());
+            ch.schema = Some((self.ch_height, false));
             if n.clickhouse.counts_until.is_some() {
                 ch.counts = Some(self.ch.clone());
             }
@@ -393,6 +397,8 @@ impl World {
                 }
                 if is_web && let Some(v) = image_version_of(&d) {
                     self.runner.register(v);
+                    let height = crate::catalog::Catalog::builtin().schema_height(v) as i64;
+                    self.ch_height = self.ch_height.max(height);
                 }
                 if !is_web && migrations_enabled(&d) {
                     self.runner.start(self.now);
@@ -2330,4 +2336,53 @@ fn generate_cli_fixtures() {
     let mut w = World::new(s);
     w.step();
     save(&w, "phase-pending");
+}
+
+#[test]
+fn a_final_version_changed_mid_hop_never_writes_an_older_release() {
+    let mut s = spec();
+    s.target.final_version = Some("3.150.0".into());
+    let mut w = World::new(s);
+    w.ch_version = "25.12.1.1".into();
+    let image = |w: &World| {
+        w.cluster
+            .web
+            .as_ref()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    for _ in 0..400 {
+        w.step();
+        if image(&w).ends_with(":3.150.0") {
+            break;
+        }
+    }
+    assert!(image(&w).ends_with(":3.150.0"));
+    w.upgrade.spec.target.final_version = Some("4.16.0".into());
+    w.upgrade.spec.backup.acknowledged_hops = vec!["4.16.0".into()];
+    for _ in 0..5 {
+        let d = w.step();
+        assert_eq!(d.phase, Phase::Blocked, "{:?}", d.conditions);
+        for a in &d.actions {
+            if let Action::ApplyDeployment(dep) = a {
+                let img = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone();
+                assert!(img.unwrap().ends_with(":3.150.0"), "an older release written");
+            }
+        }
+    }
+    // Back to the destination under way: the hop finishes.
+    w.upgrade.spec.target.final_version = Some("3.150.0".into());
+    w.run_until(Phase::Completed, 100);
 }

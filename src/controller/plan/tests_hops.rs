@@ -180,9 +180,24 @@ impl Chart {
     }
 
     fn step(&mut self) -> Decision {
+        // The Deployment controller finishes what the last step started.
+        for d in [&mut self.web, &mut self.worker] {
+            *d = rolled_out(d.clone());
+        }
         let obs = self.observe();
         let decision = plan(&self.upgrade, &obs, t(self.now));
+        let stored = self.upgrade.status.clone().unwrap_or_default();
         for action in &decision.actions {
+            // Invariant: an image is written only once the hop's start is in the stored status.
+            if let Action::SetImage(change) = action {
+                let tag = crate::version::image_tag(&change.image).unwrap().to_string();
+                let aborting = self.upgrade.spec.abort;
+                assert!(
+                    aborting || stored.road.iter().any(|r| r.version == tag && r.started_at.is_some()),
+                    "{} written before its hop's start was recorded",
+                    change.image
+                );
+            }
             self.apply(action);
         }
         let old = self.upgrade.status.clone().unwrap_or_default();
@@ -223,8 +238,18 @@ impl Chart {
                     env.retain(|e| e.name != var.name);
                     env.push(var.clone());
                 }
-                *d = rolled_out(d.clone());
+                // A new ReplicaSet: nothing of it available until the next step.
+                d.metadata.generation = Some(d.metadata.generation.unwrap_or(1) + 1);
                 let v = Version::parse(crate::version::image_tag(&change.image).unwrap()).unwrap();
+                if !is_web && !self.upgrade.spec.abort {
+                    // Invariant: the worker moves only once web runs the release, all available.
+                    let web_image = image(&self.web);
+                    let web_status = self.web.status.clone().unwrap();
+                    assert!(
+                        web_image.ends_with(&format!(":{v}")) && web_status.available_replicas == Some(2),
+                        "worker set to {v} while web runs {web_image} ({web_status:?})"
+                    );
+                }
                 if is_web {
                     self.web_images.push((change.image.clone(), image(&self.worker)));
                     self.web_started(v);
@@ -441,6 +466,15 @@ fn images_changed_by_a_person_are_gated_watched_and_flagged_never_written() {
         "{}",
         road.message
     );
+    // Going back below the stop reached: flagged as a downgrade.
+    w.person_sets(true, "3.100.0");
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Blocked);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::DOWNGRADED);
+    assert!(w.event_reasons().contains(&"Downgraded".to_string()));
+    w.person_sets(true, "3.225.4");
+    w.run_until(Phase::Finalizing, 5);
     // On v4 the person must also keep v3 behaviour (or opt in through extraEnv).
     w.person_sets(true, "4.16.0");
     let d = w.step();
@@ -464,7 +498,6 @@ fn images_changed_by_a_person_are_gated_watched_and_flagged_never_written() {
     w.person_sets(false, "4.16.0");
     w.run_until(Phase::Completed, 10);
     assert_eq!(w.writes, 0, "the operator wrote no image");
-    // A later downgrade by a person is flagged as well (before completion it would block).
 }
 
 #[test]
@@ -537,4 +570,80 @@ fn v4_flags_that_stop_the_worker_are_refused_by_validation() {
     let ready = d.conditions.iter().find(|c| c.type_ == c::READY).unwrap();
     assert!(ready.message.contains("dual_write"), "{}", ready.message);
     assert_eq!(w.writes, 0);
+}
+
+#[test]
+fn a_source_whose_rollout_has_not_finished_does_not_start_a_hop() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.100.0");
+    // Someone just set 3.225.4: the images say so, but its web never started (no rows, schema
+    // still at 3.100.0's height).
+    for (d, repo) in [
+        (&mut w.web, "langfuse/langfuse"),
+        (&mut w.worker, "langfuse/langfuse-worker"),
+    ] {
+        d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some(format!("{repo}:3.225.4"));
+    }
+    let d = w.run_until(Phase::Blocked, 3);
+    let hop = d.status.checks.iter().find(|c| c.name == "sourceMigrations").unwrap();
+    assert!(
+        hop.message.contains("has not registered") || hop.message.contains("below the"),
+        "{}",
+        hop.message
+    );
+    assert_eq!(w.writes, 0);
+}
+
+#[test]
+fn deleting_never_touches_a_source_on_v3_even_with_its_status_lost() {
+    let mut w = Chart::new(chart_spec("3.225.4"), "3.100.0");
+    w.step();
+    w.step();
+    for lost in [false, true] {
+        let mut u = w.upgrade.clone();
+        if lost {
+            u.status = None;
+        }
+        u.metadata.deletion_timestamp = Some(time(1));
+        u.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]);
+        let d = plan(&u, &w.observe(), t(w.now));
+        assert_eq!(d.actions, [Action::RemoveFinalizer], "status lost: {lost}");
+    }
+}
+
+#[test]
+fn a_destination_changed_mid_hop_or_below_what_ran_is_refused() {
+    // Both Deployments already run 3.150.0 and its rows finished, but the hop's end is not
+    // recorded yet: the destination moves below it. Every gate of the new road holds, only the
+    // recorded road says 3.150.0 ran.
+    let mut w = Chart::new(chart_spec("3.150.0"), "3.100.0");
+    while image(&w.worker) != "langfuse/langfuse-worker:3.150.0" {
+        assert!(w.history.len() < 10, "the worker never moved");
+        w.step();
+    }
+    let writes = w.writes;
+    let mut u = w.upgrade.clone();
+    u.spec.target.version = "3.120.0".into();
+    w.upgrade = u;
+    for _ in 0..3 {
+        let d = w.step();
+        assert_eq!(d.phase, Phase::Blocked, "{:?}", d.conditions);
+        let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+        assert_eq!(road.reason, c::reason::DOWNGRADED, "{}", road.message);
+    }
+    assert_eq!(w.writes, writes, "nothing written below what ran");
+    assert_eq!(image(&w.web), "langfuse/langfuse:3.150.0");
+    assert!(
+        w.status()
+            .road
+            .iter()
+            .any(|r| r.version == "3.150.0" && r.started_at.is_some()),
+        "the started hop is kept"
+    );
+    // Back to the destination under way: it finishes.
+    let mut u = w.upgrade.clone();
+    u.spec.target.version = "3.150.0".into();
+    w.upgrade = u;
+    w.run_until(Phase::Completed, 10);
 }

@@ -159,13 +159,23 @@ fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
         None => out.push(line(CheckId::Clickhouse, Fail, "ClickHouse was not observed")),
     }
     let release = web.map(|v| v.to_string()).unwrap_or_default();
-    out.push(match hops::rows_settled(p, &release) {
-        Ok(()) => line(
+    // The release must have run to the end: both rolled out, its rows registered, its schema.
+    let mut unmet: Vec<String> = [(p.obs.web.as_ref(), "web"), (p.obs.worker.as_ref(), "worker")]
+        .into_iter()
+        .filter(|(d, _)| d.is_some_and(|d| !hops::rolled_out(d)))
+        .map(|(_, role)| format!("the {role} rollout has not finished: wait for it, or finish it, first"))
+        .collect();
+    unmet.extend(web.map(|v| hops::release_ran(p, v)).unwrap_or_default());
+    if let Err(why) = hops::rows_settled(p, &release) {
+        unmet.push(why);
+    }
+    out.push(match unmet.as_slice() {
+        [] => line(
             CheckId::SourceMigrations,
             Pass,
-            format!("every background migration of {release} the worker runs has finished"),
+            format!("{release} ran to the end: every background migration its worker runs has finished"),
         ),
-        Err(why) => line(CheckId::SourceMigrations, Fail, why),
+        _ => line(CheckId::SourceMigrations, Fail, unmet.join("; ")),
     });
     out
 }
