@@ -137,11 +137,48 @@ impl Endpoints {
     }
 }
 
+/// Every watch event of the namespace's Deployments: (name, Langfuse image, fully rolled out).
+struct DeploymentOrder {
+    seen: Arc<std::sync::Mutex<Vec<(String, String, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DeploymentOrder {
+    fn watch(ns: &TestNs) -> DeploymentOrder {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let api: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default()).applied_objects().boxed();
+            while let Some(Ok(d)) = stream.next().await {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.clone().unwrap_or_default();
+                let rolled = st.observed_generation >= d.metadata.generation
+                    && st.updated_replicas == Some(want)
+                    && st.available_replicas == Some(want)
+                    && st.replicas == Some(want);
+                out.lock()
+                    .unwrap()
+                    .push((d.metadata.name.clone().unwrap_or_default(), image(&d), rolled));
+            }
+        });
+        DeploymentOrder { seen, task }
+    }
+
+    fn stop(self) -> Vec<(String, String, bool)> {
+        self.task.abort();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losing_its_endpoints() {
     let w = Road::new("chart-v3", "3.100.0").await;
     let endpoints = Endpoints::watch(&w.ns);
+    let order = DeploymentOrder::watch(&w.ns);
     let _op = Operator::start(&w.ns.name, "a");
     let web = play_web(&w.ns, &w.db, "langfuse-web");
     let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
@@ -188,14 +225,20 @@ async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losi
         json!(1),
         "web rolls one new pod at a time"
     );
-    // The web rolled before the worker: the worker's new ReplicaSet is younger than web's.
-    let (web_rs, worker_rs) = (
-        newest_replica_set(&w, "langfuse-web").await,
-        newest_replica_set(&w, "langfuse-worker").await,
-    );
+    // From the watch of both Deployments, in the order the API server sent it: the worker's
+    // image changed only after web was fully rolled out at the new release.
+    let seen = order.stop();
+    let web_done = seen
+        .iter()
+        .position(|(name, image, rolled)| name == "langfuse-web" && image.ends_with(":3.225.4") && *rolled)
+        .expect("web rolled out at 3.225.4");
+    let worker_moved = seen
+        .iter()
+        .position(|(name, image, _)| name == "langfuse-worker" && image.ends_with(":3.225.4"))
+        .expect("the worker moved");
     assert!(
-        web_rs <= worker_rs,
-        "web's new ReplicaSet at {web_rs:?}, the worker's at {worker_rs:?}"
+        web_done < worker_moved,
+        "worker moved before web was rolled out: {seen:?}"
     );
     // Every row 3.225.4 registered and runs finished; the gated ones were never taken.
     for row in w.db.migration_rows().await {
@@ -211,24 +254,6 @@ async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losi
     web.abort();
     worker.abort();
     w.finish().await;
-}
-
-async fn newest_replica_set(w: &Road, deployment: &str) -> Option<jiff::Timestamp> {
-    let api: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|r| {
-            r.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.name == deployment)
-        })
-        .filter_map(|r| r.metadata.creation_timestamp.clone().map(|t| t.0))
-        .max()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
