@@ -416,3 +416,210 @@ async fn images_changed_by_a_person_are_gated_and_watched_never_written() {
     worker.abort();
     w.finish().await;
 }
+
+/// `kubectl lfu`, the plugin binary, as a person or a pipeline runs it.
+fn lfu(args: &[&str], kubeconfig: Option<&std::path::Path>) -> (i32, String, String) {
+    let env = e2e_support::cluster_env();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-lfu"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig.unwrap_or(&env.kubeconfig))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kubectl-lfu runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// One clear line on stderr and a non-zero exit: never a panic or a trace.
+fn one_line_error((code, _, err): (i32, String, String), words: &str) {
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked") && err.contains(words), "{err}");
+}
+
+/// The spec and annotations of an object as JSON pointers to values, for exact diffs.
+fn fields(u: &LangfuseUpgrade) -> std::collections::BTreeMap<String, Value> {
+    fn walk(prefix: String, v: &Value, out: &mut std::collections::BTreeMap<String, Value>) {
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| walk(format!("{prefix}/{k}"), v, out)),
+            other => {
+                out.insert(prefix, other.clone());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk("/spec".into(), &serde_json::to_value(&u.spec).unwrap(), &mut out);
+    walk(
+        "/metadata/annotations".into(),
+        &serde_json::to_value(u.metadata.annotations.clone().unwrap_or_default()).unwrap(),
+        &mut out,
+    );
+    out
+}
+
+fn changed(a: &LangfuseUpgrade, b: &LangfuseUpgrade) -> Vec<String> {
+    let (a, b) = (fields(a), fields(b));
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn kubectl_lfu_plans_follows_and_acts_on_exactly_one_field() {
+    let w = Road::new("plugin", "3.100.0").await;
+    let ns = w.ns.name.clone();
+    let dir = tempdir(&ns);
+    let write = |name: &str, v: &Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, serde_yaml::to_string(v).unwrap()).unwrap();
+        path
+    };
+    // plan: touching nothing, the operator's own checks; exit 1 when it would block.
+    let good = write("good.yaml", &w.upgrade("to-newest", "3.225.4"));
+    let bad = write("bad.yaml", &w.upgrade("down", "3.50.0"));
+    let (code, out, err) = lfu(&["-n", &ns, "plan", "-f", good.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PASS road") && out.contains("would proceed"), "{out}");
+    let (code, out, _) = lfu(&["-n", &ns, "plan", "-f", bad.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refusing to go from 3.100.0 down to 3.50.0") && out.contains("BLOCKED"),
+        "{out}"
+    );
+    assert!(
+        w.ns.upgrades()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "plan created nothing"
+    );
+
+    // Each action is one field of one object.
+    w.apply(&w.upgrade("down", "3.50.0"));
+    let _op = Operator::start(&w.ns.name, "a");
+    w.ns.wait_phase("down", Phase::Blocked, Duration::from_secs(60)).await;
+    let actions: [(&[&str], &str); 4] = [
+        (
+            &["approve", "down"],
+            "/metadata/annotations/upgrades.lfu-operator.dev~1approve",
+        ),
+        (&["pause", "down"], "/spec/paused"),
+        (&["resume", "down"], "/spec/paused"),
+        (&["abort", "down", "--yes"], "/spec/abort"),
+    ];
+    for (args, field) in actions {
+        let before = w.ns.upgrade("down").await;
+        let mut full = vec!["-n", ns.as_str()];
+        full.extend_from_slice(args);
+        let (code, out, err) = lfu(&full, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        let after = w.ns.upgrade("down").await;
+        let diff: Vec<String> = changed(&before, &after)
+            .into_iter()
+            .map(|k| k.replace("upgrades.lfu-operator.dev/", "upgrades.lfu-operator.dev~1"))
+            .collect();
+        assert_eq!(diff, [field], "{args:?}");
+        // Idempotent: the same command again changes nothing.
+        let again_before = w.ns.upgrade("down").await;
+        assert_eq!(lfu(&full, None).0, 0);
+        assert!(
+            changed(&again_before, &w.ns.upgrade("down").await).is_empty(),
+            "{args:?} twice"
+        );
+    }
+
+    // status --watch follows a real upgrade to Completed, one frame per change of the object.
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    let env = e2e_support::cluster_env();
+    // Applied paused, watched, then resumed with the plugin: every frame comes from the watch.
+    let mut up = w.upgrade("to-newest", "3.225.4");
+    up["spec"]["paused"] = json!(true);
+    w.apply(&up);
+    w.ns.wait_phase("to-newest", Phase::Paused, Duration::from_secs(30))
+        .await;
+    let watch = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-lfu"))
+        .args(["-n", &ns, "status", "to-newest", "--watch"])
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lfu(&["-n", &ns, "resume", "to-newest"], None).0, 0);
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let frames = String::from_utf8_lossy(&out.stdout).to_string();
+    std::fs::write(dir.join("status-watch.txt"), &frames).unwrap();
+    eprintln!("status --watch frames:\n{frames}");
+    let count = frames.matches("\n--- ").count() + usize::from(frames.starts_with("--- "));
+    assert!(count >= 3, "{count} frames:\n{frames}");
+    let last = frames.rsplit("--- ").next().unwrap();
+    assert!(
+        last.contains("Completed") && last.contains("done 3.225.4 (in place"),
+        "{last}"
+    );
+    assert!(!frames.contains('\x1b'), "escape codes in a pipe");
+
+    // history: the facts and the Events, in order.
+    let (code, out, _) = lfu(&["-n", &ns, "history", "to-newest"], None);
+    assert_eq!(code, 0);
+    let (a, b) = (
+        out.find("preflight passed").unwrap(),
+        out.find("hop 3.100.0 -> 3.225.4 finished").unwrap(),
+    );
+    assert!(a < b && out.contains("ImageSet"), "{out}");
+    let (code, out, _) = lfu(&["-n", &ns, "status", "to-newest", "-o", "json"], None);
+    assert_eq!(code, 0);
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["phase"], "Completed");
+
+    // Bad input: one line, non-zero, no trace.
+    one_line_error(lfu(&["-n", &ns, "status", "nope"], None), "not found");
+    let pod = write(
+        "pod.yaml",
+        &json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "x" } }),
+    );
+    one_line_error(
+        lfu(&["-n", &ns, "plan", "-f", pod.to_str().unwrap()], None),
+        "is not a LangfuseUpgrade",
+    );
+    let text = std::fs::read_to_string(&env.kubeconfig).unwrap();
+    let unreachable = write(
+        "unreachable.kubeconfig",
+        &serde_yaml::from_str::<Value>(
+            &text.replace(
+                &text
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("server:"))
+                    .unwrap()
+                    .trim_start()
+                    .replace("server: ", ""),
+                "https://127.0.0.1:1",
+            ),
+        )
+        .unwrap(),
+    );
+    one_line_error(
+        lfu(&["-n", &ns, "status", "to-newest"], Some(&unreachable)),
+        "cannot reach the cluster",
+    );
+    let mut anonymous: Value = serde_yaml::from_str(&text).unwrap();
+    anonymous["users"][0]["user"] = json!({});
+    let anonymous = write("anonymous.kubeconfig", &anonymous);
+    one_line_error(lfu(&["-n", &ns, "status", "to-newest"], Some(&anonymous)), "to-newest");
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}
+
+fn tempdir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lfu-plugin-{label}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

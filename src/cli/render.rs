@@ -141,6 +141,7 @@ pub fn status_text(v: &StatusView, style: Style) -> String {
     }
     if !v.migrations.is_empty() {
         let _ = writeln!(o, "\n{}", style.paint(Tone::Bold, "Background migrations"));
+        let width = v.migrations.iter().map(|m| m.name.len()).max().unwrap_or(0);
         for m in &v.migrations {
             let tone = match m.state.as_str() {
                 "finished" => Tone::Good,
@@ -158,7 +159,7 @@ pub fn status_text(v: &StatusView, style: Style) -> String {
             let failed = m.failed_reason.as_ref().map(|f| format!("  ({f})")).unwrap_or_default();
             let _ = writeln!(
                 o,
-                "  {:<58} {} {pct} {}{rate}{eta}{batch}{failed}",
+                "  {:<width$} {} {pct} {}{rate}{eta}{batch}{failed}",
                 m.name,
                 style.bar(m.percent),
                 style.paint(tone, &m.state)

@@ -213,7 +213,12 @@ impl<'a> Planner<'a> {
                 "v2 has had no pods since",
             ),
         ];
+        // A source already on v3/v4 has no shift, drain, copy or retirement: only preflight.
+        let in_place = hops::in_place_source(&self.status);
         for (type_, at, yes, no, text) in pairs {
+            if in_place && type_ != cond::PREFLIGHT_PASSED {
+                continue;
+            }
             if settle {
                 let is_true = self.conditions.iter().any(|c| c.type_ == type_ && c.status);
                 if let (true, Some(at)) = (is_true, at) {
