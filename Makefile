@@ -1,14 +1,14 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
 #   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps, Helm chart
-.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down cli-fixtures
+.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down cli-fixtures image
 
 CARGO ?= cargo
 
 demo:
 	tests/demo.sh
 
-test: lint unit db e2e gitops chart
+test: lint unit db e2e gitops chart image
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -16,7 +16,7 @@ lint:
 
 # No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules.
 unit:
-	$(CARGO) test --locked --lib --bins --test crd
+	$(CARGO) test --locked --lib --bins --test crd --test shipping
 
 # Real PostgreSQL and ClickHouse engine (tests/db/up.sh starts them, always stopped after).
 db:
@@ -41,6 +41,12 @@ chart:
 # Per-poll Postgres cost at 100 thousand and 10 million rows (measured, not asserted).
 bench:
 	benches/run-db-bench.sh
+
+# The operator image built here with buildah (FROM scratch, static musl release binary), then
+# inspected: non-root user, entrypoint, nothing but the binary, size, started read-only as 65532.
+image:
+	tests/image/build.sh
+	tests/image/inspect.sh
 
 # Regenerate the objects the `kubectl lfu` rendering tests read (from the plan simulation), then
 # the expected text; review both diffs before committing.
