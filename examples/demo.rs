@@ -136,6 +136,15 @@ async fn main() {
     let applied = Instant::now();
     let (out, ok) = ns.apply(&upgrade);
     assert!(ok, "{out}");
+    // `kubectl lfu status --watch` follows the upgrade as a person would (frames to a file; it
+    // exits at Completed); its last screen is printed at the end.
+    let plugin = std::env::var("LFU_KUBECTL_LFU").unwrap_or_else(|_| "target/debug/kubectl-lfu".into());
+    let frames_path = std::env::temp_dir().join(format!("lfu-demo-{}-status.txt", ns.name));
+    let watch = std::process::Command::new(&plugin)
+        .args(["-n", &ns.name, "status", "to-v3", "--watch"])
+        .env("KUBECONFIG", &cluster_env().kubeconfig)
+        .stdout(std::fs::File::create(&frames_path).expect("frames file"))
+        .spawn();
 
     let mut last = String::new();
     let mut last_progress = String::new();
@@ -242,6 +251,37 @@ async fn main() {
         .map(|(_, n)| n)
         .sum();
     let record = observer.stop();
+    if let Ok(mut watch) = watch {
+        let waited = Instant::now();
+        while watch.try_wait().ok().flatten().is_none() && waited.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = watch.kill();
+        let frames = std::fs::read_to_string(&frames_path).unwrap_or_default();
+        let count = frames.lines().filter(|l| l.starts_with("--- ")).count();
+        println!(
+            "\n$ kubectl lfu -n {} status to-v3    (the last of {count} frames `--watch` drew, one per change; all in {})",
+            ns.name,
+            frames_path.display()
+        );
+        print!(
+            "{}",
+            frames
+                .rsplit_once("\n--- ")
+                .map(|(_, last)| last.split_once('\n').map(|(_, b)| b).unwrap_or(last))
+                .unwrap_or(&frames)
+        );
+        let history = std::process::Command::new(&plugin)
+            .args(["-n", &ns.name, "history", "to-v3"])
+            .env("KUBECONFIG", &cluster_env().kubeconfig)
+            .output();
+        if let Ok(h) = history {
+            println!("\n$ kubectl lfu -n {} history to-v3", ns.name);
+            print!("{}", String::from_utf8_lossy(&h.stdout));
+        }
+    } else {
+        println!("(kubectl-lfu not found at {plugin}: build it with `cargo build --bin kubectl-lfu`)");
+    }
     println!("\nmeasurements");
     println!(
         "  operator RSS: idle {} KiB, peak during the upgrade {peak_rss} KiB, after {} KiB",

@@ -8,8 +8,9 @@ cd "$root"
 source tests/lib.sh
 
 echo "demo: building the operator and the control plane (first run: several minutes)" >&2
-cargo build --locked --bin langfuse-upgrade-operator --example demo
+cargo build --locked --bin langfuse-upgrade-operator --bin kubectl-lfu --example demo
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 export LFU_OPERATOR_BIN="$target_dir/debug/langfuse-upgrade-operator"
+export LFU_KUBECTL_LFU="$target_dir/debug/kubectl-lfu"
 with_cluster_and_databases "$(mktemp -d /tmp/lfu-demo.XXXXXX)"
 cargo run --locked --quiet --example demo

@@ -42,8 +42,16 @@ fn every_platform_krew_offers_is_built_under_the_name_it_points_at() {
     let krew = read("plugins/krew/lfu.yaml");
     for platform in &built {
         let (os, arch) = platform.split_once('_').unwrap();
-        assert!(krew.contains(&format!("os: {os}, arch: {arch}")), "{platform} not in the krew manifest");
-        assert!(krew.contains(&format!("kubectl-lfu_{{{{ .TagName | trimPrefix \\\"v\\\" }}}}_{platform}.tar.gz")), "{platform} archive name");
+        assert!(
+            krew.contains(&format!("os: {os}, arch: {arch}")),
+            "{platform} not in the krew manifest"
+        );
+        assert!(
+            krew.contains(&format!(
+                "kubectl-lfu_{{{{ .TagName | trimPrefix \\\"v\\\" }}}}_{platform}.tar.gz"
+            )),
+            "{platform} archive name"
+        );
     }
     let archive = workflow["jobs"]["binaries"]["steps"]
         .as_sequence()
@@ -52,6 +60,9 @@ fn every_platform_krew_offers_is_built_under_the_name_it_points_at() {
         .filter_map(|s| s["run"].as_str())
         .find(|r| r.contains("tar -czf"))
         .unwrap();
-    assert!(archive.contains("${bin}_${version}_${{ matrix.platform }}.tar.gz"), "{archive}");
+    assert!(
+        archive.contains("${bin}_${version}_${{ matrix.platform }}.tar.gz"),
+        "{archive}"
+    );
     assert_eq!(krew.matches("bin: kubectl-lfu").count(), 4);
 }
