@@ -27,6 +27,7 @@ pub async fn execute<D: Databases>(
     upgrade: &LangfuseUpgrade,
     postgres_url: Option<&SecretString>,
     actions: &[Action],
+    status: &crate::api::LangfuseUpgradeStatus,
 ) -> Result<Vec<Action>> {
     let ns = upgrade.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = upgrade.name_any();
@@ -36,6 +37,9 @@ pub async fn execute<D: Databases>(
     let mut done = Vec::new();
     for action in actions {
         match action {
+            // The same status the report writes after; here first, so it is durable before
+            // the writes that follow it in this decision.
+            Action::RecordFacts => super::report::write_status(client, upgrade, status).await?,
             Action::AddFinalizer | Action::RemoveFinalizer => {
                 let mut finalizers: Vec<String> = upgrade.finalizers().to_vec();
                 finalizers.retain(|f| f != FINALIZER);

@@ -92,15 +92,16 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         let needs = plan::needs(&upgrade, now);
         let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
         let decision = plan::plan(&upgrade, &observed, now);
+        let status = report::next_status(&upgrade, &decision, now);
         let executed = execute::execute(
             &ctx.client,
             &ctx.databases,
             &upgrade,
             observed.postgres_url.as_ref(),
             &decision.actions,
+            &status,
         )
         .await?;
-        let status = report::next_status(&upgrade, &decision, now);
         report::report(&ctx.client, &ctx.recorder, &upgrade, &status, &executed).await?;
         let (ns, name) = (upgrade.namespace().unwrap_or_default(), upgrade.name_any());
         let restarts = |s: Option<&crate::api::LangfuseUpgradeStatus>| {

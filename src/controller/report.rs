@@ -120,7 +120,7 @@ pub async fn report(
     let reference = upgrade.object_ref(&());
     let mut events: Vec<(EventType, String, String)> = executed
         .iter()
-        .filter(|a| !matches!(a, Action::AddFinalizer))
+        .filter(|a| !matches!(a, Action::AddFinalizer | Action::RecordFacts))
         .map(|a| {
             let (reason, note) = a.describe();
             (EventType::Normal, reason.to_string(), note)
@@ -143,9 +143,19 @@ pub async fn report(
             tracing::warn!(error = %e, "could not publish an Event");
         }
     }
-    if *status == old || upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer) {
+    let written = executed.contains(&Action::RecordFacts);
+    if written
+        || *status == old
+        || upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer)
+    {
         return Ok(());
     }
+    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
+    apply_status(&api, &upgrade.name_any(), status, None).await
+}
+
+/// The decision's status, written now (for [`Action::RecordFacts`]).
+pub async fn write_status(client: &Client, upgrade: &LangfuseUpgrade, status: &LangfuseUpgradeStatus) -> Result<()> {
     let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
     apply_status(&api, &upgrade.name_any(), status, None).await
 }

@@ -9,6 +9,9 @@ use crate::resources::labels::Labels;
 /// A write the executor makes. Each is idempotent (server-side apply or a guarded delete).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Write the status facts recorded so far in this decision before the writes after it: a
+    /// write that must be undoable (the selector, an image) never precedes its fact.
+    RecordFacts,
     AddFinalizer,
     RemoveFinalizer,
     ApplyDeployment(Box<Deployment>),
@@ -32,6 +35,7 @@ impl Action {
     /// Event reason and note for the audit trail.
     pub fn describe(&self) -> (&'static str, String) {
         match self {
+            Action::RecordFacts => ("FactsRecorded", "recorded the facts the next write depends on".into()),
             Action::AddFinalizer => ("FinalizerAdded", "added the rollback finalizer".into()),
             Action::RemoveFinalizer => ("FinalizerRemoved", "removed the rollback finalizer".into()),
             Action::ApplyDeployment(d) => {

@@ -136,17 +136,12 @@ pub(super) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
         }
         if recorded(&p.status, hop).is_none_or(|s| s.started_at.is_none()) {
             start(p, hop, walker)?;
-            // The hop's start is made durable before its first image write: a write whose fact
-            // was lost would leave a release running that status does not know.
+            // The hop's start is durable before its first image write (the executor writes the
+            // status first): a write whose fact was lost would leave a release running that
+            // status does not know.
             let by_user = walker == Walker::Source && p.spec.strategy.image_changes == ImageChanges::User;
             if !by_user {
-                return Err(p.hold_step(
-                    cond::ROAD_FOLLOWED,
-                    Phase::Finalizing,
-                    reason::HOPPING,
-                    format!("{} -> {} started: web first, then the worker", hop.from, hop.to),
-                    wait::NOW,
-                ));
+                p.act(Action::RecordFacts);
             }
         }
         roll(p, settings, hop, walker)?;

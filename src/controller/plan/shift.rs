@@ -86,10 +86,10 @@ fn still_shifted(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
     ))
 }
 
-/// Record the selector before touching the Service (a separate status write), so a crash
-/// after the switch still knows what to restore; then switch.
+/// Record the selector before touching the Service (its status write made first, by the
+/// executor), so a crash after the switch still knows what to restore; then switch.
 fn record_then_switch(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
-    // 1. Record the selector before touching the Service (a separate status write).
+    // 1. Record the selector before touching the Service.
     if p.status.previous_selector.is_none() {
         // Already switched with the status lost since: the old selector is unknown (empty), and
         // a rollback will say to restore it by hand.
@@ -99,18 +99,8 @@ fn record_then_switch(p: &mut Planner, current: &Labels, want: &Labels) -> Gate 
             current.clone()
         };
         p.status.previous_selector = Some(previous);
-        p.condition(
-            cond::TRAFFIC_SHIFTED,
-            false,
-            reason::SHIFTING,
-            "recorded the current selector; switching next",
-        );
-        return Err(Hold::new(
-            Phase::ShiftingTraffic,
-            reason::SHIFTING,
-            "recording the Service selector before the switch",
-            wait::NOW,
-        ));
+        // Durable before the Service changes, in the same reconcile: no round trip between.
+        p.act(Action::RecordFacts);
     }
     // 2. Switch.
     if current != want {

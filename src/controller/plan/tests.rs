@@ -353,6 +353,12 @@ impl World {
         let obs = self.observe();
         let decision = plan(&self.upgrade, &obs, t(self.now));
         for action in &decision.actions {
+            if *action == Action::RecordFacts {
+                // The executor writes the decision's status here, before the writes after it.
+                let status = next_status(&self.upgrade, &decision, t(self.now));
+                self.upgrade.status = Some(api_round_trip(&status));
+                continue;
+            }
             self.apply(action);
         }
         // Through the API, as the real status is: times keep whole seconds only. Every time the
@@ -420,7 +426,16 @@ impl World {
                     }
                 }
             }
+            Action::RecordFacts => unreachable!("written by step"),
             Action::ApplySelector { selector, .. } => {
+                // Invariant: the old selector is durable before the Service changes.
+                assert!(
+                    self.upgrade
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.previous_selector.is_some()),
+                    "the selector was switched before the old one was recorded"
+                );
                 c.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(selector.clone());
             }
             Action::ScaleSource(n) => {
@@ -708,17 +723,20 @@ fn web_starts_with_one_replica_then_scales_and_worker_waits_for_web() {
 fn the_old_selector_is_recorded_before_the_service_is_touched() {
     let mut w = World::new(spec());
     let d = w.run_until(Phase::ShiftingTraffic, 20);
-    assert!(
-        d.actions.iter().all(|a| !matches!(a, Action::ApplySelector { .. })),
-        "switched in the same write as recording"
-    );
+    // One reconcile: the status with the old selector is written first, then the Service.
+    let record = d
+        .actions
+        .iter()
+        .position(|a| *a == Action::RecordFacts)
+        .expect("facts recorded");
+    let switch = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::ApplySelector { selector } if *selector == v3_selector(UPGRADE, Role::Web)))
+        .expect("switched in the same reconcile");
+    assert!(record < switch, "{:?}", d.actions);
+    assert_eq!(d.status.previous_selector, Some(chart_selector()));
     assert_eq!(w.status().previous_selector, Some(chart_selector()));
-    let next = w.step();
-    assert!(
-        next.actions
-            .iter()
-            .any(|a| matches!(a, Action::ApplySelector { selector } if *selector == v3_selector(UPGRADE, Role::Web)))
-    );
 }
 
 #[test]
@@ -760,10 +778,16 @@ fn a_crash_between_a_write_and_its_status_repeats_nothing_wrong() {
         let obs = w.observe();
         let d = plan(&w.upgrade, &obs, t(w.now));
         for a in &d.actions {
+            // A fact the executor records before a write is durable; only the final write is lost.
+            if *a == Action::RecordFacts {
+                let status = next_status(&w.upgrade, &d, t(w.now));
+                w.upgrade.status = Some(api_round_trip(&status));
+                continue;
+            }
             w.apply(a);
         }
         w.settle();
-        // Status write lost. Next reconcile:
+        // The final status write lost. Next reconcile:
         let d2 = w.step();
         for a in &d2.actions {
             assert!(

@@ -186,8 +186,16 @@ impl Chart {
         }
         let obs = self.observe();
         let decision = plan(&self.upgrade, &obs, t(self.now));
-        let stored = self.upgrade.status.clone().unwrap_or_default();
+        // Events compare with the object as the reconcile read it.
+        let old = self.upgrade.status.clone().unwrap_or_default();
+        let mut stored = old.clone();
         for action in &decision.actions {
+            if *action == Action::RecordFacts {
+                // The executor writes the decision's status first.
+                stored = next_status(&self.upgrade, &decision, t(self.now));
+                self.upgrade.status = Some(stored.clone());
+                continue;
+            }
             // Invariant: an image is written only once the hop's start is in the stored status.
             if let Action::SetImage(change) = action {
                 let tag = crate::version::image_tag(&change.image).unwrap().to_string();
@@ -200,7 +208,6 @@ impl Chart {
             }
             self.apply(action);
         }
-        let old = self.upgrade.status.clone().unwrap_or_default();
         let status = next_status(&self.upgrade, &decision, t(self.now));
         self.events.extend(transitions(&old, &status));
         self.upgrade.status = Some(status);
