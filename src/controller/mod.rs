@@ -216,8 +216,6 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     let (s1, s2, s3) = (store.clone(), store.clone(), store);
     // Metadata-only watches: a change to any related object wakes the upgrades that name it,
     // without caching the objects themselves.
-    // Metadata-only watches: a change to any related object wakes the upgrades that name it,
-    // without caching the objects themselves.
     let config = || watcher::Config::default().any_semantic();
     controller
         .watches(
