@@ -41,7 +41,7 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
                     .unwrap_or_default(),
                 p.spec.strategy.drain_period
             ),
-            left.min(wait::POLL),
+            left.min(wait::DB_WATCH),
         ));
     }
     p.status.cutoff = Some(p.now_time());

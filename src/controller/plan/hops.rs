@@ -624,12 +624,13 @@ pub(super) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]
                 0 => String::new(),
                 n => format!("; {n} dormant (env gate off in the worker, not waited on)"),
             };
+            let every = super::migrate::poll_interval(p);
             Err(p.hold_step(
                 cond::ROAD_FOLLOWED,
                 Phase::Finalizing,
                 reason::HOPPING,
                 format!("{release} runs; {why}{dormant_text}"),
-                wait::POLL,
+                every,
             ))
         }
     }

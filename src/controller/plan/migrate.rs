@@ -63,13 +63,25 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
     }
     let progress = p.status.migration_progress.clone().unwrap_or_default();
     let message = format!("background migrations running: {progress}");
+    let every = poll_interval(p);
     Err(p.hold_step(
         cond::MIGRATIONS_COMPLETE,
         Phase::Migrating,
         reason::MIGRATING,
         message,
-        wait::POLL,
+        every,
     ))
+}
+
+/// Every second while some copy's cursor moved within the last minute (its end is seen within
+/// about a second); back to `POLL` while nothing moves (a stuck copy is judged in minutes).
+pub(super) fn poll_interval(p: &Planner) -> std::time::Duration {
+    let moving = p.status.migrations.iter().any(|m| {
+        m.state != "finished"
+            && m.state != "dormant"
+            && p.since(&m.cursor_since).is_none_or(|d| d < wait::DB_WATCH_QUIET)
+    });
+    if moving { wait::DB_WATCH } else { wait::POLL }
 }
 
 /// Invariant 2: the migrations go on only once the Service points to v3 and v2 has stopped

@@ -27,6 +27,11 @@ pub(crate) mod wait {
     pub const NOW: Duration = Duration::from_millis(0);
     pub const ROLLOUT: Duration = Duration::from_secs(15);
     pub const POLL: Duration = Duration::from_secs(10);
+    /// Postgres cannot be watched (the operator writes no triggers there): while a copy moves or
+    /// the drain waits it is polled this often. One poll costs about 0.3 ms at 10 million rows.
+    pub const DB_WATCH: Duration = Duration::from_secs(1);
+    /// A copy whose cursor has not moved this long is polled at `POLL` again.
+    pub const DB_WATCH_QUIET: Duration = Duration::from_secs(60);
     /// Waiting for a person (a failed preflight): related objects wake it through watches;
     /// this only catches what is not watched (Secrets, the databases).
     pub const PERSON: Duration = Duration::from_secs(60);

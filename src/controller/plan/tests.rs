@@ -1009,7 +1009,7 @@ fn draining_waits_for_v2_to_stop_writing() {
     }
     assert!(w.status().cutoff.is_none());
     let quiet_from = w.now;
-    w.run_until(Phase::Migrating, 40);
+    w.run_until(Phase::Migrating, 200);
     assert!(w.now - quiet_from >= 120, "drainPeriod 2m not honoured");
     assert!(w.status().cutoff.is_some());
 }
@@ -1255,7 +1255,7 @@ fn same_created_at_trap_at_runtime_is_detected_after_stuck_after_and_remedied() 
 #[test]
 fn a_killed_worker_is_restarted_after_its_lock_goes_stale() {
     let mut w = World::new(spec());
-    w.run_until(Phase::Migrating, 60);
+    w.run_until(Phase::Migrating, 200);
     w.step();
     w.step();
     w.runner.killed = true;
@@ -1581,7 +1581,7 @@ fn late_window_uses_each_copys_start_as_seen_while_running() {
 #[test]
 fn the_start_cursor_is_the_highest_cursor_seen_while_running() {
     let mut w = World::new(spec());
-    w.run_until(Phase::Migrating, 60);
+    w.run_until(Phase::Migrating, 200);
     for _ in 0..6 {
         w.step();
     }
