@@ -74,7 +74,16 @@ pub fn transitions(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> 
         let before = old.conditions.iter().find(|o| o.type_ == c.type_);
         let changed = before.is_none_or(|o| o.status != c.status || o.reason != c.reason);
         if changed && (before.is_some() || c.status == "True") {
-            let progressing = [cond::reason::SHIFTING, cond::reason::MIGRATING].map(|r| r.as_str());
+            // A step condition False while its step simply goes on is news, not a warning.
+            let progressing = [
+                cond::reason::SHIFTING,
+                cond::reason::MIGRATING,
+                cond::reason::WAITING_TO_RETIRE,
+                cond::reason::RETIRING,
+                cond::reason::HOPPING,
+                cond::reason::AWAITING_IMAGE_CHANGE,
+            ]
+            .map(|r| r.as_str());
             let kind = if c.status == "True" || progressing.contains(&c.reason.as_str()) {
                 EventType::Normal
             } else {

@@ -233,6 +233,14 @@ impl<'a> Planner<'a> {
             }
             match at {
                 Some(at) => self.condition(type_, true, yes, format!("{text} {at}")),
+                // Enabled and not finished: running, whatever gate holds this reconcile (a
+                // fallback to NotStarted here would flap the reason, and emit a Warning).
+                None if type_ == cond::MIGRATIONS_COMPLETE && s.migrations_enabled_at.is_some() => self.condition(
+                    type_,
+                    false,
+                    reason::MIGRATING,
+                    "background migrations enabled; progress follows",
+                ),
                 None => self.condition(type_, false, no, "not yet"),
             }
         }

@@ -2410,3 +2410,24 @@ fn a_final_version_changed_mid_hop_never_writes_an_older_release() {
     w.upgrade.spec.target.final_version = Some("3.150.0".into());
     w.run_until(Phase::Completed, 100);
 }
+
+#[test]
+fn the_happy_path_emits_no_warning_event() {
+    // Every transition of the simulated happy path, as `report` turns it into Events.
+    let mut w = World::new(spec());
+    let mut warnings = Vec::new();
+    for _ in 0..400 {
+        let before = w.status();
+        let d = w.step();
+        for (kind, reason, note) in crate::controller::report::transitions(&before, &w.status()) {
+            if kind == kube::runtime::events::EventType::Warning {
+                warnings.push(format!("{reason}: {note}"));
+            }
+        }
+        if d.phase == Phase::Completed {
+            break;
+        }
+    }
+    assert_eq!(w.status().phase, Some(Phase::Completed));
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
