@@ -12,6 +12,7 @@ command -v buildah >/dev/null || need+=(buildah)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 if ((${#need[@]})); then
   log "installing ${need[*]} (apt)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl

@@ -10,7 +10,10 @@ archive="${LFU_IMAGE_OUT:-target/image/langfuse-upgrade-operator.oci.tar}"
 need=()
 command -v jq >/dev/null || need+=(jq)
 command -v file >/dev/null || need+=(file)
-if ((${#need[@]})); then DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; fi
+if ((${#need[@]})); then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
 work="$(mktemp -d /tmp/lfu-image.XXXXXX)"
 trap 'umount "$work/rootfs" 2>/dev/null || true; rm -rf "$work"' EXIT
 bad() { echo "[image] FAIL: $*" >&2; exit 1; }
