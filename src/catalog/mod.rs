@@ -210,6 +210,13 @@ impl Catalog {
             .filter(move |m| m.from <= v && m.removed_in.is_none_or(|r| v < r))
     }
 
+    /// Whether release `v`'s Prisma migrations delete the row `name` (its script is gone).
+    pub fn removed_by(&self, v: Version, name: &str) -> bool {
+        self.background_migrations
+            .iter()
+            .any(|m| m.name == name && m.removed_in.is_some_and(|r| r <= v))
+    }
+
     /// The irreversible steps a move from `from` to `to` (upwards) runs.
     pub fn irreversible_between(&self, from: Version, to: Version) -> impl Iterator<Item = &Irreversible> {
         self.irreversible.iter().filter(move |i| from < i.at && i.at <= to)
@@ -260,6 +267,10 @@ mod tests {
         let v4 = names("4.16.0");
         assert!(v4.iter().all(|n| !n.contains("_from_pg_to_ch")), "{v4:?}");
         assert_eq!(v4.len(), 9);
+        assert!(c.removed_by(v("4.0.0"), "20241024_1730_migrate_traces_from_pg_to_ch"));
+        assert!(!c.removed_by(v("3.225.4"), "20241024_1730_migrate_traces_from_pg_to_ch"));
+        assert!(!c.removed_by(v("4.16.0"), "20260701_v4_step_1_create_root_spans_from_traces"));
+        assert!(!c.removed_by(v("4.16.0"), "a row the catalog does not know"));
     }
 
     #[test]

@@ -131,13 +131,7 @@ impl Runner {
             let gate = m.gate.clone().map(|g| &*Box::leak(g.into_boxed_str()));
             self.rows.push(SimRow::new(name, None, gate));
         }
-        self.rows.retain(|r| {
-            catalog
-                .background_migrations
-                .iter()
-                .find(|m| m.name == r.name)
-                .is_none_or(|m| m.removed_in.is_none_or(|gone| v < gone))
-        });
+        self.rows.retain(|r| !catalog.removed_by(v, &r.name));
     }
 
     fn row(&mut self, name: &str) -> &mut SimRow {

@@ -119,13 +119,7 @@ impl Chart {
                 });
             }
         }
-        self.rows.retain(|r| {
-            catalog
-                .background_migrations
-                .iter()
-                .find(|m| m.name == r.name)
-                .is_none_or(|m| m.removed_in.is_none_or(|gone| v < gone))
-        });
+        self.rows.retain(|r| !catalog.removed_by(v, &r.name));
         self.ch_height = self.ch_height.max(catalog.schema_height(v) as i64);
     }
 

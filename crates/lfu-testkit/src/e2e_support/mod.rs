@@ -669,7 +669,7 @@ async fn register_rows_of(pool: &sqlx::PgPool, v: langfuse_upgrade_operator::ver
     let removed: Vec<String> = catalog
         .background_migrations
         .iter()
-        .filter(|m| m.removed_in.is_some_and(|r| r <= v))
+        .filter(|m| catalog.removed_by(v, &m.name))
         .map(|m| m.name.clone())
         .collect();
     sqlx::query("DELETE FROM background_migrations WHERE name = ANY($1)")
