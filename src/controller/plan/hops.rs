@@ -492,7 +492,7 @@ fn roll(p: &mut Planner, settings: &Settings, hop: &Hop, walker: Walker) -> Gate
             }
             p.act(Action::SetImage(Box::new(change)));
         }
-        if running_version(Some(&d), role) != Some(hop.to) || !rolled_out(&d) {
+        if running_version(Some(&d), role) != Some(hop.to) || !super::workloads::settled(&d) {
             let (available, want) = availability(&d);
             return Err(p.hold_step(
                 cond::ROAD_FOLLOWED,
@@ -753,7 +753,7 @@ pub(super) fn abort(p: &mut Planner) -> Gate {
             }
             p.act(Action::SetImage(Box::new(change)));
         }
-        if running_version(Some(&d), role) != Some(hop.from) || !rolled_out(&d) {
+        if running_version(Some(&d), role) != Some(hop.from) || !super::workloads::settled(&d) {
             return Err(Hold::new(
                 Phase::RollingBack,
                 reason::ROLLING_BACK,
@@ -860,14 +860,4 @@ fn availability(d: &Deployment) -> (i32, i32) {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
     (available, want)
-}
-
-/// Every replica updated and available, none of the old ReplicaSet left.
-pub(crate) fn rolled_out(d: &Deployment) -> bool {
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(s) = d.status.as_ref() else { return false };
-    s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
-        && s.updated_replicas.unwrap_or(0) == want
-        && s.available_replicas.unwrap_or(0) >= want
-        && s.replicas.unwrap_or(0) == want
 }

@@ -2,17 +2,11 @@
 
 use std::time::Duration;
 
+use super::workloads::v2_counts;
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::validate::Settings;
-
-fn v2_counts(p: &Planner) -> (i32, i32) {
-    let d = p.obs.source.as_ref();
-    let asked = d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
-    let pods = d.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
-    (asked, pods)
-}
 
 /// Invariant 4: only after the shift, the migrations, the verification and `retireSourceAfter`.
 pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {

@@ -131,7 +131,7 @@ impl Runner {
             let gate = m.gate.clone().map(|g| &*Box::leak(g.into_boxed_str()));
             self.rows.push(SimRow::new(name, None, gate));
         }
-        self.rows.retain(|r| !catalog.removed_by(v, &r.name));
+        self.rows.retain(|r| !catalog.removed_by(v, r.name));
     }
 
     fn row(&mut self, name: &str) -> &mut SimRow {

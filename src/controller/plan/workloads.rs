@@ -121,13 +121,17 @@ pub fn build(p: &Planner, desire: &Desire) -> Result<(Deployment, Deployment), S
 
 /// Rolled out at exactly what was built, every replica available.
 pub fn rolled_out(observed: Option<&Deployment>, desired: &Deployment) -> bool {
-    let Some(d) = observed else { return false };
+    observed.is_some_and(|d| applied_hash(d) == applied_hash(desired) && settled(d))
+}
+
+/// The Deployment controller has acted on the newest spec: every replica updated and available,
+/// none of an older ReplicaSet left.
+pub fn settled(d: &Deployment) -> bool {
     let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else {
         return false;
     };
     let want = spec.replicas.unwrap_or(1);
-    applied_hash(d) == applied_hash(desired)
-        && status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+    status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
         && status.updated_replicas.unwrap_or(0) == want
         && status.available_replicas.unwrap_or(0) >= want
         && status.replicas.unwrap_or(0) == want
@@ -175,10 +179,15 @@ pub fn version_now(p: &Planner) -> String {
 
 /// No v2 pod exists and none is asked for.
 pub fn v2_gone(p: &Planner) -> bool {
+    v2_counts(p) == (0, 0)
+}
+
+/// v2's replicas: (asked for, pods that exist).
+pub(super) fn v2_counts(p: &Planner) -> (i32, i32) {
     let d = p.obs.source.as_ref();
-    let pods = d.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
     let asked = d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
-    pods == 0 && asked == 0
+    let pods = d.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    (asked, pods)
 }
 
 /// Write the v3 Deployments where they drifted from what they should be, and say how far the

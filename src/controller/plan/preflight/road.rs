@@ -162,7 +162,7 @@ fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
     // The release must have run to the end: both rolled out, its rows registered, its schema.
     let mut unmet: Vec<String> = [(p.obs.web.as_ref(), "web"), (p.obs.worker.as_ref(), "worker")]
         .into_iter()
-        .filter(|(d, _)| d.is_some_and(|d| !hops::rolled_out(d)))
+        .filter(|(d, _)| d.is_some_and(|d| !crate::controller::plan::workloads::settled(d)))
         .map(|(_, role)| format!("the {role} rollout has not finished: wait for it, or finish it, first"))
         .collect();
     unmet.extend(web.map(|v| hops::release_ran(p, v)).unwrap_or_default());
