@@ -165,14 +165,20 @@ async fn the_same_created_at_trap_is_detected_and_cleared_by_a_larger_batch() {
         (traces_row(&live, &db).await.cursor == Some(shared)).then_some(())
     })
     .await;
-    let batches = worker.batches();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     // ... and stays there while the worker keeps busy with a fresh lock: stuck, not stalled.
+    // Three more batches, however long a loaded machine takes for them (a fixed sleep flaked).
+    let batches = worker.batches();
+    eventually(RUN, "the worker to run three more batches", || async {
+        (worker.batches() >= batches + 3).then_some(())
+    })
+    .await;
     let row = traces_row(&live, &db).await;
     assert_eq!(row.cursor, Some(shared), "the cursor never advances");
     assert_eq!(row.state(Timestamp::now()), RowState::Running, "the lock is fresh");
-    assert!(worker.batches() >= batches + 3, "the worker loops on the same batch");
-    assert!(row.locked_at.unwrap() > Timestamp::now() - SignedDuration::from_secs(2));
+    assert!(
+        row.locked_at.unwrap() > Timestamp::now() - SignedDuration::from_secs(2),
+        "the heartbeat (every 200 ms) keeps the lock fresh"
+    );
 
     // Remedy: a batch above the group, then restart the worker (SIGTERM, new pod).
     live.remedy(
