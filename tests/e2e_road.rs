@@ -549,12 +549,35 @@ async fn kubectl_lfu_plans_follows_and_acts_on_exactly_one_field() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(lfu(&["-n", &ns, "resume", "to-newest"], None).0, 0);
-    let out = tokio::task::spawn_blocking(move || watch.wait_with_output().unwrap())
+    // Resume only once the first frame is out (the watch is established): a fixed wait let a
+    // slow start miss the whole flow on a loaded machine.
+    let mut watch = watch;
+    let stdout = watch.stdout.take().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut first = Some(first_tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            all.push_str(&line.unwrap());
+            all.push('\n');
+            if let Some(tx) = first.take_if(|_| all.contains("Paused")) {
+                let _ = tx.send(());
+            }
+        }
+        all
+    });
+    tokio::task::spawn_blocking(move || first_rx.recv_timeout(Duration::from_secs(30)))
         .await
-        .unwrap();
-    let frames = String::from_utf8_lossy(&out.stdout).to_string();
+        .unwrap()
+        .expect("a first frame from status --watch");
+    assert_eq!(lfu(&["-n", &ns, "resume", "to-newest"], None).0, 0);
+    let frames = tokio::task::spawn_blocking(move || {
+        assert!(watch.wait().unwrap().success());
+        reader.join().unwrap()
+    })
+    .await
+    .unwrap();
     std::fs::write(dir.join("status-watch.txt"), &frames).unwrap();
     eprintln!("status --watch frames:\n{frames}");
     let count = frames.matches("\n--- ").count() + usize::from(frames.starts_with("--- "));
