@@ -126,13 +126,23 @@ impl World {
     }
 }
 
+fn assert_no_downtime(w: &World, observer: &Observer) {
+    let gaps = e2e_support::report_downtime(&w.ns.name, observer);
+    assert!(
+        gaps.is_empty(),
+        "the Service had no ready endpoint: {gaps:?} (from ms, for ms)"
+    );
+}
+
 fn merge_backends(u: &mut Value, db: &TestDb) {
     for (k, v) in e2e_support::backends_spec(db).as_object().unwrap() {
         u["spec"][k] = v.clone();
     }
 }
 
-fn assert_clean(observer: &Observer) {
+/// Invariants held, nothing deleted unasked, and the Service never without a ready endpoint.
+fn assert_clean(w: &World, observer: &Observer) {
+    assert_no_downtime(w, observer);
     let v = observer.violations();
     assert!(v.is_empty(), "invariant violations observed: {v:#?}");
     let deleted = observer.deleted();
@@ -170,7 +180,7 @@ async fn happy_path_completes_and_every_invariant_holds_throughout() {
         observer.timeline()
     );
 
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     assert_eq!(s.observed_generation, u.metadata.generation);
     for c in [
         "Ready",
@@ -296,7 +306,7 @@ async fn manual_promotion_waits_then_continues_on_approval() {
     up["spec"]["strategy"]["approved"] = json!(true);
     w.apply(&up);
     w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     worker.abort();
     w.finish().await;
 }
@@ -358,6 +368,128 @@ async fn abort_before_retirement_rolls_back() {
     );
     let v = observer.violations();
     assert!(v.is_empty(), "{v:#?}");
+    assert_no_downtime(&w, &observer);
+    w.finish().await;
+}
+
+/// The Service selects v2 again and both of its pods are still there.
+async fn back_on_v2(w: &World) {
+    let service = kubectl_status(
+        &["-n", &w.ns.name, "get", "svc", V2, "-o", "jsonpath={.spec.selector}"],
+        None,
+    )
+    .0;
+    let selector: Value = serde_json::from_str(&service).unwrap();
+    assert_eq!(
+        selector,
+        json!({ "app.kubernetes.io/name": "langfuse", "app.kubernetes.io/instance": "prod" })
+    );
+    assert_eq!(
+        w.ns.deployments().get(V2).await.unwrap().spec.unwrap().replicas,
+        Some(2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn deleting_the_object_mid_flow_rolls_back_without_a_gap() {
+    let w = World::new("delete", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    w.apply(&up);
+    // After the shift, with v3 serving: no stand-in worker, so it stays Migrating.
+    w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+    kubectl_status(&["-n", &w.ns.name, "delete", "lfu", UPGRADE, "--wait=false"], None);
+    let deadline = Instant::now() + FLOW;
+    while w.ns.upgrades().get_opt(UPGRADE).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the finalizer never let go");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    back_on_v2(&w).await;
+    let deleted = observer.deleted();
+    assert!(
+        deleted
+            .iter()
+            .all(|d| d == "Deployment/prod-langfuse-web" || d == "Deployment/prod-langfuse-worker"),
+        "{deleted:?}"
+    );
+    let v = observer.violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert_no_downtime(&w, &observer);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_web_that_fails_after_the_shift_is_rolled_back_after_rollback_after() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let w = World::new("webdown", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    up["spec"]["strategy"]["rollbackAfter"] = json!("3s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+    // Enabling the migrations rolls web once more: break the pods that roll-out leaves.
+    let deadline = Instant::now() + FLOW;
+    loop {
+        let d = w.ns.deployments().get("prod-langfuse-web").await.unwrap();
+        let st = d.status.clone().unwrap_or_default();
+        if st.observed_generation >= d.metadata.generation
+            && st.updated_replicas == Some(2)
+            && st.available_replicas == Some(2)
+            && st.replicas == Some(2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web never rolled out: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(observer.downtime().is_empty(), "a gap before the fault");
+    // Every v3 web pod stops being ready (kwok leaves a Running pod's conditions alone): the
+    // Service, now selecting v3 web only, has no ready endpoint until the rollback.
+    let pods: Api<Pod> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
+    let selector = langfuse_upgrade_operator::resources::labels::v3_selector(
+        UPGRADE,
+        langfuse_upgrade_operator::resources::labels::Role::Web,
+    )
+    .iter()
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect::<Vec<_>>()
+    .join(",");
+    let broke = Instant::now();
+    for pod in pods.list(&ListParams::default().labels(&selector)).await.unwrap() {
+        let unready = json!({ "status": { "conditions": [
+            { "type": "Ready", "status": "False" },
+            { "type": "ContainersReady", "status": "False" }
+        ] } });
+        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&unready))
+            .await
+            .unwrap();
+    }
+    let u = w.ns.wait_phase(UPGRADE, Phase::RolledBack, FLOW).await;
+    let recovered = broke.elapsed();
+    back_on_v2(&w).await;
+    let rollback = u.status.unwrap().rollback.unwrap();
+    assert!(rollback.started_at.is_some(), "{rollback:?}");
+    // The one gap is the broken web's, from the fault to the selector back on v2: rollbackAfter
+    // (3 s) plus the operator's reaction and the EndpointSlice update, and it closed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gaps = e2e_support::report_downtime(&w.ns.name, &observer);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    eprintln!("web unready -> RolledBack seen in {recovered:?}; gap {gaps:?}");
+    assert!(
+        observer.record.lock().unwrap().outages.len() == 1,
+        "the gap is still open: {gaps:?}"
+    );
+    assert!(gaps[0].1 >= 3000, "rolled back before rollbackAfter: {gaps:?}");
+    let v = observer.violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(observer.deleted().is_empty(), "{:?}", observer.deleted());
     w.finish().await;
 }
 
@@ -388,7 +520,7 @@ async fn a_web_that_never_becomes_ready_is_never_shifted_to() {
             .is_none(),
         "worker waits for web"
     );
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     w.finish().await;
 }
 
@@ -438,7 +570,7 @@ async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
     ] {
         assert!(killed_in.contains(&p), "never killed in {p}: {killed_in:?}");
     }
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     assert_eq!(
         w.replica_sets("prod-langfuse-web").await,
         2,
@@ -490,7 +622,7 @@ async fn two_replicas_act_as_one() {
         .filter_map(|e| e.reporting_instance.clone())
         .collect();
     assert_eq!(instances.len(), 1, "events from several replicas: {instances:?}");
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     worker.abort();
     w.finish().await;
 }
@@ -661,7 +793,7 @@ async fn an_official_chart_v2_with_sidecar_db_settings_and_base_path_completes()
     w.apply(&up);
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
     let s = u.status.clone().unwrap();
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     // The version is the langfuse container's, not the sidecar's.
     assert_eq!(s.source_version.as_deref(), Some("2.95.9"));
     let postgres = s.checks.iter().find(|c| c.name == "postgres").unwrap();
@@ -716,7 +848,7 @@ async fn a_final_version_with_env_gated_rows_completes_and_reports_them_dormant(
     up["spec"]["target"]["finalVersion"] = json!("3.225.4");
     w.apply(&up);
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     let s = u.status.unwrap();
     let dormant: Vec<&str> = s
         .migrations
@@ -755,7 +887,7 @@ async fn v2_goes_to_v4_through_every_stop_with_every_invariant_watched() {
     up["spec"]["backup"]["acknowledgedHops"] = json!(["4.16.0"]);
     w.apply(&up);
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-    assert_clean(&observer);
+    assert_clean(&w, &observer);
     let s = u.status.unwrap();
     let road: Vec<(&str, langfuse_upgrade_operator::api::StopState)> =
         s.road.iter().map(|r| (r.version.as_str(), r.state)).collect();

@@ -5,15 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::Api;
 use kube::api::ListParams;
 use langfuse_upgrade_operator::api::{FIELD_MANAGER, LangfuseUpgrade, Phase, StopState};
+use lfu_testkit::e2e_support::observer::Observer;
 use lfu_testkit::e2e_support::{self, Operator, TestNs, kubectl, play_web, play_worker};
 use lfu_testkit::support::{self, TestDb};
 use serde_json::{Value, json};
@@ -74,6 +73,28 @@ impl Road {
         api.list(&ListParams::default()).await.unwrap().items
     }
 
+    /// The namespace watched from now on: the Service's ready endpoints and DESIGN §2.
+    fn observe(&self, upgrade: &str) -> Observer {
+        Observer::start(
+            self.ns.client.clone(),
+            &self.ns.name,
+            upgrade,
+            "langfuse-web",
+            "langfuse-web",
+        )
+    }
+
+    /// No invariant broken, and the web Service never without a ready endpoint.
+    fn assert_clean(&self, observer: &Observer) {
+        let gaps = e2e_support::report_downtime(&self.ns.name, observer);
+        assert!(
+            gaps.is_empty(),
+            "the web Service had no ready endpoint: {gaps:?} (from ms, for ms)"
+        );
+        let v = observer.violations();
+        assert!(v.is_empty(), "{v:#?}");
+    }
+
     async fn finish(self) {
         self.ns.delete().await;
         self.db.finish().await;
@@ -95,46 +116,6 @@ fn managers(d: &Deployment) -> BTreeSet<String> {
         .flatten()
         .filter_map(|m| m.manager.clone())
         .collect()
-}
-
-/// Counts, from the EndpointSlice watch, the moments the web Service had no ready endpoint.
-struct Endpoints {
-    empty_seen: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Endpoints {
-    fn watch(ns: &TestNs) -> Endpoints {
-        let api: Api<EndpointSlice> = Api::namespaced(ns.client.clone(), &ns.name);
-        let (empty_seen, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let (e, s) = (empty_seen.clone(), stop.clone());
-        tokio::spawn(async move {
-            let params = ListParams::default().labels("kubernetes.io/service-name=langfuse-web");
-            while !s.load(Ordering::SeqCst) {
-                let ready: usize = api
-                    .list(&params)
-                    .await
-                    .map(|l| {
-                        l.items
-                            .iter()
-                            .flat_map(|s| s.endpoints.iter())
-                            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-                            .count()
-                    })
-                    .unwrap_or(1);
-                if ready == 0 {
-                    e.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        });
-        Endpoints { empty_seen, stop }
-    }
-
-    fn empty_samples(self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        self.empty_seen.load(Ordering::SeqCst)
-    }
 }
 
 /// Every watch event of the namespace's Deployments: (name, Langfuse image, fully rolled out).
@@ -177,7 +158,7 @@ impl DeploymentOrder {
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losing_its_endpoints() {
     let w = Road::new("chart-v3", "3.100.0").await;
-    let endpoints = Endpoints::watch(&w.ns);
+    let observer = w.observe("to-newest-v3");
     let order = DeploymentOrder::watch(&w.ns);
     let _op = Operator::start(&w.ns.name, "a");
     let web = play_web(&w.ns, &w.db, "langfuse-web");
@@ -249,8 +230,7 @@ async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losi
     for r in ["HopStarted", "ImageSet", "HopFinished"] {
         assert!(reasons.iter().any(|x| x == r), "no {r} Event: {reasons:?}");
     }
-    let empty = endpoints.empty_samples();
-    assert_eq!(empty, 0, "the web Service had no ready endpoint in {empty} samples");
+    w.assert_clean(&observer);
     web.abort();
     worker.abort();
     w.finish().await;
@@ -261,6 +241,7 @@ async fn a_chart_on_3_100_moves_to_the_newest_v3_in_place_web_first_without_losi
 async fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_and_a_downgrade_is_refused() {
     let w = Road::new("refused", "3.225.4").await;
     e2e_support::report_clickhouse_version(&w.db, "25.3.6.56").await;
+    let observer = w.observe("to-v4");
     let _op = Operator::start(&w.ns.name, "a");
     let before = (
         w.deployment("langfuse-web").await,
@@ -338,6 +319,7 @@ async fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_and_a_d
         Some("false")
     );
     assert!(!w.db.pg_table_exists("traces").await, "v4 dropped the tracing tables");
+    w.assert_clean(&observer);
     web.abort();
     worker.abort();
     w.finish().await;

@@ -707,3 +707,22 @@ pub async fn as_if_ran(db: &crate::support::TestDb, version: &str) {
     .await
     .expect("finish the rows of the release that ran");
 }
+
+/// Appends one scenario's measured downtime to `target/e2e-report/downtime.tsv` (the README's
+/// figures come from there) and returns the stretches so the scenario can assert on them.
+pub fn report_downtime(scenario: &str, observer: &observer::Observer) -> Vec<(u128, u128)> {
+    use std::io::Write;
+    let gaps = observer.downtime();
+    let total: u128 = gaps.iter().map(|(_, ms)| ms).sum();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e-report");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("downtime.tsv"))
+    {
+        let _ = writeln!(f, "{scenario}\t{total}\t{}\t{gaps:?}", gaps.len());
+    }
+    eprintln!("downtime: {scenario}: {total} ms in {} stretches {gaps:?}", gaps.len());
+    gaps
+}

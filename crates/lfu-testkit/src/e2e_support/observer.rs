@@ -29,6 +29,22 @@ pub struct Record {
     /// Whether the selector selected v3 web at the last Service event.
     on_v3: bool,
     pub max_v3_endpoints: usize,
+    /// Ready endpoints of the Service have been seen once (v2 served): gaps count from then.
+    served_ever: bool,
+    /// Since when (ms) the Service has had no ready endpoint, while it lasts.
+    dark_since: Option<u128>,
+    /// Each closed stretch without a ready endpoint after v2 first served: (from ms, length ms).
+    pub outages: Vec<(u128, u128)>,
+}
+
+impl Record {
+    /// Stretches with no ready endpoint behind the Service, the one still open included
+    /// (measured up to `now_ms`).
+    pub fn downtime(&self, now_ms: u128) -> Vec<(u128, u128)> {
+        let mut all = self.outages.clone();
+        all.extend(self.dark_since.map(|from| (from, now_ms.saturating_sub(from))));
+        all
+    }
 }
 
 #[derive(Default)]
@@ -43,6 +59,7 @@ struct Snapshot {
 pub struct Observer {
     pub record: Arc<Mutex<Record>>,
     task: tokio::task::JoinHandle<()>,
+    start: Instant,
 }
 
 enum Change {
@@ -79,8 +96,8 @@ impl Observer {
                 .map(|e| e.map(Change::Upgrade))
                 .boxed(),
         ]);
+        let start = Instant::now();
         let task = tokio::spawn(async move {
-            let start = Instant::now();
             let mut snap = Snapshot::default();
             let mut streams = streams;
             while let Some(change) = streams.next().await {
@@ -89,7 +106,13 @@ impl Observer {
                 check(&snap, &rec, &upgrade, &source, start);
             }
         });
-        Observer { record, task }
+        Observer { record, task, start }
+    }
+
+    /// Every stretch so far (from ms, length ms) in which the Service had no ready endpoint
+    /// after v2 first served: a client would have been refused then.
+    pub fn downtime(&self) -> Vec<(u128, u128)> {
+        self.record.lock().unwrap().downtime(self.start.elapsed().as_millis())
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -235,6 +258,17 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
         }
     }
     r.max_v3_endpoints = r.max_v3_endpoints.max(v3_ready);
+    // No downtime: from v2's first ready endpoint on, the Service always has one. Counted from
+    // the EndpointSlices the API shows, which is what kube-proxy routes by.
+    let serving = ready_endpoints(snap);
+    if serving > 0 {
+        r.served_ever = true;
+        if let Some(from) = r.dark_since.take() {
+            r.outages.push((from, at - from));
+        }
+    } else if r.served_ever && r.dark_since.is_none() {
+        r.dark_since = Some(at);
+    }
     if r.switched_ever && v3_ready > 0 && v2_endpoints == 0 {
         fact(&mut r, "endpoints only v3");
     }
@@ -306,4 +340,23 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     if let Some(phase) = status.phase {
         fact(&mut r, &format!("phase {phase}"));
     }
+}
+
+/// Ready endpoints across the Service's EndpointSlices, each pod once.
+fn ready_endpoints(snap: &Snapshot) -> usize {
+    let mut pods = std::collections::BTreeSet::new();
+    for slice in snap.slices.values() {
+        for e in &slice.endpoints {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            if ready {
+                pods.insert(
+                    e.target_ref
+                        .as_ref()
+                        .and_then(|t| t.name.clone())
+                        .or_else(|| e.addresses.first().cloned()),
+                );
+            }
+        }
+    }
+    pods.len()
 }
