@@ -311,6 +311,8 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
             "v3 web has no ready pod since {}; rolling back to v2 after {} unless it recovers",
             since.0, p.spec.strategy.rollback_after
         ),
-        wait::POLL,
+        // Woken when rollbackAfter runs out, not at the next poll: every second past it is a
+        // second production has no web.
+        settings.rollback_after.saturating_sub(down_for).min(wait::POLL),
     ))
 }

@@ -900,6 +900,34 @@ fn web_down_after_the_shift_rolls_back_after_rollback_after() {
 }
 
 #[test]
+fn the_rollback_starts_when_rollback_after_runs_out_not_at_the_next_poll() {
+    let mut sp = spec();
+    sp.strategy.rollback_after = "25s".into();
+    let mut w = World::new(sp);
+    w.run_until(Phase::Draining, 40);
+    w.cluster
+        .web
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .available_replicas = Some(0);
+    w.web_broken = true;
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Degraded);
+    assert_eq!(d.requeue, Duration::from_secs(10), "at most a poll while far from it");
+    let since = w.status().web_unavailable_since.unwrap().0;
+    let d = w.step();
+    assert_eq!(d.requeue, Duration::from_secs(10));
+    let d = w.step();
+    assert_eq!(d.requeue, Duration::from_secs(5), "woken exactly when it runs out");
+    w.run_until(Phase::RolledBack, 50);
+    let started = w.status().rollback.unwrap().started_at.unwrap().0;
+    assert_eq!(started.as_second() - since.as_second(), 25);
+}
+
+#[test]
 fn a_reverted_selector_blocks_and_is_not_fought_over() {
     let mut w = World::new(spec());
     w.run_until(Phase::Draining, 40);
