@@ -56,7 +56,7 @@ cli-fixtures:
 
 # Regenerate the committed CRD from the Rust types.
 crd:
-	$(CARGO) run --quiet --locked -- crd > crds/langfuseupgrades.yaml
+	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- crd > crds/langfuseupgrades.yaml
 	cp crds/langfuseupgrades.yaml charts/langfuse-upgrade-operator/crds/langfuseupgrades.yaml
 
 # A control plane and the test databases that stay up for manual work (`make env-down` stops
@@ -67,9 +67,12 @@ env-up:
 	mkdir -p $(LFU_ENV_DIR) && chmod 755 $(LFU_ENV_DIR)
 	tests/cluster/up.sh $(LFU_ENV_DIR)/cluster
 	tests/db/up.sh $(LFU_ENV_DIR)/db
-	@echo "env-up: export LFU_TEST_CLUSTER_ENV=$(LFU_ENV_DIR)/cluster/env LFU_TEST_DB_ENV=$(LFU_ENV_DIR)/db/env"
+	tests/prometheus/up.sh $(LFU_ENV_DIR)/prometheus
+	@echo "env-up: export LFU_TEST_CLUSTER_ENV=$(LFU_ENV_DIR)/cluster/env LFU_TEST_DB_ENV=$(LFU_ENV_DIR)/db/env LFU_TEST_PROMETHEUS_ENV=$(LFU_ENV_DIR)/prometheus/env"
 
 env-down:
 	-tests/cluster/down.sh $(LFU_ENV_DIR)/cluster
 	-tests/db/down.sh $(LFU_ENV_DIR)/db
+	-tests/prometheus/down.sh $(LFU_ENV_DIR)/prometheus
 	rm -rf $(LFU_ENV_DIR)
+

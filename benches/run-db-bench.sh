@@ -10,8 +10,7 @@ ROOT="$(cd "$HERE/.." && pwd -P)"
 DB="$ROOT/tests/db"
 
 source "$ROOT/tests/lib.sh"
-export LFU_TEST_PG_PORT=${LFU_TEST_PG_PORT:-$(free_port 55432)}
-export LFU_TEST_CH_PORT=${LFU_TEST_CH_PORT:-$(free_port 58123)}
+pick_db_ports   # free ports for every LFU_TEST_*_PORT knob that is not set
 
 WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/lfu-db-bench.XXXXXX")
 cleanup() { local rc=$?; trap - EXIT INT TERM; "$DB/down.sh" "$WORKDIR" >&2 || true; exit "$rc"; }

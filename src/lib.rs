@@ -1,6 +1,7 @@
 //! langfuse-upgrade-operator: upgrades a running self-hosted Langfuse v2 to v3 with no downtime
 //! and no lost data. See DESIGN in the README for the flow and its invariants.
 
+pub mod analysis;
 pub mod api;
 pub mod catalog;
 pub mod cli;

@@ -277,6 +277,13 @@ pub fn untouched() -> Observed {
         ],
         postgres: Some(Ok(healthy_postgres())),
         clickhouse: Some(Ok(healthy_clickhouse())),
+        redis: Some(Ok(crate::databases::RedisFacts {
+            version: "7.2.4".into(),
+            tls: false,
+        })),
+        s3: Some(Ok(crate::databases::S3Facts {
+            marker: Some("events/lfu-preflight-0".into()),
+        })),
         ..Default::default()
     }
 }

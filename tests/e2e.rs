@@ -493,6 +493,138 @@ async fn a_web_that_fails_after_the_shift_is_rolled_back_after_rollback_after() 
     w.finish().await;
 }
 
+/// `strategy.analysis` against the test Prometheus scraping `exporter`: window 10s, 5 %.
+fn with_analysis(up: &mut Value, prometheus: &str, query: &str) {
+    up["spec"]["strategy"]["analysis"] = json!({
+        "prometheusUrl": prometheus,
+        "errorRatioQuery": query,
+        "threshold": "0.05",
+        "window": "10s",
+    });
+}
+
+async fn condition(w: &World, type_: &str) -> Option<(String, String, String)> {
+    let u = w.ns.upgrade(UPGRADE).await;
+    u.status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_condition(w: &World, type_: &str, reason: &str) -> (String, String, String) {
+    let deadline = Instant::now() + FLOW;
+    loop {
+        if let Some(c) = condition(w, type_).await
+            && c.1 == reason
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{type_} never {reason}: {:?}",
+            condition(w, type_).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_short_error_spike_is_ridden_out_and_a_sustained_one_rolls_back() {
+    use e2e_support::exporter::ErrorExporter;
+    let w = World::new("errors", "langfuse/langfuse:2.95.9").await;
+    let (prometheus, targets) = e2e_support::prometheus_env();
+    let mut exporter = ErrorExporter::start(0.0).await;
+    exporter.register(&targets, &w.ns.name);
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    with_analysis(&mut up, &prometheus, &exporter.query());
+    w.apply(&up);
+    // No stand-in worker: the migrations never finish, v2 is never retired.
+    w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+    wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioOk").await;
+    // A 3 s spike (every request failing) inside a 10 s window: seen, ridden out.
+    exporter.set_error_ratio(1.0);
+    wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioHigh").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    exporter.set_error_ratio(0.0);
+    wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioOk").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Migrating), "a spike rolled back");
+    // 30 % of requests failing, for good: rolled back once a whole window is above 5 %.
+    let sustained = Instant::now();
+    exporter.set_error_ratio(0.3);
+    let u = w.ns.wait_phase(UPGRADE, Phase::RolledBack, FLOW).await;
+    eprintln!("sustained errors -> RolledBack in {:?}", sustained.elapsed());
+    back_on_v2(&w).await;
+    let why = u.status.unwrap().rollback.unwrap().reason.unwrap();
+    assert!(why.contains("error ratio stayed above 0.05 for 10s"), "{why}");
+    let (_, reason, message) = condition(&w, "ErrorRatioHealthy").await.unwrap();
+    assert_eq!(reason, "ErrorRatioSustained");
+    assert!(message.contains("lowest of"), "{message}");
+    let events: Vec<String> = w
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ErrorRatioSustained"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(events.iter().any(|n| n.contains("lowest of")), "{events:?}");
+    let v = observer.violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert_no_downtime(&w, &observer);
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn no_rollback_on_missing_data_nor_after_the_point_of_no_return() {
+    use e2e_support::exporter::ErrorExporter;
+    let w = World::new("noanswer", "langfuse/langfuse:2.95.9").await;
+    let (prometheus, targets) = e2e_support::prometheus_env();
+    let mut exporter = ErrorExporter::start(0.0).await;
+    exporter.register(&targets, &w.ns.name);
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    // Prometheus is unreachable while v2 can still take traffic back.
+    with_analysis(&mut up, "http://127.0.0.1:1", &exporter.query());
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Draining, FLOW).await;
+    let (status, _, message) = wait_condition(&w, "ErrorRatioHealthy", "AnalysisUnavailable").await;
+    assert_eq!(status, "False");
+    assert!(message.contains("no rollback on missing data"), "{message}");
+    // Prometheus is back, errors are high, but only once v2 is retired: too late to roll back.
+    with_analysis(&mut up, &prometheus, &exporter.query());
+    w.apply(&up);
+    wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioOk").await;
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let deadline = Instant::now() + FLOW;
+    while w
+        .ns
+        .upgrade(UPGRADE)
+        .await
+        .status
+        .and_then(|s| s.source_retired_at)
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "v2 never retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    exporter.set_error_ratio(1.0);
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Completed));
+    assert!(u.status.unwrap().rollback.unwrap().started_at.is_none());
+    assert_clean(&w, &observer);
+    worker.abort();
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn a_web_that_never_becomes_ready_is_never_shifted_to() {

@@ -10,14 +10,39 @@ free_port() {
   echo "$p"
 }
 
+# Export a free port for each tests/db/up.sh port knob that is not set yet: its default if
+# free, else the next free one, never one already given to another knob. Lets a run start
+# next to another engineer's env-up (which holds the defaults).
+pick_db_ports() {
+  local spec var def p taken=" "
+  for spec in LFU_TEST_PG_PORT:55432 LFU_TEST_CH_PORT:58123 LFU_TEST_REDIS_PORT:56379 \
+              LFU_TEST_REDIS_TLS_PORT:56380 LFU_TEST_S3_PORT:58333; do
+    var=${spec%%:*}
+    [[ -n ${!var:-} ]] && taken+="${!var} "
+  done
+  for spec in LFU_TEST_PG_PORT:55432 LFU_TEST_CH_PORT:58123 LFU_TEST_REDIS_PORT:56379 \
+              LFU_TEST_REDIS_TLS_PORT:56380 LFU_TEST_S3_PORT:58333; do
+    var=${spec%%:*} def=${spec#*:}
+    [[ -n ${!var:-} ]] && continue
+    p=$def
+    while [[ $taken == *" $p "* ]] || port_in_use "$p"; do p=$((p + 1)); done
+    taken+="$p "
+    export "$var=$p"
+  done
+}
+
 # Bring up the control plane and the databases under $1 (a fresh work dir) for a tier that
 # needs both, export their env files, and tear everything down on exit, keeping the exit code.
 with_cluster_and_databases() {
   LFU_WORK="$1"
   # PostgreSQL runs as the postgres user, which must reach its data dir under here.
   chmod 755 "$LFU_WORK"
-  trap 'rc=$?; tests/cluster/down.sh "$LFU_WORK/cluster" >/dev/null 2>&1 || true; tests/db/down.sh "$LFU_WORK/db" >/dev/null 2>&1 || true; rm -rf "$LFU_WORK"; exit $rc' EXIT INT TERM
+  trap 'rc=$?; tests/cluster/down.sh "$LFU_WORK/cluster" >/dev/null 2>&1 || true; tests/db/down.sh "$LFU_WORK/db" >/dev/null 2>&1 || true; tests/prometheus/down.sh "$LFU_WORK/prometheus" >/dev/null 2>&1 || true; rm -rf "$LFU_WORK"; exit $rc' EXIT INT TERM
   tests/cluster/up.sh "$LFU_WORK/cluster"
+  pick_db_ports
   tests/db/up.sh "$LFU_WORK/db"
+  # A real Prometheus for the error-ratio analysis (targets: one file per test).
+  tests/prometheus/up.sh "$LFU_WORK/prometheus"
   export LFU_TEST_CLUSTER_ENV="$LFU_WORK/cluster/env" LFU_TEST_DB_ENV="$LFU_WORK/db/env"
+  export LFU_TEST_PROMETHEUS_ENV="$LFU_WORK/prometheus/env"
 }

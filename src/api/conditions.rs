@@ -14,9 +14,11 @@ pub const SOURCE_RETIRED: &str = "SourceRetired";
 /// The road of in-place hops is being followed: False when a hop waits for a gate, or the
 /// images were moved past a required stop or below the release reached.
 pub const ROAD_FOLLOWED: &str = "RoadFollowed";
+/// `strategy.analysis`: v3 web's error ratio, from the shift until v2 is retired.
+pub const ERROR_RATIO_HEALTHY: &str = "ErrorRatioHealthy";
 
 /// Every condition type the operator writes, in the order it writes them.
-pub const ALL_TYPES: [&str; 9] = [
+pub const ALL_TYPES: [&str; 10] = [
     READY,
     RECONCILING,
     STALLED,
@@ -26,6 +28,7 @@ pub const ALL_TYPES: [&str; 9] = [
     VERIFIED,
     SOURCE_RETIRED,
     ROAD_FOLLOWED,
+    ERROR_RATIO_HEALTHY,
 ];
 
 /// A condition as the plan wants it; times are filled in by [`merge`].
@@ -141,10 +144,18 @@ pub enum Reason {
     Downgraded,
     /// Every stop of the road was reached.
     HopsDone,
+    /// The error ratio is at or below the analysis threshold.
+    ErrorRatioOk,
+    /// The error ratio is above the threshold, not yet for a whole window.
+    ErrorRatioHigh,
+    /// The error ratio stayed above the threshold for a whole window: rolled back.
+    ErrorRatioSustained,
+    /// Prometheus gave no answer to judge by (no rollback on missing data).
+    AnalysisUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 45] = [
+    pub const ALL: [Reason; 49] = [
         Reason::InvalidSpec,
         Reason::ReconcileError,
         Reason::OutOfOrder,
@@ -190,6 +201,10 @@ impl Reason {
         Reason::StopSkipped,
         Reason::Downgraded,
         Reason::HopsDone,
+        Reason::ErrorRatioOk,
+        Reason::ErrorRatioHigh,
+        Reason::ErrorRatioSustained,
+        Reason::AnalysisUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -239,6 +254,10 @@ impl Reason {
             Reason::StopSkipped => "StopSkipped",
             Reason::Downgraded => "Downgraded",
             Reason::HopsDone => "HopsDone",
+            Reason::ErrorRatioOk => "ErrorRatioOk",
+            Reason::ErrorRatioHigh => "ErrorRatioHigh",
+            Reason::ErrorRatioSustained => "ErrorRatioSustained",
+            Reason::AnalysisUnavailable => "AnalysisUnavailable",
         }
     }
 }
@@ -298,6 +317,10 @@ pub mod reason {
     pub const STOP_SKIPPED: Reason = Reason::StopSkipped;
     pub const DOWNGRADED: Reason = Reason::Downgraded;
     pub const HOPS_DONE: Reason = Reason::HopsDone;
+    pub const ERROR_RATIO_OK: Reason = Reason::ErrorRatioOk;
+    pub const ERROR_RATIO_HIGH: Reason = Reason::ErrorRatioHigh;
+    pub const ERROR_RATIO_SUSTAINED: Reason = Reason::ErrorRatioSustained;
+    pub const ANALYSIS_UNAVAILABLE: Reason = Reason::AnalysisUnavailable;
 }
 
 #[cfg(test)]

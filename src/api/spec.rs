@@ -280,6 +280,34 @@ pub struct StrategySpec {
     /// Who changes the image at each in-place hop (v3 → v3, v3 → v4).
     #[serde(default)]
     pub image_changes: ImageChanges,
+    /// Roll back on v3 web's error ratio too, as runbooks do ("above 5 % for 10 minutes"):
+    /// evaluated from the shift until v2 is retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+}
+
+/// An error-ratio analysis against Prometheus.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Prometheus' HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(regex(pattern = r"^https?://.+"))]
+    pub prometheus_url: String,
+    /// PromQL whose single value is v3 web's error ratio (0 to 1), e.g.
+    /// `sum(rate(http_requests_total{code=~"5.."}[1m])) / sum(rate(http_requests_total[1m]))`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub error_ratio_query: String,
+    /// Roll back when the ratio stays above this for the whole window, e.g. `"0.05"`.
+    #[schemars(regex(pattern = r"^(0(\.[0-9]+)?|1(\.0+)?)$"))]
+    pub threshold: String,
+    /// How long the ratio must stay above the threshold.
+    #[serde(default = "default_window")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    pub window: String,
+}
+
+fn default_window() -> String {
+    "10m".into()
 }
 
 /// Who moves the web and worker images at an in-place hop.
@@ -304,6 +332,7 @@ impl Default for StrategySpec {
             rollback_after: default_rollback(),
             delete_source: false,
             image_changes: ImageChanges::Operator,
+            analysis: None,
         }
     }
 }
@@ -363,6 +392,10 @@ pub enum WaivableCheck {
     StuckCursorScan,
     Backup,
     HorizontalPodAutoscaler,
+    /// The operator cannot reach Redis (a NetworkPolicy) although v3's pods can.
+    Redis,
+    /// The operator cannot reach the S3 event bucket although v3's pods can.
+    S3,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -115,6 +115,10 @@ pub enum CheckId {
     SourceWorker,
     /// A source on v3/v4: every background migration it runs has finished.
     SourceMigrations,
+    /// Redis reached and authenticated with v3's settings; its version.
+    Redis,
+    /// The S3 event bucket reached with v3's settings; a marker written and deleted.
+    S3,
 }
 
 impl CheckId {
@@ -141,6 +145,8 @@ impl CheckId {
             CheckId::HopBackups => "hopBackups",
             CheckId::SourceWorker => "sourceWorker",
             CheckId::SourceMigrations => "sourceMigrations",
+            CheckId::Redis => "redis",
+            CheckId::S3 => "s3",
         }
     }
 }
@@ -154,6 +160,8 @@ impl From<WaivableCheck> for CheckId {
             WaivableCheck::StuckCursorScan => CheckId::StuckCursorScan,
             WaivableCheck::Backup => CheckId::Backup,
             WaivableCheck::HorizontalPodAutoscaler => CheckId::HorizontalPodAutoscaler,
+            WaivableCheck::Redis => CheckId::Redis,
+            WaivableCheck::S3 => CheckId::S3,
         }
     }
 }

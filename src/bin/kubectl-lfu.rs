@@ -282,7 +282,9 @@ async fn plan_live(client: &Client, u: &LangfuseUpgrade) -> Fallible<ExitCode> {
     let mut fresh = u.clone();
     fresh.status = None;
     let now = Timestamp::now();
-    let n = needs(&fresh, now);
+    let mut n = needs(&fresh, now);
+    // Touching nothing: the bucket is listed, no marker is written.
+    n.s3_marker = false;
     let obs = observe::observe(client, &Live::default(), &fresh, &n)
         .await
         .map_err(|e| format!("reading the cluster: {e}"))?;

@@ -12,7 +12,8 @@ use kube::{Api, Client};
 use super::plan::Needs;
 use super::plan::source_container;
 use crate::api::LangfuseUpgrade;
-use crate::databases::{ClickHouseConnection, Databases, SecretString};
+use crate::databases::stores::{redis_target, s3_target};
+use crate::databases::{ClickHouseConnection, Databases, RedisFacts, RedisProblem, S3Facts, S3Problem, SecretString};
 use crate::error::{Error, Result};
 use crate::migrations::PostgresFacts;
 use crate::resources::deployments::deployment_name;
@@ -65,6 +66,12 @@ pub struct Observed {
     /// The connection those facts were read with, for the remedies the executor writes.
     pub postgres_url: Option<SecretString>,
     pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
+    /// `None`: not asked; the target says where the settings came from.
+    pub redis: Option<std::result::Result<RedisFacts, RedisProblem>>,
+    pub redis_from_connection_string: bool,
+    pub s3: Option<std::result::Result<S3Facts, S3Problem>>,
+    /// `None`: not asked.
+    pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
 }
 
 pub async fn observe<D: Databases>(
@@ -182,7 +189,34 @@ pub async fn observe<D: Databases>(
         postgres: None,
         postgres_url: None,
         clickhouse: None,
+        redis: None,
+        redis_from_connection_string: false,
+        s3: None,
+        error_ratio: None,
     };
+    if let Some(q) = &needs.error_ratio {
+        observed.error_ratio = Some(db.error_ratio(q).await);
+    }
+    if needs.stores {
+        let r = &spec.redis;
+        let (conn, auth) = (
+            read_opt(&secrets, r.connection_string_secret_ref.as_ref()).await?,
+            read_opt(&secrets, r.auth_secret_ref.as_ref()).await?,
+        );
+        // A missing Secret key is the secrets line's failure; no probe without the settings.
+        if let Some(target) = redis_target(r, conn, auth) {
+            observed.redis_from_connection_string = target.from_connection_string;
+            observed.redis = Some(db.redis(&target).await);
+        }
+        let s3 = &spec.s3;
+        let (key, secret) = (
+            read_opt(&secrets, s3.access_key_id_secret_ref.as_ref()).await?,
+            read_opt(&secrets, s3.secret_access_key_secret_ref.as_ref()).await?,
+        );
+        if let (Some(key), Some(secret)) = (key, secret) {
+            observed.s3 = Some(db.s3(&s3_target(s3, key, secret, needs.s3_marker)).await);
+        }
+    }
     if !needs.postgres.is_empty() {
         observed.postgres = Some(
             match postgres_url(client, ns, upgrade, observed.source.as_ref()).await? {
@@ -228,6 +262,13 @@ pub fn referenced_secrets(upgrade: &LangfuseUpgrade) -> Vec<&SecretKeySelector> 
     refs.extend(spec.s3.secret_access_key_secret_ref.as_ref());
     refs.extend(spec.postgres.as_ref().map(|p| &p.url_secret_ref));
     refs
+}
+
+async fn read_opt(secrets: &Api<Secret>, selector: Option<&SecretKeySelector>) -> Result<Option<SecretString>> {
+    match selector {
+        Some(s) => read_secret_key(secrets, s).await,
+        None => Ok(None),
+    }
 }
 
 async fn read_secret_key(secrets: &Api<Secret>, selector: &SecretKeySelector) -> Result<Option<SecretString>> {

@@ -19,6 +19,49 @@ pub struct Settings {
     pub retire_source_after: Duration,
     pub rollback_after: Duration,
     pub stuck_after: Duration,
+    pub analysis: Option<Analysis>,
+}
+
+/// `spec.strategy.analysis`, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    pub threshold: f64,
+    pub window: Duration,
+}
+
+/// The analysis settings alone (the plan's observation needs them before it decides).
+pub fn analysis(spec: &LangfuseUpgradeSpec) -> Result<Option<Analysis>, InvalidSpec> {
+    let Some(a) = &spec.strategy.analysis else {
+        return Ok(None);
+    };
+    let threshold = a
+        .threshold
+        .parse::<f64>()
+        .ok()
+        .filter(|t| (0.0..=1.0).contains(t))
+        .ok_or_else(|| {
+            invalid(
+                "spec.strategy.analysis.threshold",
+                format!("{:?} is not a ratio between 0 and 1, like \"0.05\"", a.threshold),
+            )
+        })?;
+    let window = duration("spec.strategy.analysis.window", &a.window)?;
+    if window < Duration::from_secs(10) {
+        return Err(invalid(
+            "spec.strategy.analysis.window",
+            format!("{:?} is shorter than 10s: a spike would roll back", a.window),
+        ));
+    }
+    if !(a.prometheus_url.starts_with("http://") || a.prometheus_url.starts_with("https://")) {
+        return Err(invalid(
+            "spec.strategy.analysis.prometheusUrl",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    if a.error_ratio_query.trim().is_empty() {
+        return Err(invalid("spec.strategy.analysis.errorRatioQuery", "must not be empty"));
+    }
+    Ok(Some(Analysis { threshold, window }))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +273,7 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
         retire_source_after: duration("spec.strategy.retireSourceAfter", &spec.strategy.retire_source_after)?,
         rollback_after: duration("spec.strategy.rollbackAfter", &spec.strategy.rollback_after)?,
         stuck_after: duration("spec.migrations.stuckAfter", &spec.migrations.stuck_after)?,
+        analysis: analysis(spec)?,
     })
 }
 

@@ -1,4 +1,4 @@
-//! The boundary to Postgres and ClickHouse. The controller asks for plain facts through
+//! The boundary to Postgres and ClickHouse (and to Redis and S3, which preflight reaches). The controller asks for plain facts through
 //! [`Databases`]; the real sqlx / clickhouse implementations plug in behind it.
 
 use std::fmt;
@@ -10,7 +10,9 @@ use crate::migrations::PostgresFacts;
 use crate::verify::ClickHouseFacts;
 
 pub mod live;
+pub mod stores;
 pub use live::{Live, LiveConfig};
+pub use stores::{RedisFacts, RedisProblem, RedisTarget, S3Facts, S3Problem, S3Target};
 
 /// A connection string that may hold a password: never printed, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,6 +133,15 @@ pub trait Databases: Send + Sync + 'static {
         query: &ClickHouseQuery,
     ) -> impl Future<Output = Result<ClickHouseFacts, DbError>> + Send;
     fn remedy(&self, url: &SecretString, remedy: &Remedy) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// Connect and authenticate to Redis as v3 will, and read its version.
+    fn redis(&self, target: &RedisTarget) -> impl Future<Output = Result<RedisFacts, RedisProblem>> + Send;
+    /// Reach the event bucket as v3 will (and write and delete a marker when asked).
+    fn s3(&self, target: &S3Target) -> impl Future<Output = Result<S3Facts, S3Problem>> + Send;
+    /// v3 web's error ratio from Prometheus, now and over the analysis window.
+    fn error_ratio(
+        &self,
+        query: &crate::analysis::ErrorRatioQuery,
+    ) -> impl Future<Output = Result<crate::analysis::ErrorRatioFacts, String>> + Send;
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# TEST INFRASTRUCTURE ONLY: stop the PostgreSQL and ClickHouse stand-in started by
-# tests/db/up.sh <workdir>, then remove <workdir>. Safe to run twice or after a failed up.sh.
+# TEST INFRASTRUCTURE ONLY: stop the PostgreSQL, ClickHouse stand-in, Redis and SeaweedFS started
+# by tests/db/up.sh <workdir>, then remove <workdir>. Safe to run twice or after a failed up.sh.
 set -euo pipefail
 
 die() { echo "down.sh: $*" >&2; exit 1; }
@@ -28,17 +28,40 @@ live_pid() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" && echo "$pid"
 }
 
-# SIGTERM, wait up to $2 seconds, then SIGKILL.
+# SIGTERM, wait up to $2 seconds, then SIGKILL (saying so unless $3 is "quiet").
 stop_pid() {
-  local pid=$1 secs=$2 i
+  local pid=$1 secs=$2 quiet=${3:-} i
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < secs * 10; i++)); do
     alive "$pid" || return 0
     sleep 0.1
   done
-  echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
+  [[ $quiet == quiet ]] || echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# SeaweedFS: one `weed server` process (master, volume, filer and S3 run in it as goroutines).
+# It usually exits within a second of SIGTERM, but its filer can wait 15 s trying to flush its
+# metadata log into the volume server that already stopped; the data is thrown away, so after
+# 5 s it gets SIGKILL without a word.
+if pid=$(live_pid "$WORKDIR/pids/seaweedfs.pid" weed); then
+  stop_pid "$pid" 5 quiet
+  for ((i = 0; i < 20; i++)); do alive "$pid" || break; sleep 0.1; done   # SIGKILL is async
+fi
+# weed keeps unix sockets in /tmp named after its ports (up.sh recorded ours); it removes most
+# of them on a clean exit, not after SIGKILL.
+if [[ -f $WORKDIR/seaweedfs/ports ]] && ! live_pid "$WORKDIR/pids/seaweedfs.pid" weed >/dev/null; then
+  for port in $(tr -dc '0-9 \n' <"$WORKDIR/seaweedfs/ports"); do
+    for svc in master volume filer s3; do
+      rm -f "/tmp/seaweedfs-$svc-grpc-$port.sock" "/tmp/seaweedfs-$svc-$port.sock"
+    done
+  done
+fi
+
+# Redis (no persistence configured: SIGTERM exits at once; it deletes its pid file).
+if pid=$(live_pid "$WORKDIR/pids/redis.pid" redis-server); then
+  stop_pid "$pid" 10
+fi
 
 # ClickHouse stand-in (it deletes its own pid file on a clean exit).
 if pid=$(live_pid "$WORKDIR/pids/chdb_http.pid" chdb_http.py); then

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# TEST INFRASTRUCTURE ONLY: start a throwaway PostgreSQL 15 and the chdb-backed ClickHouse
-# HTTP stand-in (tests/db/chdb_http.py) for the operator's integration tests.
+# TEST INFRASTRUCTURE ONLY: start a throwaway PostgreSQL 15, the chdb-backed ClickHouse HTTP
+# stand-in (tests/db/chdb_http.py), Redis (Debian's redis-server, plain + TLS port) and SeaweedFS
+# S3 (the S3 store of the Langfuse Helm chart 2.x) for the operator's integration tests. All on
+# 127.0.0.1 only.
 #
 #   tests/db/up.sh <workdir>     # <workdir> must be absent or empty; it becomes ours
-#   . <workdir>/env              # LFU_TEST_DATABASE_URL, LFU_TEST_CLICKHOUSE_{URL,USER,PASSWORD}
-#   tests/db/down.sh <workdir>   # stops both, removes <workdir>
+#   . <workdir>/env              # LFU_TEST_DATABASE_URL, LFU_TEST_CLICKHOUSE_*, LFU_TEST_REDIS_*,
+#                                # LFU_TEST_S3_* (see tests/db/README.md)
+#   tests/db/down.sh <workdir>   # stops them all, removes <workdir>
 #
-# Env knobs: LFU_TEST_PG_PORT (55432), LFU_TEST_CH_PORT (58123),
-#            LFU_CACHE_DIR (~/.cache/langfuse-upgrade-operator; holds the Python venv),
+# Env knobs: LFU_TEST_PG_PORT (55432), LFU_TEST_CH_PORT (58123), LFU_TEST_REDIS_PORT (56379),
+#            LFU_TEST_REDIS_TLS_PORT (56380), LFU_TEST_S3_PORT (58333; SeaweedFS's internal
+#            master/volume/filer/gRPC ports are the next free ones above it),
+#            LFU_CACHE_DIR (~/.cache/langfuse-upgrade-operator; holds the Python venv and weed),
 #            LFU_CHDB_COMPATIBILITY (25.3; ClickHouse `compatibility` setting, '' = off).
-# Installs PostgreSQL 15 with apt (needs root) and the pinned chdb-core venv if missing.
+# Installs PostgreSQL 15 and redis-server with apt (needs root), the pinned chdb-core venv and
+# the pinned SeaweedFS build (tests/db/build-seaweedfs.sh) if missing.
 set -euo pipefail
 
 die() { echo "up.sh: $*" >&2; exit 1; }
@@ -18,6 +24,9 @@ die() { echo "up.sh: $*" >&2; exit 1; }
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 PG_PORT=${LFU_TEST_PG_PORT:-55432}
 CH_PORT=${LFU_TEST_CH_PORT:-58123}
+REDIS_PORT=${LFU_TEST_REDIS_PORT:-56379}
+REDIS_TLS_PORT=${LFU_TEST_REDIS_TLS_PORT:-56380}
+S3_PORT=${LFU_TEST_S3_PORT:-58333}
 CACHE_DIR=${LFU_CACHE_DIR:-$HOME/.cache/langfuse-upgrade-operator}
 VENV=$CACHE_DIR/venv
 PG_VERSION=15
@@ -26,6 +35,10 @@ PG_OS_USER=postgres   # postgres refuses to run as root; used only when we are r
 DB_USER=langfuse
 DB_NAME=langfuse
 CH_USER=langfuse
+REDIS_SERVER=/usr/bin/redis-server
+REDIS_CLI=/usr/bin/redis-cli
+S3_REGION=us-east-1
+S3_BUCKET=langfuse-events
 START_TIMEOUT=60
 
 log() { echo "up.sh: $*" >&2; }
@@ -33,6 +46,9 @@ log() { echo "up.sh: $*" >&2; }
 as_pg() { if (( EUID == 0 )); then runuser -u "$PG_OS_USER" -- "$@"; else "$@"; fi; }
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 gen_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }   # hex: URL-safe, no quoting
+# S3-shaped keys: a 20-character upper-case access key id, a 40-character secret.
+gen_access_key() { printf 'LFU%s' "$(od -An -tx1 -N9 /dev/urandom | tr -d ' \n' | tr a-f A-F | cut -c1-17)"; }
+gen_secret_key() { od -An -tx1 -N20 /dev/urandom | tr -d ' \n'; }
 
 # ---- install (idempotent) -------------------------------------------------------------------
 ensure_postgres() {
@@ -42,6 +58,17 @@ ensure_postgres() {
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "postgresql-$PG_VERSION" >/dev/null
+}
+
+ensure_redis() {
+  [[ -x $REDIS_SERVER && -x $REDIS_CLI ]] && return 0
+  (( EUID == 0 )) || die "redis-server missing ($REDIS_SERVER) and not root to apt-get it"
+  log "installing redis-server from apt"
+  # Only the binaries are used. (Where package scripts may start services, Debian's own redis
+  # also starts on 6379; it is not ours and is left alone.)
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    redis-server >/dev/null
 }
 
 ensure_venv() {
@@ -92,14 +119,28 @@ trap 'exit 130' INT TERM
 touch "$WORKDIR/.lfu-test-db"
 mkdir -p "$LOGS" "$PIDS" "$WORKDIR/pg" "$WORKDIR/chdb"
 
-port_in_use "$PG_PORT" && die "port $PG_PORT (LFU_TEST_PG_PORT) is already in use"
-port_in_use "$CH_PORT" && die "port $CH_PORT (LFU_TEST_CH_PORT) is already in use"
+ports_taken=" "
+for knob in PG_PORT CH_PORT REDIS_PORT REDIS_TLS_PORT S3_PORT; do
+  p=${!knob}
+  if ! [[ $p =~ ^[0-9]+$ ]] || (( p < 1 || p > 65535 )); then die "LFU_TEST_$knob=$p is not a port"; fi
+  [[ $ports_taken == *" $p "* ]] && die "port $p is given to two LFU_TEST_*_PORT knobs"
+  port_in_use "$p" && die "port $p (LFU_TEST_$knob) is already in use"
+  ports_taken+="$p "
+done
 
 ensure_postgres
 ensure_venv
+ensure_redis
+# Prints the binary's path; builds it (minutes, once per pin change) when missing.
+WEED=$("$HERE/build-seaweedfs.sh")
 
 PG_PASSWORD=$(gen_secret)
 CH_PASSWORD=$(gen_secret)
+REDIS_PASSWORD=$(gen_secret)
+S3_ACCESS_KEY_ID=$(gen_access_key)
+S3_SECRET_ACCESS_KEY=$(gen_secret_key)
+S3_RO_ACCESS_KEY_ID=$(gen_access_key)
+S3_RO_SECRET_ACCESS_KEY=$(gen_secret_key)
 
 # ---- PostgreSQL ------------------------------------------------------------------------------
 : >"$LOGS/postgres.log"
@@ -147,7 +188,112 @@ LFU_CHDB_HTTP_USER=$CH_USER LFU_CHDB_HTTP_PASSWORD=$CH_PASSWORD \
   </dev/null >>"$LOGS/chdb_http.log" 2>&1 &
 CH_LAUNCH_PID=$!
 
-# ---- wait until both answer a query ----------------------------------------------------------
+# ---- Redis ------------------------------------------------------------------------------------
+# A throwaway CA and a server certificate for 127.0.0.1/localhost (EC P-256), for the TLS port.
+REDIS_TLS=$WORKDIR/redis-tls
+mkdir -p "$WORKDIR/redis" "$REDIS_TLS"
+ossl() { openssl "$@" >>"$LOGS/openssl.log" 2>&1; }
+(
+  umask 077
+  ossl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -keyout "$REDIS_TLS/ca.key" -out "$REDIS_TLS/ca.pem" -days 30 \
+    -subj "/CN=lfu test redis CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign"
+  ossl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -keyout "$REDIS_TLS/server.key" -out "$REDIS_TLS/server.csr" -subj "/CN=127.0.0.1"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$REDIS_TLS/server.ext"
+  ossl x509 -req -in "$REDIS_TLS/server.csr" -CA "$REDIS_TLS/ca.pem" -CAkey "$REDIS_TLS/ca.key" \
+    -CAcreateserial -days 30 -extfile "$REDIS_TLS/server.ext" -out "$REDIS_TLS/server.pem"
+  chmod 0644 "$REDIS_TLS/ca.pem" "$REDIS_TLS/server.pem"   # public; the keys stay 0600
+) || die "openssl failed (see $LOGS/openssl.log)"
+
+# The password lives only in this 0600 config file and the env file, never in argv or logs.
+(
+  umask 077
+  cat >"$WORKDIR/redis/redis.conf" <<EOF
+# Written by tests/db/up.sh: throwaway TEST instance.
+bind 127.0.0.1
+protected-mode yes
+port $REDIS_PORT
+tls-port $REDIS_TLS_PORT
+tls-cert-file $REDIS_TLS/server.pem
+tls-key-file $REDIS_TLS/server.key
+tls-ca-cert-file $REDIS_TLS/ca.pem
+tls-auth-clients no
+requirepass $REDIS_PASSWORD
+daemonize no
+pidfile $PIDS/redis.pid
+logfile $LOGS/redis.log
+dir $WORKDIR/redis
+save ""
+appendonly no
+maxmemory 128mb
+EOF
+)
+# setsid: the server outlives this script's process group; down.sh stops it by pid.
+setsid "$REDIS_SERVER" "$WORKDIR/redis/redis.conf" </dev/null >>"$LOGS/redis.log" 2>&1 &
+REDIS_LAUNCH_PID=$!
+
+# ---- SeaweedFS S3 ----------------------------------------------------------------------------
+# `weed server` = master + volume + filer + S3 gateway in one process. Its internal HTTP and gRPC
+# ports (it would default gRPC to HTTP+10000, past 65535 here) are the next free ones above the
+# S3 port; they are recorded for down.sh, which removes the unix sockets weed keeps in /tmp.
+pick_port() {  # pick_port VAR: the next free port above the S3 port, not given out yet
+  local p=$((S3_PORT + 1))
+  while [[ $ports_taken == *" $p "* ]] || port_in_use "$p"; do p=$((p + 1)); done
+  (( p < 65536 )) || die "no free port above LFU_TEST_S3_PORT=$S3_PORT for SeaweedFS"
+  ports_taken+="$p "
+  printf -v "$1" '%s' "$p"
+}
+for v in SW_MASTER_PORT SW_MASTER_GRPC SW_VOLUME_PORT SW_VOLUME_GRPC SW_FILER_PORT SW_FILER_GRPC SW_S3_GRPC; do
+  pick_port "$v"
+done
+SW_DIR=$WORKDIR/seaweedfs
+mkdir -p "$SW_DIR/data"
+echo "$SW_MASTER_PORT $SW_MASTER_GRPC $SW_VOLUME_PORT $SW_VOLUME_GRPC $SW_FILER_PORT $SW_FILER_GRPC" \
+  "$S3_PORT $SW_S3_GRPC" >"$SW_DIR/ports"
+
+# Static S3 identities (0600; the keys live only here and in the env file).
+(
+  umask 077
+  cat >"$SW_DIR/s3.json" <<EOF
+{
+  "identities": [
+    {
+      "name": "lfu-admin",
+      "credentials": [{ "accessKey": "$S3_ACCESS_KEY_ID", "secretKey": "$S3_SECRET_ACCESS_KEY" }],
+      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    },
+    {
+      "name": "lfu-readonly",
+      "credentials": [{ "accessKey": "$S3_RO_ACCESS_KEY_ID", "secretKey": "$S3_RO_SECRET_ACCESS_KEY" }],
+      "actions": ["Read", "List"]
+    }
+  ]
+}
+EOF
+)
+# cwd = its own dir: weed reads master.toml/security.toml etc. from ".", and must find none.
+# Telemetry off (no traffic off this machine); the Iceberg and Lance side ports off; no bucket
+# auto-creation (else a PUT into a missing bucket creates it instead of NoSuchBucket); small
+# volumes (not preallocated), 64 of them (each bucket takes 7); no pre-stop delay.
+(
+  cd "$SW_DIR"
+  exec setsid "$WEED" -logtostderr=true server \
+    -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SW_DIR/data" \
+    -master.port="$SW_MASTER_PORT" -master.port.grpc="$SW_MASTER_GRPC" \
+    -master.telemetry=false -master.volumeSizeLimitMB=64 -master.defaultReplication=000 \
+    -volume.port="$SW_VOLUME_PORT" -volume.port.grpc="$SW_VOLUME_GRPC" \
+    -volume.max=64 -volume.preStopSeconds=0 \
+    -filer.port="$SW_FILER_PORT" -filer.port.grpc="$SW_FILER_GRPC" \
+    -s3 -s3.port="$S3_PORT" -s3.port.grpc="$SW_S3_GRPC" -s3.port.iceberg=0 -s3.port.lance=0 \
+    -s3.autoCreateBucket=false -s3.config="$SW_DIR/s3.json"
+) </dev/null >>"$LOGS/seaweedfs.log" 2>&1 &
+SW_LAUNCH_PID=$!
+echo "$SW_LAUNCH_PID" >"$PIDS/seaweedfs.pid"
+
+# ---- wait until all answer -------------------------------------------------------------------
 pg_query() {
   PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=2 "$PG_BIN/psql" -XAtq -h 127.0.0.1 -p "$PG_PORT" \
     -U "$DB_USER" -d "$DB_NAME" -c "$1"
@@ -169,6 +315,69 @@ until [[ $(ch_query 'SELECT 1' 2>/dev/null) == 1 ]]; do
 done
 [[ -s $PIDS/chdb_http.pid ]] || die "chdb_http.py did not write its pid file"
 
+redis_version() { "$REDIS_SERVER" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'; }
+redis_ping() {  # redis_ping [redis-cli args...]; the password via REDISCLI_AUTH, not argv
+  REDISCLI_AUTH=$REDIS_PASSWORD timeout 5 "$REDIS_CLI" -h 127.0.0.1 "$@" PING 2>/dev/null
+}
+until [[ $(redis_ping -p "$REDIS_PORT") == PONG ]]; do
+  kill -0 "$REDIS_LAUNCH_PID" 2>/dev/null || die "redis-server exited during startup"
+  (( SECONDS < deadline )) || die "Redis did not answer PING within ${START_TIMEOUT}s"
+  sleep 0.2
+done
+[[ $(redis_ping -p "$REDIS_TLS_PORT" --tls --cacert "$REDIS_TLS/ca.pem") == PONG ]] ||
+  die "Redis answers on $REDIS_PORT but not over TLS on $REDIS_TLS_PORT"
+[[ -s $PIDS/redis.pid ]] || die "redis-server did not write its pid file"
+
+# s3 <access key> <secret key> <method> <path> [body]: a SigV4-signed request; prints
+# "<http status> <S3 error Code or ->". Credentials via a curl config on a pipe, not argv.
+# curl 7.88 does not send x-amz-content-sha256 itself (SeaweedFS then rejects any request with
+# a body as SignatureDoesNotMatch), and signs a query's '/' unencoded: pass %2F in <path>.
+s3() {
+  local ak=$1 sk=$2 method=$3 path=$4 payload=${5-} out status code
+  local args=(-X "$method")
+  [[ -n $payload ]] && args+=(--data-binary "$payload")
+  out=$(mktemp "$SW_DIR/.s3-body.XXXXXX")
+  status=$(curl -sS --max-time 10 -o "$out" -w '%{http_code}' "${args[@]}" \
+    -K <(printf 'user = "%s:%s"\naws-sigv4 = "aws:amz:%s:s3"\n' "$ak" "$sk" "$S3_REGION") \
+    -H "x-amz-content-sha256: $(printf '%s' "$payload" | sha256sum | cut -d' ' -f1)" \
+    "http://127.0.0.1:$S3_PORT$path" 2>/dev/null) || status=000
+  code=$(sed -n 's:.*<Code>\([^<]*\)</Code>.*:\1:p' "$out" | head -n 1)
+  rm -f "$out"
+  echo "$status ${code:--}"
+}
+s3_admin() { s3 "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY" "$@"; }
+# The S3 gateway starts a few seconds after the master, volume and filer: wait for a signed
+# ListBuckets to succeed.
+until [[ $(s3_admin GET /) == "200 -" ]]; do
+  kill -0 "$SW_LAUNCH_PID" 2>/dev/null || die "weed server exited during startup"
+  (( SECONDS < deadline )) || die "SeaweedFS S3 did not answer within ${START_TIMEOUT}s"
+  sleep 0.5
+done
+# down.sh stops weed by this pid (setsid did not fork: we are not a process group leader).
+tr '\0' ' ' <"/proc/$SW_LAUNCH_PID/cmdline" | grep -q weed || die "pid $SW_LAUNCH_PID is not weed"
+[[ $(s3_admin PUT "/$S3_BUCKET") == "200 -" ]] || die "could not create S3 bucket $S3_BUCKET"
+
+# The behaviour the operator's S3 preflight is tested against; fail here if a SeaweedFS bump
+# changes it. (The first write may wait for a volume to be grown: retried until the deadline.)
+check_s3() {  # check_s3 <want> <what> <got>
+  [[ $3 == "$1" ]] || die "SeaweedFS S3: $2 returned '$3', expected '$1'"
+}
+probe=/$S3_BUCKET/events/lfu-up-check
+until [[ $(s3_admin PUT "$probe" ok) == "200 -" ]]; do
+  (( SECONDS < deadline )) || die "SeaweedFS S3: admin PUT $probe did not succeed within ${START_TIMEOUT}s"
+  sleep 0.5
+done
+check_s3 "204 -" "admin DELETE" "$(s3_admin DELETE "$probe")"
+check_s3 "403 AccessDenied" "read-only PUT" \
+  "$(s3 "$S3_RO_ACCESS_KEY_ID" "$S3_RO_SECRET_ACCESS_KEY" PUT "$probe" ok)"
+check_s3 "200 -" "read-only ListObjectsV2" \
+  "$(s3 "$S3_RO_ACCESS_KEY_ID" "$S3_RO_SECRET_ACCESS_KEY" GET "/$S3_BUCKET?list-type=2&prefix=events%2F")"
+check_s3 "403 SignatureDoesNotMatch" "wrong secret" \
+  "$(s3 "$S3_ACCESS_KEY_ID" "wrong$S3_SECRET_ACCESS_KEY" PUT "$probe" ok)"
+check_s3 "403 InvalidAccessKeyId" "unknown access key" \
+  "$(s3 "$(gen_access_key)" "$S3_SECRET_ACCESS_KEY" PUT "$probe" ok)"   # weed logs the key id
+check_s3 "404 NoSuchBucket" "missing bucket" "$(s3_admin PUT "/lfu-no-such-bucket/events/x" ok)"
+
 # ---- env file (the only place the passwords are written) -------------------------------------
 (
   umask 077
@@ -178,10 +387,25 @@ export LFU_TEST_DATABASE_URL='postgres://$DB_USER:$PG_PASSWORD@127.0.0.1:$PG_POR
 export LFU_TEST_CLICKHOUSE_URL='http://127.0.0.1:$CH_PORT'
 export LFU_TEST_CLICKHOUSE_USER='$CH_USER'
 export LFU_TEST_CLICKHOUSE_PASSWORD='$CH_PASSWORD'
+export LFU_TEST_REDIS_URL='redis://default:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0'
+export LFU_TEST_REDIS_HOST='127.0.0.1'
+export LFU_TEST_REDIS_PORT='$REDIS_PORT'
+export LFU_TEST_REDIS_PASSWORD='$REDIS_PASSWORD'
+export LFU_TEST_REDIS_TLS_PORT='$REDIS_TLS_PORT'
+export LFU_TEST_REDIS_TLS_CA='$REDIS_TLS/ca.pem'
+export LFU_TEST_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
+export LFU_TEST_S3_REGION='$S3_REGION'
+export LFU_TEST_S3_BUCKET='$S3_BUCKET'
+export LFU_TEST_S3_ACCESS_KEY_ID='$S3_ACCESS_KEY_ID'
+export LFU_TEST_S3_SECRET_ACCESS_KEY='$S3_SECRET_ACCESS_KEY'
+export LFU_TEST_S3_RO_ACCESS_KEY_ID='$S3_RO_ACCESS_KEY_ID'
+export LFU_TEST_S3_RO_SECRET_ACCESS_KEY='$S3_RO_SECRET_ACCESS_KEY'
 export LFU_TEST_DB_WORKDIR='$WORKDIR'
 EOF
   mv "$WORKDIR/env.tmp" "$WORKDIR/env"
 )
 
 log "ready: postgres 127.0.0.1:$PG_PORT (pid $(cat "$PIDS/postgres.pid")), clickhouse stand-in" \
-  "http://127.0.0.1:$CH_PORT (pid $(cat "$PIDS/chdb_http.pid")); env: $WORKDIR/env"
+  "http://127.0.0.1:$CH_PORT (pid $(cat "$PIDS/chdb_http.pid")), redis $(redis_version)" \
+  "127.0.0.1:$REDIS_PORT + TLS :$REDIS_TLS_PORT (pid $(cat "$PIDS/redis.pid")), seaweedfs S3" \
+  "http://127.0.0.1:$S3_PORT bucket $S3_BUCKET (pid $(cat "$PIDS/seaweedfs.pid")); env: $WORKDIR/env"

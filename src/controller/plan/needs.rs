@@ -18,6 +18,12 @@ pub struct Needs {
     pub hpas: bool,
     pub postgres: PostgresQuery,
     pub clickhouse: ClickHouseQuery,
+    /// Reach Redis and the S3 event bucket with the settings v3 will get.
+    pub stores: bool,
+    /// Write and delete a marker object in the bucket (not from `kubectl lfu plan`).
+    pub s3_marker: bool,
+    /// v3 web's error ratio, from the shift until v2 is retired (`strategy.analysis`).
+    pub error_ratio: Option<crate::analysis::ErrorRatioQuery>,
 }
 
 /// `now` is the decision's: late rows are counted up to it, so a re-copy bounded by it takes
@@ -38,6 +44,7 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
     if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {
         return n;
     }
+    n.error_ratio = error_ratio(&upgrade.spec, &s, now);
     match stage_of(&upgrade.spec, &s) {
         Stage::Preflight => {
             n.hpas = true;
@@ -47,6 +54,9 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
             // Only 3.29.0's copies stall on such groups: not scanned for a source on v3/v4.
             if !super::hops::in_place_source(&s) {
                 n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
+                // v3's Redis and S3 settings come from this spec only on the road from v2.
+                n.stores = true;
+                n.s3_marker = true;
             }
             n.clickhouse.server = true;
         }
@@ -71,6 +81,33 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
     }
     n
+}
+
+/// The analysis runs while a rollback to v2 can still be decided: after the shift, before v2
+/// is retired, with no rollback under way. The window is read only once the shift is a whole
+/// window old, so v2's errors are never judged as v3's.
+fn error_ratio(
+    spec: &LangfuseUpgradeSpec,
+    s: &LangfuseUpgradeStatus,
+    now: Timestamp,
+) -> Option<crate::analysis::ErrorRatioQuery> {
+    let a = spec.strategy.analysis.as_ref()?;
+    let settings = crate::controller::validate::analysis(spec).ok()??;
+    let shifted = s.traffic_shifted_at.as_ref()?.0;
+    let open = s.source_retired_at.is_none()
+        && s.completed_at.is_none()
+        && s.rolled_back_at.is_none()
+        && s.rollback.as_ref().is_none_or(|r| r.started_at.is_none());
+    if !open {
+        return None;
+    }
+    let since = now.duration_since(shifted).unsigned_abs();
+    Some(crate::analysis::ErrorRatioQuery {
+        prometheus_url: a.prometheus_url.clone(),
+        query: a.error_ratio_query.clone(),
+        window: (since >= settings.window).then_some(settings.window),
+        step: crate::analysis::step(settings.window),
+    })
 }
 
 /// The stage of an upgrade with this spec and status (see [`stage::stage`]).

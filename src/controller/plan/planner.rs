@@ -46,6 +46,8 @@ pub(crate) struct Planner<'a> {
     pub status: LangfuseUpgradeStatus,
     pub actions: Vec<Action>,
     pub conditions: Vec<Desired>,
+    /// A watch that must look again sooner than the hold says (the error-ratio analysis).
+    requeue_cap: Option<Duration>,
 }
 
 /// A gate either lets the walk go on or holds it in a phase.
@@ -82,7 +84,13 @@ impl<'a> Planner<'a> {
             status,
             actions: Vec::new(),
             conditions: Vec::new(),
+            requeue_cap: None,
         }
+    }
+
+    /// Look again within `d`, whatever the hold says.
+    pub fn requeue_at_most(&mut self, d: Duration) {
+        self.requeue_cap = Some(self.requeue_cap.map_or(d, |c| c.min(d)));
     }
 
     pub fn name(&self) -> &str {
@@ -281,6 +289,7 @@ impl<'a> Planner<'a> {
         };
         self.status.rollback = Some(rollback::rollback_outlook(&self));
         self.status.road = road_status::road_status(&self);
+        let requeue = self.requeue_cap.map_or(requeue, |cap| requeue.min(cap));
         Decision {
             phase,
             actions: self.actions,

@@ -286,7 +286,7 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
     }
     if ready.web_serving {
         p.status.web_unavailable_since = None;
-        return Ok(());
+        return error_ratio(p, settings);
     }
     let now = p.now_time();
     let since = p.status.web_unavailable_since.get_or_insert(now).clone();
@@ -315,4 +315,72 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
         // second production has no web.
         settings.rollback_after.saturating_sub(down_for).min(wait::POLL),
     ))
+}
+
+/// `strategy.analysis`: roll back when v3 web's error ratio stayed above the threshold for a
+/// whole window. It never holds the upgrade: the other steps go on while it watches.
+fn error_ratio(p: &mut Planner, settings: &Settings) -> Gate {
+    use crate::analysis::{Verdict, judge};
+    let (Some(a), Some(facts)) = (&settings.analysis, &p.obs.error_ratio) else {
+        return Ok(());
+    };
+    // Judged again every step of the window (one status event wakes nothing when it is calm).
+    p.requeue_at_most(crate::analysis::step(a.window).max(std::time::Duration::from_secs(1)));
+    let window = &p
+        .spec
+        .strategy
+        .analysis
+        .as_ref()
+        .map(|x| x.window.clone())
+        .unwrap_or_default();
+    match judge(a.threshold, a.window, facts) {
+        Verdict::Sustained { lowest, points } => {
+            let why = format!(
+                "v3 web's error ratio stayed above {} for {window} (lowest of {points} points: {lowest:.4})",
+                a.threshold
+            );
+            p.condition(
+                crate::api::conditions::ERROR_RATIO_HEALTHY,
+                false,
+                reason::ERROR_RATIO_SUSTAINED,
+                why.clone(),
+            );
+            p.status.rollback = Some(RollbackStatus {
+                reason: Some(why),
+                started_at: Some(p.now_time()),
+                ..Default::default()
+            });
+            roll_back(p, V3After::KeepAtZero)
+        }
+        Verdict::Above { now } => {
+            p.condition(
+                crate::api::conditions::ERROR_RATIO_HEALTHY,
+                false,
+                reason::ERROR_RATIO_HIGH,
+                format!(
+                    "v3 web's error ratio is {now:.4}, above {}; rolling back to v2 if it stays above for {window}",
+                    a.threshold
+                ),
+            );
+            Ok(())
+        }
+        Verdict::Healthy { .. } => {
+            p.condition(
+                crate::api::conditions::ERROR_RATIO_HEALTHY,
+                true,
+                reason::ERROR_RATIO_OK,
+                format!("v3 web's error ratio is at or below {}", a.threshold),
+            );
+            Ok(())
+        }
+        Verdict::Unavailable(why) => {
+            p.condition(
+                crate::api::conditions::ERROR_RATIO_HEALTHY,
+                false,
+                reason::ANALYSIS_UNAVAILABLE,
+                format!("{why}; no rollback on missing data"),
+            );
+            Ok(())
+        }
+    }
 }

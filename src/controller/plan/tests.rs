@@ -262,6 +262,8 @@ struct World {
     ch_version: String,
     /// `schema_migrations` height: each web raises it to its release's at start.
     ch_height: i64,
+    /// What Prometheus answers the error-ratio analysis.
+    error_ratio: Result<crate::analysis::ErrorRatioFacts, String>,
     history: Vec<Decision>,
 }
 
@@ -281,6 +283,7 @@ impl World {
             newest_write: Some(-600),
             write_millis: 369,
             postgres_down: false,
+            error_ratio: Ok(Default::default()),
             scan_groups: Vec::new(),
             v2_never_quiet: false,
             ch_version: "24.8.4.13".into(),
@@ -339,6 +342,25 @@ impl World {
             }
             Ok(ch)
         });
+        if let Some(q) = &n.error_ratio {
+            // The window is read only once the shift is a whole window old.
+            obs.error_ratio = Some(self.error_ratio.clone().map(|mut f| {
+                if q.window.is_none() {
+                    f.window_min = None;
+                    f.window_points = None;
+                }
+                f
+            }));
+        }
+        if n.stores {
+            obs.redis = Some(Ok(crate::databases::RedisFacts {
+                version: "7.2.4".into(),
+                tls: false,
+            }));
+            obs.s3 = Some(Ok(crate::databases::S3Facts {
+                marker: Some("events/lfu-preflight-0".into()),
+            }));
+        }
         obs
     }
 
@@ -925,6 +947,91 @@ fn the_rollback_starts_when_rollback_after_runs_out_not_at_the_next_poll() {
     w.run_until(Phase::RolledBack, 50);
     let started = w.status().rollback.unwrap().started_at.unwrap().0;
     assert_eq!(started.as_second() - since.as_second(), 25);
+}
+
+fn with_analysis() -> LangfuseUpgradeSpec {
+    let mut sp = spec();
+    sp.strategy.analysis = Some(crate::api::AnalysisSpec {
+        prometheus_url: "http://prometheus:9090".into(),
+        error_ratio_query: "sum(rate(errors[1m])) / sum(rate(requests[1m]))".into(),
+        threshold: "0.05".into(),
+        window: "60s".into(),
+    });
+    sp
+}
+
+fn ratio(now: f64, lowest: f64, points: f64) -> Result<crate::analysis::ErrorRatioFacts, String> {
+    Ok(crate::analysis::ErrorRatioFacts {
+        now: Some(now),
+        window_min: Some(lowest),
+        window_points: Some(points),
+    })
+}
+
+fn error_condition(w: &World) -> (String, String, String) {
+    let c = w
+        .status()
+        .condition("ErrorRatioHealthy")
+        .cloned()
+        .expect("an ErrorRatioHealthy condition");
+    (c.status, c.reason, c.message)
+}
+
+#[test]
+fn a_sustained_error_ratio_rolls_back_with_the_measured_value() {
+    let mut w = World::new(with_analysis());
+    w.run_until(Phase::Draining, 40);
+    w.error_ratio = ratio(0.30, 0.12, 20.0);
+    let d = w.step();
+    // Younger than the window: above now, not judged over it yet.
+    assert_eq!(error_condition(&w).1, "ErrorRatioHigh");
+    assert!(d.requeue <= Duration::from_secs(3), "{:?}", d.requeue);
+    w.run_until(Phase::RolledBack, 200);
+    let s = w.status();
+    let why = s.rollback.unwrap().reason.unwrap();
+    assert!(why.contains("above 0.05 for 60s") && why.contains("0.1200"), "{why}");
+    assert_eq!(error_condition(&w).1, "ErrorRatioSustained");
+    assert_eq!(selector_of(w.cluster.service.as_ref().unwrap()), chart_selector());
+}
+
+#[test]
+fn a_spike_and_missing_data_never_roll_back() {
+    let mut w = World::new(with_analysis());
+    w.run_until(Phase::Draining, 40);
+    // High now, but the window's lowest point is healthy: a spike.
+    w.error_ratio = ratio(0.30, 0.01, 20.0);
+    for _ in 0..30 {
+        w.step();
+    }
+    assert_eq!(error_condition(&w).1, "ErrorRatioHigh");
+    // Sustained but sparse (targets down most of the window): no rollback either.
+    w.error_ratio = ratio(0.30, 0.30, 3.0);
+    for _ in 0..10 {
+        w.step();
+    }
+    w.error_ratio = Err("cannot reach Prometheus at http://prometheus:9090: connection refused".into());
+    let d = w.step();
+    let (status, reason, message) = error_condition(&w);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "AnalysisUnavailable"));
+    assert!(message.contains("no rollback on missing data"), "{message}");
+    assert_ne!(d.phase, Phase::RollingBack);
+    assert!(w.status().rollback.unwrap().started_at.is_none());
+    w.error_ratio = ratio(0.0, 0.0, 20.0);
+    // Judged every 3 s (the window's step) until retirement: many short reconciles.
+    w.run_until(Phase::Completed, 2000);
+}
+
+#[test]
+fn after_the_point_of_no_return_the_error_ratio_is_not_asked() {
+    let mut w = World::new(with_analysis());
+    w.run_until(Phase::RetiringSource, 2000);
+    while w.status().source_retired_at.is_none() {
+        w.step();
+    }
+    w.error_ratio = ratio(0.9, 0.9, 20.0);
+    assert!(needs(&w.upgrade, t(w.now)).error_ratio.is_none());
+    w.run_until(Phase::Completed, 400);
+    assert!(w.status().rollback.unwrap().started_at.is_none());
 }
 
 #[test]
@@ -2046,6 +2153,7 @@ fn v3_is_released_only_after_verification_retirement_and_the_final_version() {
 #[test]
 fn each_preflight_check_as_a_table() {
     use crate::api::CheckResult::{Fail, Pass, Skipped, Warn};
+    use crate::databases::{RedisFacts, RedisProblem, S3Problem};
     type Change = fn(&mut LangfuseUpgradeSpec, &mut Observed);
     fn v2_image(o: &mut Observed, image: &str) {
         let pod = o
@@ -2170,6 +2278,112 @@ fn each_preflight_check_as_a_table() {
             "clickhouseVersion",
             Warn,
             "26.8+",
+        ),
+        (
+            "Postgres 13",
+            |_, o| pg(o).server_version_num = Some(130_012),
+            "postgresVersion",
+            Warn,
+            "outside 14-16",
+        ),
+        (
+            "wrong Redis password",
+            |_, o| {
+                o.redis = Some(Err(RedisProblem::Auth {
+                    target: "redis:6379".into(),
+                    detail: "wrong user or password".into(),
+                }))
+            },
+            "redis",
+            Fail,
+            "spec.redis.authSecretRef",
+        ),
+        (
+            "Redis host unreachable",
+            |_, o| {
+                o.redis_from_connection_string = true;
+                o.redis = Some(Err(RedisProblem::Unreachable {
+                    target: "redis:6379".into(),
+                    detail: "connection refused".into(),
+                }))
+            },
+            "redis",
+            Fail,
+            "host and port in the Secret of spec.redis.connectionStringSecretRef",
+        ),
+        (
+            "Redis 6.2",
+            |_, o| {
+                o.redis = Some(Ok(RedisFacts {
+                    version: "6.2.14".into(),
+                    tls: false,
+                }))
+            },
+            "redis",
+            Fail,
+            "older than 7.0",
+        ),
+        (
+            "Redis 8.0",
+            |_, o| {
+                o.redis = Some(Ok(RedisFacts {
+                    version: "8.0.2".into(),
+                    tls: true,
+                }))
+            },
+            "redis",
+            Warn,
+            "newer than 7.4",
+        ),
+        (
+            "Redis unreachable, waived",
+            |s, o| {
+                s.preflight.skip = vec![WaivableCheck::Redis];
+                o.redis = Some(Err(RedisProblem::Unreachable {
+                    target: "redis:6379".into(),
+                    detail: "timed out".into(),
+                }))
+            },
+            "redis",
+            Skipped,
+            "waived",
+        ),
+        (
+            "no bucket",
+            |_, o| {
+                o.s3 = Some(Err(S3Problem::NoSuchBucket {
+                    bucket: "langfuse-events".into(),
+                    endpoint: "http://s3".into(),
+                }))
+            },
+            "s3",
+            Fail,
+            "create the bucket or fix spec.s3.bucket",
+        ),
+        (
+            "read-only key",
+            |_, o| {
+                o.s3 = Some(Err(S3Problem::Denied {
+                    bucket: "langfuse-events".into(),
+                    prefix: "events/".into(),
+                    action: "write",
+                    code: "AccessDenied".into(),
+                }))
+            },
+            "s3",
+            Fail,
+            "s3:PutObject",
+        ),
+        (
+            "ambient identity",
+            |s, o| {
+                s.s3.access_key_id_secret_ref = None;
+                s.s3.secret_access_key_secret_ref = None;
+                o.s3 = None;
+            },
+            "s3",
+            Warn,
+            "ambient identity",
         ),
         (
             "HPA on v2",

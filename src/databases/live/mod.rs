@@ -10,6 +10,9 @@
 //! last line of defence).
 
 mod errors;
+pub mod prometheus;
+pub mod redis;
+pub mod s3;
 mod secrets;
 mod url;
 
@@ -90,6 +93,8 @@ pub struct Live {
     hasher: RandomState,
     pg: Mutex<HashMap<u64, PgEntry>>,
     ch: Mutex<HashMap<u64, ChEntry>>,
+    /// One HTTP client (its connection pool) for Prometheus.
+    http: reqwest::Client,
 }
 
 impl Default for Live {
@@ -114,6 +119,7 @@ impl Live {
             hasher: RandomState::new(),
             pg: Mutex::new(HashMap::new()),
             ch: Mutex::new(HashMap::new()),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -266,6 +272,21 @@ impl Live {
 }
 
 impl Databases for Live {
+    async fn redis(&self, target: &super::RedisTarget) -> Result<super::RedisFacts, super::RedisProblem> {
+        redis::probe(target, self.config.connect_timeout * 2).await
+    }
+
+    async fn s3(&self, target: &super::S3Target) -> Result<super::S3Facts, super::S3Problem> {
+        s3::probe(target, s3::BUDGET).await
+    }
+
+    async fn error_ratio(
+        &self,
+        query: &crate::analysis::ErrorRatioQuery,
+    ) -> Result<crate::analysis::ErrorRatioFacts, String> {
+        prometheus::error_ratio(&self.http, query).await
+    }
+
     async fn postgres(&self, url: &SecretString, query: &PostgresQuery) -> Result<PostgresFacts, DbError> {
         let entry = self.pg_entry(url)?;
         let long = query.same_created_at_scan.is_some() || query.counts_until.is_some();

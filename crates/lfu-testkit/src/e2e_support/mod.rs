@@ -4,6 +4,7 @@
 //! Langfuse's worker, and an observer checking DESIGN §2 from watch events while it all runs.
 //! Without a cluster the tests FAIL with instructions; they never skip.
 
+pub mod exporter;
 pub mod observer;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ pub fn use_operator_bin(path: &str) {
 /// The `clickhouse`, `redis` and `s3` parts of a LangfuseUpgrade spec, for this test's
 /// databases and the layouts' Secrets.
 pub fn backends_spec(db: &crate::support::TestDb) -> serde_json::Value {
+    let env = crate::support::env();
     serde_json::json!({
         "clickhouse": {
             "url": db.ch.url,
@@ -48,7 +50,11 @@ pub fn backends_spec(db: &crate::support::TestDb) -> serde_json::Value {
         },
         "redis": { "connectionStringSecretRef": { "name": "langfuse-redis", "key": "url" } },
         "s3": {
-            "bucket": "langfuse-events",
+            "bucket": env.s3_bucket,
+            "endpoint": env.s3_endpoint,
+            "region": env.s3_region,
+            "prefix": "events/",
+            "forcePathStyle": true,
             "accessKeyIdSecretRef": { "name": "langfuse-s3", "key": "access-key-id" },
             "secretAccessKeySecretRef": { "name": "langfuse-s3", "key": "secret-access-key" }
         }
@@ -196,6 +202,7 @@ impl TestNs {
             .collect();
         kubectl(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
         self.secret("prod-langfuse-db", "url", database_url);
+        self.use_test_stores();
         if image.contains("2.95") {
             kubectl(
                 &[
@@ -227,6 +234,7 @@ impl TestNs {
             .replace("__DB_USER__", user)
             .replace("__DB_PASSWORD__", password);
         kubectl(&["apply", "-f", "-"], Some(&yaml));
+        self.use_test_stores();
         kubectl(
             &[
                 "-n",
@@ -249,9 +257,25 @@ impl TestNs {
             .replace("__VERSION__", version);
         kubectl(&["apply", "--field-manager=helm", "-f", "-"], Some(&yaml));
         self.secret("langfuse-db", "url", database_url);
+        self.use_test_stores();
         for d in ["deploy/langfuse-web", "deploy/langfuse-worker"] {
             kubectl(&["-n", &self.name, "rollout", "status", d, "--timeout=60s"], None);
         }
+    }
+
+    /// The layouts' Redis and S3 Secrets, pointed at the test servers (preflight reaches both).
+    pub fn use_test_stores(&self) {
+        let env = crate::support::env();
+        self.secret("langfuse-redis", "url", &env.redis_url);
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "langfuse-s3", "namespace": self.name },
+            "stringData": {
+                "access-key-id": env.s3_access_key_id,
+                "secret-access-key": env.s3_secret_access_key,
+            },
+        });
+        kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()));
     }
 
     pub fn secret(&self, name: &str, key: &str, value: &str) {
@@ -725,4 +749,22 @@ pub fn report_downtime(scenario: &str, observer: &observer::Observer) -> Vec<(u1
     }
     eprintln!("downtime: {scenario}: {total} ms in {} stretches {gaps:?}", gaps.len());
     gaps
+}
+
+/// The test Prometheus (tests/prometheus/up.sh): its URL and the directory it discovers
+/// targets from. Fails with instructions when it is not up.
+pub fn prometheus_env() -> (String, String) {
+    let path = std::env::var("LFU_TEST_PROMETHEUS_ENV").unwrap_or_else(|_| {
+        panic!("LFU_TEST_PROMETHEUS_ENV is not set: run through tests/e2e/run.sh, or `tests/prometheus/up.sh DIR` and export LFU_TEST_PROMETHEUS_ENV=DIR/env")
+    });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let var = |name: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim().trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("{path} has no {name}"))
+    };
+    (var("LFU_TEST_PROMETHEUS_URL"), var("LFU_TEST_PROMETHEUS_TARGETS_DIR"))
 }

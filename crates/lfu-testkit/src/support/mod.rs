@@ -41,6 +41,20 @@ pub struct Env {
     pub clickhouse_url: String,
     pub clickhouse_user: String,
     pub clickhouse_password: String,
+    /// Redis (`requirepass`), plain and TLS (a throwaway CA the system does not trust).
+    pub redis_url: String,
+    pub redis_host: String,
+    pub redis_port: String,
+    pub redis_password: String,
+    pub redis_tls_port: String,
+    /// SeaweedFS S3: one full and one read-only identity, bucket pre-created.
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    pub s3_bucket: String,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    pub s3_ro_access_key_id: String,
+    pub s3_ro_secret_access_key: String,
 }
 
 /// Reads `$LFU_TEST_DB_ENV` once; panics (fails the test) with instructions when it is missing.
@@ -64,6 +78,18 @@ pub fn env() -> &'static Env {
             clickhouse_url: var("LFU_TEST_CLICKHOUSE_URL"),
             clickhouse_user: var("LFU_TEST_CLICKHOUSE_USER"),
             clickhouse_password: var("LFU_TEST_CLICKHOUSE_PASSWORD"),
+            redis_url: var("LFU_TEST_REDIS_URL"),
+            redis_host: var("LFU_TEST_REDIS_HOST"),
+            redis_port: var("LFU_TEST_REDIS_PORT"),
+            redis_password: var("LFU_TEST_REDIS_PASSWORD"),
+            redis_tls_port: var("LFU_TEST_REDIS_TLS_PORT"),
+            s3_endpoint: var("LFU_TEST_S3_ENDPOINT"),
+            s3_region: var("LFU_TEST_S3_REGION"),
+            s3_bucket: var("LFU_TEST_S3_BUCKET"),
+            s3_access_key_id: var("LFU_TEST_S3_ACCESS_KEY_ID"),
+            s3_secret_access_key: var("LFU_TEST_S3_SECRET_ACCESS_KEY"),
+            s3_ro_access_key_id: var("LFU_TEST_S3_RO_ACCESS_KEY_ID"),
+            s3_ro_secret_access_key: var("LFU_TEST_S3_RO_SECRET_ACCESS_KEY"),
         }
     })
 }

@@ -4,6 +4,7 @@
 mod cluster;
 mod road;
 mod storage;
+mod stores;
 
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::plan::workloads::source_container;
@@ -12,6 +13,7 @@ use cluster::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
 use storage::*;
+use stores::*;
 
 use crate::api::{CheckId, CheckResult, LangfuseUpgradeSpec, Phase, PreflightCheck, WaivableCheck};
 use crate::controller::observe::Observed;
@@ -144,7 +146,7 @@ pub(super) struct Ctx<'a> {
 type Check = fn(&mut Report, &Ctx);
 
 /// The checks, in the order their lines appear.
-const CHECKS: [Check; 12] = [
+const CHECKS: [Check; 14] = [
     target_version,
     source_deployment,
     images,
@@ -155,6 +157,8 @@ const CHECKS: [Check; 12] = [
     cluster_mode,
     postgres,
     clickhouse,
+    redis,
+    s3,
     hpa,
     backup,
 ];

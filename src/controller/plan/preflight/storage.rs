@@ -9,6 +9,7 @@ use super::MIN_SOURCE;
 use super::{Ctx, Report};
 
 const MIN_POSTGRES_NUM: i64 = 120000;
+const LISTED_POSTGRES: (i64, i64) = (14, 16);
 const MIN_CLICKHOUSE: (u64, u64) = (24, 3);
 /// 26.8 changed how numeric DateTime64 input is read, which 3.29.0 relies on.
 const CLICKHOUSE_BREAKS_3_29: (u64, u64) = (26, 8);
@@ -39,14 +40,24 @@ pub(super) fn postgres(r: &mut Report, c: &Ctx) {
                 r.line(CheckId::Postgres, Fail, format!("background_migrations lacks {}; only v2 >= {MIN_SOURCE}'s Prisma migrations insert them (upgrade v2, do not insert by hand)", missing.join(", ")));
             }
             match pg.server_version_num {
-                Some(n) if n >= MIN_POSTGRES_NUM => {
-                    r.waivable(WaivableCheck::PostgresVersion, Pass, format!("Postgres {}", n / 10000))
-                }
-                Some(n) => r.waivable(
+                Some(n) if n < MIN_POSTGRES_NUM => r.waivable(
                     WaivableCheck::PostgresVersion,
                     Fail,
                     format!("Postgres {} is older than 12", n / 10000),
                 ),
+                // The compatibility matrix users follow lists 14 to 16 for v3 (v4 needs 15+,
+                // checked on the road).
+                Some(n) if !(LISTED_POSTGRES.0..=LISTED_POSTGRES.1).contains(&(n / 10000)) => r.waivable(
+                    WaivableCheck::PostgresVersion,
+                    Warn,
+                    format!(
+                        "Postgres {}: outside {}-{}, the majors Langfuse v3's compatibility matrix lists",
+                        n / 10000,
+                        LISTED_POSTGRES.0,
+                        LISTED_POSTGRES.1
+                    ),
+                ),
+                Some(n) => r.waivable(WaivableCheck::PostgresVersion, Pass, format!("Postgres {}", n / 10000)),
                 None => r.waivable(WaivableCheck::PostgresVersion, Warn, "server version unknown"),
             }
             let groups: Vec<String> = pg

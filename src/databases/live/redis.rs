@@ -1,0 +1,88 @@
+//! The Redis probe: connect and authenticate as v3 will (TLS with `rediss://`), read the version.
+
+use std::time::Duration;
+
+use crate::databases::stores::{RedisFacts, RedisProblem, RedisTarget};
+
+/// One connection, one `INFO server`, within `budget`; the password never leaves `target.url`.
+pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts, RedisProblem> {
+    let client = redis::Client::open(target.url.expose()).map_err(|e| RedisProblem::Other {
+        target: "(unparsable URL)".into(),
+        detail: format!("the Redis URL is not valid: {}", e.kind_words()),
+    })?;
+    let addr = client.get_connection_info().addr().clone();
+    let tls = matches!(addr, redis::ConnectionAddr::TcpTls { .. });
+    let shown = match &addr {
+        redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => other.to_string(),
+    };
+    let work = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO").arg("server").query_async::<String>(&mut conn).await
+    };
+    let info = match tokio::time::timeout(budget, work).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => return Err(problem(&shown, tls, &e)),
+        Err(_) => {
+            return Err(RedisProblem::Unreachable {
+                target: shown,
+                detail: format!("no answer within {}s", budget.as_secs()),
+            });
+        }
+    };
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    Ok(RedisFacts { version, tls })
+}
+
+trait KindWords {
+    fn kind_words(&self) -> String;
+}
+
+impl KindWords for redis::RedisError {
+    /// The error without its detail (which may quote the URL and its password).
+    fn kind_words(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
+
+fn problem(target: &str, tls: bool, e: &redis::RedisError) -> RedisProblem {
+    let target = target.to_string();
+    // The crate sends AUTH itself when the URL has a password and turns any refusal into
+    // AuthenticationFailed; without one, the first command gets the server's NOAUTH.
+    let text = e.to_string();
+    let code = e.code().unwrap_or_default();
+    let said = |c: &str| code == c || text.contains(c);
+    if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) || said("WRONGPASS") || said("NOAUTH") {
+        let detail = if said("NOAUTH") {
+            "it requires a password and none was given"
+        } else {
+            "wrong user or password"
+        };
+        return RedisProblem::Auth {
+            target,
+            detail: detail.to_string(),
+        };
+    }
+    let lower = text.to_lowercase();
+    if tls && (lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")) {
+        return RedisProblem::Tls { target, detail: text };
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+        let hint = if tls || e.is_connection_refusal() {
+            ""
+        } else {
+            " (if this Redis requires TLS, set spec.redis.tlsEnabled or use rediss://)"
+        };
+        return RedisProblem::Unreachable {
+            target,
+            detail: format!("{text}{hint}"),
+        };
+    }
+    RedisProblem::Other { target, detail: text }
+}
