@@ -1060,3 +1060,163 @@ async fn v2_goes_to_v4_through_every_stop_with_every_invariant_watched() {
     worker.abort();
     w.finish().await;
 }
+
+/// Polls until `done` holds; returns how long it took.
+async fn until<F, Fut>(what: &str, mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < FLOW, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+async fn ready_reason(w: &World) -> String {
+    condition(w, "Ready").await.map(|c| c.1).unwrap_or_default()
+}
+
+/// No irreversible step while a database is down: v2 not retired, nothing rolled back, the
+/// migrations not started (during the drain), nothing verified.
+async fn nothing_irreversible(w: &World, during: &str) {
+    let s = w.ns.upgrade(UPGRADE).await.status.unwrap();
+    assert!(s.source_retired_at.is_none(), "{during}: v2 retired");
+    assert!(
+        s.rollback.as_ref().is_none_or(|r| r.started_at.is_none()),
+        "{during}: rolled back because a database was unreachable"
+    );
+    assert!(s.verified_at.is_none(), "{during}: verified without the facts");
+    if during.contains("Draining") {
+        assert!(s.migrations_enabled_at.is_none(), "{during}: drain declared quiet");
+    }
+}
+
+/// The fault table (README): each database stopped in the phase that reads it, on the real
+/// servers. Run alone (`tests/e2e/run.sh` runs it after the others): it stops the servers
+/// every test shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the shared test servers: run `make e2e` (tests/e2e/run.sh), which runs it alone"]
+async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
+    use support::faults;
+    let mut table = Vec::new();
+
+    // PostgreSQL stopped during Draining: the drain is never declared quiet.
+    {
+        let w = World::new("pg-drain", "langfuse/langfuse:2.95.9").await;
+        let observer = w.observe();
+        let _op = Operator::start(&w.ns.name, "a");
+        let mut up = w.upgrade();
+        up["spec"]["strategy"]["drainPeriod"] = json!("4s");
+        w.apply(&up);
+        w.ns.wait_phase(UPGRADE, Phase::Draining, FLOW).await;
+        faults::stop_postgres();
+        let seen = until("PostgresUnavailable while draining", || async {
+            ready_reason(&w).await == "PostgresUnavailable"
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Draining));
+        nothing_irreversible(&w, "PostgreSQL down while Draining").await;
+        faults::start_postgres();
+        let recovered = until("out of the drain after Postgres came back", || async {
+            w.ns.phase(UPGRADE).await == Some(Phase::Migrating)
+        })
+        .await;
+        let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+        let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+        assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+        assert_clean(&w, &observer);
+        table.push(("PostgreSQL stopped during Draining", seen, recovered));
+        worker.abort();
+        w.finish().await;
+    }
+
+    // PostgreSQL stopped during Migrating: nothing rolled back, v2 kept.
+    {
+        let w = World::new("pg-migrate", "langfuse/langfuse:2.95.9").await;
+        let observer = w.observe();
+        let _op = Operator::start(&w.ns.name, "a");
+        let mut up = w.upgrade();
+        up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+        w.apply(&up);
+        w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+        faults::stop_postgres();
+        let seen = until("PostgresUnavailable while migrating", || async {
+            ready_reason(&w).await == "PostgresUnavailable"
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Migrating));
+        nothing_irreversible(&w, "PostgreSQL down while Migrating").await;
+        faults::start_postgres();
+        let recovered = until("Postgres read again", || async {
+            ready_reason(&w).await != "PostgresUnavailable"
+        })
+        .await;
+        let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+        let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+        assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+        assert_clean(&w, &observer);
+        table.push(("PostgreSQL stopped during Migrating", seen, recovered));
+        worker.abort();
+        w.finish().await;
+    }
+
+    // ClickHouse stopped during Verifying: nothing verified, v2 kept. The operator is paused
+    // while the worker finishes, so the stop lands before it looks (no race with its poll).
+    {
+        let w = World::new("ch-verify", "langfuse/langfuse:2.95.9").await;
+        let observer = w.observe();
+        let _op = Operator::start(&w.ns.name, "a");
+        let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+        let mut up = w.upgrade();
+        up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+        w.apply(&up);
+        w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+        up["spec"]["paused"] = json!(true);
+        w.apply(&up);
+        w.ns.wait_phase(UPGRADE, Phase::Paused, FLOW).await;
+        until("the worker to finish every row", || async {
+            w.db.migration_rows().await.iter().all(|r| !r["finished_at"].is_null())
+        })
+        .await;
+        let clickhouse = faults::kill_clickhouse();
+        up["spec"]["paused"] = json!(false);
+        w.apply(&up);
+        let seen = until("ClickHouseUnavailable while verifying", || async {
+            ready_reason(&w).await == "ClickHouseUnavailable"
+        })
+        .await;
+        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Verifying));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Verifying));
+        nothing_irreversible(&w, "ClickHouse down while Verifying").await;
+        clickhouse.start();
+        let recovered = until("verified after ClickHouse came back", || async {
+            w.ns.upgrade(UPGRADE).await.status.and_then(|s| s.verified_at).is_some()
+        })
+        .await;
+        let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+        assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+        assert_clean(&w, &observer);
+        table.push(("ClickHouse stopped during Verifying", seen, recovered));
+        worker.abort();
+        w.finish().await;
+    }
+
+    let mut report = String::from("fault\treported after\trecovered after restart\n");
+    for (fault, seen, recovered) in &table {
+        report.push_str(&format!(
+            "{fault}\t{} ms\t{} ms\n",
+            seen.as_millis(),
+            recovered.as_millis()
+        ));
+    }
+    eprintln!("{report}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-report");
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::write(dir.join("faults.tsv"), report).unwrap();
+}

@@ -8,4 +8,8 @@ cd "$root"
 source tests/lib.sh
 with_cluster_and_databases "$(mktemp -d /tmp/lfu-e2e.XXXXXX)"
 # The e2e tests are #[ignore] for a plain `cargo test`; here the servers are up: run them all.
-cargo test --locked --test e2e --test e2e_road -- --include-ignored --test-threads="${LFU_E2E_THREADS:-3}" "$@"
+cargo test --locked --test e2e --test e2e_road -- --include-ignored --test-threads="${LFU_E2E_THREADS:-3}" \
+  --skip faults_on_real_servers "$@"
+# The fault table stops the servers every test shares: alone, after the others.
+cargo test --locked --test e2e -- --include-ignored --exact \
+  faults_on_real_servers_are_reported_waited_out_and_recovered_from "$@"

@@ -30,6 +30,9 @@ pub(crate) mod wait {
     /// Postgres cannot be watched (the operator writes no triggers there): while a copy moves or
     /// the drain waits it is polled this often. One poll costs about 0.3 ms at 10 million rows.
     pub const DB_WATCH: Duration = Duration::from_secs(1);
+    /// A database that did not answer is tried again this soon: a connection attempt to a
+    /// server that is down costs nothing, and every second it is back unseen is a second lost.
+    pub const DB_RETRY: Duration = Duration::from_secs(2);
     /// A copy whose cursor has not moved this long is polled at `POLL` again.
     pub const DB_WATCH_QUIET: Duration = Duration::from_secs(60);
     /// Waiting for a person (a failed preflight): related objects wake it through watches;

@@ -12,7 +12,7 @@ pub(super) fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresF
             phase,
             reason::POSTGRES_UNAVAILABLE,
             format!("cannot read Postgres: {e}"),
-            wait::POLL,
+            wait::DB_RETRY,
         )),
         // The facts that call for Postgres were recorded this very reconcile: read it next.
         None => Err(Hold::new(phase, reason::PENDING, "reading Postgres next", wait::NOW)),

@@ -116,7 +116,7 @@ fn clickhouse_counts(p: &mut Planner) -> Result<TableCounts, Hold> {
                 Phase::Verifying,
                 reason::CLICKHOUSE_UNAVAILABLE,
                 format!("cannot read ClickHouse: {e}"),
-                wait::POLL,
+                wait::DB_RETRY,
             ));
         }
         None => Default::default(),

@@ -10,6 +10,7 @@
 //! it calls [`TestDb::finish`] at its end; a failed test leaves them behind for inspection
 //! (down.sh throws everything away).
 
+pub mod faults;
 pub mod langfuse_data;
 pub mod standin_worker;
 

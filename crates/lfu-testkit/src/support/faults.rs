@@ -1,0 +1,121 @@
+//! TEST SUPPORT: stop and start the test servers of tests/db/up.sh under a running test, for
+//! the fault table (tests/e2e_faults.rs). Every test sharing these servers is affected, so the
+//! fault tests run alone, one after the other.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn workdir() -> PathBuf {
+    let path = std::env::var("LFU_TEST_DB_ENV").expect("LFU_TEST_DB_ENV");
+    let text = std::fs::read_to_string(&path).expect("the db env file");
+    let dir = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export LFU_TEST_DB_WORKDIR="))
+        .map(|v| v.trim_matches('\'').to_string())
+        .next()
+        .expect("LFU_TEST_DB_WORKDIR in the db env");
+    PathBuf::from(dir)
+}
+
+/// `pg_ctl` as the data directory's owner (postgres refuses to run as root).
+fn pg_ctl(args: &[&str]) {
+    let data = workdir().join("pg/data");
+    let log = workdir().join("logs/postgres.log");
+    let mut all = vec!["-D".to_string(), data.display().to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    if args.contains(&"start") {
+        all.extend(["-l".into(), log.display().to_string()]);
+    }
+    let root = is_root();
+    let status = if root {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
+            .args(&all)
+            .stdout(Stdio::null())
+            .status()
+    } else {
+        Command::new(format!("{PG_BIN}/pg_ctl"))
+            .args(&all)
+            .stdout(Stdio::null())
+            .status()
+    }
+    .expect("pg_ctl runs");
+    assert!(status.success(), "pg_ctl {args:?} failed");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// PostgreSQL stopped as a crash would (immediate shutdown).
+pub fn stop_postgres() {
+    pg_ctl(&["-m", "immediate", "-w", "-t", "30", "-s", "stop"]);
+}
+
+pub fn start_postgres() {
+    pg_ctl(&["-w", "-t", "60", "-s", "start"]);
+}
+
+/// The ClickHouse stand-in killed (SIGKILL); returns how to start it again, as it was.
+pub fn kill_clickhouse() -> Respawn {
+    let pidfile = workdir().join("pids/chdb_http.pid");
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("chdb pid file")
+        .trim()
+        .to_string();
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let argv = split(std::fs::read(format!("/proc/{pid}/cmdline")).expect("chdb cmdline"));
+    let env = split(std::fs::read(format!("/proc/{pid}/environ")).expect("chdb environ"));
+    let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "chdb_http.py survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Respawn { argv, env }
+}
+
+pub struct Respawn {
+    argv: Vec<String>,
+    env: Vec<String>,
+}
+
+impl Respawn {
+    /// Started again with the same command line and environment (its data directory kept).
+    pub fn start(self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(workdir().join("logs/chdb_http.log"))
+            .expect("chdb log");
+        let mut cmd = Command::new("setsid");
+        cmd.args(&self.argv).env_clear();
+        for kv in &self.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let mut child = cmd.spawn().expect("chdb_http.py starts again");
+        // Reaped when it exits (down.sh stops it by its pid file, as it stops the first one).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+    }
+}
