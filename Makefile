@@ -76,3 +76,16 @@ env-down:
 	-tests/prometheus/down.sh $(LFU_ENV_DIR)/prometheus
 	rm -rf $(LFU_ENV_DIR)
 
+# Bad input never panics: each cargo-fuzz target (fuzz/fuzz_targets/, bodies in fuzz/src/lib.rs)
+# for FUZZ_SECONDS, niced, one process, growing fuzz/corpus/<target>/; a crash is written to
+# fuzz/artifacts/<target>/ and stops the run. Needs the nightly toolchain and cargo-fuzz
+# (installed here if missing). `cargo test --test fuzz_corpus` replays the corpora on stable.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= spec version migration_row
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+		nice -n 10 $(CARGO) +nightly fuzz run --codegen-units 16 $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 || exit 1; \
+	done
