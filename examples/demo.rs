@@ -116,19 +116,15 @@ async fn main() {
         "spec": {
             "source": { "deployment": "prod-langfuse", "service": "prod-langfuse" },
             "target": { "version": "3.29.0", "finalVersion": "4.16.0", "web": { "replicas": 2 } },
-            "clickhouse": {
-                "url": db.ch.url, "migrationUrl": "clickhouse://127.0.0.1:9000", "database": db.ch.database,
-                "userSecretRef": { "name": "langfuse-clickhouse", "key": "user" },
-                "passwordSecretRef": { "name": "langfuse-clickhouse", "key": "password" }
-            },
-            "redis": { "connectionStringSecretRef": { "name": "langfuse-redis", "key": "url" } },
-            "s3": { "bucket": "langfuse-events", "prefix": "events/",
-                    "accessKeyIdSecretRef": { "name": "langfuse-s3", "key": "access-key-id" },
-                    "secretAccessKeySecretRef": { "name": "langfuse-s3", "key": "secret-access-key" } },
             "strategy": { "drainPeriod": "5s", "retireSourceAfter": "5s", "rollbackAfter": "60s" },
             "backup": { "acknowledged": true, "reference": "demo", "acknowledgedHops": ["4.16.0"] }
         }
     });
+    // ClickHouse, Redis and S3 as the test servers run them (preflight reaches all three).
+    let mut upgrade = upgrade;
+    for (k, v) in e2e_support::backends_spec(&db).as_object().unwrap() {
+        upgrade["spec"][k] = v.clone();
+    }
     println!(
         "{} kubectl apply LangfuseUpgrade to-v3 (3.29.0 beside v2, finalVersion 4.16.0, drainPeriod 5s, retireSourceAfter 5s)",
         stamp()
