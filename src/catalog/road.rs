@@ -81,6 +81,8 @@ pub enum RoadError {
     Downgrade { from: Version, to: Version, why: String },
     /// Not a destination a road leads to (v2, or from v4 back to v3).
     NotADestination { to: Version },
+    /// A major the catalog has no infrastructure minimums for.
+    UnknownMajor { major: u64 },
 }
 
 impl fmt::Display for RoadError {
@@ -100,6 +102,10 @@ impl fmt::Display for RoadError {
                 "refusing to go from {from} down to {to}: {why}; a way back exists only by restoring the backup taken before the upgrade"
             ),
             RoadError::NotADestination { to } => write!(f, "{to} is not a release an upgrade can end on"),
+            RoadError::UnknownMajor { major } => write!(
+                f,
+                "the release catalog has no infrastructure minimums for Langfuse v{major} (ClickHouse, PostgreSQL, Redis); add them to a copy of catalog/langfuse.yaml and pass it with --catalog: acceptUnknownRelease does not cover a new major"
+            ),
         }
     }
 }
@@ -114,6 +120,11 @@ pub fn road(c: &Catalog, from: Version, to: Version, accept_unknown: bool) -> Re
     }
     if to.major < 3 {
         return Err(RoadError::NotADestination { to });
+    }
+    // Every major the road enters needs its infrastructure minimums: accepting an unknown
+    // release does not cover an unknown major (found by fuzzing: it panicked below).
+    if let Some(major) = (from.major.max(2) + 1..=to.major).find(|m| c.requirement(*m).is_none()) {
+        return Err(RoadError::UnknownMajor { major });
     }
     let mut hops = Vec::new();
     let mut at = from;
@@ -209,7 +220,7 @@ fn first_irreversible_after(c: &Catalog, v: Version) -> Option<Version> {
 fn infrastructure(c: &Catalog, major: u64) -> HopGate {
     let r = c
         .requirement(major)
-        .expect("a checked catalog has requirements for v3 and v4");
+        .expect("road() refused every major without requirements before building a hop");
     HopGate::Infrastructure {
         clickhouse: r.clickhouse.clone(),
         postgres: r.postgres.clone(),
@@ -321,6 +332,11 @@ mod tests {
         );
         assert_eq!(road(&c, v("3.225.4"), v("4.20.0"), true).unwrap().len(), 1);
         assert!(road(&c, v("3.225.4"), v("5.0.0"), false).is_err());
+        // Accepting an unknown release does not cover an unknown major (it panicked once).
+        for from in ["3.225.4", "2.95.9", "4.16.0"] {
+            let err = road(&c, v(from), v("5.0.0"), true).unwrap_err();
+            assert_eq!(err, RoadError::UnknownMajor { major: 5 }, "from {from}");
+        }
         let err = road(&c, v("2.91.0"), v("3.29.0"), false).unwrap_err();
         assert!(err.to_string().contains("2.92.0"), "{err}");
     }

@@ -308,7 +308,49 @@ fn parse_v3(field: &str, value: &str) -> Result<Version, InvalidSpec> {
     }
 }
 
+/// Longer than any wait an upgrade can mean.
+const LONGEST: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
+
+/// Seconds a Go-style duration string spells, summed as floats (never overflows): kube's parser
+/// panics on a value too long for `std::time::Duration` (found by fuzzing), so it is bounded first.
+fn spelled_seconds(value: &str) -> Option<f64> {
+    let body = value.trim_start_matches(['+', '-']);
+    let (mut total, mut number, mut unit) = (0.0, String::new(), String::new());
+    let mut flush = |number: &mut String, unit: &mut String| -> Option<()> {
+        let scale = match unit.as_str() {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number.parse::<f64>().ok()? * scale;
+        number.clear();
+        unit.clear();
+        Some(())
+    };
+    for c in body.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            if !unit.is_empty() {
+                flush(&mut number, &mut unit)?;
+            }
+            number.push(c);
+        } else {
+            unit.push(c);
+        }
+    }
+    if !number.is_empty() || !unit.is_empty() {
+        flush(&mut number, &mut unit)?;
+    }
+    Some(total)
+}
+
 fn duration(field: &str, value: &str) -> Result<Duration, InvalidSpec> {
+    if spelled_seconds(value).is_some_and(|s| !s.is_finite() || s > LONGEST) {
+        return Err(invalid(field, format!("{value:?} is longer than 100 years")));
+    }
     let parsed = kube::core::Duration::from_str(value).map_err(|e| {
         invalid(
             field,
@@ -341,4 +383,19 @@ fn secret_ref(field: &str, selector: &SecretKeySelector) -> Result<(), InvalidSp
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_too_long_for_std_is_refused_not_a_panic() {
+        for huge in ["99999999999999999999h", "-99999999999999999999h", "1e400s", "876001h"] {
+            assert!(duration("spec.strategy.drainPeriod", huge).is_err(), "{huge}");
+        }
+        assert_eq!(duration("f", "1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(duration("f", "876000h").unwrap(), Duration::from_secs(876000 * 3600));
+        assert!(spelled_seconds("2m5s").is_some_and(|s| (s - 125.0).abs() < 1e-9));
+    }
 }
