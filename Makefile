@@ -90,3 +90,10 @@ fuzz:
 			-dict=fuzz/dict/$$t.dict -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 \
 			-print_final_stats=1 || exit 1; \
 	done
+
+# Argo Rollouts' blue-green switch and resting cost on the local control plane (measured, not
+# asserted): benches/peers/run.sh, table in target/bench-peers/argo.md. BENCH_RUNS (20),
+# BENCH_REST_SECONDS (300; e.g. 60 for a trial).
+.PHONY: bench-peers
+bench-peers:
+	benches/peers/run.sh
