@@ -493,13 +493,13 @@ async fn a_web_that_fails_after_the_shift_is_rolled_back_after_rollback_after() 
     w.finish().await;
 }
 
-/// `strategy.analysis` against the test Prometheus scraping `exporter`: window 10s, 5 %.
+/// `strategy.analysis` against the test Prometheus scraping `exporter`: window 20s, 5 %.
 fn with_analysis(up: &mut Value, prometheus: &str, query: &str) {
     up["spec"]["strategy"]["analysis"] = json!({
         "prometheusUrl": prometheus,
         "errorRatioQuery": query,
         "threshold": "0.05",
-        "window": "10s",
+        "window": "20s",
     });
 }
 
@@ -546,13 +546,20 @@ async fn a_short_error_spike_is_ridden_out_and_a_sustained_one_rolls_back() {
     // No stand-in worker: the migrations never finish, v2 is never retired.
     w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
     wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioOk").await;
-    // A 3 s spike (every request failing) inside a 10 s window: seen, ridden out.
+    // A 2 s spike (every request failing): with the 5 s rate it is above 5 % for about 7 s,
+    // well inside the 20 s window. Timed from the exporter, not from when the operator saw it
+    // (waiting for that first made the spike as long as a loaded machine is slow).
     exporter.set_error_ratio(1.0);
-    wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioHigh").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     exporter.set_error_ratio(0.0);
     wait_condition(&w, "ErrorRatioHealthy", "ErrorRatioOk").await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let seen_high = w
+        .events()
+        .await
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("ErrorRatioHigh"));
+    assert!(seen_high, "the spike was never seen");
     assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Migrating), "a spike rolled back");
     // 30 % of requests failing, for good: rolled back once a whole window is above 5 %.
     let sustained = Instant::now();
@@ -561,7 +568,7 @@ async fn a_short_error_spike_is_ridden_out_and_a_sustained_one_rolls_back() {
     eprintln!("sustained errors -> RolledBack in {:?}", sustained.elapsed());
     back_on_v2(&w).await;
     let why = u.status.unwrap().rollback.unwrap().reason.unwrap();
-    assert!(why.contains("error ratio stayed above 0.05 for 10s"), "{why}");
+    assert!(why.contains("error ratio stayed above 0.05 for 20s"), "{why}");
     let (_, reason, message) = condition(&w, "ErrorRatioHealthy").await.unwrap();
     assert_eq!(reason, "ErrorRatioSustained");
     assert!(message.contains("lowest of"), "{message}");
@@ -617,7 +624,7 @@ async fn no_rollback_on_missing_data_nor_after_the_point_of_no_return() {
     }
     exporter.set_error_ratio(1.0);
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(22)).await;
     assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Completed));
     assert!(u.status.unwrap().rollback.unwrap().started_at.is_none());
     assert_clean(&w, &observer);
