@@ -68,16 +68,25 @@ pub fn install_crd() {
         Some(&langfuse_upgrade_operator::api::crd_yaml()),
     );
     assert!(ok, "CRD install: {out}");
-    let (out, ok) = kubectl_status(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/langfuseupgrades.upgrades.lfu-operator.dev",
-            "--timeout=30s",
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
+    // Polled, not `kubectl wait`: a CRD created a moment ago has no conditions yet, and
+    // `kubectl wait` then fails at once ("<nil> ... expected []interface{}") instead of waiting.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (out, _) = kubectl_status(
+            &[
+                "get",
+                "crd/langfuseupgrades.upgrades.lfu-operator.dev",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+            ],
+            None,
+        );
+        if out.trim() == "True" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the CRD never became Established: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub fn operator_bin() -> PathBuf {
