@@ -42,7 +42,7 @@ pub fn chart_selector() -> Labels {
     ])
 }
 
-fn secret_ref(name: &str, key: &str) -> SecretKeySelector {
+pub(crate) fn secret_ref(name: &str, key: &str) -> SecretKeySelector {
     SecretKeySelector {
         name: name.into(),
         key: key.into(),

@@ -12,7 +12,6 @@ use langfuse_upgrade_operator::databases::{
 fn redis(url: &str) -> RedisTarget {
     RedisTarget {
         url: SecretString::new(url),
-        from_connection_string: true,
     }
 }
 

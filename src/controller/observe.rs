@@ -66,9 +66,8 @@ pub struct Observed {
     /// The connection those facts were read with, for the remedies the executor writes.
     pub postgres_url: Option<SecretString>,
     pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
-    /// `None`: not asked; the target says where the settings came from.
+    /// `None`: not asked.
     pub redis: Option<std::result::Result<RedisFacts, RedisProblem>>,
-    pub redis_from_connection_string: bool,
     pub s3: Option<std::result::Result<S3Facts, S3Problem>>,
     /// `None`: not asked.
     pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
@@ -190,7 +189,6 @@ pub async fn observe<D: Databases>(
         postgres_url: None,
         clickhouse: None,
         redis: None,
-        redis_from_connection_string: false,
         s3: None,
         error_ratio: None,
     };
@@ -205,7 +203,6 @@ pub async fn observe<D: Databases>(
         );
         // A missing Secret key is the secrets line's failure; no probe without the settings.
         if let Some(target) = redis_target(r, conn, auth) {
-            observed.redis_from_connection_string = target.from_connection_string;
             observed.redis = Some(db.redis(&target).await);
         }
         let s3 = &spec.s3;

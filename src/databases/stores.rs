@@ -7,8 +7,6 @@ use super::SecretString;
 #[derive(Clone, Debug)]
 pub struct RedisTarget {
     pub url: SecretString,
-    /// Where the settings came from, for the message that says which one to fix.
-    pub from_connection_string: bool,
 }
 
 /// What Redis answered.
@@ -138,10 +136,7 @@ pub fn redis_target(
     auth: Option<SecretString>,
 ) -> Option<RedisTarget> {
     if let Some(url) = connection_string {
-        return Some(RedisTarget {
-            url,
-            from_connection_string: true,
-        });
+        return Some(RedisTarget { url });
     }
     let host = spec.host.as_deref()?;
     let scheme = if spec.tls_enabled { "rediss" } else { "redis" };
@@ -151,7 +146,6 @@ pub fn redis_target(
         .unwrap_or_default();
     Some(RedisTarget {
         url: SecretString::new(format!("{scheme}://{login}{host}:{port}")),
-        from_connection_string: false,
     })
 }
 
@@ -235,7 +229,6 @@ mod tests {
         let t = redis_target(&spec, None, Some(SecretString::new("p@ss:w/rd"))).unwrap();
         assert_eq!(t.url.expose(), "rediss://default:p%40ss%3Aw%2Frd@redis.ns:6379");
         let t = redis_target(&spec, Some(SecretString::new("redis://x:6380")), None).unwrap();
-        assert!(t.from_connection_string);
         assert_eq!(t.url.expose(), "redis://x:6380");
     }
 

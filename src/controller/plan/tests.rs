@@ -2288,7 +2288,10 @@ fn each_preflight_check_as_a_table() {
         ),
         (
             "wrong Redis password",
-            |_, o| {
+            |s, o| {
+                s.redis.connection_string_secret_ref = None;
+                s.redis.host = Some("redis".into());
+                s.redis.auth_secret_ref = Some(crate::testing::secret_ref("redis", "auth"));
                 o.redis = Some(Err(RedisProblem::Auth {
                     target: "redis:6379".into(),
                     detail: "wrong user or password".into(),
@@ -2301,7 +2304,7 @@ fn each_preflight_check_as_a_table() {
         (
             "Redis host unreachable",
             |_, o| {
-                o.redis_from_connection_string = true;
+                // spec() names a connection string: its Secret is what to fix.
                 o.redis = Some(Err(RedisProblem::Unreachable {
                     target: "redis:6379".into(),
                     detail: "connection refused".into(),

@@ -8,7 +8,8 @@ use crate::databases::stores::{RedisFacts, RedisProblem, RedisTarget};
 pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts, RedisProblem> {
     let client = redis::Client::open(target.url.expose()).map_err(|e| RedisProblem::Other {
         target: "(unparsable URL)".into(),
-        detail: format!("the Redis URL is not valid: {}", e.kind_words()),
+        // The kind only: the error's detail may quote the URL and its password.
+        detail: format!("the Redis URL is not valid: {:?}", e.kind()),
     })?;
     let addr = client.get_connection_info().addr().clone();
     let tls = matches!(addr, redis::ConnectionAddr::TcpTls { .. });
@@ -38,17 +39,6 @@ pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts,
         .map(|v| v.trim().to_string())
         .unwrap_or_default();
     Ok(RedisFacts { version, tls })
-}
-
-trait KindWords {
-    fn kind_words(&self) -> String;
-}
-
-impl KindWords for redis::RedisError {
-    /// The error without its detail (which may quote the URL and its password).
-    fn kind_words(&self) -> String {
-        format!("{:?}", self.kind())
-    }
 }
 
 fn problem(target: &str, tls: bool, e: &redis::RedisError) -> RedisProblem {

@@ -24,7 +24,10 @@ pub(super) fn redis(r: &mut Report, c: &Ctx) {
         Some(Err(e)) => r.waivable(
             line,
             Fail,
-            format!("{e}: {}", redis_fix(e, c.obs.redis_from_connection_string)),
+            format!(
+                "{e}: {}",
+                redis_fix(e, c.spec.redis.connection_string_secret_ref.is_some())
+            ),
         ),
         Some(Ok(facts)) => {
             let tls = if facts.tls { ", over TLS" } else { "" };
