@@ -1101,6 +1101,45 @@ async fn nothing_irreversible(w: &World, during: &str) {
     }
 }
 
+/// One upgrade with PostgreSQL stopped once it reaches `phase` (no stand-in worker until then,
+/// so a `Migrating` upgrade stays there): the outage reported, held for `hold` with nothing
+/// irreversible, then Postgres started and the upgrade completed. Returns (reported after,
+/// recovered after the restart).
+async fn postgres_down_during(phase: Phase, drain: &str, hold: Duration) -> (Duration, Duration) {
+    use support::faults;
+    let label = format!("pg-{}", format!("{phase:?}").to_lowercase());
+    let w = World::new(&label, "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!(drain);
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, phase, FLOW).await;
+    faults::stop_postgres();
+    let seen = until("PostgresUnavailable", || async {
+        ready_reason(&w).await == "PostgresUnavailable"
+    })
+    .await;
+    tokio::time::sleep(hold).await;
+    assert_eq!(w.ns.phase(UPGRADE).await, Some(phase));
+    nothing_irreversible(&w, &format!("PostgreSQL down while {phase:?}")).await;
+    faults::start_postgres();
+    let recovered = until("the upgrade going on after Postgres came back", || async {
+        match phase {
+            Phase::Draining => w.ns.phase(UPGRADE).await == Some(Phase::Migrating),
+            _ => ready_reason(&w).await != "PostgresUnavailable",
+        }
+    })
+    .await;
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    assert_clean(&w, &observer);
+    worker.abort();
+    w.finish().await;
+    (seen, recovered)
+}
+
 /// The fault table (README): each database stopped in the phase that reads it, on the real
 /// servers. Run alone (`tests/e2e/run.sh` runs it after the others): it stops the servers
 /// every test shares.
@@ -1110,67 +1149,14 @@ async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
     use support::faults;
     let mut table = Vec::new();
 
-    // PostgreSQL stopped during Draining: the drain is never declared quiet.
-    {
-        let w = World::new("pg-drain", "langfuse/langfuse:2.95.9").await;
-        let observer = w.observe();
-        let _op = Operator::start(&w.ns.name, "a");
-        let mut up = w.upgrade();
-        up["spec"]["strategy"]["drainPeriod"] = json!("4s");
-        w.apply(&up);
-        w.ns.wait_phase(UPGRADE, Phase::Draining, FLOW).await;
-        faults::stop_postgres();
-        let seen = until("PostgresUnavailable while draining", || async {
-            ready_reason(&w).await == "PostgresUnavailable"
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Draining));
-        nothing_irreversible(&w, "PostgreSQL down while Draining").await;
-        faults::start_postgres();
-        let recovered = until("out of the drain after Postgres came back", || async {
-            w.ns.phase(UPGRADE).await == Some(Phase::Migrating)
-        })
-        .await;
-        let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
-        let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-        assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
-        assert_clean(&w, &observer);
-        table.push(("PostgreSQL stopped during Draining", seen, recovered));
-        worker.abort();
-        w.finish().await;
-    }
-
-    // PostgreSQL stopped during Migrating: nothing rolled back, v2 kept.
-    {
-        let w = World::new("pg-migrate", "langfuse/langfuse:2.95.9").await;
-        let observer = w.observe();
-        let _op = Operator::start(&w.ns.name, "a");
-        let mut up = w.upgrade();
-        up["spec"]["strategy"]["drainPeriod"] = json!("2s");
-        w.apply(&up);
-        w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
-        faults::stop_postgres();
-        let seen = until("PostgresUnavailable while migrating", || async {
-            ready_reason(&w).await == "PostgresUnavailable"
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Migrating));
-        nothing_irreversible(&w, "PostgreSQL down while Migrating").await;
-        faults::start_postgres();
-        let recovered = until("Postgres read again", || async {
-            ready_reason(&w).await != "PostgresUnavailable"
-        })
-        .await;
-        let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
-        let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-        assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
-        assert_clean(&w, &observer);
-        table.push(("PostgreSQL stopped during Migrating", seen, recovered));
-        worker.abort();
-        w.finish().await;
-    }
+    // PostgreSQL stopped during Draining: the drain is never declared quiet; recovered when
+    // it goes on to Migrating.
+    let (seen, recovered) = postgres_down_during(Phase::Draining, "4s", Duration::from_secs(6)).await;
+    table.push(("PostgreSQL stopped during Draining", seen, recovered));
+    // PostgreSQL stopped during Migrating: nothing rolled back, v2 kept; recovered when read
+    // again.
+    let (seen, recovered) = postgres_down_during(Phase::Migrating, "2s", Duration::from_secs(4)).await;
+    table.push(("PostgreSQL stopped during Migrating", seen, recovered));
 
     // ClickHouse stopped during Verifying: nothing verified, v2 kept. The operator is paused
     // while the worker finishes, so the stop lands before it looks (no race with its poll).
