@@ -46,3 +46,34 @@ with_cluster_and_databases() {
   export LFU_TEST_CLUSTER_ENV="$LFU_WORK/cluster/env" LFU_TEST_DB_ENV="$LFU_WORK/db/env"
   export LFU_TEST_PROMETHEUS_ENV="$LFU_WORK/prometheus/env"
 }
+
+# ---- stopping our own daemons (the down.sh scripts) ----
+# True if $1 runs and is not a zombie: our daemons are reparented to PID 1, which may reap
+# them late, and kill -0 succeeds on a zombie.
+alive() {
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
+# Pid of a live process whose command line contains $2, read from pid file $1; guards
+# against signalling an unrelated process that reused a stale pid.
+live_pid() {
+  local pid
+  [[ -f $1 ]] || return 1
+  pid=$(head -n 1 "$1" | tr -dc '0-9')
+  [[ -n $pid ]] && alive "$pid" &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$pid"
+}
+
+# SIGTERM, wait up to $2 seconds, then SIGKILL (saying so unless $3 is "quiet").
+stop_pid() {
+  local pid=$1 secs=$2 quiet=${3:-} i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < secs * 10; i++)); do
+    alive "$pid" || return 0
+    sleep 0.1
+  done
+  [[ $quiet == quiet ]] || echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}

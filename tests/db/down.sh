@@ -10,35 +10,7 @@ WORKDIR="$(cd "$1" && pwd -P)"
 PGDATA=$WORKDIR/pg/data
 PG_BIN=/usr/lib/postgresql/15/bin
 
-# True if $1 runs and is not a zombie: our daemons are reparented to PID 1, which may reap
-# them late, and kill -0 succeeds on a zombie.
-alive() {
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [[ -n $st && $st != Z ]]
-}
-
-# Pid of a live process whose command line contains $2, read from pid file $1; guards
-# against signalling an unrelated process that reused a stale pid.
-live_pid() {
-  local pid
-  [[ -f $1 ]] || return 1
-  pid=$(head -n 1 "$1" | tr -dc '0-9')
-  [[ -n $pid ]] && alive "$pid" &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" && echo "$pid"
-}
-
-# SIGTERM, wait up to $2 seconds, then SIGKILL (saying so unless $3 is "quiet").
-stop_pid() {
-  local pid=$1 secs=$2 quiet=${3:-} i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < secs * 10; i++)); do
-    alive "$pid" || return 0
-    sleep 0.1
-  done
-  [[ $quiet == quiet ]] || echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
-  kill -KILL "$pid" 2>/dev/null || true
-}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"   # alive, live_pid, stop_pid
 
 # SeaweedFS: one `weed server` process (master, volume, filer and S3 run in it as goroutines).
 # It usually exits within a second of SIGTERM, but its filer can wait 15 s trying to flush its

@@ -9,35 +9,7 @@ die() { echo "down.sh: $*" >&2; exit 1; }
 [[ -d $1 ]] || { echo "down.sh: $1 does not exist, nothing to do" >&2; exit 0; }
 WORKDIR="$(cd "$1" && pwd -P)"
 
-# True if $1 runs and is not a zombie: the server is reparented to PID 1, which may reap it
-# late, and kill -0 succeeds on a zombie.
-alive() {
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [[ -n $st && $st != Z ]]
-}
-
-# Pid of a live process whose command line contains $2, read from pid file $1; guards
-# against signalling an unrelated process that reused a stale pid.
-live_pid() {
-  local pid
-  [[ -f $1 ]] || return 1
-  pid=$(head -n 1 "$1" | tr -dc '0-9')
-  [[ -n $pid ]] && alive "$pid" &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$pid"
-}
-
-# SIGTERM, wait up to $2 seconds, then SIGKILL.
-stop_pid() {
-  local pid=$1 secs=$2 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < secs * 10; i++)); do
-    alive "$pid" || return 0
-    sleep 0.1
-  done
-  echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
-  kill -KILL "$pid" 2>/dev/null || true
-}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"   # alive, live_pid, stop_pid
 
 # Only the Prometheus that reads this workdir's config (it is in its command line).
 if pid=$(live_pid "$WORKDIR/prometheus.pid" "--config.file=$WORKDIR/prometheus.yml"); then
