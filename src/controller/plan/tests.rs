@@ -391,6 +391,19 @@ impl World {
         decision
     }
 
+    /// v3 web loses every ready pod, and any it rolls out stays unready.
+    fn break_web(&mut self) {
+        self.cluster
+            .web
+            .as_mut()
+            .unwrap()
+            .status
+            .as_mut()
+            .unwrap()
+            .available_replicas = Some(0);
+        self.web_broken = true;
+    }
+
     fn run_until(&mut self, phase: Phase, max: usize) -> Decision {
         for _ in 0..max {
             let d = self.step();
@@ -907,9 +920,7 @@ fn web_down_after_the_shift_rolls_back_after_rollback_after() {
     let mut w = World::new(spec());
     w.run_until(Phase::Draining, 40);
     // v3 web loses every ready pod.
-    let web = w.cluster.web.as_mut().unwrap();
-    web.status.as_mut().unwrap().available_replicas = Some(0);
-    w.web_broken = true;
+    w.break_web();
     let d = w.step();
     assert_eq!(d.phase, Phase::Degraded);
     assert!(w.status().web_unavailable_since.is_some());
@@ -927,15 +938,7 @@ fn the_rollback_starts_when_rollback_after_runs_out_not_at_the_next_poll() {
     sp.strategy.rollback_after = "25s".into();
     let mut w = World::new(sp);
     w.run_until(Phase::Draining, 40);
-    w.cluster
-        .web
-        .as_mut()
-        .unwrap()
-        .status
-        .as_mut()
-        .unwrap()
-        .available_replicas = Some(0);
-    w.web_broken = true;
+    w.break_web();
     let d = w.step();
     assert_eq!(d.phase, Phase::Degraded);
     assert_eq!(d.requeue, Duration::from_secs(10), "at most a poll while far from it");
@@ -2578,15 +2581,7 @@ fn generate_cli_fixtures() {
     save(&w, "phase-degraded");
     let mut w = World::new(spec());
     w.run_until(Phase::Draining, 40);
-    w.cluster
-        .web
-        .as_mut()
-        .unwrap()
-        .status
-        .as_mut()
-        .unwrap()
-        .available_replicas = Some(0);
-    w.web_broken = true;
+    w.break_web();
     w.run_until(Phase::RolledBack, 200);
     save(&w, "phase-rolledback");
     let mut w = World::new(spec());
