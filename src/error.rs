@@ -20,6 +20,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A compare-and-swap lost to another writer (HTTP 409).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",

@@ -766,6 +766,42 @@ async fn two_replicas_act_as_one() {
     w.finish().await;
 }
 
+/// The worst case leader election exists to prevent: two replicas acting on one object at
+/// once. Every write to the object is a compare-and-swap, so the one that decided on an older
+/// view loses and plans again: no recorded fact is erased, the invariants hold, it completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn two_replicas_without_leader_election_still_complete_without_a_wrong_write() {
+    let w = World::new("split-brain", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let a = Operator::start_unelected(&w.ns.name, "replica-a");
+    let b = Operator::start_unelected(&w.ns.name, "replica-b");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    w.apply(&up);
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    let instances: std::collections::BTreeSet<String> = w
+        .events()
+        .await
+        .iter()
+        .filter_map(|e| e.reporting_instance.clone())
+        .collect();
+    // Both acted (else this tested nothing).
+    assert_eq!(
+        instances.len(),
+        2,
+        "one replica never acted: {instances:?}\nA: {}\nB: {}",
+        a.logs(),
+        b.logs()
+    );
+    assert_clean(&w, &observer);
+    assert_eq!(observer.record.lock().unwrap().selector_switches, 1);
+    worker.abort();
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
@@ -1140,13 +1176,150 @@ async fn postgres_down_during(phase: Phase, drain: &str, hold: Duration) -> (Dur
     (seen, recovered)
 }
 
+/// Both databases stopped in Verifying (it reads both to compare counts). ClickHouse first:
+/// the operator holds in Verifying with ClickHouse unreadable, which is where PostgreSQL is
+/// then stopped and started again, so each outage is met in Verifying itself, not in the poll
+/// before it. The operator is paused while the worker finishes, so the first stop lands before
+/// it looks. Returns the table rows for PostgreSQL and ClickHouse.
+async fn both_down_during_verifying() -> [(&'static str, Duration, Duration); 2] {
+    use support::faults;
+    let w = World::new("verify-faults", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+    up["spec"]["paused"] = json!(true);
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Paused, FLOW).await;
+    until("the worker to finish every row", || async {
+        w.db.migration_rows().await.iter().all(|r| !r["finished_at"].is_null())
+    })
+    .await;
+    let clickhouse = faults::kill_clickhouse();
+    up["spec"]["paused"] = json!(false);
+    w.apply(&up);
+    let reason_is = |want: &'static str| {
+        let w = &w;
+        move || async move { ready_reason(w).await == want }
+    };
+    let ch_seen = until(
+        "ClickHouseUnavailable while verifying",
+        reason_is("ClickHouseUnavailable"),
+    )
+    .await;
+    assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Verifying));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    nothing_irreversible(&w, "ClickHouse down while Verifying").await;
+
+    faults::stop_postgres();
+    let pg_seen = until("PostgresUnavailable while verifying", reason_is("PostgresUnavailable")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Verifying));
+    nothing_irreversible(&w, "PostgreSQL and ClickHouse down while Verifying").await;
+    faults::start_postgres();
+    // Postgres read again: the hold is ClickHouse's once more.
+    let pg_recovered = until(
+        "Postgres read again while verifying",
+        reason_is("ClickHouseUnavailable"),
+    )
+    .await;
+    nothing_irreversible(&w, "ClickHouse down while Verifying").await;
+
+    clickhouse.start();
+    let ch_recovered = until("verified after ClickHouse came back", || async {
+        w.ns.upgrade(UPGRADE).await.status.and_then(|s| s.verified_at).is_some()
+    })
+    .await;
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    assert_clean(&w, &observer);
+    worker.abort();
+    w.finish().await;
+    [
+        ("PostgreSQL stopped during Verifying", pg_seen, pg_recovered),
+        ("ClickHouse stopped during Verifying", ch_seen, ch_recovered),
+    ]
+}
+
+/// The leader frozen mid-flow (SIGSTOP: it stops renewing its Lease without dying), the other
+/// replica takes over and moves the upgrade on, then the old leader is thawed with its stale
+/// view of the world: it must leave without a write (every status write is a compare-and-swap
+/// onto the version its decision saw) and the upgrade completes under the new leader.
+/// Returns (taken over after the freeze, old leader gone after the thaw).
+async fn leader_lost_mid_flow() -> (Duration, Duration) {
+    let w = World::new("lease-lost", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let mut a = Operator::start(&w.ns.name, "replica-a");
+    until("replica A to lead", || async {
+        a.logs().contains("leading; starting the controller")
+    })
+    .await;
+    let b = Operator::start(&w.ns.name, "replica-b");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("3s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Draining, FLOW).await;
+    a.freeze(true);
+    let taken_over = until("replica B to take over", || async {
+        b.logs().contains("leading; starting the controller")
+    })
+    .await;
+    // B moves on past what A last saw (the drain) before A runs again.
+    until("B to enable the migrations", || async {
+        w.ns.upgrade(UPGRADE)
+            .await
+            .status
+            .is_some_and(|s| s.migrations_enabled_at.is_some())
+    })
+    .await;
+    // A's Events as of the thaw (a repeated Event bumps its series count instead of adding one).
+    let from_a = |events: Vec<K8sEvent>| -> std::collections::BTreeMap<String, i32> {
+        events
+            .into_iter()
+            .filter(|e| e.reporting_instance.as_deref() == Some("replica-a"))
+            .map(|e| (e.metadata.name.unwrap_or_default(), e.series.map_or(1, |s| s.count)))
+            .collect()
+    };
+    let before_thaw = from_a(w.events().await);
+    a.freeze(false);
+    let thawed = Instant::now();
+    while a.exited().is_none() {
+        assert!(
+            thawed.elapsed() < FLOW,
+            "the thawed replica A never left:\n{}",
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone = thawed.elapsed();
+    assert!(
+        a.logs().contains("lost the lease"),
+        "A exited for another reason:\n{}",
+        a.logs()
+    );
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    assert_eq!(
+        from_a(w.events().await),
+        before_thaw,
+        "the thawed replica published Events"
+    );
+    assert_clean(&w, &observer);
+    worker.abort();
+    w.finish().await;
+    (taken_over, gone)
+}
+
 /// The fault table (README): each database stopped in the phase that reads it, on the real
 /// servers. Run alone (`tests/e2e/run.sh` runs it after the others): it stops the servers
 /// every test shares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stops the shared test servers: run `make e2e` (tests/e2e/run.sh), which runs it alone"]
 async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
-    use support::faults;
     let mut table = Vec::new();
 
     // PostgreSQL stopped during Draining: the drain is never declared quiet; recovered when
@@ -1158,47 +1331,13 @@ async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
     let (seen, recovered) = postgres_down_during(Phase::Migrating, "2s", Duration::from_secs(4)).await;
     table.push(("PostgreSQL stopped during Migrating", seen, recovered));
 
-    // ClickHouse stopped during Verifying: nothing verified, v2 kept. The operator is paused
-    // while the worker finishes, so the stop lands before it looks (no race with its poll).
-    {
-        let w = World::new("ch-verify", "langfuse/langfuse:2.95.9").await;
-        let observer = w.observe();
-        let _op = Operator::start(&w.ns.name, "a");
-        let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
-        let mut up = w.upgrade();
-        up["spec"]["strategy"]["drainPeriod"] = json!("2s");
-        w.apply(&up);
-        w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
-        up["spec"]["paused"] = json!(true);
-        w.apply(&up);
-        w.ns.wait_phase(UPGRADE, Phase::Paused, FLOW).await;
-        until("the worker to finish every row", || async {
-            w.db.migration_rows().await.iter().all(|r| !r["finished_at"].is_null())
-        })
-        .await;
-        let clickhouse = faults::kill_clickhouse();
-        up["spec"]["paused"] = json!(false);
-        w.apply(&up);
-        let seen = until("ClickHouseUnavailable while verifying", || async {
-            ready_reason(&w).await == "ClickHouseUnavailable"
-        })
-        .await;
-        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Verifying));
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert_eq!(w.ns.phase(UPGRADE).await, Some(Phase::Verifying));
-        nothing_irreversible(&w, "ClickHouse down while Verifying").await;
-        clickhouse.start();
-        let recovered = until("verified after ClickHouse came back", || async {
-            w.ns.upgrade(UPGRADE).await.status.and_then(|s| s.verified_at).is_some()
-        })
-        .await;
-        let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
-        assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
-        assert_clean(&w, &observer);
-        table.push(("ClickHouse stopped during Verifying", seen, recovered));
-        worker.abort();
-        w.finish().await;
-    }
+    table.extend(both_down_during_verifying().await);
+    let (taken_over, gone) = leader_lost_mid_flow().await;
+    table.push((
+        "Leader frozen (Lease lost): taken over / old leader gone after thaw",
+        taken_over,
+        gone,
+    ));
 
     let mut report = String::from("fault\treported after\trecovered after restart\n");
     for (fault, seen, recovered) in &table {

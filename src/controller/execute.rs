@@ -19,8 +19,18 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Run `actions`; returns the ones that ran, for the audit trail. `postgres_url` is the one
-/// the observation resolved (the executor reads no Secret itself); a remedy needs it.
+/// What ran, for the audit trail, and the upgrade object's version after the executor's own
+/// writes to it (the report's status write is a compare-and-swap onto that version).
+pub struct Executed {
+    pub actions: Vec<Action>,
+    pub resource_version: Option<String>,
+}
+
+/// Run `actions`. `postgres_url` is the one the observation resolved (the executor reads no
+/// Secret itself); a remedy needs it. Every write to the upgrade object is a compare-and-swap
+/// onto the version the decision was made from (then onto the executor's own last write): a
+/// decision made on a view another writer has since changed (a replica that lost its Lease
+/// while paused, a person's edit) fails with a conflict before it writes anything after it.
 pub async fn execute<D: Databases>(
     client: &Client,
     db: &D,
@@ -28,18 +38,21 @@ pub async fn execute<D: Databases>(
     postgres_url: Option<&SecretString>,
     actions: &[Action],
     status: &crate::api::LangfuseUpgradeStatus,
-) -> Result<Vec<Action>> {
+) -> Result<Executed> {
     let ns = upgrade.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = upgrade.name_any();
     let upgrades: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let mut done = Vec::new();
+    let mut version = upgrade.resource_version();
     for action in actions {
         match action {
             // The same status the report writes after; here first, so it is durable before
             // the writes that follow it in this decision.
-            Action::RecordFacts => super::report::write_status(client, upgrade, status).await?,
+            Action::RecordFacts => {
+                version = super::report::write_status(client, upgrade, status, version).await?;
+            }
             Action::AddFinalizer | Action::RemoveFinalizer => {
                 let mut finalizers: Vec<String> = upgrade.finalizers().to_vec();
                 finalizers.retain(|f| f != FINALIZER);
@@ -48,15 +61,14 @@ pub async fn execute<D: Databases>(
                 }
                 // resourceVersion makes this a compare-and-swap: another writer's finalizer is
                 // never dropped; a conflict is retried from a fresh read.
-                let patch =
-                    json!({ "metadata": { "resourceVersion": upgrade.resource_version(), "finalizers": finalizers } });
+                let patch = json!({ "metadata": { "resourceVersion": version, "finalizers": finalizers } });
                 match upgrades
                     .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                 {
                     Err(kube::Error::Api(s)) if s.code == 404 && matches!(action, Action::RemoveFinalizer) => {}
                     other => {
-                        other?;
+                        version = other?.resource_version();
                     }
                 }
             }
@@ -160,5 +172,8 @@ pub async fn execute<D: Databases>(
         }
         done.push(action.clone());
     }
-    Ok(done)
+    Ok(Executed {
+        actions: done,
+        resource_version: version,
+    })
 }

@@ -55,6 +55,10 @@ impl<D> Context<D> {
     }
 }
 
+/// A decision that lost a compare-and-swap is made again this soon (the change that beat it
+/// also triggers a reconcile; this bounds the wait if that event is slow).
+const CONFLICT_RETRY: Duration = Duration::from_millis(100);
+
 /// Exponential backoff with ±20 % jitter, 2 s doubling to 5 min.
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let base = 2f64 * 2f64.powi(failures.min(8) as i32);
@@ -63,6 +67,14 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
 
 async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
     let result = reconcile_once(upgrade.clone(), ctx.clone()).await;
+    if let Err(error) = &result
+        && error.is_conflict()
+    {
+        // Another writer changed the object after this decision read it: nothing after the
+        // conflicting write was made. Plan again at once from a fresh read; not an error.
+        tracing::debug!(error = %error, "the object changed under this decision; planning again");
+        return Ok(Requeue::requeue(CONFLICT_RETRY));
+    }
     if let Err(error) = &result {
         // Whatever stopped this reconcile, the object says so (best effort: the error itself
         // may be that the apiserver cannot be reached).
@@ -102,7 +114,19 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             &status,
         )
         .await?;
-        report::report(&ctx.client, &ctx.recorder, &upgrade, &status, &executed).await?;
+        let execute::Executed {
+            actions: executed,
+            resource_version,
+        } = executed;
+        report::report(
+            &ctx.client,
+            &ctx.recorder,
+            &upgrade,
+            &status,
+            &executed,
+            resource_version,
+        )
+        .await?;
         let (ns, name) = (upgrade.namespace().unwrap_or_default(), upgrade.name_any());
         let restarts = |s: Option<&crate::api::LangfuseUpgradeStatus>| {
             s.map_or(0, |s| s.remedies_used(crate::api::RemedyKind::WorkerRestart))

@@ -118,16 +118,20 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
+/// Events for the writes made, then the status (a compare-and-swap onto `resource_version`, the
+/// version the decision was made from or the executor's own last write to it), then Events for
+/// the transitions: a decision that lost the race to another writer announces no transition.
 pub async fn report(
     client: &Client,
     recorder: &Recorder,
     upgrade: &LangfuseUpgrade,
     status: &LangfuseUpgradeStatus,
     executed: &[Action],
+    resource_version: Option<String>,
 ) -> Result<()> {
     let old = upgrade.status.clone().unwrap_or_default();
     let reference = upgrade.object_ref(&());
-    let mut events: Vec<(EventType, String, String)> = executed
+    let writes: Vec<(EventType, String, String)> = executed
         .iter()
         .filter(|a| !matches!(a, Action::AddFinalizer | Action::RecordFacts))
         .map(|a| {
@@ -135,7 +139,22 @@ pub async fn report(
             (EventType::Normal, reason.to_string(), note)
         })
         .collect();
-    events.extend(transitions(&old, status));
+    publish(recorder, &reference, writes).await;
+    let written = executed.contains(&Action::RecordFacts);
+    let gone = upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer);
+    if !(written || *status == old || gone) {
+        let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
+        apply_status(&api, &upgrade.name_any(), status, resource_version).await?;
+    }
+    publish(recorder, &reference, transitions(&old, status)).await;
+    Ok(())
+}
+
+async fn publish(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    events: Vec<(EventType, String, String)>,
+) {
     for (type_, reason, note) in events {
         let event = Event {
             type_,
@@ -148,35 +167,33 @@ pub async fn report(
             secondary: None,
         };
         // An Event that cannot be written must not block the upgrade.
-        if let Err(e) = recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, "could not publish an Event");
         }
     }
-    let written = executed.contains(&Action::RecordFacts);
-    if written
-        || *status == old
-        || upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer)
-    {
-        return Ok(());
-    }
-    let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-    apply_status(&api, &upgrade.name_any(), status, None).await
 }
 
-/// The decision's status, written now (for [`Action::RecordFacts`]).
-pub async fn write_status(client: &Client, upgrade: &LangfuseUpgrade, status: &LangfuseUpgradeStatus) -> Result<()> {
+/// The decision's status, written now (for [`Action::RecordFacts`]) onto `resource_version`;
+/// returns the object's new version.
+pub async fn write_status(
+    client: &Client,
+    upgrade: &LangfuseUpgrade,
+    status: &LangfuseUpgradeStatus,
+    resource_version: Option<String>,
+) -> Result<Option<String>> {
     let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-    apply_status(&api, &upgrade.name_any(), status, None).await
+    apply_status(&api, &upgrade.name_any(), status, resource_version).await
 }
 
 /// One server-side apply of the whole status (an apply that left out fields this manager owns
-/// would delete them); with `resource_version`, only onto that version of the object.
+/// would delete them); with `resource_version`, only onto that version of the object (a 409
+/// otherwise). Returns the new version (`None` when the object is gone).
 async fn apply_status(
     api: &Api<LangfuseUpgrade>,
     name: &str,
     status: &LangfuseUpgradeStatus,
     resource_version: Option<String>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let mut body = json!({
         "apiVersion": LangfuseUpgrade::api_version(&()),
         "kind": LangfuseUpgrade::kind(&()),
@@ -190,8 +207,8 @@ async fn apply_status(
         .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
         .await
     {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other.map(|_| ()).map_err(Into::into),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        other => Ok(other?.resource_version()),
     }
 }
 
@@ -234,5 +251,7 @@ pub async fn report_error(
     if let Err(e) = recorder.publish(&event, &fresh.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an Event");
     }
-    apply_status(&api, &fresh.name_any(), &status, fresh.resource_version()).await
+    apply_status(&api, &fresh.name_any(), &status, fresh.resource_version())
+        .await
+        .map(|_| ())
 }

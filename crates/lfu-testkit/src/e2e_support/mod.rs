@@ -361,6 +361,10 @@ pub struct Operator {
 impl Operator {
     /// One replica with leader election on a Lease in `ns` (so replicas of one test compete).
     pub fn start(ns: &str, identity: &str) -> Operator {
+        Operator::start_with(ns, identity, true)
+    }
+
+    fn start_with(ns: &str, identity: &str, spawn: bool) -> Operator {
         let log = std::env::temp_dir().join(format!("lfu-operator-{ns}-{identity}.log"));
         let http_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -385,6 +389,17 @@ impl Operator {
             starts: 0,
             http_port,
         };
+        if spawn {
+            op.spawn();
+        }
+        op
+    }
+
+    /// One replica without leader election: two of these act on the same objects at once (a
+    /// split brain), which only the compare-and-swap writes keep safe.
+    pub fn start_unelected(ns: &str, identity: &str) -> Operator {
+        let mut op = Operator::start_with(ns, identity, false);
+        op.args.push("--no-leader-election".into());
         op.spawn();
         op
     }
@@ -423,6 +438,21 @@ impl Operator {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a replica that stops running without dying, as
+    /// a long GC pause, a frozen VM or a node cut off from the network would, and then goes on
+    /// with everything it knew before.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.pid().expect("running").to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// The exit status, once the process has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn logs(&self) -> String {

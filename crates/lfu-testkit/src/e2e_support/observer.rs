@@ -35,6 +35,8 @@ pub struct Record {
     dark_since: Option<u128>,
     /// Each closed stretch without a ready endpoint after v2 first served: (from ms, length ms).
     pub outages: Vec<(u128, u128)>,
+    /// The one-way facts status has recorded so far (a stale writer would erase them).
+    recorded: std::collections::BTreeSet<&'static str>,
 }
 
 impl Record {
@@ -339,6 +341,22 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     }
     if let Some(phase) = status.phase {
         fact(&mut r, &format!("phase {phase}"));
+    }
+    // Facts are one-way: once recorded, never erased (a replica acting on a stale view, or a
+    // status write that is not a compare-and-swap, would erase them). `migrationsFinishedAt`
+    // alone is cleared on purpose, by the late-write re-run.
+    for (name, set) in [
+        ("trafficShiftedAt", status.traffic_shifted_at.is_some()),
+        ("migrationsEnabledAt", status.migrations_enabled_at.is_some()),
+        ("verifiedAt", status.verified_at.is_some()),
+        ("sourceRetiredAt", status.source_retired_at.is_some()),
+    ] {
+        if set {
+            r.recorded.insert(name);
+        } else if snap.upgrade.is_some() && r.recorded.contains(name) {
+            r.violations
+                .push(format!("{at}ms: status.{name} was recorded, then erased"));
+        }
     }
 }
 
