@@ -257,6 +257,10 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
         schema: Some((8, false)),
         counts: None,
         missing_tables: Vec::new(),
+        // What an admin user shows.
+        grants: Some(Ok(crate::verify::grants::Grants::parse(&[
+            "GRANT SELECT, INSERT, ALTER, CREATE, DROP ON *.* TO default".to_string(),
+        ]))),
     }
 }
 

@@ -55,6 +55,14 @@ async fn server_version_and_the_fixture_schema() {
     assert!(major >= 24, "{version}");
     assert_eq!(facts.schema, Some((SCHEMA_VERSION_3_29, false)));
     assert_eq!(facts.counts, None, "counts not asked for");
+    // The test server's user is an admin: `SHOW GRANTS FINAL` read and nothing lacking on the
+    // test's own database (an unparsed answer would lack everything).
+    let grants = facts
+        .grants
+        .expect("grants read with the server facts")
+        .expect("grants readable");
+    let database = db.ch.database.clone().unwrap_or_else(|| "default".into());
+    assert_eq!(grants.missing_on(&database), vec![]);
     // The test endpoint's knob: this database alone plays an older ClickHouse.
     lfu_testkit::e2e_support::report_clickhouse_version(&db, "25.3.6.56").await;
     let server = ClickHouseQuery {

@@ -1276,15 +1276,10 @@ async fn leader_lost_mid_flow() -> (Duration, Duration) {
             .is_some_and(|s| s.migrations_enabled_at.is_some())
     })
     .await;
-    // A's Events as of the thaw (a repeated Event bumps its series count instead of adding one).
-    let from_a = |events: Vec<K8sEvent>| -> std::collections::BTreeMap<String, i32> {
-        events
-            .into_iter()
-            .filter(|e| e.reporting_instance.as_deref() == Some("replica-a"))
-            .map(|e| (e.metadata.name.unwrap_or_default(), e.series.map_or(1, |s| s.count)))
-            .collect()
-    };
-    let before_thaw = from_a(w.events().await);
+    // From here on, anything A decides is made on a stale view. (A write A had in flight at
+    // the freeze may land after the thaw, stamped with its earlier time: that is no new
+    // decision.)
+    let thawed_at = jiff::Timestamp::now();
     a.freeze(false);
     let thawed = Instant::now();
     while a.exited().is_none() {
@@ -1303,15 +1298,132 @@ async fn leader_lost_mid_flow() -> (Duration, Duration) {
     );
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
     assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
-    assert_eq!(
-        from_a(w.events().await),
-        before_thaw,
-        "the thawed replica published Events"
+    // No Event from A stamped after the thaw (a repeat bumps its series' last time instead).
+    let after_thaw: Vec<String> = w
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some("replica-a"))
+        .filter(|e| {
+            let last = e
+                .series
+                .as_ref()
+                .map(|s| &s.last_observed_time)
+                .or(e.event_time.as_ref());
+            last.is_some_and(|t| t.0 >= thawed_at)
+        })
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        after_thaw.is_empty(),
+        "the thawed replica published Events: {after_thaw:?}"
     );
     assert_clean(&w, &observer);
     worker.abort();
     w.finish().await;
     (taken_over, gone)
+}
+
+/// The kube-apiserver killed (etcd kept) the moment the shift is approved, so it dies somewhere
+/// in the shift's writes (old selector recorded, Service switched), kept down `hold`, then
+/// started again: the operator (its watches, its Lease) rides it out and the shift completes
+/// with the Service never without a ready endpoint. Returns (the shift's state at the kill,
+/// the apiserver ready again → shift recorded).
+async fn apiserver_restarted_during_the_shift(hold: Duration) -> (String, Duration) {
+    use support::faults;
+    let w = World::new("apiserver", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["promotion"] = json!("Manual");
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::AwaitingPromotion, FLOW).await;
+    up["spec"]["strategy"]["approved"] = json!(true);
+    w.apply(&up);
+    let apiserver = faults::kill_apiserver();
+    tokio::time::sleep(hold).await;
+    apiserver.start();
+    let upgrades: Api<langfuse_upgrade_operator::api::LangfuseUpgrade> =
+        Api::namespaced(w.ns.client.clone(), &w.ns.name);
+    until("the apiserver serving again", || async {
+        upgrades.get(UPGRADE).await.is_ok()
+    })
+    .await;
+    let ready = Instant::now();
+    let status = w.ns.upgrade(UPGRADE).await.status.unwrap_or_default();
+    let at_kill = match (&status.previous_selector, status.traffic_shifted_at.is_some()) {
+        (None, _) => "before the old selector was recorded",
+        (Some(_), false) if !observer.record.lock().unwrap().switched_ever => {
+            "old selector recorded, Service not yet switched"
+        }
+        (Some(_), false) => "Service switched, shift not yet recorded",
+        (Some(_), true) => "after the shift was recorded",
+    };
+    until("the shift recorded after the apiserver came back", || async {
+        w.ns.upgrade(UPGRADE)
+            .await
+            .status
+            .is_some_and(|s| s.traffic_shifted_at.is_some())
+    })
+    .await;
+    let recovered = ready.elapsed();
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    assert_eq!(op.starts, 1, "the operator was restarted");
+    assert!(
+        !op.logs().contains("lost the lease"),
+        "the operator gave up its Lease over a {hold:?} apiserver restart:\n{}",
+        op.logs()
+    );
+    assert_clean(&w, &observer);
+    assert_eq!(observer.record.lock().unwrap().selector_switches, 1);
+    worker.abort();
+    w.finish().await;
+    (at_kill.to_string(), recovered)
+}
+
+/// The stand-in worker SIGKILLed three times while it copies (small batches, so a copy lasts),
+/// each time started again once its lock has gone stale: every copy resumes from its cursor and
+/// the upgrade completes with every row verified. Returns Migrating → Completed.
+async fn worker_killed_during_the_copies() -> Duration {
+    let w = World::new("worker-kills", "langfuse/langfuse:2.95.9").await;
+    // Small batches, so the copies take several seconds instead of one batch each; each larger
+    // than the fixture's burst of rows sharing one created_at (40 traces, 200 observations),
+    // which would otherwise trap the copy (a different fault, with its own remedy).
+    sqlx::query(
+        r#"UPDATE background_migrations SET args = args || jsonb_build_object('batchSize',
+             CASE WHEN name LIKE '%observations%' THEN 250 ELSE 50 END)"#,
+    )
+    .execute(&w.db.pool)
+    .await
+    .unwrap();
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let kills = e2e_support::Kills {
+        times: 3,
+        every: Duration::from_millis(1500),
+        restart_after: Duration::from_millis(2500),
+        batch_pause: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let made = kills.made.clone();
+    let worker = e2e_support::play_worker_with(&w.ns, &w.db, "prod-langfuse-worker", kills);
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Migrating, FLOW).await;
+    let started = Instant::now();
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    let total = started.elapsed();
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    assert_clean(&w, &observer);
+    let made = made.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(made, 3, "not every kill hit a copy in progress");
+    worker.abort();
+    w.finish().await;
+    total
 }
 
 /// The fault table (README): each database stopped in the phase that reads it, on the real
@@ -1325,27 +1437,40 @@ async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
     // PostgreSQL stopped during Draining: the drain is never declared quiet; recovered when
     // it goes on to Migrating.
     let (seen, recovered) = postgres_down_during(Phase::Draining, "4s", Duration::from_secs(6)).await;
-    table.push(("PostgreSQL stopped during Draining", seen, recovered));
+    table.push(("PostgreSQL stopped during Draining".into(), Some(seen), recovered));
     // PostgreSQL stopped during Migrating: nothing rolled back, v2 kept; recovered when read
     // again.
     let (seen, recovered) = postgres_down_during(Phase::Migrating, "2s", Duration::from_secs(4)).await;
-    table.push(("PostgreSQL stopped during Migrating", seen, recovered));
+    table.push(("PostgreSQL stopped during Migrating".into(), Some(seen), recovered));
 
-    table.extend(both_down_during_verifying().await);
+    table.extend(
+        both_down_during_verifying()
+            .await
+            .map(|(fault, seen, recovered)| (fault.to_string(), Some(seen), recovered)),
+    );
+    let (at_kill, recovered) = apiserver_restarted_during_the_shift(Duration::from_secs(5)).await;
+    table.push((
+        format!("kube-apiserver killed as the shift was approved ({at_kill}), started again 5 s later"),
+        None,
+        recovered,
+    ));
+    let total = worker_killed_during_the_copies().await;
+    table.push((
+        "worker SIGKILLed 3 times mid-copy, each restarted 2.5 s later: Migrating → Completed".into(),
+        None,
+        total,
+    ));
     let (taken_over, gone) = leader_lost_mid_flow().await;
     table.push((
-        "Leader frozen (Lease lost): taken over / old leader gone after thaw",
-        taken_over,
+        "leader frozen (SIGSTOP) until its Lease was lost: the other replica led after / the old one left after SIGCONT".into(),
+        Some(taken_over),
         gone,
     ));
 
     let mut report = String::from("fault\treported after\trecovered after restart\n");
     for (fault, seen, recovered) in &table {
-        report.push_str(&format!(
-            "{fault}\t{} ms\t{} ms\n",
-            seen.as_millis(),
-            recovered.as_millis()
-        ));
+        let seen = seen.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
+        report.push_str(&format!("{fault}\t{seen}\t{} ms\n", recovered.as_millis()));
     }
     eprintln!("{report}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-report");

@@ -118,6 +118,7 @@ fn clickhouse() -> ClickHouseFacts {
         schema: Some((8, false)),
         counts: None,
         missing_tables: Vec::new(),
+        grants: None,
     }
 }
 

@@ -396,6 +396,9 @@ pub enum WaivableCheck {
     Redis,
     /// The operator cannot reach the S3 event bucket although v3's pods can.
     S3,
+    /// The ClickHouse user's grants are given in a way the check cannot read (a role granted
+    /// on a wildcard, say) although Langfuse has what it needs.
+    ClickHouseGrants,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

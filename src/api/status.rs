@@ -119,6 +119,8 @@ pub enum CheckId {
     Redis,
     /// The S3 event bucket reached with v3's settings; a marker written and deleted.
     S3,
+    /// The ClickHouse user holds the privileges Langfuse needs on its database.
+    ClickhouseGrants,
 }
 
 impl CheckId {
@@ -147,6 +149,7 @@ impl CheckId {
             CheckId::SourceMigrations => "sourceMigrations",
             CheckId::Redis => "redis",
             CheckId::S3 => "s3",
+            CheckId::ClickhouseGrants => "clickhouseGrants",
         }
     }
 }
@@ -162,6 +165,7 @@ impl From<WaivableCheck> for CheckId {
             WaivableCheck::HorizontalPodAutoscaler => CheckId::HorizontalPodAutoscaler,
             WaivableCheck::Redis => CheckId::Redis,
             WaivableCheck::S3 => CheckId::S3,
+            WaivableCheck::ClickHouseGrants => CheckId::ClickhouseGrants,
         }
     }
 }

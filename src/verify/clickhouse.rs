@@ -11,6 +11,7 @@ use crate::migrations::{Table, TableCounts};
 use crate::precision::millis_floor;
 
 pub const VERSION_SQL: &str = "SELECT version()";
+pub const GRANTS_SQL: &str = "SHOW GRANTS FINAL";
 
 pub const HAS_SCHEMA_MIGRATIONS_SQL: &str =
     "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'schema_migrations'";
@@ -121,6 +122,16 @@ pub async fn counts_until(client: &Client, cutoff: Timestamp) -> Result<TableCou
     })
 }
 
+/// The user's own grants with its roles' merged in (`SHOW GRANTS FINAL`, which needs no
+/// privilege).
+pub async fn grants(client: &Client) -> Result<Vec<String>> {
+    client
+        .query(GRANTS_SQL)
+        .fetch_all::<String>()
+        .await
+        .map_err(err("reading the ClickHouse user's grants"))
+}
+
 /// Everything the query asks for; fields not asked for stay `None`.
 pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouseFacts> {
     let mut facts = ClickHouseFacts::default();
@@ -130,6 +141,13 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
     if query.server {
         facts.version = Some(server_version(client).await?);
         facts.schema = schema_version(client).await?;
+        // Not fatal to the observation: a server that cannot say still runs Langfuse.
+        facts.grants = Some(
+            grants(client)
+                .await
+                .map(|rows| super::grants::Grants::parse(&rows))
+                .map_err(|e| format!("{}: {}", e.what, e.source.to_string().trim())),
+        );
     }
     if let Some(cutoff) = query.counts_until
         && facts.missing_tables.is_empty()

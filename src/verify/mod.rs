@@ -3,6 +3,7 @@
 use crate::migrations::TableCounts;
 
 pub mod clickhouse;
+pub mod grants;
 
 /// The ClickHouse schema version a v3.29.0 web leaves behind; anything newer crash-loops 3.29.x.
 pub const SCHEMA_VERSION_3_29: i64 = 8;
@@ -18,6 +19,8 @@ pub struct ClickHouseFacts {
     /// Which of `traces`, `observations`, `scores` the database lacks (read with the server
     /// facts and before counting).
     pub missing_tables: Vec<crate::migrations::Table>,
+    /// `SHOW GRANTS FINAL` (read with the server facts), or why it could not be read.
+    pub grants: Option<Result<grants::Grants, String>>,
 }
 
 /// One table's verdict: ClickHouse holds every Postgres row up to the cut-off, or some are

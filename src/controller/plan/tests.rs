@@ -1611,6 +1611,7 @@ fn clickhouse_schema_past_3_29_blocks() {
             schema: Some((9, false)),
             counts: None,
             missing_tables: Vec::new(),
+            grants: None,
         }));
         o
     };
@@ -2157,6 +2158,7 @@ fn v3_is_released_only_after_verification_retirement_and_the_final_version() {
 fn each_preflight_check_as_a_table() {
     use crate::api::CheckResult::{Fail, Pass, Skipped, Warn};
     use crate::databases::{RedisFacts, RedisProblem, S3Problem};
+    use crate::verify::grants::Grants;
     type Change = fn(&mut LangfuseUpgradeSpec, &mut Observed);
     fn v2_image(o: &mut Observed, image: &str) {
         let pod = o
@@ -2340,6 +2342,40 @@ fn each_preflight_check_as_a_table() {
             "redis",
             Warn,
             "newer than 7.4",
+        ),
+        (
+            "a ClickHouse user that may only read",
+            |_, o| ch(o).grants = Some(Ok(Grants::parse(&["GRANT SELECT ON default.* TO ro".into()]))),
+            "clickhouseGrants",
+            Fail,
+            "lacks INSERT, ALTER, CREATE TABLE, ALTER DELETE on default.*",
+        ),
+        (
+            "grants on another database than spec.clickhouse.database",
+            |s, o| {
+                s.clickhouse.database = Some("langfuse".into());
+                ch(o).grants = Some(Ok(Grants::parse(&["GRANT ALL ON default.* TO lf".into()])));
+            },
+            "clickhouseGrants",
+            Fail,
+            "GRANT SELECT, INSERT, ALTER, CREATE TABLE, ALTER DELETE ON langfuse.*",
+        ),
+        (
+            "grants unreadable",
+            |_, o| ch(o).grants = Some(Err("reading the ClickHouse user's grants: Code: 62".into())),
+            "clickhouseGrants",
+            Warn,
+            "check by hand",
+        ),
+        (
+            "grants lacking, waived",
+            |s, o| {
+                s.preflight.skip = vec![WaivableCheck::ClickHouseGrants];
+                ch(o).grants = Some(Ok(Grants::default()));
+            },
+            "clickhouseGrants",
+            Skipped,
+            "waived",
         ),
         (
             "Redis unreachable, waived",

@@ -470,14 +470,59 @@ impl Drop for Operator {
 /// with background migrations on (a new pod starts), the previous stand-in stops (SIGTERM) and
 /// a new one starts against the test's databases, as a pod restart would.
 pub fn play_worker(ns: &TestNs, db: &crate::support::TestDb, worker: &str) -> tokio::task::JoinHandle<u32> {
+    play_worker_with(ns, db, worker, Kills::default())
+}
+
+/// The worker process SIGKILLed `times` times, `every` after each start, as an OOM kill would,
+/// and started again `restart_after` later (the kubelet's restart back-off), while it copies.
+/// Batches pause `batch_pause` so a copy lasts long enough to be killed in.
+#[derive(Clone, Debug, Default)]
+pub struct Kills {
+    pub times: u32,
+    pub every: Duration,
+    pub restart_after: Duration,
+    pub batch_pause: Option<Duration>,
+    /// Kills made so far that hit a worker mid-copy (rows inserted, not finished).
+    pub made: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// [`play_worker`] with [`Kills`]; the count of worker starts is the task's result, and each
+/// kill's report (rows it had inserted) is logged to stderr.
+pub fn play_worker_with(
+    ns: &TestNs,
+    db: &crate::support::TestDb,
+    worker: &str,
+    mut kills: Kills,
+) -> tokio::task::JoinHandle<u32> {
     let deployments = ns.deployments();
     let worker = worker.to_string();
     let pg_url = db.pg_url.expose().to_string();
     let ch = db.ch_client.clone();
     tokio::spawn(async move {
-        let mut current: Option<(String, crate::support::standin_worker::Standin)> = None;
+        use crate::support::standin_worker::{Standin, StandinConfig};
+        let mut current: Option<(String, Standin, StandinConfig, std::time::Instant)> = None;
         let mut starts = 0;
         loop {
+            if kills.times > 0
+                && let Some((_, standin, _, started)) = &current
+                && started.elapsed() >= kills.every
+                && !standin.is_finished()
+            {
+                let (template, standin, config, _) = current.take().unwrap();
+                let report = standin.kill().await;
+                eprintln!(
+                    "worker SIGKILLed after {} batches, {} rows",
+                    report.batches, report.rows_inserted
+                );
+                if report.rows_inserted > 0 {
+                    kills.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                kills.times -= 1;
+                tokio::time::sleep(kills.restart_after).await;
+                let standin = Standin::start(&pg_url, ch.clone(), config.clone()).await;
+                starts += 1;
+                current = Some((template, standin, config, std::time::Instant::now()));
+            }
             if let Ok(Some(d)) = deployments.get_opt(&worker).await {
                 let spec = d.spec.clone().unwrap_or_default();
                 let status = d.status.clone().unwrap_or_default();
@@ -503,23 +548,25 @@ pub fn play_worker(ns: &TestNs, db: &crate::support::TestDb, worker: &str) -> to
                     })
                     .map(|e| e.name.clone())
                     .collect();
-                let changed = current.as_ref().is_none_or(|(t, _)| *t != template);
+                let changed = current.as_ref().is_none_or(|(t, ..)| *t != template);
                 if rolled && changed {
-                    if let Some((_, old)) = current.take() {
+                    if let Some((_, old, ..)) = current.take() {
                         old.shutdown().await;
                     }
                     if enabled {
-                        let config = crate::support::standin_worker::StandinConfig {
+                        let defaults = StandinConfig::default();
+                        let config = StandinConfig {
                             open_gates,
-                            ..Default::default()
+                            batch_pause: kills.batch_pause.unwrap_or(defaults.batch_pause),
+                            ..defaults
                         };
-                        let standin = crate::support::standin_worker::Standin::start(&pg_url, ch.clone(), config).await;
+                        let standin = Standin::start(&pg_url, ch.clone(), config.clone()).await;
                         starts += 1;
-                        current = Some((template, standin));
+                        current = Some((template, standin, config, std::time::Instant::now()));
                     }
                 }
                 if spec.replicas == Some(0)
-                    && let Some((_, old)) = current.take()
+                    && let Some((_, old, ..)) = current.take()
                 {
                     old.shutdown().await;
                 }

@@ -68,11 +68,25 @@ pub fn start_postgres() {
 
 /// The ClickHouse stand-in killed (SIGKILL); returns how to start it again, as it was.
 pub fn kill_clickhouse() -> Respawn {
-    let pidfile = workdir().join("pids/chdb_http.pid");
-    let pid = std::fs::read_to_string(&pidfile)
-        .expect("chdb pid file")
-        .trim()
-        .to_string();
+    let dir = workdir();
+    kill_recorded(dir.join("pids/chdb_http.pid"), dir.join("logs/chdb_http.log"))
+}
+
+/// The control plane's kube-apiserver killed (SIGKILL; etcd and everything else kept);
+/// returns how to start it again, as it was.
+pub fn kill_apiserver() -> Respawn {
+    let env = std::env::var("LFU_TEST_CLUSTER_ENV").expect("LFU_TEST_CLUSTER_ENV");
+    let dir = std::path::Path::new(&env)
+        .parent()
+        .expect("the cluster workdir")
+        .to_path_buf();
+    kill_recorded(dir.join("pids/kube-apiserver.pid"), dir.join("logs/kube-apiserver.log"))
+}
+
+/// SIGKILL to the process a test script recorded in `pidfile`, remembering its command line
+/// and environment to start it again.
+fn kill_recorded(pidfile: PathBuf, log: PathBuf) -> Respawn {
+    let pid = std::fs::read_to_string(&pidfile).expect("pid file").trim().to_string();
     let split = |bytes: Vec<u8>| -> Vec<String> {
         bytes
             .split(|b| *b == 0)
@@ -80,40 +94,52 @@ pub fn kill_clickhouse() -> Respawn {
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect()
     };
-    let argv = split(std::fs::read(format!("/proc/{pid}/cmdline")).expect("chdb cmdline"));
-    let env = split(std::fs::read(format!("/proc/{pid}/environ")).expect("chdb environ"));
+    let argv = split(std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline"));
+    let env = split(std::fs::read(format!("/proc/{pid}/environ")).expect("environ"));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd");
     let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "chdb_http.py survived SIGKILL");
+        assert!(Instant::now() < deadline, "{pid} survived SIGKILL");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Respawn { argv, env }
+    Respawn {
+        argv,
+        env,
+        cwd,
+        pidfile,
+        log,
+    }
 }
 
 pub struct Respawn {
     argv: Vec<String>,
     env: Vec<String>,
+    cwd: PathBuf,
+    pidfile: PathBuf,
+    log: PathBuf,
 }
 
 impl Respawn {
-    /// Started again with the same command line and environment (its data directory kept).
+    /// Started again with the same command line, environment and directory (its data kept);
+    /// its new pid goes into the pid file, so the script that stops the servers stops it.
     pub fn start(self) {
         let log = std::fs::OpenOptions::new()
             .append(true)
-            .open(workdir().join("logs/chdb_http.log"))
-            .expect("chdb log");
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = Command::new("setsid");
-        cmd.args(&self.argv).env_clear();
+        cmd.args(&self.argv).env_clear().current_dir(&self.cwd);
         for kv in &self.env {
             if let Some((k, v)) = kv.split_once('=') {
                 cmd.env(k, v);
             }
         }
         cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        let mut child = cmd.spawn().expect("chdb_http.py starts again");
-        // Reaped when it exits (down.sh stops it by its pid file, as it stops the first one).
+        let mut child = cmd.spawn().expect("starts again");
+        std::fs::write(&self.pidfile, format!("{}\n", child.id())).expect("pid file written");
+        // Reaped when it exits.
         std::thread::spawn(move || {
             let _ = child.wait();
         });

@@ -129,6 +129,41 @@ pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
                 None => (Warn, "ClickHouse version unknown".to_string()),
             };
             r.waivable(WaivableCheck::ClickHouseVersion, result, message);
+            clickhouse_grants(r, c, ch.grants.as_ref());
         }
     }
+}
+
+/// The ClickHouse user holds what Langfuse's docs ask for on its database; if not, the GRANT
+/// that fixes it (the user is named by its Secret, never printed).
+fn clickhouse_grants(r: &mut Report, c: &Ctx, grants: Option<&Result<crate::verify::grants::Grants, String>>) {
+    use CheckResult::*;
+    let database = c.spec.clickhouse.database.as_deref().unwrap_or("default");
+    let (result, message) = match grants {
+        None => return,
+        Some(Err(e)) => (
+            Warn,
+            format!(
+                "could not read the ClickHouse user's grants ({e}); check by hand that it has SELECT, INSERT, ALTER, CREATE TABLE and ALTER DELETE on {database}.*"
+            ),
+        ),
+        Some(Ok(g)) => match g.missing_on(database).as_slice() {
+            [] => (
+                Pass,
+                format!("the ClickHouse user has SELECT, INSERT, ALTER, CREATE TABLE and ALTER DELETE on {database}.*"),
+            ),
+            missing => {
+                let names: Vec<&str> = missing.iter().map(|n| n.grant_name()).collect();
+                (
+                    Fail,
+                    format!(
+                        "the ClickHouse user lacks {} on {database}.*, which Langfuse needs (migrations, ingestion, deletion): as an admin, GRANT {} ON {database}.* TO the user of spec.clickhouse's Secret",
+                        names.join(", "),
+                        names.join(", ")
+                    ),
+                )
+            }
+        },
+    };
+    r.waivable(WaivableCheck::ClickHouseGrants, result, message);
 }
