@@ -143,8 +143,10 @@ pub(super) fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &Migration
     let name = row.name.clone();
     let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     let planned = p.status.planned_batch_sizes.get(&name).copied().unwrap_or(0);
-    // A batch size read from the row can be anything (found by fuzzing: `* 2` overflowed).
-    let size = current.saturating_mul(2).max(planned);
+    // A batch size read from the row can be anything (found by fuzzing: `* 2` overflowed, and
+    // a zero or negative one doubled to itself): doubling starts from Langfuse's default then.
+    let base = if current >= 1 { current } else { DEFAULT_BATCH_SIZE };
+    let size = base.saturating_mul(2).max(planned);
     let cursor = row.cursor.map(|c| c.to_string()).unwrap_or_default();
     if p.spec.migrations.remediation && bump(p, RemedyKind::Stuck(&name), MAX_STUCK_RAISES) {
         p.act(Action::Remedy(Remedy::SetBatchSize {

@@ -1385,6 +1385,22 @@ fn same_created_at_trap_at_runtime_is_detected_after_stuck_after_and_remedied() 
 }
 
 #[test]
+fn a_stuck_copy_with_a_zero_batch_size_in_its_row_is_raised_from_the_default() {
+    let mut w = World::new(spec());
+    w.runner.trap = Some((1, 12_000));
+    w.runner.rows[1].batch = Some(0);
+    w.run_until(Phase::Completed, 900);
+    let sizes: Vec<i64> = remedies_applied(&w)
+        .into_iter()
+        .filter_map(|r| match r {
+            crate::databases::Remedy::SetBatchSize { size, .. } => Some(size),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![10_000, 20_000], "doubled from the default, not from 0");
+}
+
+#[test]
 fn a_killed_worker_is_restarted_after_its_lock_goes_stale() {
     let mut w = World::new(spec());
     w.run_until(Phase::Migrating, 200);
