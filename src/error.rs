@@ -20,6 +20,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The apiserver did not answer at all (refused, reset, timed out): no HTTP status.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)))
+    }
+
     /// A compare-and-swap lost to another writer (HTTP 409).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)

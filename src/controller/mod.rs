@@ -59,6 +59,44 @@ impl<D> Context<D> {
 /// also triggers a reconcile; this bounds the wait if that event is slow).
 const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 
+/// The longest wait before retrying a reconcile the apiserver did not answer.
+const TRANSPORT_RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// Reconnecting the watches after they broke: 250 ms doubling to 4 s, back to 250 ms once one
+/// succeeds. kube's default (800 ms doubling to 30 s) left the operator blind for 7 s after a
+/// 5 s apiserver restart; a watch resumes from its last version, so a retry is one cheap request.
+#[derive(Clone, Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(4);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Exponential backoff with ±20 % jitter, 2 s doubling to 5 min.
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let base = 2f64 * 2f64.powi(failures.min(8) as i32);
@@ -185,7 +223,12 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
         *n
     };
     ctx.metrics.failed(error.kind());
-    let delay = backoff(failures, rand::rng().random());
+    let mut delay = backoff(failures, rand::rng().random());
+    if error.is_transport() {
+        // The apiserver did not answer (a restart, a control-plane upgrade): a refused
+        // connection costs it nothing, and every second it is back unseen is a second lost.
+        delay = delay.min(TRANSPORT_RETRY_MAX);
+    }
     warn!(namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), kind = error.kind(), error = %error, retry_in_s = delay.as_secs_f64(), "reconcile failed");
     Requeue::requeue(delay)
 }
@@ -277,6 +320,7 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
                 upgrades_for_service(&s3, s.namespace(), &service)
             },
         )
+        .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -293,6 +337,16 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
 mod tests {
     use super::backoff;
     use std::time::Duration;
+
+    #[test]
+    fn watches_reconnect_from_250_ms_doubling_to_4_s_and_start_over_after_a_success() {
+        use kube::runtime::utils::Backoff;
+        let mut b = super::WatchBackoff::default();
+        let first: Vec<u64> = b.by_ref().take(7).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(first, vec![250, 500, 1000, 2000, 4000, 4000, 4000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(250)));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {

@@ -240,7 +240,10 @@ wait_for "kube-apiserver /readyz" kc get --raw /readyz
 
 # kube-controller-manager: the SA private key feeds the token controller, root CA goes
 # into every namespace's kube-root-ca.crt, and each controller runs with its own SA
-# (--use-service-account-credentials) as in a real cluster.
+# (--use-service-account-credentials) as in a real cluster. The node monitor's grace is long:
+# kwok's nodes never fail, but after an apiserver restart (the fault table) kwok can renew its
+# node Leases late, and the node lifecycle controller then marks every pod NotReady, which kwok
+# never sets back (a kubelet would). Real clusters are not tested for node failure here.
 start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --kubeconfig="$pki/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$pki/controller-manager.kubeconfig" \
@@ -250,6 +253,7 @@ start kube-controller-manager "$bin_dir/kube-controller-manager" \
   --root-ca-file="$pki/ca.crt" \
   --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
   --use-service-account-credentials=true \
+  --node-monitor-grace-period=300s \
   --leader-elect=false \
   --profiling=false
 
