@@ -291,7 +291,11 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
     let now = p.now_time();
     let since = p.status.web_unavailable_since.get_or_insert(now).clone();
     let down_for = p.since(&Some(since.clone())).unwrap_or_default();
-    if down_for >= settings.rollback_after {
+    // `since` is the plan's whole-second `now`, up to a second before the outage was seen (and
+    // before the fault itself): one second more keeps the wait at least rollbackAfter (the e2e
+    // saw a rollback 2.5 s after the fault with rollbackAfter 3s).
+    let wait_out = settings.rollback_after + std::time::Duration::from_secs(1);
+    if down_for >= wait_out {
         let why = format!(
             "v3 web served no ready pod for {}s (rollbackAfter {})",
             down_for.as_secs(),
@@ -313,7 +317,7 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
         ),
         // Woken when rollbackAfter runs out, not at the next poll: every second past it is a
         // second production has no web.
-        settings.rollback_after.saturating_sub(down_for).min(wait::POLL),
+        wait_out.saturating_sub(down_for).min(wait::POLL),
     ))
 }
 

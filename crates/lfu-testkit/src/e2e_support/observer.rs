@@ -111,6 +111,11 @@ impl Observer {
         Observer { record, task, start }
     }
 
+    /// Now, on the clock of the timeline and the outages (ms since the observer started).
+    pub fn now_ms(&self) -> u128 {
+        self.start.elapsed().as_millis()
+    }
+
     /// Every stretch so far (from ms, length ms) in which the Service had no ready endpoint
     /// after v2 first served: a client would have been refused then.
     pub fn downtime(&self) -> Vec<(u128, u128)> {
@@ -212,6 +217,9 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     }
     if selector == v3_web && !r.on_v3 {
         r.selector_switches += 1;
+    }
+    if r.switched_ever && selector != v3_web && !selector.is_empty() {
+        fact(&mut r, "selector back on v2");
     }
     r.on_v3 = selector == v3_web;
     let role = |labels: &BTreeMap<String, String>| -> Option<&'static str> {
