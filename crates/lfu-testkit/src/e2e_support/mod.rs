@@ -364,7 +364,7 @@ impl Operator {
         Operator::start_with(ns, identity, true)
     }
 
-    fn start_with(ns: &str, identity: &str, spawn: bool) -> Operator {
+    fn start_with(ns: &str, identity: &str, leader_election: bool) -> Operator {
         let log = std::env::temp_dir().join(format!("lfu-operator-{ns}-{identity}.log"));
         let http_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -389,19 +389,17 @@ impl Operator {
             starts: 0,
             http_port,
         };
-        if spawn {
-            op.spawn();
+        if !leader_election {
+            op.args.push("--no-leader-election".into());
         }
+        op.spawn();
         op
     }
 
     /// One replica without leader election: two of these act on the same objects at once (a
     /// split brain), which only the compare-and-swap writes keep safe.
     pub fn start_unelected(ns: &str, identity: &str) -> Operator {
-        let mut op = Operator::start_with(ns, identity, false);
-        op.args.push("--no-leader-election".into());
-        op.spawn();
-        op
+        Operator::start_with(ns, identity, false)
     }
 
     fn spawn(&mut self) {
