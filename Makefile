@@ -17,6 +17,7 @@ lint:
 # No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules.
 unit:
 	$(CARGO) test --locked --lib --bins --test crd --test shipping --test fuzz_corpus
+	$(CARGO) test --locked -p lfu-testkit --lib
 
 # Real PostgreSQL and ClickHouse engine (tests/db/up.sh starts them, always stopped after).
 db:

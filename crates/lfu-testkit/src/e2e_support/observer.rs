@@ -24,6 +24,11 @@ pub struct Record {
     /// First time each fact was seen, in ms since the observer started.
     pub timeline: BTreeMap<String, u128>,
     pub switched_ever: bool,
+    /// What looked like it came before the selector switch, with the resourceVersion of the
+    /// object that showed it. Separate watch streams can deliver a write caused by the switch
+    /// before the Service's own event, so the verdict waits for the switch's resourceVersion
+    /// (etcd's one revision counter orders writes across kinds).
+    before_switch: Vec<(Option<u64>, String)>,
     /// How often the Service selector changed to v3 web (from the Service's own watch events).
     pub selector_switches: usize,
     /// Whether the selector selected v3 web at the last Service event.
@@ -42,6 +47,24 @@ pub struct Record {
 impl Record {
     /// Stretches with no ready endpoint behind the Service, the one still open included
     /// (measured up to `now_ms`).
+    /// Every violation: those seen, and those before a switch that has not been seen yet.
+    pub fn all_violations(&self) -> Vec<String> {
+        let mut all = self.violations.clone();
+        all.extend(self.before_switch.iter().map(|(_, v)| v.clone()));
+        all
+    }
+
+    /// The switch was seen at `rv`: what was written before it stands as a violation, what was
+    /// written after it (only delivered first) does not.
+    fn settle_before_switch(&mut self, rv: Option<u64>) {
+        for (seen_rv, v) in std::mem::take(&mut self.before_switch) {
+            let after = matches!((seen_rv, rv), (Some(seen), Some(switch)) if seen > switch);
+            if !after {
+                self.violations.push(v);
+            }
+        }
+    }
+
     pub fn downtime(&self, now_ms: u128) -> Vec<(u128, u128)> {
         let mut all = self.outages.clone();
         all.extend(self.dark_since.map(|from| (from, now_ms.saturating_sub(from))));
@@ -123,7 +146,7 @@ impl Observer {
     }
 
     pub fn violations(&self) -> Vec<String> {
-        self.record.lock().unwrap().violations.clone()
+        self.record.lock().unwrap().all_violations()
     }
 
     pub fn deleted(&self) -> Vec<String> {
@@ -192,6 +215,12 @@ fn apply(snap: &mut Snapshot, change: Change, rec: &Mutex<Record>, service: &str
     }
 }
 
+/// etcd's revision of the object's last write; opaque to clients, but a test observer of one
+/// etcd may compare them.
+fn resource_version<K: ResourceExt>(o: &K) -> Option<u64> {
+    o.resource_version()?.parse().ok()
+}
+
 fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, start: Instant) {
     let mut r = rec.lock().unwrap();
     let at = start.elapsed().as_millis();
@@ -214,6 +243,8 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     if selector == v3_web && !r.switched_ever {
         r.switched_ever = true;
         fact(&mut r, "selector switched");
+        let rv = snap.service.as_ref().and_then(resource_version);
+        r.settle_before_switch(rv);
     }
     if selector == v3_web && !r.on_v3 {
         r.selector_switches += 1;
@@ -255,8 +286,9 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
                     .push(format!("{at}ms: worker pod {pod} is an endpoint of the Service")),
                 Some(_) => {
                     if !r.switched_ever {
-                        r.violations.push(format!(
-                            "{at}ms: v3 web pod {pod} is an endpoint before the selector switch"
+                        r.before_switch.push((
+                            resource_version(slice),
+                            format!("{at}ms: v3 web pod {pod} is an endpoint before the selector switch"),
                         ));
                     }
                     if ready {
@@ -307,8 +339,10 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
         if migrations_enabled(d) {
             fact(&mut r, &format!("{name} migrations on"));
             if !r.switched_ever {
-                r.violations
-                    .push(format!("{at}ms: {name} has background migrations on before the switch"));
+                r.before_switch.push((
+                    resource_version(d),
+                    format!("{at}ms: {name} has background migrations on before the switch"),
+                ));
             }
         }
         let images: Vec<String> = d
@@ -385,4 +419,28 @@ fn ready_endpoints(snap: &Snapshot) -> usize {
         }
     }
     pods.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Record;
+
+    #[test]
+    fn what_was_written_after_the_switch_but_delivered_first_is_no_violation() {
+        let mut r = Record::default();
+        r.before_switch.push((Some(90), "written before".into()));
+        r.before_switch.push((Some(110), "written after".into()));
+        r.before_switch.push((None, "no revision".into()));
+        assert_eq!(r.all_violations().len(), 3, "unsettled, all count");
+        r.settle_before_switch(Some(100));
+        assert_eq!(r.all_violations(), vec!["written before", "no revision"]);
+    }
+
+    #[test]
+    fn without_the_switch_revision_everything_seen_before_it_stands() {
+        let mut r = Record::default();
+        r.before_switch.push((Some(110), "v3 endpoint".into()));
+        r.settle_before_switch(None);
+        assert_eq!(r.all_violations(), vec!["v3 endpoint"]);
+    }
 }
