@@ -102,6 +102,7 @@ fn gates(p: &mut Planner) -> Gate {
     }
     let settings = settings(p)?;
     preflight::gate(p, &settings)?;
+    shift::record_ahead(p);
     let ready = workloads::ensure(p, &settings)?;
     if p.spec.strategy.promotion == Promotion::Manual && p.status.traffic_shifted_at.is_none() && !p.approved() {
         return Err(Hold::new(

@@ -86,18 +86,41 @@ fn still_shifted(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
     ))
 }
 
-/// Record the selector before touching the Service (its status write made first, by the
-/// executor), so a crash after the switch still knows what to restore; then switch.
+/// Before the switch is due, the selector it will replace is recorded (and kept in step with
+/// the Service while v3 rolls out), so that when v3 is ready the switch is one write: no
+/// status round trip stands between "v3 Available" and the Service pointing at it.
+pub(super) fn record_ahead(p: &mut Planner) {
+    if p.status.traffic_shifted_at.is_some() {
+        return;
+    }
+    let Some(service) = p.obs.service.as_ref() else {
+        return;
+    };
+    let current = selector_of(service);
+    if current == v3_selector(p.name(), Role::Web) {
+        // Already switched: `record_then_switch` deals with a lost record.
+        return;
+    }
+    if p.status.previous_selector.as_ref() != Some(&current) {
+        p.status.previous_selector = Some(current);
+    }
+}
+
+/// The Service is switched only once the selector it replaces is durable in status: recorded
+/// ahead by an earlier reconcile, or written first by the executor in this one (a crash after
+/// the switch still knows what to restore).
 fn record_then_switch(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
-    // 1. Record the selector before touching the Service.
-    if p.status.previous_selector.is_none() {
-        // Already switched with the status lost since: the old selector is unknown (empty), and
-        // a rollback will say to restore it by hand.
-        let previous = if current == want {
-            Labels::new()
-        } else {
-            current.clone()
-        };
+    // 1. The selector it replaces, durable before the Service is touched.
+    let durable = p.upgrade.status.as_ref().and_then(|s| s.previous_selector.as_ref());
+    let record = if current != want {
+        // Changed since it was recorded ahead (or never recorded): record what it is now.
+        (durable != Some(current)).then(|| current.clone())
+    } else {
+        // Already switched with the status lost since: the old selector is unknown (empty),
+        // and a rollback will say to restore it by hand.
+        durable.is_none().then(Labels::new)
+    };
+    if let Some(previous) = record {
         p.status.previous_selector = Some(previous);
         // Durable before the Service changes, in the same reconcile: no round trip between.
         p.act(Action::RecordFacts);
