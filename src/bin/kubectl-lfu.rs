@@ -285,7 +285,7 @@ async fn plan_live(client: &Client, u: &LangfuseUpgrade) -> Fallible<ExitCode> {
     let mut n = needs(&fresh, now);
     // Touching nothing: the bucket is listed, no marker is written.
     n.s3_marker = false;
-    let obs = observe::observe(client, &Live::default(), &fresh, &n)
+    let obs = observe::observe(client, &Live::default(), &fresh, &n, None)
         .await
         .map_err(|e| format!("reading the cluster: {e}"))?;
     let decision = plan(&fresh, &obs, now);

@@ -1,5 +1,6 @@
 //! The controller: observe → plan → execute → report, once per reconcile.
 
+pub mod cache;
 pub mod execute;
 pub mod observe;
 pub mod plan;
@@ -12,11 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -41,6 +38,11 @@ pub struct Context<D> {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, u32>>,
+    /// The watch caches, once `run` has started the watches.
+    caches: std::sync::OnceLock<cache::Caches>,
+    /// Per object, the resourceVersion this operator last wrote or read fresh. A cached object
+    /// at exactly that version misses nothing of ours, so it is planned from without a GET.
+    latest: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, String>>,
 }
 
 impl<D> Context<D> {
@@ -51,6 +53,8 @@ impl<D> Context<D> {
             databases,
             metrics,
             failures: Mutex::default(),
+            caches: std::sync::OnceLock::new(),
+            latest: Mutex::default(),
         }
     }
 }
@@ -110,6 +114,10 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
     {
         // Another writer changed the object after this decision read it: nothing after the
         // conflicting write was made. Plan again at once from a fresh read; not an error.
+        ctx.latest
+            .lock()
+            .expect("latest lock")
+            .remove(&ObjectRef::from(upgrade.as_ref()));
         tracing::debug!(error = %error, "the object changed under this decision; planning again");
         return Ok(Requeue::requeue(CONFLICT_RETRY));
     }
@@ -129,19 +137,30 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         let started = std::time::Instant::now();
         // The cached object can predate this operator's own last status write; planning from it
         // would repeat a decision with a later `now` (moving recorded times, repeating Events).
-        // One fresh GET gives read-your-writes.
-        let api: Api<LangfuseUpgrade> = Api::namespaced(ctx.client.clone(), &upgrade.namespace().unwrap_or_default());
-        let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
-            return Ok(Requeue::await_change());
+        // It is used only when it is exactly the version this operator last wrote or read;
+        // otherwise one fresh GET gives read-your-writes. Either way every write is a
+        // compare-and-swap on the version planned from.
+        let key = ObjectRef::from(upgrade.as_ref());
+        let known = ctx.latest.lock().expect("latest lock").get(&key).cloned();
+        let upgrade = match known.is_some() && known == upgrade.resource_version() {
+            true => upgrade,
+            false => {
+                let api: Api<LangfuseUpgrade> =
+                    Api::namespaced(ctx.client.clone(), &upgrade.namespace().unwrap_or_default());
+                let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
+                    return Ok(Requeue::await_change());
+                };
+                Arc::new(fresh)
+            }
         };
-        let upgrade = Arc::new(fresh);
         let read_at = started.elapsed();
         // Whole seconds (status times round-trip through the API at that precision), and read
         // before observing: every time the plan records is at or before the facts it read
         // (`crate::precision`).
         let now = crate::precision::bound_after(Timestamp::now());
         let needs = plan::needs(&upgrade, now);
-        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs).await?;
+        let caches = ctx.caches.get().filter(|c| c.synced());
+        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
         let observed_at = started.elapsed();
         let decision = plan::plan(&upgrade, &observed, now);
         let status = report::next_status(&upgrade, &decision, now);
@@ -159,7 +178,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             resource_version,
         } = executed;
         let executed_at = started.elapsed();
-        report::report(
+        let latest = report::report(
             &ctx.client,
             &ctx.recorder,
             &upgrade,
@@ -168,6 +187,13 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             resource_version,
         )
         .await?;
+        {
+            let mut known = ctx.latest.lock().expect("latest lock");
+            match latest {
+                Some(v) if !executed.contains(&Write::RemoveFinalizer) => known.insert(key, v),
+                _ => known.remove(&key),
+            };
+        }
         let (ns, name) = (upgrade.namespace().unwrap_or_default(), upgrade.name_any());
         let restarts = |s: Option<&crate::api::LangfuseUpgradeStatus>| {
             s.map_or(0, |s| s.remedies_used(crate::api::RemedyKind::WorkerRestart))
@@ -279,47 +305,34 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
         warn!(error = %e, "cannot list LangfuseUpgrades");
         return Err(Error::CrdMissing);
     }
-    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
     let controller = Controller::new(upgrades, watcher::Config::default().any_semantic());
     let store = controller.store();
     let (s1, s2, s3) = (store.clone(), store.clone(), store);
-    // Metadata-only watches: a change to any related object wakes the upgrades that name it,
-    // without caching the objects themselves.
-    let config = || watcher::Config::default().any_semantic();
+    // One watch per related kind, cached (observe reads from it) and a trigger: a change to
+    // an object wakes the upgrades that name it.
+    let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref());
+    if ctx.caches.set(caches).is_err() {
+        warn!("the watch caches were already set; observe keeps the first ones");
+    }
     controller
-        .watches(
-            scoped::<PartialObjectMeta<Deployment>>(&client, &namespace),
-            config(),
-            move |d| upgrades_for_deployment(&s1, d.namespace(), &d.name_any()),
-        )
-        .watches(
-            scoped::<PartialObjectMeta<Service>>(&client, &namespace),
-            config(),
-            move |s| upgrades_for_service(&s2, s.namespace(), &s.name_any()),
-        )
-        .watches(
-            scoped::<PartialObjectMeta<EndpointSlice>>(&client, &namespace),
-            config(),
-            move |s| {
-                let service = s
-                    .labels()
-                    .get("kubernetes.io/service-name")
-                    .cloned()
-                    .unwrap_or_default();
-                upgrades_for_service(&s3, s.namespace(), &service)
-            },
-        )
+        .watches_stream(feeds.deployments, move |d| {
+            upgrades_for_deployment(&s1, d.namespace(), &d.name_any())
+        })
+        .watches_stream(feeds.services, move |s| {
+            upgrades_for_service(&s2, s.namespace(), &s.name_any())
+        })
+        .watches_stream(feeds.slices, move |s| {
+            let service = s.labels().get(cache::SERVICE_NAME_LABEL).cloned().unwrap_or_default();
+            upgrades_for_service(&s3, s.namespace(), &service)
+        })
+        // A v3 web pod that an EndpointSlice lists before the pod's own event arrived is not
+        // yet counted as v3: its event must wake the upgrade again.
+        .watches_stream(feeds.v3_pods, |p| {
+            use crate::resources::labels::{COMPONENT_LABEL, UPGRADE_LABEL};
+            let web = p.labels().get(COMPONENT_LABEL).map(String::as_str) == Some(Role::Web.as_str());
+            let upgrade = p.labels().get(UPGRADE_LABEL).filter(|_| web);
+            upgrade.map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()))
+        })
         .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -9,6 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use super::cache::Caches;
 use super::plan::Needs;
 use super::plan::source_container;
 use crate::api::LangfuseUpgrade;
@@ -78,6 +79,7 @@ pub async fn observe<D: Databases>(
     db: &D,
     upgrade: &LangfuseUpgrade,
     needs: &Needs,
+    caches: Option<&Caches>,
 ) -> Result<Observed> {
     let ns = upgrade
         .metadata
@@ -120,15 +122,39 @@ pub async fn observe<D: Databases>(
             false => Ok(Vec::new()),
         }
     };
-    let (source, service, mut web, mut worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
-        deployments.get_opt(&spec.source.deployment),
-        services.get_opt(&spec.source.service),
-        deployments.get_opt(&web_name),
-        deployments.get_opt(&worker_name),
-        slices.list(&slice_params),
-        pods.list_metadata(&pod_params),
-        hpa_list,
-    )?;
+    let (source, service, mut web, mut worker, slice_list, v3_web_pods, hpa_list) = match caches {
+        // The watch caches: what the API showed a moment ago, without a round trip. Every write
+        // the plan makes from them is idempotent or guarded (server-side apply, uid
+        // preconditions, compare-and-swap on this object), so a cache a moment behind costs at
+        // most a repeated no-op write.
+        Some(c) => (
+            c.deployment(ns, &spec.source.deployment),
+            c.service(ns, &spec.source.service),
+            c.deployment(ns, &web_name),
+            c.deployment(ns, &worker_name),
+            c.slices_of(ns, &spec.source.service)
+                .iter()
+                .map(|s| s.as_ref().clone())
+                .collect::<Vec<_>>(),
+            c.pods_matching(ns, &v3_selector(name, Role::Web))
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            hpa_list.await?,
+        ),
+        None => {
+            let (source, service, web, worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
+                deployments.get_opt(&spec.source.deployment),
+                services.get_opt(&spec.source.service),
+                deployments.get_opt(&web_name),
+                deployments.get_opt(&worker_name),
+                slices.list(&slice_params),
+                pods.list_metadata(&pod_params),
+                hpa_list,
+            )?;
+            let pods = pod_list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+            (source, service, web, worker, slice_list.items, pods, hpa_list)
+        }
+    };
 
     // A source already on v3/v4 is its own web; its worker sits beside it (the chart's
     // `<fullname>-worker`). The in-place hops move these two.
@@ -138,12 +164,14 @@ pub async fn observe<D: Databases>(
     {
         web = Some(d.clone());
         worker = match crate::controller::plan::hops::worker_name(spec) {
-            Some(name) => deployments.get_opt(&name).await?,
+            Some(name) => match caches {
+                Some(c) => c.deployment(ns, &name),
+                None => deployments.get_opt(&name).await?,
+            },
             None => None,
         };
     }
     let endpoints = slice_list
-        .items
         .iter()
         .flat_map(|s| s.endpoints.iter())
         .map(|e| Endpoint {
@@ -155,7 +183,6 @@ pub async fn observe<D: Databases>(
             ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false),
         })
         .collect();
-    let v3_web_pods = pod_list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
     let hpas_on_source = hpa_list
         .iter()
         .filter(|h| {

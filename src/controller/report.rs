@@ -128,7 +128,7 @@ pub async fn report(
     status: &LangfuseUpgradeStatus,
     executed: &[Action],
     resource_version: Option<String>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let old = upgrade.status.clone().unwrap_or_default();
     let reference = upgrade.object_ref(&());
     let writes: Vec<(EventType, String, String)> = executed
@@ -142,12 +142,13 @@ pub async fn report(
     publish(recorder, &reference, writes).await;
     let written = executed.contains(&Action::RecordFacts);
     let gone = upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer);
+    let mut latest = resource_version.clone();
     if !(written || *status == old || gone) {
         let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-        apply_status(&api, &upgrade.name_any(), status, resource_version).await?;
+        latest = apply_status(&api, &upgrade.name_any(), status, resource_version).await?;
     }
     publish(recorder, &reference, transitions(&old, status)).await;
-    Ok(())
+    Ok(latest)
 }
 
 async fn publish(

@@ -269,7 +269,7 @@ allowed=(
   "update|langfuseupgrades.upgrades.lfu-operator.dev|finalizers"
   "get list watch create patch delete|deployments.apps|"
   "get list watch patch|services|"
-  "list|pods|"
+  "list watch|pods|"
   "get|secrets|"
   "get|configmaps|"
   "list watch|endpointslices.discovery.k8s.io|"
@@ -361,7 +361,7 @@ expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empt
       echo "langfuseupgrades.upgrades.lfu-operator.dev/finalizers [] update"
       echo "langfuseupgrades.upgrades.lfu-operator.dev/status [] patch"
       echo "langfuseupgrades.upgrades.lfu-operator.dev [] get list patch watch"
-      echo "pods [] list"
+      echo "pods [] list watch"
       echo "secrets [] get"
       echo "services [] get list patch watch"
     fi

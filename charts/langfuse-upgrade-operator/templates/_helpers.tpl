@@ -119,10 +119,10 @@ checks each one with the API server's own authorization, and a list of things it
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch"]
-# v3 web pods, metadata only.
+# v3 web pods (the operator's upgrade label), metadata only, watched into a cache.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # The Secret keys the spec references and v2's DATABASE_URL (Secret or ConfigMap): read one
 # by name, never list.
 - apiGroups: [""]
