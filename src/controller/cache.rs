@@ -2,24 +2,45 @@
 //! v2 and v3 Deployments, the Service, its EndpointSlices, the v3 web pods) come from memory
 //! instead of six API round trips. That is what lets the traffic switch follow "v3 Available"
 //! by one watch event and one write. The same watch streams wake the upgrades that name an
-//! object, as the metadata-only watches did before.
+//! object.
+//!
+//! What is kept, and why it is safe to read:
+//! - Deployments and Services only while an upgrade names them (others would cost memory in a
+//!   large cluster). An update to one no upgrade names removes it, so an entry is never older
+//!   than the object's last change; one missing is read from the API ([`Lookup::Unknown`]).
+//! - EndpointSlices (slimmed to what the plan reads) and pods with the upgrade label (metadata
+//!   only), all of them in scope.
+//! - A watch that failed, or that is listing again, makes the caches unusable until it has
+//!   caught up: observe reads the API meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::resources::labels::UPGRADE_LABEL;
+use crate::api::LangfuseUpgrade;
+use crate::controller::plan::hops::worker_name;
+use crate::resources::deployments::deployment_name;
+use crate::resources::labels::{Role, UPGRADE_LABEL};
 
 /// Label that EndpointSlices carry with the name of their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What a cache says of one named object.
+#[derive(Debug)]
+pub enum Lookup<K> {
+    Found(K),
+    /// Not cached: absent, or not named by an upgrade when it last changed. Ask the API.
+    Unknown,
+}
 
 /// Read-only views of the watch caches.
 #[derive(Clone)]
@@ -29,6 +50,8 @@ pub struct Caches {
     slices: Store<EndpointSlice>,
     /// Only pods that carry this operator's upgrade label (the v3 pods), metadata only.
     v3_pods: Store<PartialObjectMeta<Pod>>,
+    /// One flag per watch: it has listed and is following (no error since, no relist under way).
+    current: Arc<[AtomicBool; 4]>,
 }
 
 type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
@@ -42,7 +65,7 @@ pub struct Feeds {
     pub v3_pods: Feed<PartialObjectMeta<Pod>>,
 }
 
-/// Fields no decision reads, dropped before caching (the largest part of most objects).
+/// Fields no decision reads, dropped before caching.
 fn slim<K: Resource>(o: &mut K) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
@@ -51,7 +74,41 @@ fn slim<K: Resource>(o: &mut K) {
     }
 }
 
-fn feed<K>(events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static) -> (Store<K>, Feed<K>)
+/// An EndpointSlice as the plan reads it: which pod each endpoint is and whether it is ready.
+fn slim_slice(s: &mut EndpointSlice) {
+    slim(s);
+    s.metadata.annotations = None;
+    s.ports = None;
+    for e in &mut s.endpoints {
+        e.addresses.clear();
+        e.hints = None;
+        e.hostname = None;
+        e.node_name = None;
+        e.zone = None;
+        e.deprecated_topology = None;
+    }
+}
+
+/// Keep only what `keep` says an upgrade names: an update to anything else removes it from the
+/// cache (so a cached entry is never older than the object's last change), and the initial list
+/// skips it.
+fn only_named<K: Clone>(
+    keep: impl Fn(&K) -> bool + Send + 'static,
+) -> impl FnMut(Event<K>) -> Option<Event<K>> + Send + 'static {
+    move |e| match e {
+        Event::Apply(o) if !keep(&o) => Some(Event::Delete(o)),
+        Event::InitApply(o) if !keep(&o) => None,
+        other => Some(other),
+    }
+}
+
+fn feed<K>(
+    events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    mut keep: impl FnMut(Event<K>) -> Option<Event<K>> + Send + 'static,
+    shape: fn(&mut K),
+    current: Arc<[AtomicBool; 4]>,
+    which: usize,
+) -> (Store<K>, Feed<K>)
 where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -59,7 +116,19 @@ where
     let (reader, writer) = reflector::store();
     let stream = events
         .backoff(super::WatchBackoff::default())
-        .modify(slim)
+        .filter_map(move |r| future::ready(r.map(&mut keep).transpose()))
+        .modify(shape)
+        .inspect(move |r| {
+            // The store swaps in a relist only at its end: stale until then.
+            let now = match r {
+                Err(_) | Ok(Event::Init) => Some(false),
+                Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => Some(true),
+                Ok(Event::InitApply(_)) => None,
+            };
+            if let Some(now) = now {
+                current[which].store(now, Ordering::Release);
+            }
+        })
         .reflect(writer)
         .touched_objects()
         .boxed();
@@ -80,23 +149,89 @@ where
     }
 }
 
+/// Upgrades in `ns` that name a Deployment `name` (the source, its v3 web and worker, or the
+/// worker of a source already on v3).
+pub fn upgrades_naming_deployment<'a>(
+    upgrades: &'a Store<LangfuseUpgrade>,
+    ns: Option<String>,
+    name: &'a str,
+) -> impl Iterator<Item = Arc<LangfuseUpgrade>> + 'a {
+    upgrades.state().into_iter().filter(move |u| {
+        let source = &u.spec.source.deployment;
+        u.namespace() == ns
+            && (source == name
+                || deployment_name(source, Role::Web) == name
+                || deployment_name(source, Role::Worker) == name
+                || worker_name(&u.spec).as_deref() == Some(name))
+    })
+}
+
+/// Upgrades in `ns` whose source Service is `service`.
+pub fn upgrades_naming_service<'a>(
+    upgrades: &'a Store<LangfuseUpgrade>,
+    ns: Option<String>,
+    service: &'a str,
+) -> impl Iterator<Item = Arc<LangfuseUpgrade>> + 'a {
+    upgrades
+        .state()
+        .into_iter()
+        .filter(move |u| u.namespace() == ns && u.spec.source.service == service)
+}
+
 impl Caches {
-    /// The caches and the streams that fill them, in the operator's watch scope.
-    pub fn new(client: &Client, namespace: Option<&str>) -> (Caches, Feeds) {
-        let config = || watcher::Config::default().any_semantic();
-        let (deployments, d) = feed(watcher(scoped(client, namespace), config()));
-        let (services, s) = feed(watcher(scoped(client, namespace), config()));
-        let (slices, e) = feed(watcher(scoped(client, namespace), config()));
+    /// The caches and the streams that fill them, in the operator's watch scope. `upgrades`
+    /// says which Deployments and Services are named.
+    pub fn new(client: &Client, namespace: Option<&str>, upgrades: Store<LangfuseUpgrade>) -> (Caches, Feeds) {
+        // Consistent lists (not `any_semantic`): a relist must not go back in time.
+        let config = watcher::Config::default;
+        let current: Arc<[AtomicBool; 4]> = Arc::new(Default::default());
+        let (u1, u2) = (upgrades.clone(), upgrades);
+        let (deployments, d) = feed(
+            watcher(scoped(client, namespace), config()),
+            only_named(move |d: &Deployment| {
+                upgrades_naming_deployment(&u1, d.namespace(), &d.name_any())
+                    .next()
+                    .is_some()
+            }),
+            slim,
+            current.clone(),
+            0,
+        );
+        let (services, s) = feed(
+            watcher(scoped(client, namespace), config()),
+            only_named(move |s: &Service| {
+                upgrades_naming_service(&u2, s.namespace(), &s.name_any())
+                    .next()
+                    .is_some()
+            }),
+            slim,
+            current.clone(),
+            1,
+        );
+        let (slices, e) = feed(
+            watcher(scoped(client, namespace), config()),
+            Some,
+            slim_slice,
+            current.clone(),
+            2,
+        );
         // Metadata only: the names and labels say which pods are v3 web.
-        let (v3_pods, p) = feed(watcher(
-            scoped::<PartialObjectMeta<Pod>>(client, namespace),
-            config().labels(UPGRADE_LABEL),
-        ));
+        let (v3_pods, p) = feed(
+            watcher(
+                scoped::<PartialObjectMeta<Pod>>(client, namespace),
+                config().labels(UPGRADE_LABEL),
+            ),
+            Some,
+            slim,
+            current.clone(),
+            3,
+        );
         let caches = Caches {
             deployments,
             services,
             slices,
             v3_pods,
+            current,
         };
         let feeds = Feeds {
             deployments: d,
@@ -107,23 +242,26 @@ impl Caches {
         (caches, feeds)
     }
 
-    /// Every cache has its first full list: until then, observe reads the API.
+    /// Every watch has listed and follows: until then (and while one relists or failed),
+    /// observe reads the API.
     pub fn synced(&self) -> bool {
-        let ready = |f: futures::future::BoxFuture<'_, bool>| f.now_or_never().unwrap_or(false);
-        ready(self.deployments.wait_until_ready().map(|r| r.is_ok()).boxed())
-            && ready(self.services.wait_until_ready().map(|r| r.is_ok()).boxed())
-            && ready(self.slices.wait_until_ready().map(|r| r.is_ok()).boxed())
-            && ready(self.v3_pods.wait_until_ready().map(|r| r.is_ok()).boxed())
+        self.current.iter().all(|c| c.load(Ordering::Acquire))
     }
 
-    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
-        let key = reflector::ObjectRef::new(name).within(ns);
-        self.deployments.get(&key).map(Arc::unwrap_or_clone)
+    pub fn deployment(&self, ns: &str, name: &str) -> Lookup<Deployment> {
+        let key = ObjectRef::new(name).within(ns);
+        match self.deployments.get(&key) {
+            Some(d) => Lookup::Found(Arc::unwrap_or_clone(d)),
+            None => Lookup::Unknown,
+        }
     }
 
-    pub fn service(&self, ns: &str, name: &str) -> Option<Service> {
-        let key = reflector::ObjectRef::new(name).within(ns);
-        self.services.get(&key).map(Arc::unwrap_or_clone)
+    pub fn service(&self, ns: &str, name: &str) -> Lookup<Service> {
+        let key = ObjectRef::new(name).within(ns);
+        match self.services.get(&key) {
+            Some(s) => Lookup::Found(Arc::unwrap_or_clone(s)),
+            None => Lookup::Unknown,
+        }
     }
 
     /// The EndpointSlices of one Service.
@@ -143,5 +281,31 @@ impl Caches {
             .iter()
             .map(|p| p.name_any())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn svc(name: &str) -> Service {
+        let mut s = Service::default();
+        s.metadata.name = Some(name.into());
+        s
+    }
+
+    #[test]
+    fn an_update_to_an_object_no_upgrade_names_removes_it_and_its_first_listing_is_skipped() {
+        let mut keep = only_named(|s: &Service| s.name_any() == "named");
+        assert!(matches!(keep(Event::Apply(svc("named"))), Some(Event::Apply(_))));
+        assert!(matches!(keep(Event::Apply(svc("other"))), Some(Event::Delete(_))));
+        assert!(matches!(
+            keep(Event::InitApply(svc("named"))),
+            Some(Event::InitApply(_))
+        ));
+        assert!(keep(Event::InitApply(svc("other"))).is_none());
+        assert!(matches!(keep(Event::Delete(svc("other"))), Some(Event::Delete(_))));
+        assert!(matches!(keep(Event::InitDone), Some(Event::InitDone)));
     }
 }

@@ -7,9 +7,10 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::observe::Observed;
 use super::plan::Action;
 use crate::api::{FIELD_MANAGER, FINALIZER, LangfuseUpgrade};
-use crate::databases::{Databases, SecretString};
+use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::resources::service::selector_apply_body;
 
@@ -35,7 +36,7 @@ pub async fn execute<D: Databases>(
     client: &Client,
     db: &D,
     upgrade: &LangfuseUpgrade,
-    postgres_url: Option<&SecretString>,
+    observed: &Observed,
     actions: &[Action],
     status: &crate::api::LangfuseUpgradeStatus,
 ) -> Result<Executed> {
@@ -129,7 +130,12 @@ pub async fn execute<D: Databases>(
                     .await?;
             }
             Action::ApplySelector { selector } => {
-                let body = selector_apply_body(&upgrade.spec.source.service, &ns, selector);
+                let mut body = selector_apply_body(&upgrade.spec.source.service, &ns, selector);
+                // Onto the Service as the decision saw it: changed since (a Helm upgrade not
+                // yet in the cache), the write fails with a conflict and is planned again.
+                if let Some(version) = observed.service.as_ref().and_then(|s| s.resource_version()) {
+                    body["metadata"]["resourceVersion"] = json!(version);
+                }
                 services
                     .patch(&upgrade.spec.source.service, &apply_params(), &Patch::Apply(body))
                     .await?;
@@ -153,7 +159,7 @@ pub async fn execute<D: Databases>(
             }
             Action::Remedy(remedy) => {
                 // Every stage that remedies reads Postgres, so the URL was resolved with it.
-                let url = postgres_url.ok_or_else(|| {
+                let url = observed.postgres_url.as_ref().ok_or_else(|| {
                     Error::Database("the Postgres connection was not resolved this reconcile; retrying".into())
                 })?;
                 db.remedy(url, remedy)

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng;
@@ -27,7 +27,6 @@ use crate::controller::plan::Action as Write;
 use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::resources::deployments::deployment_name;
 use crate::resources::labels::Role;
 
 /// Shared by every reconcile.
@@ -121,6 +120,14 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
         tracing::debug!(error = %error, "the object changed under this decision; planning again");
         return Ok(Requeue::requeue(CONFLICT_RETRY));
     }
+    if result.is_err() {
+        // A write may have landed before the failure (and report_error writes too): plan
+        // the next one from a fresh read.
+        ctx.latest
+            .lock()
+            .expect("latest lock")
+            .remove(&ObjectRef::from(upgrade.as_ref()));
+    }
     if let Err(error) = &result {
         // Whatever stopped this reconcile, the object says so (best effort: the error itself
         // may be that the apiserver cannot be reached).
@@ -141,34 +148,47 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         // otherwise one fresh GET gives read-your-writes. Either way every write is a
         // compare-and-swap on the version planned from.
         let key = ObjectRef::from(upgrade.as_ref());
+        let api: Api<LangfuseUpgrade> = Api::namespaced(ctx.client.clone(), &upgrade.namespace().unwrap_or_default());
         let known = ctx.latest.lock().expect("latest lock").get(&key).cloned();
-        let upgrade = match known.is_some() && known == upgrade.resource_version() {
-            true => upgrade,
-            false => {
-                let api: Api<LangfuseUpgrade> =
-                    Api::namespaced(ctx.client.clone(), &upgrade.namespace().unwrap_or_default());
+        let mut from_cache = known.is_some() && known == upgrade.resource_version();
+        let mut upgrade = upgrade;
+        if !from_cache {
+            let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
+                return Ok(Requeue::await_change());
+            };
+            upgrade = Arc::new(fresh);
+        }
+        let read_at = started.elapsed();
+        let (observed, decision, status) = loop {
+            // Whole seconds (status times round-trip through the API at that precision), and
+            // read before observing: every time the plan records is at or before the facts it
+            // read (`crate::precision`).
+            let now = crate::precision::bound_after(Timestamp::now());
+            let needs = plan::needs(&upgrade, now);
+            let caches = ctx.caches.get().filter(|c| c.synced());
+            let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
+            let decision = plan::plan(&upgrade, &observed, now);
+            // A write that cannot be taken back is made only on a view of the object known to
+            // be current: a `paused` or `abort` set a moment ago must stop it.
+            if from_cache && decision.actions.iter().any(Write::needs_current_object) {
                 let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
                     return Ok(Requeue::await_change());
                 };
-                Arc::new(fresh)
+                from_cache = false;
+                if fresh.resource_version() != upgrade.resource_version() {
+                    upgrade = Arc::new(fresh);
+                    continue;
+                }
             }
+            let status = report::next_status(&upgrade, &decision, now);
+            break (observed, decision, status);
         };
-        let read_at = started.elapsed();
-        // Whole seconds (status times round-trip through the API at that precision), and read
-        // before observing: every time the plan records is at or before the facts it read
-        // (`crate::precision`).
-        let now = crate::precision::bound_after(Timestamp::now());
-        let needs = plan::needs(&upgrade, now);
-        let caches = ctx.caches.get().filter(|c| c.synced());
-        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
         let observed_at = started.elapsed();
-        let decision = plan::plan(&upgrade, &observed, now);
-        let status = report::next_status(&upgrade, &decision, now);
         let executed = execute::execute(
             &ctx.client,
             &ctx.databases,
             &upgrade,
-            observed.postgres_url.as_ref(),
+            &observed,
             &decision.actions,
             &status,
         )
@@ -259,39 +279,6 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
     Requeue::requeue(delay)
 }
 
-/// Upgrades that refer to a Deployment by name (the v2 one, or a v3 one derived from it).
-fn upgrades_for_deployment(
-    store: &Store<LangfuseUpgrade>,
-    ns: Option<String>,
-    name: &str,
-) -> Vec<ObjectRef<LangfuseUpgrade>> {
-    store
-        .state()
-        .iter()
-        .filter(|u| u.namespace() == ns)
-        .filter(|u| {
-            let source = &u.spec.source.deployment;
-            source == name
-                || deployment_name(source, Role::Web) == name
-                || deployment_name(source, Role::Worker) == name
-        })
-        .map(|u| ObjectRef::from(u.as_ref()))
-        .collect()
-}
-
-fn upgrades_for_service(
-    store: &Store<LangfuseUpgrade>,
-    ns: Option<String>,
-    service: &str,
-) -> Vec<ObjectRef<LangfuseUpgrade>> {
-    store
-        .state()
-        .iter()
-        .filter(|u| u.namespace() == ns && u.spec.source.service == service)
-        .map(|u| ObjectRef::from(u.as_ref()))
-        .collect()
-}
-
 /// Run the controller until SIGTERM/SIGINT. `namespace`: watch one namespace only.
 pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: Arc<Context<D>>) -> Result<()> {
     let api = |c: &Client| -> Api<LangfuseUpgrade> {
@@ -307,23 +294,30 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     }
     let controller = Controller::new(upgrades, watcher::Config::default().any_semantic());
     let store = controller.store();
-    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     // One watch per related kind, cached (observe reads from it) and a trigger: a change to
     // an object wakes the upgrades that name it.
-    let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref());
+    let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref(), store);
     if ctx.caches.set(caches).is_err() {
         warn!("the watch caches were already set; observe keeps the first ones");
     }
+    let refs = |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
+        it.map(|u| ObjectRef::from(u.as_ref())).collect()
+    };
     controller
         .watches_stream(feeds.deployments, move |d| {
-            upgrades_for_deployment(&s1, d.namespace(), &d.name_any())
+            refs(&mut cache::upgrades_naming_deployment(
+                &s1,
+                d.namespace(),
+                &d.name_any(),
+            ))
         })
         .watches_stream(feeds.services, move |s| {
-            upgrades_for_service(&s2, s.namespace(), &s.name_any())
+            refs(&mut cache::upgrades_naming_service(&s2, s.namespace(), &s.name_any()))
         })
         .watches_stream(feeds.slices, move |s| {
             let service = s.labels().get(cache::SERVICE_NAME_LABEL).cloned().unwrap_or_default();
-            upgrades_for_service(&s3, s.namespace(), &service)
+            refs(&mut cache::upgrades_naming_service(&s3, s.namespace(), &service))
         })
         // A v3 web pod that an EndpointSlice lists before the pod's own event arrived is not
         // yet counted as v3: its event must wake the upgrade again.

@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::cache::Caches;
+use super::cache::{Caches, Lookup};
 use super::plan::Needs;
 use super::plan::source_container;
 use crate::api::LangfuseUpgrade;
@@ -74,6 +74,17 @@ pub struct Observed {
     pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
 }
 
+/// The cached object, or the API's answer when the cache does not hold it.
+async fn cached_or_get<K>(lookup: Lookup<K>, api: &Api<K>, name: &str) -> kube::Result<Option<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match lookup {
+        Lookup::Found(o) => Ok(Some(o)),
+        Lookup::Unknown => api.get_opt(name).await,
+    }
+}
+
 pub async fn observe<D: Databases>(
     client: &Client,
     db: &D,
@@ -123,24 +134,35 @@ pub async fn observe<D: Databases>(
         }
     };
     let (source, service, mut web, mut worker, slice_list, v3_web_pods, hpa_list) = match caches {
-        // The watch caches: what the API showed a moment ago, without a round trip. Every write
-        // the plan makes from them is idempotent or guarded (server-side apply, uid
-        // preconditions, compare-and-swap on this object), so a cache a moment behind costs at
-        // most a repeated no-op write.
-        Some(c) => (
-            c.deployment(ns, &spec.source.deployment),
-            c.service(ns, &spec.source.service),
-            c.deployment(ns, &web_name),
-            c.deployment(ns, &worker_name),
-            c.slices_of(ns, &spec.source.service)
-                .iter()
-                .map(|s| s.as_ref().clone())
-                .collect::<Vec<_>>(),
-            c.pods_matching(ns, &v3_selector(name, Role::Web))
-                .into_iter()
-                .collect::<BTreeSet<_>>(),
-            hpa_list.await?,
-        ),
+        // The watch caches: what the API showed a moment ago, without a round trip; an object
+        // they do not hold is read from the API. Every write the plan makes is idempotent or
+        // guarded (server-side apply, uid and resourceVersion preconditions, compare-and-swap
+        // on this object), so a cache a moment behind costs at most a repeated no-op write.
+        Some(c) => {
+            let (source, service, web, worker, hpa_list) = tokio::try_join!(
+                cached_or_get(
+                    c.deployment(ns, &spec.source.deployment),
+                    &deployments,
+                    &spec.source.deployment
+                ),
+                cached_or_get(c.service(ns, &spec.source.service), &services, &spec.source.service),
+                cached_or_get(c.deployment(ns, &web_name), &deployments, &web_name),
+                cached_or_get(c.deployment(ns, &worker_name), &deployments, &worker_name),
+                hpa_list,
+            )?;
+            let slices = c.slices_of(ns, &spec.source.service);
+            let pods = c.pods_matching(ns, &v3_selector(name, Role::Web));
+            let slices = slices.iter().map(|s| s.as_ref().clone()).collect::<Vec<_>>();
+            (
+                source,
+                service,
+                web,
+                worker,
+                slices,
+                pods.into_iter().collect::<BTreeSet<_>>(),
+                hpa_list,
+            )
+        }
         None => {
             let (source, service, web, worker, slice_list, pod_list, hpa_list) = tokio::try_join!(
                 deployments.get_opt(&spec.source.deployment),
@@ -165,7 +187,7 @@ pub async fn observe<D: Databases>(
         web = Some(d.clone());
         worker = match crate::controller::plan::hops::worker_name(spec) {
             Some(name) => match caches {
-                Some(c) => c.deployment(ns, &name),
+                Some(c) => cached_or_get(c.deployment(ns, &name), &deployments, &name).await?,
                 None => deployments.get_opt(&name).await?,
             },
             None => None,

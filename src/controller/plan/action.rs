@@ -32,6 +32,23 @@ pub enum Action {
 }
 
 impl Action {
+    /// A write that cannot be taken back by the operator (or that moves data): planned only
+    /// from a view of the object that is known to be current (a fresh read).
+    pub fn needs_current_object(&self) -> bool {
+        match self {
+            Action::RecordFacts | Action::AddFinalizer | Action::ApplyDeployment(_) | Action::ApplySelector { .. } => {
+                false
+            }
+            Action::RemoveFinalizer
+            | Action::DeleteDeployment(_)
+            | Action::ReleaseDeployment(_)
+            | Action::ScaleSource(_)
+            | Action::DeleteSource
+            | Action::Remedy(_)
+            | Action::SetImage(_) => true,
+        }
+    }
+
     /// Event reason and note for the audit trail.
     pub fn describe(&self) -> (&'static str, String) {
         match self {

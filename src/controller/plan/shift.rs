@@ -6,7 +6,7 @@ use super::{Action, Gate, Hold, Planner, labels_text, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::observe::Observed;
-use crate::resources::labels::{Labels, Role, v3_selector};
+use crate::resources::labels::{Labels, Role, UPGRADE_LABEL, v3_selector};
 use crate::resources::service::selector_of;
 
 /// Endpoints of the Service: (v3 web pods ready, anything that is not a v3 web pod).
@@ -86,6 +86,11 @@ fn still_shifted(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
     ))
 }
 
+/// A selector that carries this operator's upgrade label: never one to go back to.
+fn ours(selector: &Labels) -> bool {
+    selector.contains_key(UPGRADE_LABEL)
+}
+
 /// Before the switch is due, the selector it will replace is recorded (and kept in step with
 /// the Service while v3 rolls out), so that when v3 is ready the switch is one write: no
 /// status round trip stands between "v3 Available" and the Service pointing at it.
@@ -97,8 +102,8 @@ pub(super) fn record_ahead(p: &mut Planner) {
         return;
     };
     let current = selector_of(service);
-    if current == v3_selector(p.name(), Role::Web) {
-        // Already switched: `record_then_switch` deals with a lost record.
+    if ours(&current) {
+        // Already switched (or an edit of ours): `record_then_switch` deals with a lost record.
         return;
     }
     if p.status.previous_selector.as_ref() != Some(&current) {
@@ -112,12 +117,13 @@ pub(super) fn record_ahead(p: &mut Planner) {
 fn record_then_switch(p: &mut Planner, current: &Labels, want: &Labels) -> Gate {
     // 1. The selector it replaces, durable before the Service is touched.
     let durable = p.upgrade.status.as_ref().and_then(|s| s.previous_selector.as_ref());
-    let record = if current != want {
+    let record = if !ours(current) {
         // Changed since it was recorded ahead (or never recorded): record what it is now.
         (durable != Some(current)).then(|| current.clone())
     } else {
-        // Already switched with the status lost since: the old selector is unknown (empty),
-        // and a rollback will say to restore it by hand.
+        // Ours already (switched, or an edit of our selector after the switch), with the
+        // status lost since: the old selector is unknown (empty), and a rollback will say to
+        // restore it by hand. A selector of ours is never recorded as the one to go back to.
         durable.is_none().then(Labels::new)
     };
     if let Some(previous) = record {

@@ -15,7 +15,7 @@ use crate::controller::observe::Endpoint;
 use crate::controller::report::next_status;
 use crate::migrations::{MigrationRow, PostgresFacts, TableCounts};
 use crate::resources::deployments::{MIGRATIONS_ENV, migrations_enabled};
-use crate::resources::labels::{Role, selector_matches, v3_selector};
+use crate::resources::labels::{Role, UPGRADE_LABEL, selector_matches, v3_selector};
 use crate::resources::service::selector_of;
 use crate::testing::*;
 use crate::verify::ClickHouseFacts;
@@ -458,14 +458,14 @@ impl World {
             Action::RecordFacts => unreachable!("written by step"),
             Action::ApplySelector { selector, .. } => {
                 // Invariant: the selector being replaced is durable before the Service changes
-                // (the one it has now, or, when it already selects v3, some record).
+                // (the one it has now, or, when it is one of ours, some record).
                 let current = c.service.as_ref().map(selector_of).unwrap_or_default();
                 let durable = self.upgrade.status.as_ref().and_then(|s| s.previous_selector.clone());
                 let v3 = v3_selector(UPGRADE, Role::Web);
                 assert!(
                     durable
                         .as_ref()
-                        .is_some_and(|d| *d == current || current == v3 || *selector != v3),
+                        .is_some_and(|d| *d == current || current.contains_key(UPGRADE_LABEL) || *selector != v3),
                     "the selector {current:?} was switched before it was recorded (recorded: {durable:?})"
                 );
                 c.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(selector.clone());
@@ -796,6 +796,26 @@ fn a_selector_changed_after_it_was_recorded_is_recorded_again_before_the_switch(
         d.actions
     );
     assert_eq!(w.status().previous_selector, Some(changed));
+}
+
+#[test]
+fn a_selector_of_ours_edited_after_the_switch_is_never_recorded_as_the_one_to_go_back_to() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::ShiftingTraffic, 20);
+    assert!(w.status().traffic_shifted_at.is_none());
+    // Someone adds a key to our selector before the shift is recorded.
+    let mut edited = v3_selector(UPGRADE, Role::Web);
+    edited.insert("extra".into(), "x".into());
+    w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(edited);
+    let d = w.step();
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplySelector { selector } if *selector == v3_selector(UPGRADE, Role::Web))),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(w.status().previous_selector, Some(chart_selector()));
 }
 
 #[test]
