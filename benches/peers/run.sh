@@ -16,11 +16,19 @@
 #      writes/min by the controller's identity (audit log) over BENCH_REST_SECONDS at rest;
 #   6. writes target/bench-peers/argo.md (+ argo-runs.tsv, argo-rest-requests.txt,
 #      argo-controller.log) and prints the table. The control plane is always torn down.
+# Ours on the same control plane, in the same run (BENCH_OURS=1, the default), with the test
+# databases started too (tests/db/up.sh):
+#   - each Argo switch is followed by one of ours: the e2e happy path (a v2 behind its Service,
+#     the operator's release build), timed from the e2e observer's watch arrival times: v3 web
+#     and worker Available -> selector switched -> EndpointSlices only v3;
+#   - after Argo's rest window Argo is stopped and our operator (release build, same identity,
+#     leader election on) gets the same idle / BENCH_PAUSED paused upgrades / rest measures;
+#   - target/bench-peers/ours.md and peers.md (both side by side, with ours / theirs).
 #
 # Env: BENCH_RUNS (20), BENCH_REST_SECONDS (300), BENCH_IDLE_SECONDS (30), BENCH_PAUSED (200),
 #      BENCH_ARGO_SCOPE (namespaced | cluster; namespaced = --namespaced on one bench namespace,
 #      a fresh Rollout per run; cluster = cluster-wide controller, a fresh namespace per run),
-#      BENCH_KEEP_WORKDIR=1 keeps the temp dir (cluster logs).
+#      BENCH_KEEP_WORKDIR=1 keeps the temp dir (cluster logs), BENCH_OURS (1; 0: Argo only).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -30,6 +38,7 @@ rest="${BENCH_REST_SECONDS:-300}"
 idle="${BENCH_IDLE_SECONDS:-30}"
 paused="${BENCH_PAUSED:-200}"
 scope="${BENCH_ARGO_SCOPE:-namespaced}"
+ours="${BENCH_OURS:-1}"
 ns=argo-bench
 out="$repo/target/bench-peers"
 mkdir -p "$out/bin"
@@ -41,12 +50,19 @@ log "building the driver"
 (cd "$here/driver" && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
   nice -n 10 go build -trimpath -o "$out/bin/driver" .)
 driver="$out/bin/driver"
+if [[ "$ours" == 1 ]]; then
+  log "building the operator (release) and the e2e test binary"
+  (cd "$repo" && nice -n 10 cargo build --release --locked --bin langfuse-upgrade-operator >&2 \
+    && nice -n 10 cargo test --locked --test e2e --no-run >&2)
+  ours_bin="$repo/target/release/langfuse-upgrade-operator"
+fi
 argo_mod="$(cd "$here/go/argo-rollouts" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go list -m -f '{{.Dir}}' github.com/argoproj/argo-rollouts)"
 argo_version="$(awk '$1 == "github.com/argoproj/argo-rollouts" && $2 ~ /^v/ { print $2; exit }' "$here/go/argo-rollouts/go.mod")"
 
 # --- control plane (always torn down) --------------------------------------------------------
 work="$(mktemp -d "${TMPDIR:-/tmp}/lfu-bench-peers.XXXXXX")"
 argo_pid=""
+ours_pid=""
 teardown() {
   local rc=$?
   if [[ -n "$argo_pid" ]] && kill -0 "$argo_pid" 2>/dev/null; then
@@ -55,6 +71,13 @@ teardown() {
     kill -KILL "$argo_pid" 2>/dev/null || true
   fi
   [[ -f "$work/argo.log" ]] && cp -f "$work/argo.log" "$out/argo-controller.log"
+  if [[ -n "$ours_pid" ]] && kill -0 "$ours_pid" 2>/dev/null; then
+    kill -TERM "$ours_pid" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$ours_pid" 2>/dev/null || true
+  fi
+  [[ -f "$work/ours.log" ]] && cp -f "$work/ours.log" "$out/ours-controller.log"
+  [[ -d "$work/db" ]] && "$repo/tests/db/down.sh" "$work/db" >/dev/null 2>&1 || true
   if [[ "${BENCH_KEEP_WORKDIR:-0}" == 1 ]]; then
     LFU_KEEP_WORKDIR=1 "$repo/tests/cluster/down.sh" "$work/cluster" >/dev/null 2>&1 || true
     log "kept $work"
@@ -72,13 +95,30 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 # shellcheck disable=SC1091
 . "$work/cluster/env"   # KUBECONFIG (admin, for the driver), LFU_OPERATOR_KUBECONFIG, LFU_AUDIT_LOG
 
+if [[ "$ours" == 1 ]]; then
+  source "$repo/tests/lib.sh"
+  mkdir -p "$work/db" && chmod 755 "$work"
+  (cd "$repo" && pick_db_ports && tests/db/up.sh "$work/db" >&2)
+  export LFU_TEST_CLUSTER_ENV="$work/cluster/env" LFU_TEST_DB_ENV="$work/db/env"
+  export LFU_OPERATOR_BIN="$ours_bin"
+fi
 kubectl create namespace "$ns" >/dev/null
 for f in "$argo_mod"/manifests/crds/*-crd.yaml; do
   kubectl apply --server-side -f "$f" >/dev/null
 done
-kubectl wait --for=condition=Established --timeout=60s \
-  crd/rollouts.argoproj.io crd/analysisruns.argoproj.io crd/analysistemplates.argoproj.io \
-  crd/clusteranalysistemplates.argoproj.io crd/experiments.argoproj.io >/dev/null
+# Polled: `kubectl wait` fails at once on a CRD created a moment ago that has no conditions yet.
+established() { # established <crd>...
+  local crd
+  for crd in "$@"; do
+    for _ in $(seq 1 120); do
+      [[ "$(kubectl get crd "$crd" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" == True ]] && continue 2
+      sleep 0.5
+    done
+    log "CRD $crd not Established after 60 s"; exit 1
+  done
+}
+established rollouts.argoproj.io analysisruns.argoproj.io analysistemplates.argoproj.io \
+  clusteranalysistemplates.argoproj.io experiments.argoproj.io
 
 # --- the controller ------------------------------------------------------------------------
 source "$repo/tests/lib.sh"
@@ -114,9 +154,44 @@ rss_idle="$(rss_mib)"
 log "RSS ${idle}s after start, no Rollouts: $rss_idle MiB"
 
 # --- the switches --------------------------------------------------------------------------
-log "$runs blue-green switches"
-"$driver" switch -kubeconfig "$KUBECONFIG" "${switch_args[@]}" -runs "$runs" \
-  -audit "$LFU_AUDIT_LOG" -audit-user lfu-operator -out "$out/argo-runs.tsv"
+# One of ours: the e2e happy path, its observer's timeline (ms since it started watching) turned
+# into the same columns as the driver's: (a) the later of v3 web and worker Available -> the
+# selector switched, (b) switched -> the EndpointSlices list only v3 web.
+ours_switch() { # ours_switch <run>
+  local t
+  t="$(cd "$repo" && cargo test --locked --test e2e -- --include-ignored --exact --nocapture \
+    happy_path_completes_and_every_invariant_holds_throughout 2>&1)" || {
+    printf '%s\t0\t\t\t\t\t\t%s\n' "$1" "the e2e happy path failed"; return 0; }
+  awk -v run="$1" -F'": ' '
+    /"prod-langfuse-web available [0-9]+"/ { gsub(/[^0-9]/, "", $2); web = $2 }
+    /"prod-langfuse-worker available [0-9]+"/ { gsub(/[^0-9]/, "", $2); worker = $2 }
+    /"selector switched"/ { gsub(/[^0-9]/, "", $2); sw = $2 }
+    /"endpoints only v3"/ { gsub(/[^0-9]/, "", $2); only = $2 }
+    END {
+      avail = (web + 0 > worker + 0) ? web : worker
+      if (sw == "" || only == "" || avail == "") { printf "%s\t0\t\t\t\t\t\tno timeline\n", run; exit }
+      printf "%s\t1\t\t\t%s\t%s\t\t\n", run, sw - avail, only - sw
+    }' <<<"$t"
+}
+
+if [[ "$ours" == 1 ]]; then
+  log "$runs blue-green switches of Argo, each followed by one upgrade of ours"
+  header="run	ok	patch_to_rs_created_ms	patch_to_rs_available_ms	a_available_to_switched_ms	b_switched_to_endpoints_ms	svc_watch_lag_ms	note"
+  echo "$header" >"$out/argo-runs.tsv"
+  echo "$header" >"$out/ours-runs.tsv"
+  for i in $(seq 1 "$runs"); do
+    run_args=("${switch_args[@]}")
+    [[ "$scope" == namespaced ]] || run_args=(-namespace "argo-run-$i" -namespace-per-run)
+    "$driver" switch -kubeconfig "$KUBECONFIG" "${run_args[@]}" -runs 1 \
+      -audit "$LFU_AUDIT_LOG" -audit-user lfu-operator -out "$work/argo-run.tsv"
+    tail -n +2 "$work/argo-run.tsv" | awk -v run="$i" 'BEGIN { FS = OFS = "\t" } { $1 = run; print }' >>"$out/argo-runs.tsv"
+    ours_switch "$i" | tee -a "$out/ours-runs.tsv" | awk -F'\t' '{ printf "bench-peers: ours %s/'"$runs"': available->switched %s ms, switched->endpoints only v3 %s ms %s\n", $1, $5, $6, $8 }' >&2
+  done
+else
+  log "$runs blue-green switches"
+  "$driver" switch -kubeconfig "$KUBECONFIG" "${switch_args[@]}" -runs "$runs" \
+    -audit "$LFU_AUDIT_LOG" -audit-user lfu-operator -out "$out/argo-runs.tsv"
+fi
 
 # --- at rest with paused Rollouts ----------------------------------------------------------
 log "$paused paused Rollouts"
@@ -149,3 +224,96 @@ notes+=" target/bench-peers/argo-rest-requests.txt."
   -cpu-s "$cpu_rest" -rest-s "$rest" -writes "$(get writes)" -lease-writes "$(get lease_writes)" \
   -requests "$(get requests)" -notes "$notes" >"$out/argo.md"
 cat "$out/argo.md"
+cost() { printf 'rss_idle %s\nrss_paused %s\ncpu_s %s\nrest_s %s\nwrites %s\nrequests %s\n' "$@"; }
+cost "$rss_idle" "$rss_paused" "$cpu_rest" "$rest" "$(get writes)" "$(get requests)" >"$out/argo-cost.tsv"
+
+# --- ours at rest ----------------------------------------------------------------------------
+[[ "$ours" == 1 ]] || exit 0
+log "stopping Argo; our operator at rest"
+kill -TERM "$argo_pid" 2>/dev/null || true
+for _ in $(seq 1 50); do kill -0 "$argo_pid" 2>/dev/null || break; sleep 0.2; done
+kill -KILL "$argo_pid" 2>/dev/null || true
+argo_pid=""
+ours_ns=lfu-bench
+kubectl create namespace "$ours_ns" >/dev/null
+kubectl apply --server-side -f "$repo/crds/langfuseupgrades.yaml" >/dev/null
+established langfuseupgrades.upgrades.lfu-operator.dev
+ours_port="$(free_port $((36000 + RANDOM % 2000)))"
+# As in the chart's default install: cluster-wide, leader election on (Lease in its namespace).
+KUBECONFIG="$LFU_OPERATOR_KUBECONFIG" RUST_LOG=info,kube=warn "$ours_bin" run \
+  --lease-namespace "$ours_ns" --identity bench --http-addr "127.0.0.1:$ours_port" \
+  </dev/null >"$work/ours.log" 2>&1 &
+ours_pid=$!
+started=$SECONDS
+until curl -fsS "http://127.0.0.1:$ours_port/readyz" >/dev/null 2>&1; do
+  kill -0 "$ours_pid" 2>/dev/null || { tail -n 30 "$work/ours.log" >&2; log "our operator exited"; exit 1; }
+  (( SECONDS - started < 90 )) || { tail -n 30 "$work/ours.log" >&2; log "not ready after 90 s"; exit 1; }
+  sleep 0.5
+done
+argo_pid="$ours_pid"   # rss_mib and cpu_s read $argo_pid
+sleep $(( idle - (SECONDS - started) > 0 ? idle - (SECONDS - started) : 0 ))
+ours_rss_idle="$(rss_mib)"
+log "ours: RSS ${idle}s after start, no upgrades: $ours_rss_idle MiB"
+# Paused upgrades, each naming its own (missing) v2: planned once, then nothing moves.
+for i in $(seq 1 "$paused"); do
+  cat <<YAML
+---
+apiVersion: upgrades.lfu-operator.dev/v1alpha1
+kind: LangfuseUpgrade
+metadata: { name: paused-$i, namespace: $ours_ns }
+spec:
+  paused: true
+  source: { deployment: langfuse-$i, service: langfuse-$i }
+  target: { version: "3.29.0" }
+  clickhouse:
+    url: http://clickhouse:8123
+    migrationUrl: clickhouse://clickhouse:9000
+    userSecretRef: { name: ch, key: user }
+    passwordSecretRef: { name: ch, key: password }
+  redis: { connectionStringSecretRef: { name: redis, key: url } }
+  s3:
+    bucket: events
+    region: eu-west-1
+    accessKeyIdSecretRef: { name: s3, key: id }
+    secretAccessKeySecretRef: { name: s3, key: secret }
+  backup: { acknowledged: true, reference: bench }
+YAML
+done | kubectl apply --server-side -f - >/dev/null
+sleep 30
+ours_rss_paused="$(rss_mib)"
+phases="$(kubectl -n "$ours_ns" get langfuseupgrades -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | sort | uniq -c | tr -s ' ' | paste -sd, -)"
+log "ours: RSS with $paused paused upgrades ($phases): $ours_rss_paused MiB; resting ${rest}s"
+from="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
+cpu1="$(cpu_s)"
+sleep "$rest"
+cpu2="$(cpu_s)"
+to="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
+sleep 1
+"$driver" audit-writes -audit "$LFU_AUDIT_LOG" -user lfu-operator -from "$from" -to "$to" >"$out/ours-rest-requests.txt"
+oget() { awk -v k="$1" '$1 == k { print $2 }' "$out/ours-rest-requests.txt"; }
+ours_cpu="$(awk -v a="$cpu1" -v b="$cpu2" 'BEGIN { printf "%.2f", b - a }')"
+kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
+ours_version="$("$ours_bin" --version 2>/dev/null || echo langfuse-upgrade-operator)"
+onotes="$ours_version (release build), cluster-wide, leader election on, user lfu-operator, on the same"
+onotes+=" control plane as Argo above, its switches alternated with Argo's. Switch: the e2e happy path"
+onotes+=" (v2 with 2 replicas behind its Service, v3 web 2 + worker 1 on kwok, the test databases),"
+onotes+=" timed from the e2e observer's watch arrival times (ms). Paused set: $paused upgrades"
+onotes+=" ($phases). Raw runs: target/bench-peers/ours-runs.tsv; rest requests:"
+onotes+=" target/bench-peers/ours-rest-requests.txt."
+"$driver" report -raw "$out/ours-runs.tsv" -title "langfuse-upgrade-operator" \
+  -rss-idle-mib "$ours_rss_idle" -rss-paused-mib "$ours_rss_paused" -paused "$paused" \
+  -cpu-s "$ours_cpu" -rest-s "$rest" -writes "$(oget writes)" -lease-writes "$(oget lease_writes)" \
+  -requests "$(oget requests)" -notes "$onotes" >"$out/ours.md"
+cat "$out/ours.md"
+cost "$ours_rss_idle" "$ours_rss_paused" "$ours_cpu" "$rest" "$(oget writes)" "$(oget requests)" >"$out/ours-cost.tsv"
+{
+  echo "## Argo Rollouts $argo_version and langfuse-upgrade-operator on one control plane ($(date -u +%Y-%m-%d))"
+  echo
+  "$driver" compare -theirs "Argo Rollouts $argo_version" -paused "$paused" \
+    -theirs-raw "$out/argo-runs.tsv" -theirs-cost "$out/argo-cost.tsv" \
+    -ours-raw "$out/ours-runs.tsv" -ours-cost "$out/ours-cost.tsv"
+  echo
+  echo "$runs alternated runs each, release builds, load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Details: target/bench-peers/argo.md, target/bench-peers/ours.md."
+} >"$out/peers.md"
+cat "$out/peers.md"

@@ -59,7 +59,7 @@ func logf(format string, a ...any) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: driver switch|paused|audit-writes|report [flags]")
+		die("usage: driver switch|paused|audit-writes|report|compare [flags]")
 	}
 	args := os.Args[2:]
 	switch os.Args[1] {
@@ -71,6 +71,8 @@ func main() {
 		cmdAuditWrites(args)
 	case "report":
 		cmdReport(args)
+	case "compare":
+		cmdCompare(args)
 	default:
 		die("unknown subcommand %q", os.Args[1])
 	}
@@ -748,42 +750,8 @@ func cmdReport(args []string) {
 	notes := fs.String("notes", "", "free text appended under the table")
 	_ = fs.Parse(args)
 
-	f, err := os.Open(*raw)
-	if err != nil {
-		die("%v", err)
-	}
-	defer f.Close()
-	var a, b, lag, avail []float64
-	runs, failed := 0, 0
-	sc := bufio.NewScanner(f)
-	first := true
-	for sc.Scan() {
-		if first {
-			first = false
-			continue
-		}
-		c := strings.Split(sc.Text(), "\t")
-		if len(c) < 7 {
-			continue
-		}
-		runs++
-		if c[1] != "1" {
-			failed++
-			continue
-		}
-		parse := func(s string, into *[]float64) {
-			if v, err := strconv.ParseFloat(s, 64); err == nil {
-				*into = append(*into, v)
-			}
-		}
-		parse(c[3], &avail)
-		parse(c[4], &a)
-		parse(c[5], &b)
-		parse(c[6], &lag)
-	}
-	for _, s := range [][]float64{a, b, lag, avail} {
-		sort.Float64s(s)
-	}
+	r := readRuns(*raw)
+	a, b, lag, avail, runs, failed := r.a, r.b, r.lag, r.avail, r.runs, r.failed
 	row := func(label string, s []float64) string {
 		return fmt.Sprintf("| %s | %d | %.1f | %.1f | %.1f |", label, len(s), pct(s, 50), pct(s, 90), pct(s, 100))
 	}
@@ -807,5 +775,107 @@ func cmdReport(args []string) {
 	fmt.Printf("| API requests/min at rest, all verbs | %.1f |\n", perMin(*requests))
 	if *notes != "" {
 		fmt.Printf("\n%s\n", *notes)
+	}
+}
+
+// runs of one controller, each measure sorted.
+type runSet struct {
+	a, b, lag, avail []float64
+	runs, failed     int
+}
+
+// readRuns reads a raw TSV written by `switch` (or the same columns for our operator).
+func readRuns(path string) runSet {
+	f, err := os.Open(path)
+	if err != nil {
+		die("%v", err)
+	}
+	defer f.Close()
+	var r runSet
+	sc := bufio.NewScanner(f)
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false
+			continue
+		}
+		c := strings.Split(sc.Text(), "\t")
+		if len(c) < 7 {
+			continue
+		}
+		r.runs++
+		if c[1] != "1" {
+			r.failed++
+			continue
+		}
+		parse := func(s string, into *[]float64) {
+			if v, err := strconv.ParseFloat(s, 64); err == nil {
+				*into = append(*into, v)
+			}
+		}
+		parse(c[3], &r.avail)
+		parse(c[4], &r.a)
+		parse(c[5], &r.b)
+		parse(c[6], &r.lag)
+	}
+	for _, s := range [][]float64{r.a, r.b, r.lag, r.avail} {
+		sort.Float64s(s)
+	}
+	return r
+}
+
+// readCosts reads "key value" lines (rss_idle, rss_paused, cpu_s, rest_s, writes, requests).
+func readCosts(path string) map[string]float64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		die("%v", err)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				m[f[0]] = v
+			}
+		}
+	}
+	return m
+}
+
+// cmdCompare prints one table: both controllers' p50 / p90 / max and ours / theirs.
+func cmdCompare(args []string) {
+	fs := flag.NewFlagSet("compare", flag.ExitOnError)
+	theirsRaw := fs.String("theirs-raw", "", "raw TSV of the peer")
+	oursRaw := fs.String("ours-raw", "", "raw TSV of ours")
+	theirsCost := fs.String("theirs-cost", "", "cost lines of the peer")
+	oursCost := fs.String("ours-cost", "", "cost lines of ours")
+	theirsName := fs.String("theirs", "Argo Rollouts", "")
+	paused := fs.Int("paused", 200, "")
+	_ = fs.Parse(args)
+	t, o := readRuns(*theirsRaw), readRuns(*oursRaw)
+	tc, oc := readCosts(*theirsCost), readCosts(*oursCost)
+	three := func(s []float64) string {
+		return fmt.Sprintf("%.1f / %.1f / %.1f", pct(s, 50), pct(s, 90), pct(s, 100))
+	}
+	ratio := func(ours, theirs float64) string {
+		if theirs == 0 || math.IsNaN(ours) || math.IsNaN(theirs) {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", ours/theirs)
+	}
+	fmt.Printf("| | %s p50 / p90 / max | ours p50 / p90 / max | ours ÷ theirs (p50) |\n", *theirsName)
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| new pods Available → Service selector switched (ms, %d / %d runs) | %s | %s | %s |\n",
+		len(t.a), len(o.a), three(t.a), three(o.a), ratio(pct(o.a, 50), pct(t.a, 50)))
+	fmt.Printf("| switched → EndpointSlices only new pods (ms; the control plane's share) | %s | %s | %s |\n",
+		three(t.b), three(o.b), ratio(pct(o.b, 50), pct(t.b, 50)))
+	perMin := func(c map[string]float64, k string) float64 { return c[k] / c["rest_s"] * 60 }
+	fmt.Printf("| RSS idle (MiB) | %.1f | %.1f | %s |\n", tc["rss_idle"], oc["rss_idle"], ratio(oc["rss_idle"], tc["rss_idle"]))
+	fmt.Printf("| RSS with %d paused objects (MiB) | %.1f | %.1f | %s |\n", *paused, tc["rss_paused"], oc["rss_paused"], ratio(oc["rss_paused"], tc["rss_paused"]))
+	fmt.Printf("| CPU at rest (s over %.0f s) | %.2f | %.2f | %s |\n", tc["rest_s"], tc["cpu_s"], oc["cpu_s"], ratio(oc["cpu_s"], tc["cpu_s"]))
+	fmt.Printf("| API writes / min at rest | %.1f | %.1f | %s |\n", perMin(tc, "writes"), perMin(oc, "writes"), ratio(perMin(oc, "writes"), perMin(tc, "writes")))
+	fmt.Printf("| API requests / min at rest | %.1f | %.1f | %s |\n", perMin(tc, "requests"), perMin(oc, "requests"), ratio(perMin(oc, "requests"), perMin(tc, "requests")))
+	if t.failed+o.failed > 0 {
+		fmt.Printf("\nFailed runs: %s %d, ours %d.\n", *theirsName, t.failed, o.failed)
 	}
 }
