@@ -7,14 +7,17 @@
 //! What is kept, and why it is safe to read:
 //! - Deployments and Services only while an upgrade names them (others would cost memory in a
 //!   large cluster). An update to one no upgrade names removes it, so an entry is never older
-//!   than the object's last change; one missing is read from the API ([`Lookup::Unknown`]).
+//!   than the object's last change. One not held is read from the API once and that answer is
+//!   kept until the watch reports anything of the object (an object that existed before the
+//!   upgrade named it, such as v2 and its Service, is otherwise not seen until it changes).
 //! - EndpointSlices (slimmed to what the plan reads) and pods with the upgrade label (metadata
 //!   only), all of them in scope.
 //! - A watch that failed, or that is listing again, makes the caches unusable until it has
 //!   caught up: observe reads the API meanwhile.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -34,12 +37,71 @@ use crate::resources::labels::{Role, UPGRADE_LABEL};
 /// Label that EndpointSlices carry with the name of their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// What a cache says of one named object.
-#[derive(Debug)]
-pub enum Lookup<K> {
-    Found(K),
-    /// Not cached: absent, or not named by an upgrade when it last changed. Ask the API.
-    Unknown,
+/// Objects read from the API because the cache did not hold them, each kept until the watch
+/// reports anything of it (or lists again). A read that overlapped such a report is not kept.
+pub struct Fetched<K: Resource> {
+    state: Mutex<FetchedState<K>>,
+}
+
+struct FetchedState<K: Resource> {
+    kept: HashMap<ObjectRef<K>, K>,
+    /// Reads under way: how many reports of the object arrived since each began.
+    reading: HashMap<ObjectRef<K>, u64>,
+}
+
+impl<K> Fetched<K>
+where
+    K: Resource + Clone,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    fn new() -> Self {
+        Fetched {
+            state: Mutex::new(FetchedState {
+                kept: HashMap::new(),
+                reading: HashMap::new(),
+            }),
+        }
+    }
+
+    fn get(&self, key: &ObjectRef<K>) -> Option<K> {
+        self.state.lock().expect("fetched lock").kept.get(key).cloned()
+    }
+
+    fn begin(&self, key: &ObjectRef<K>) -> u64 {
+        *self
+            .state
+            .lock()
+            .expect("fetched lock")
+            .reading
+            .entry(key.clone())
+            .or_insert(0)
+    }
+
+    /// Keep what the API answered, unless the watch reported the object meanwhile.
+    fn finish(&self, key: &ObjectRef<K>, began: u64, answer: Option<&K>) {
+        let mut s = self.state.lock().expect("fetched lock");
+        let reports = s.reading.remove(key).unwrap_or(u64::MAX);
+        if let (Some(o), true) = (answer, reports == began) {
+            s.kept.insert(key.clone(), o.clone());
+        }
+    }
+
+    /// The watch reported this object (`Some`) or started listing again (`None`).
+    fn reported(&self, key: Option<ObjectRef<K>>) {
+        let mut s = self.state.lock().expect("fetched lock");
+        match key {
+            Some(key) => {
+                s.kept.remove(&key);
+                if let Some(n) = s.reading.get_mut(&key) {
+                    *n += 1;
+                }
+            }
+            None => {
+                s.kept.clear();
+                s.reading.values_mut().for_each(|n| *n += 1);
+            }
+        }
+    }
 }
 
 /// Read-only views of the watch caches.
@@ -52,6 +114,8 @@ pub struct Caches {
     v3_pods: Store<PartialObjectMeta<Pod>>,
     /// One flag per watch: it has listed and is following (no error since, no relist under way).
     current: Arc<[AtomicBool; 4]>,
+    fetched_deployments: Arc<Fetched<Deployment>>,
+    fetched_services: Arc<Fetched<Service>>,
 }
 
 type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
@@ -104,6 +168,7 @@ fn only_named<K: Clone>(
 
 fn feed<K>(
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    fetched: Option<Arc<Fetched<K>>>,
     mut keep: impl FnMut(Event<K>) -> Option<Event<K>> + Send + 'static,
     shape: fn(&mut K),
     current: Arc<[AtomicBool; 4]>,
@@ -116,6 +181,16 @@ where
     let (reader, writer) = reflector::store();
     let stream = events
         .backoff(super::WatchBackoff::default())
+        .inspect(move |r| {
+            // Every report of an object, named by an upgrade or not, ends what was read of it.
+            if let (Some(f), Ok(e)) = (&fetched, r) {
+                match e {
+                    Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) => f.reported(Some(ObjectRef::from(o))),
+                    Event::Init => f.reported(None),
+                    Event::InitDone => {}
+                }
+            }
+        })
         .filter_map(move |r| future::ready(r.map(&mut keep).transpose()))
         .modify(shape)
         .inspect(move |r| {
@@ -133,6 +208,30 @@ where
         .touched_objects()
         .boxed();
     (reader, stream)
+}
+
+async fn cached_or_get<K>(
+    store: &Store<K>,
+    fetched: &Fetched<K>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> kube::Result<Option<K>>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let key = ObjectRef::new(name).within(ns);
+    if let Some(o) = store.get(&key) {
+        return Ok(Some(Arc::unwrap_or_clone(o)));
+    }
+    if let Some(o) = fetched.get(&key) {
+        return Ok(Some(o));
+    }
+    let began = fetched.begin(&key);
+    let answer = api.get_opt(name).await;
+    fetched.finish(&key, began, answer.as_ref().ok().and_then(Option::as_ref));
+    answer
 }
 
 /// An API over all namespaces, or over the one the operator is limited to.
@@ -185,9 +284,11 @@ impl Caches {
         // Consistent lists (not `any_semantic`): a relist must not go back in time.
         let config = watcher::Config::default;
         let current: Arc<[AtomicBool; 4]> = Arc::new(Default::default());
+        let (fetched_deployments, fetched_services) = (Arc::new(Fetched::new()), Arc::new(Fetched::new()));
         let (u1, u2) = (upgrades.clone(), upgrades);
         let (deployments, d) = feed(
             watcher(scoped(client, namespace), config()),
+            Some(fetched_deployments.clone()),
             only_named(move |d: &Deployment| {
                 upgrades_naming_deployment(&u1, d.namespace(), &d.name_any())
                     .next()
@@ -199,6 +300,7 @@ impl Caches {
         );
         let (services, s) = feed(
             watcher(scoped(client, namespace), config()),
+            Some(fetched_services.clone()),
             only_named(move |s: &Service| {
                 upgrades_naming_service(&u2, s.namespace(), &s.name_any())
                     .next()
@@ -210,6 +312,7 @@ impl Caches {
         );
         let (slices, e) = feed(
             watcher(scoped(client, namespace), config()),
+            None,
             Some,
             slim_slice,
             current.clone(),
@@ -221,6 +324,7 @@ impl Caches {
                 scoped::<PartialObjectMeta<Pod>>(client, namespace),
                 config().labels(UPGRADE_LABEL),
             ),
+            None,
             Some,
             slim,
             current.clone(),
@@ -232,6 +336,8 @@ impl Caches {
             slices,
             v3_pods,
             current,
+            fetched_deployments,
+            fetched_services,
         };
         let feeds = Feeds {
             deployments: d,
@@ -248,20 +354,14 @@ impl Caches {
         self.current.iter().all(|c| c.load(Ordering::Acquire))
     }
 
-    pub fn deployment(&self, ns: &str, name: &str) -> Lookup<Deployment> {
-        let key = ObjectRef::new(name).within(ns);
-        match self.deployments.get(&key) {
-            Some(d) => Lookup::Found(Arc::unwrap_or_clone(d)),
-            None => Lookup::Unknown,
-        }
+    /// A Deployment from the cache, else from the API (that answer kept, see [`Fetched`]).
+    pub async fn deployment(&self, api: &Api<Deployment>, ns: &str, name: &str) -> kube::Result<Option<Deployment>> {
+        cached_or_get(&self.deployments, &self.fetched_deployments, api, ns, name).await
     }
 
-    pub fn service(&self, ns: &str, name: &str) -> Lookup<Service> {
-        let key = ObjectRef::new(name).within(ns);
-        match self.services.get(&key) {
-            Some(s) => Lookup::Found(Arc::unwrap_or_clone(s)),
-            None => Lookup::Unknown,
-        }
+    /// The Service, from the cache, else from the API (that answer kept).
+    pub async fn service(&self, api: &Api<Service>, ns: &str, name: &str) -> kube::Result<Option<Service>> {
+        cached_or_get(&self.services, &self.fetched_services, api, ns, name).await
     }
 
     /// The EndpointSlices of one Service.
@@ -288,6 +388,27 @@ impl Caches {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Service;
+
+    #[test]
+    fn an_api_answer_is_kept_until_the_watch_reports_the_object_and_not_if_it_did_meanwhile() {
+        let f = Fetched::<Service>::new();
+        let key = ObjectRef::new("v2").within("ns");
+        let began = f.begin(&key);
+        f.finish(&key, began, Some(&svc("v2")));
+        assert!(f.get(&key).is_some(), "kept");
+        f.reported(Some(key.clone()));
+        assert!(f.get(&key).is_none(), "a report of the object ends it");
+        // A report while the read was under way: the answer may predate it, so it is not kept.
+        let began = f.begin(&key);
+        f.reported(Some(key.clone()));
+        f.finish(&key, began, Some(&svc("v2")));
+        assert!(f.get(&key).is_none());
+        // A relist ends everything.
+        let began = f.begin(&key);
+        f.finish(&key, began, Some(&svc("v2")));
+        f.reported(None);
+        assert!(f.get(&key).is_none());
+    }
 
     fn svc(name: &str) -> Service {
         let mut s = Service::default();

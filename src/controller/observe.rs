@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::cache::{Caches, Lookup};
+use super::cache::Caches;
 use super::plan::Needs;
 use super::plan::source_container;
 use crate::api::LangfuseUpgrade;
@@ -74,17 +74,6 @@ pub struct Observed {
     pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
 }
 
-/// The cached object, or the API's answer when the cache does not hold it.
-async fn cached_or_get<K>(lookup: Lookup<K>, api: &Api<K>, name: &str) -> kube::Result<Option<K>>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match lookup {
-        Lookup::Found(o) => Ok(Some(o)),
-        Lookup::Unknown => api.get_opt(name).await,
-    }
-}
-
 pub async fn observe<D: Databases>(
     client: &Client,
     db: &D,
@@ -140,14 +129,10 @@ pub async fn observe<D: Databases>(
         // on this object), so a cache a moment behind costs at most a repeated no-op write.
         Some(c) => {
             let (source, service, web, worker, hpa_list) = tokio::try_join!(
-                cached_or_get(
-                    c.deployment(ns, &spec.source.deployment),
-                    &deployments,
-                    &spec.source.deployment
-                ),
-                cached_or_get(c.service(ns, &spec.source.service), &services, &spec.source.service),
-                cached_or_get(c.deployment(ns, &web_name), &deployments, &web_name),
-                cached_or_get(c.deployment(ns, &worker_name), &deployments, &worker_name),
+                c.deployment(&deployments, ns, &spec.source.deployment),
+                c.service(&services, ns, &spec.source.service),
+                c.deployment(&deployments, ns, &web_name),
+                c.deployment(&deployments, ns, &worker_name),
                 hpa_list,
             )?;
             let slices = c.slices_of(ns, &spec.source.service);
@@ -187,7 +172,7 @@ pub async fn observe<D: Databases>(
         web = Some(d.clone());
         worker = match crate::controller::plan::hops::worker_name(spec) {
             Some(name) => match caches {
-                Some(c) => cached_or_get(c.deployment(ns, &name), &deployments, &name).await?,
+                Some(c) => c.deployment(&deployments, ns, &name).await?,
                 None => deployments.get_opt(&name).await?,
             },
             None => None,
