@@ -37,14 +37,16 @@ use crate::resources::labels::{Role, UPGRADE_LABEL};
 /// Label that EndpointSlices carry with the name of their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Objects read from the API because the cache did not hold them, each kept until the watch
-/// reports anything of it (or lists again). A read that overlapped such a report is not kept.
+/// Objects read from the API because the cache did not hold them, each kept (found or absent)
+/// until the watch reports anything of it (or lists again): an absent object that is created is
+/// reported. A read that overlapped such a report is not kept.
 pub struct Fetched<K: Resource> {
     state: Mutex<FetchedState<K>>,
 }
 
 struct FetchedState<K: Resource> {
-    kept: HashMap<ObjectRef<K>, K>,
+    /// `None`: the API answered that it does not exist.
+    kept: HashMap<ObjectRef<K>, Option<K>>,
     /// Reads under way: how many reports of the object arrived since each began.
     reading: HashMap<ObjectRef<K>, u64>,
 }
@@ -63,7 +65,7 @@ where
         }
     }
 
-    fn get(&self, key: &ObjectRef<K>) -> Option<K> {
+    fn get(&self, key: &ObjectRef<K>) -> Option<Option<K>> {
         self.state.lock().expect("fetched lock").kept.get(key).cloned()
     }
 
@@ -78,11 +80,11 @@ where
     }
 
     /// Keep what the API answered, unless the watch reported the object meanwhile.
-    fn finish(&self, key: &ObjectRef<K>, began: u64, answer: Option<&K>) {
+    fn finish(&self, key: &ObjectRef<K>, began: u64, answer: Option<Option<&K>>) {
         let mut s = self.state.lock().expect("fetched lock");
         let reports = s.reading.remove(key).unwrap_or(u64::MAX);
         if let (Some(o), true) = (answer, reports == began) {
-            s.kept.insert(key.clone(), o.clone());
+            s.kept.insert(key.clone(), o.cloned());
         }
     }
 
@@ -225,12 +227,12 @@ where
     if let Some(o) = store.get(&key) {
         return Ok(Some(Arc::unwrap_or_clone(o)));
     }
-    if let Some(o) = fetched.get(&key) {
-        return Ok(Some(o));
+    if let Some(known) = fetched.get(&key) {
+        return Ok(known);
     }
     let began = fetched.begin(&key);
     let answer = api.get_opt(name).await;
-    fetched.finish(&key, began, answer.as_ref().ok().and_then(Option::as_ref));
+    fetched.finish(&key, began, answer.as_ref().ok().map(Option::as_ref));
     answer
 }
 
@@ -394,18 +396,27 @@ mod tests {
         let f = Fetched::<Service>::new();
         let key = ObjectRef::new("v2").within("ns");
         let began = f.begin(&key);
-        f.finish(&key, began, Some(&svc("v2")));
-        assert!(f.get(&key).is_some(), "kept");
+        f.finish(&key, began, Some(Some(&svc("v2"))));
+        assert!(matches!(f.get(&key), Some(Some(_))), "kept");
         f.reported(Some(key.clone()));
         assert!(f.get(&key).is_none(), "a report of the object ends it");
         // A report while the read was under way: the answer may predate it, so it is not kept.
         let began = f.begin(&key);
         f.reported(Some(key.clone()));
-        f.finish(&key, began, Some(&svc("v2")));
+        f.finish(&key, began, Some(Some(&svc("v2"))));
         assert!(f.get(&key).is_none());
-        // A relist ends everything.
+        // Absent is kept too, until the watch reports the object (its creation).
         let began = f.begin(&key);
-        f.finish(&key, began, Some(&svc("v2")));
+        f.finish(&key, began, Some(None));
+        assert!(matches!(f.get(&key), Some(None)));
+        f.reported(Some(key.clone()));
+        assert!(f.get(&key).is_none());
+        // A failed read keeps nothing; a relist ends everything.
+        let began = f.begin(&key);
+        f.finish(&key, began, None);
+        assert!(f.get(&key).is_none());
+        let began = f.begin(&key);
+        f.finish(&key, began, Some(Some(&svc("v2"))));
         f.reported(None);
         assert!(f.get(&key).is_none());
     }
