@@ -95,8 +95,9 @@ The operator's RBAC rules, the same for the ClusterRole (cluster mode) and the R
 checks each one with the API server's own authorization, and a list of things it must not do.
 */}}
 {{- define "lfu.operatorRules" -}}
-# LangfuseUpgrades: watched (list+watch), read fresh at the start of each reconcile (get, for
-# read-your-writes), finalizer added and removed with a merge patch.
+# LangfuseUpgrades: watched (list+watch), read fresh (get, for read-your-writes) when the cached
+# copy is not the version the operator last wrote or before a write that cannot be taken back,
+# finalizer added and removed with a merge patch.
 - apiGroups: ["upgrades.lfu-operator.dev"]
   resources: ["langfuseupgrades"]
   verbs: ["get", "list", "watch", "patch"]
