@@ -199,15 +199,24 @@ log "$paused paused Rollouts"
 sleep 30   # let the creation burst settle before the rest window
 rss_paused="$(rss_mib)"
 log "RSS with $paused paused Rollouts: $rss_paused MiB; resting ${rest}s"
-from="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
-cpu1="$(cpu_s)"
-sleep "$rest"
-cpu2="$(cpu_s)"
-to="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
-sleep 1   # the audit log backend writes the last entries
-"$driver" audit-writes -audit "$LFU_AUDIT_LOG" -user lfu-operator -from "$from" -to "$to" >"$out/argo-rest-requests.txt"
-get() { awk -v k="$1" '$1 == k { print $2 }' "$out/argo-rest-requests.txt"; }
-cpu_rest="$(awk -v a="$cpu1" -v b="$cpu2" 'BEGIN { printf "%.2f", b - a }')"
+# rest_window <name>: the controller ($argo_pid) over $rest s at rest: its CPU seconds in
+# $rest_cpu, its API requests by verb/resource/code in $out/<name>-rest-requests.txt.
+rest_window() {
+  local from to cpu1 cpu2
+  from="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
+  cpu1="$(cpu_s)"
+  sleep "$rest"
+  cpu2="$(cpu_s)"
+  to="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
+  sleep 1   # the audit log backend writes the last entries
+  "$driver" audit-writes -audit "$LFU_AUDIT_LOG" -user lfu-operator -from "$from" -to "$to" >"$out/$1-rest-requests.txt"
+  rest_cpu="$(awk -v a="$cpu1" -v b="$cpu2" 'BEGIN { printf "%.2f", b - a }')"
+}
+# req <name> <key>: one figure of that window (requests, writes, lease_writes).
+req() { awk -v k="$2" '$1 == k { print $2 }' "$out/$1-rest-requests.txt"; }
+rest_window argo
+cpu_rest="$rest_cpu"
+get() { req argo "$1"; }
 kill -0 "$argo_pid" || { log "controller died during the run"; exit 1; }
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -283,15 +292,9 @@ sleep 30
 ours_rss_paused="$(rss_mib)"
 phases="$(kubectl -n "$ours_ns" get langfuseupgrades -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | sort | uniq -c | tr -s ' ' | paste -sd, -)"
 log "ours: RSS with $paused paused upgrades ($phases): $ours_rss_paused MiB; resting ${rest}s"
-from="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
-cpu1="$(cpu_s)"
-sleep "$rest"
-cpu2="$(cpu_s)"
-to="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
-sleep 1
-"$driver" audit-writes -audit "$LFU_AUDIT_LOG" -user lfu-operator -from "$from" -to "$to" >"$out/ours-rest-requests.txt"
-oget() { awk -v k="$1" '$1 == k { print $2 }' "$out/ours-rest-requests.txt"; }
-ours_cpu="$(awk -v a="$cpu1" -v b="$cpu2" 'BEGIN { printf "%.2f", b - a }')"
+rest_window ours
+ours_cpu="$rest_cpu"
+oget() { req ours "$1"; }
 kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
 ours_version="$("$ours_bin" --version 2>/dev/null || echo langfuse-upgrade-operator)"
 onotes="$ours_version (release build), cluster-wide, leader election on, user lfu-operator, on the same"
