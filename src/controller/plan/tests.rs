@@ -751,19 +751,20 @@ fn web_starts_with_one_replica_then_scales_and_worker_waits_for_web() {
     );
 }
 
+/// The decision points the Service at v3 web.
+fn switches_to_v3(d: &Decision) -> bool {
+    d.actions
+        .iter()
+        .any(|a| matches!(a, Action::ApplySelector { selector } if *selector == v3_selector(UPGRADE, Role::Web)))
+}
+
 #[test]
 fn the_old_selector_is_recorded_ahead_so_the_switch_is_one_write() {
     let mut w = World::new(spec());
     let d = w.run_until(Phase::ShiftingTraffic, 20);
     // Recorded while v3 rolled out: the switching reconcile writes only the Service.
     assert!(!d.actions.contains(&Action::RecordFacts), "{:?}", d.actions);
-    assert!(
-        d.actions
-            .iter()
-            .any(|a| matches!(a, Action::ApplySelector { selector } if *selector == v3_selector(UPGRADE, Role::Web))),
-        "{:?}",
-        d.actions
-    );
+    assert!(switches_to_v3(&d), "{:?}", d.actions);
     assert_eq!(d.status.previous_selector, Some(chart_selector()));
     assert_eq!(w.status().previous_selector, Some(chart_selector()));
 }
@@ -808,13 +809,7 @@ fn a_selector_of_ours_edited_after_the_switch_is_never_recorded_as_the_one_to_go
     edited.insert("extra".into(), "x".into());
     w.cluster.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(edited);
     let d = w.step();
-    assert!(
-        d.actions
-            .iter()
-            .any(|a| matches!(a, Action::ApplySelector { selector } if *selector == v3_selector(UPGRADE, Role::Web))),
-        "{:?}",
-        d.actions
-    );
+    assert!(switches_to_v3(&d), "{:?}", d.actions);
     assert_eq!(w.status().previous_selector, Some(chart_selector()));
 }
 
