@@ -216,7 +216,6 @@ rest_window() {
 req() { awk -v k="$2" '$1 == k { print $2 }' "$out/$1-rest-requests.txt"; }
 rest_window argo
 cpu_rest="$rest_cpu"
-get() { req argo "$1"; }
 kill -0 "$argo_pid" || { log "controller died during the run"; exit 1; }
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -228,13 +227,19 @@ notes+=" spec.paused, each with its Service. Rest window ${rest} s after a 30 s 
 notes+=" Load average before/after: $load_before / $load_after on $(nproc) cores."
 notes+=" Raw runs: target/bench-peers/argo-runs.tsv; rest requests by verb/resource/code:"
 notes+=" target/bench-peers/argo-rest-requests.txt."
-"$driver" report -raw "$out/argo-runs.tsv" -title "Argo Rollouts $argo_version" \
-  -rss-idle-mib "$rss_idle" -rss-paused-mib "$rss_paused" -paused "$paused" \
-  -cpu-s "$cpu_rest" -rest-s "$rest" -writes "$(get writes)" -lease-writes "$(get lease_writes)" \
-  -requests "$(get requests)" -notes "$notes" >"$out/argo.md"
-cat "$out/argo.md"
-cost() { printf 'rss_idle %s\nrss_paused %s\ncpu_s %s\nrest_s %s\nwrites %s\nrequests %s\n' "$@"; }
-cost "$rss_idle" "$rss_paused" "$cpu_rest" "$rest" "$(get writes)" "$(get requests)" >"$out/argo-cost.tsv"
+# report <name> <title> <rss idle> <rss paused> <cpu s> <notes>: $out/<name>.md (printed) and
+# $out/<name>-cost.tsv (for `driver compare`), from <name>-runs.tsv and <name>'s rest window.
+report() {
+  local name="$1" title="$2" idle_mib="$3" paused_mib="$4" cpu="$5" text="$6"
+  "$driver" report -raw "$out/$name-runs.tsv" -title "$title" \
+    -rss-idle-mib "$idle_mib" -rss-paused-mib "$paused_mib" -paused "$paused" \
+    -cpu-s "$cpu" -rest-s "$rest" -writes "$(req "$name" writes)" -lease-writes "$(req "$name" lease_writes)" \
+    -requests "$(req "$name" requests)" -notes "$text" >"$out/$name.md"
+  cat "$out/$name.md"
+  printf 'rss_idle %s\nrss_paused %s\ncpu_s %s\nrest_s %s\nwrites %s\nrequests %s\n' \
+    "$idle_mib" "$paused_mib" "$cpu" "$rest" "$(req "$name" writes)" "$(req "$name" requests)" >"$out/$name-cost.tsv"
+}
+report argo "Argo Rollouts $argo_version" "$rss_idle" "$rss_paused" "$cpu_rest" "$notes"
 
 # --- ours at rest ----------------------------------------------------------------------------
 [[ "$ours" == 1 ]] || exit 0
@@ -294,7 +299,6 @@ phases="$(kubectl -n "$ours_ns" get langfuseupgrades -o jsonpath='{range .items[
 log "ours: RSS with $paused paused upgrades ($phases): $ours_rss_paused MiB; resting ${rest}s"
 rest_window ours
 ours_cpu="$rest_cpu"
-oget() { req ours "$1"; }
 kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
 ours_version="$("$ours_bin" --version 2>/dev/null || echo langfuse-upgrade-operator)"
 onotes="$ours_version (release build), cluster-wide, leader election on, user lfu-operator, on the same"
@@ -303,12 +307,7 @@ onotes+=" (v2 with 2 replicas behind its Service, v3 web 2 + worker 1 on kwok, t
 onotes+=" timed from the e2e observer's watch arrival times (ms). Paused set: $paused upgrades"
 onotes+=" ($phases). Raw runs: target/bench-peers/ours-runs.tsv; rest requests:"
 onotes+=" target/bench-peers/ours-rest-requests.txt."
-"$driver" report -raw "$out/ours-runs.tsv" -title "langfuse-upgrade-operator" \
-  -rss-idle-mib "$ours_rss_idle" -rss-paused-mib "$ours_rss_paused" -paused "$paused" \
-  -cpu-s "$ours_cpu" -rest-s "$rest" -writes "$(oget writes)" -lease-writes "$(oget lease_writes)" \
-  -requests "$(oget requests)" -notes "$onotes" >"$out/ours.md"
-cat "$out/ours.md"
-cost "$ours_rss_idle" "$ours_rss_paused" "$ours_cpu" "$rest" "$(oget writes)" "$(oget requests)" >"$out/ours-cost.tsv"
+report ours "langfuse-upgrade-operator" "$ours_rss_idle" "$ours_rss_paused" "$ours_cpu" "$onotes"
 {
   echo "## Argo Rollouts $argo_version and langfuse-upgrade-operator on one control plane ($(date -u +%Y-%m-%d))"
   echo
