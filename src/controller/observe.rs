@@ -106,7 +106,7 @@ pub async fn observe<D: Databases>(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let slice_selector = format!("kubernetes.io/service-name={}", spec.source.service);
+    let slice_selector = format!("{}={}", super::cache::SERVICE_NAME_LABEL, spec.source.service);
     let (web_name, worker_name) = (
         deployment_name(&spec.source.deployment, Role::Web),
         deployment_name(&spec.source.deployment, Role::Worker),
