@@ -239,6 +239,8 @@ REDIS_LAUNCH_PID=$!
 # `weed server` = master + volume + filer + S3 gateway in one process. Its internal HTTP and gRPC
 # ports (it would default gRPC to HTTP+10000, past 65535 here) are the next free ones above the
 # S3 port; they are recorded for down.sh, which removes the unix sockets weed keeps in /tmp.
+# Those ports lie in the kernel's ephemeral range, so a port free when picked can be taken by an
+# outgoing connection before weed binds it: launch_weed is tried again on fresh ports then.
 pick_port() {  # pick_port VAR: the next free port above the S3 port, not given out yet
   local p=$((S3_PORT + 1))
   while [[ $ports_taken == *" $p "* ]] || port_in_use "$p"; do p=$((p + 1)); done
@@ -246,13 +248,8 @@ pick_port() {  # pick_port VAR: the next free port above the S3 port, not given 
   ports_taken+="$p "
   printf -v "$1" '%s' "$p"
 }
-for v in SW_MASTER_PORT SW_MASTER_GRPC SW_VOLUME_PORT SW_VOLUME_GRPC SW_FILER_PORT SW_FILER_GRPC SW_S3_GRPC; do
-  pick_port "$v"
-done
 SW_DIR=$WORKDIR/seaweedfs
 mkdir -p "$SW_DIR/data"
-echo "$SW_MASTER_PORT $SW_MASTER_GRPC $SW_VOLUME_PORT $SW_VOLUME_GRPC $SW_FILER_PORT $SW_FILER_GRPC" \
-  "$S3_PORT $SW_S3_GRPC" >"$SW_DIR/ports"
 
 # Static S3 identities (0600; the keys live only here and in the env file).
 (
@@ -278,20 +275,29 @@ EOF
 # Telemetry off (no traffic off this machine); the Iceberg and Lance side ports off; no bucket
 # auto-creation (else a PUT into a missing bucket creates it instead of NoSuchBucket); small
 # volumes (not preallocated), 64 of them (each bucket takes 7); no pre-stop delay.
-(
-  cd "$SW_DIR"
-  exec setsid "$WEED" -logtostderr=true server \
-    -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SW_DIR/data" \
-    -master.port="$SW_MASTER_PORT" -master.port.grpc="$SW_MASTER_GRPC" \
-    -master.telemetry=false -master.volumeSizeLimitMB=64 -master.defaultReplication=000 \
-    -volume.port="$SW_VOLUME_PORT" -volume.port.grpc="$SW_VOLUME_GRPC" \
-    -volume.max=64 -volume.preStopSeconds=0 \
-    -filer.port="$SW_FILER_PORT" -filer.port.grpc="$SW_FILER_GRPC" \
-    -s3 -s3.port="$S3_PORT" -s3.port.grpc="$SW_S3_GRPC" -s3.port.iceberg=0 -s3.port.lance=0 \
-    -s3.autoCreateBucket=false -s3.config="$SW_DIR/s3.json"
-) </dev/null >>"$LOGS/seaweedfs.log" 2>&1 &
-SW_LAUNCH_PID=$!
-echo "$SW_LAUNCH_PID" >"$PIDS/seaweedfs.pid"
+launch_weed() {
+  for v in SW_MASTER_PORT SW_MASTER_GRPC SW_VOLUME_PORT SW_VOLUME_GRPC SW_FILER_PORT SW_FILER_GRPC SW_S3_GRPC; do
+    pick_port "$v"
+  done
+  echo "$SW_MASTER_PORT $SW_MASTER_GRPC $SW_VOLUME_PORT $SW_VOLUME_GRPC $SW_FILER_PORT $SW_FILER_GRPC" \
+    "$S3_PORT $SW_S3_GRPC" >"$SW_DIR/ports"
+  (
+    cd "$SW_DIR"
+    exec setsid "$WEED" -logtostderr=true server \
+      -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SW_DIR/data" \
+      -master.port="$SW_MASTER_PORT" -master.port.grpc="$SW_MASTER_GRPC" \
+      -master.telemetry=false -master.volumeSizeLimitMB=64 -master.defaultReplication=000 \
+      -volume.port="$SW_VOLUME_PORT" -volume.port.grpc="$SW_VOLUME_GRPC" \
+      -volume.max=64 -volume.preStopSeconds=0 \
+      -filer.port="$SW_FILER_PORT" -filer.port.grpc="$SW_FILER_GRPC" \
+      -s3 -s3.port="$S3_PORT" -s3.port.grpc="$SW_S3_GRPC" -s3.port.iceberg=0 -s3.port.lance=0 \
+      -s3.autoCreateBucket=false -s3.config="$SW_DIR/s3.json"
+  ) </dev/null >>"$LOGS/seaweedfs.log" 2>&1 &
+  SW_LAUNCH_PID=$!
+  echo "$SW_LAUNCH_PID" >"$PIDS/seaweedfs.pid"
+}
+SW_LAUNCHES=1
+launch_weed
 
 # ---- wait until all answer -------------------------------------------------------------------
 pg_query() {
@@ -349,7 +355,16 @@ s3_admin() { s3 "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY" "$@"; }
 # The S3 gateway starts a few seconds after the master, volume and filer: wait for a signed
 # ListBuckets to succeed.
 until [[ $(s3_admin GET /) == "200 -" ]]; do
-  kill -0 "$SW_LAUNCH_PID" 2>/dev/null || die "weed server exited during startup"
+  if ! kill -0 "$SW_LAUNCH_PID" 2>/dev/null; then
+    # One of its ports was taken between the pick and the bind: again on ports not tried yet.
+    grep -q 'address already in use' "$LOGS/seaweedfs.log" && (( SW_LAUNCHES < 3 )) ||
+      die "weed server exited during startup (see $LOGS/seaweedfs.log)"
+    echo "up.sh: a SeaweedFS port was taken before weed bound it; launching again" >&2
+    : >"$LOGS/seaweedfs.log"
+    for port in $(<"$SW_DIR/ports"); do rm -f /tmp/seaweedfs-*-"$port".sock; done
+    SW_LAUNCHES=$((SW_LAUNCHES + 1))
+    launch_weed
+  fi
   (( SECONDS < deadline )) || die "SeaweedFS S3 did not answer within ${START_TIMEOUT}s"
   sleep 0.5
 done
