@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use e2e_support::observer::Observer;
+use e2e_support::share::{self, Mark};
 use e2e_support::{Operator, TestNs, V2Traffic, cluster_env, kubectl_status, play_web, play_worker};
 use jiff::Timestamp;
 use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase, crd_yaml};
@@ -45,6 +46,29 @@ fn audit_since(from_line: usize) -> (usize, BTreeMap<String, usize>) {
         }
     }
     (lines.len(), verbs)
+}
+
+/// The operator's share over the demo: the observer's marks from the apply on, with the facts
+/// only Postgres and the spec's timers show (drainPeriod and retireSourceAfter, both 5 s here).
+fn share_table(marks: &[Mark], finished_rows: &BTreeMap<String, i64>, newest_v2_write: Option<i64>) -> String {
+    const WAIT_MS: i64 = 5_000;
+    let Some(applied) = marks.iter().find(|m| m.what.starts_with("upgrade spec")).map(|m| m.at) else {
+        return "  n/a: the observer saw no upgrade\n".into();
+    };
+    let mut all: Vec<Mark> = marks.iter().filter(|m| m.at >= applied).cloned().collect();
+    for (name, at) in finished_rows {
+        all.push(Mark::fact(*at, format!("Postgres: {name} finished")));
+    }
+    if let Some(at) = newest_v2_write {
+        all.push(Mark::fact(at + WAIT_MS, "v2's newest row + drainPeriod"));
+    }
+    if let Some(verified) = marks
+        .iter()
+        .find(|m| m.what.starts_with("upgrade:") && m.what.contains("verified"))
+    {
+        all.push(Mark::fact(verified.at + WAIT_MS, "verified + retireSourceAfter"));
+    }
+    share::table(&share::gaps(&all))
 }
 
 fn line(u: &LangfuseUpgrade) -> String {
@@ -149,6 +173,10 @@ async fn main() {
     let mut last_finished: Option<i64> = None;
     let mut seen_finished: Option<i64> = None;
     let mut peak_rss = 0;
+    // Postgres facts for the operator's share, read while they exist (v4.0.0 deletes the v3
+    // rows): when each background migration row finished.
+    let mut finished_rows: BTreeMap<String, i64> = BTreeMap::new();
+    let mut newest_v2_write: Option<i64> = None;
     let deadline = Instant::now() + Duration::from_secs(300);
     let done = loop {
         let u = ns.upgrade("to-v3").await;
@@ -158,7 +186,25 @@ async fn main() {
             println!("{} {l}", stamp());
             last = l;
         }
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, (extract(epoch from finished_at) * 1000)::bigint FROM background_migrations WHERE finished_at IS NOT NULL",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap_or_default();
+        for (name, at) in rows {
+            finished_rows.entry(name).or_insert(at);
+        }
         let s = u.status.clone().unwrap_or_default();
+        if s.cutoff.is_some() && newest_v2_write.is_none() {
+            // v2's newest row once the drain is over (read before v4.0.0 drops those tables).
+            newest_v2_write = sqlx::query_scalar(
+                "SELECT (extract(epoch FROM greatest((SELECT max(created_at) FROM traces), (SELECT max(created_at) FROM observations), (SELECT max(created_at) FROM scores))) * 1000)::bigint",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(None);
+        }
         if s.migrations_finished_at.is_some() && last_finished.is_none() {
             // When the fact became visible in the API (this loop reads every 100 ms): the
             // recorded time itself is floored to whole seconds.
@@ -314,6 +360,10 @@ async fn main() {
         ),
         _ => println!("  last migration finished -> recorded: n/a"),
     }
+    println!(
+        "\noperator's share: each step it wrote, charged from the newest fact since its previous step\n(a rollout, the EndpointSlices, a migration row finished, a timer the spec set), else from that step"
+    );
+    print!("{}", share_table(&record.marks, &finished_rows, newest_v2_write));
     println!("  invariant violations observed: {}", record.violations.len());
     for v in &record.violations {
         println!("    {v}");

@@ -6,6 +6,7 @@
 
 pub mod exporter;
 pub mod observer;
+pub mod share;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -15,6 +15,8 @@ use langfuse_upgrade_operator::api::LangfuseUpgrade;
 use langfuse_upgrade_operator::resources::deployments::migrations_enabled;
 use langfuse_upgrade_operator::resources::labels::{Role, UPGRADE_LABEL, v3_selector};
 
+use super::share::{Kind, Mark};
+
 #[derive(Default, Debug)]
 pub struct Record {
     /// Invariant violations seen, with when.
@@ -42,6 +44,10 @@ pub struct Record {
     pub outages: Vec<(u128, u128)>,
     /// The one-way facts status has recorded so far (a stale writer would erase them).
     recorded: std::collections::BTreeSet<&'static str>,
+    /// Facts the operator waits on and the steps it writes, on the wall clock (see `share`).
+    pub marks: Vec<Mark>,
+    /// The last value of each marked thing, so a mark is made when it changes.
+    marked: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -63,6 +69,16 @@ impl Record {
                 self.violations.push(v);
             }
         }
+    }
+
+    /// A mark for `key`, when its value changed since the last one.
+    fn mark(&mut self, key: String, value: String, kind: Kind, at: i64) {
+        if self.marked.get(&key) == Some(&value) {
+            return;
+        }
+        let what = format!("{key}: {value}");
+        self.marked.insert(key, value);
+        self.marks.push(Mark { at, kind, what });
     }
 
     pub fn downtime(&self, now_ms: u128) -> Vec<(u128, u128)> {
@@ -314,6 +330,12 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     if r.switched_ever && v3_ready > 0 && v2_endpoints == 0 {
         fact(&mut r, "endpoints only v3");
     }
+    mark_flow(
+        snap,
+        &mut r,
+        selector_text(&selector),
+        v3_ready > 0 && v2_endpoints == 0,
+    );
     if status.traffic_shifted_at.is_some() && !rolling_back && v2_endpoints > 0 && selector == v3_web {
         r.violations.push(format!(
             "{at}ms: {v2_endpoints} v2 endpoints after the operator declared the shift done"
@@ -400,6 +422,101 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
                 .push(format!("{at}ms: status.{name} was recorded, then erased"));
         }
     }
+}
+
+fn selector_text(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The marks of the operator's share: each Deployment's spec (a step) and its rollout (a fact),
+/// the Service selector (a step), the EndpointSlices listing only v3 (a fact), the upgrade's
+/// spec (a fact) and its flow in status (a step: phase, recorded facts, road, finalizers;
+/// messages and progress are not steps).
+fn mark_flow(snap: &Snapshot, r: &mut Record, selector: String, only_v3: bool) {
+    let at = jiff::Timestamp::now().as_millisecond();
+    for (name, d) in &snap.deployments {
+        let spec = d.spec.as_ref();
+        let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+        let images: Vec<String> = spec
+            .iter()
+            .flat_map(|s| s.template.spec.iter())
+            .flat_map(|p| p.containers.iter())
+            .filter(|c| c.name.starts_with("langfuse"))
+            .filter_map(|c| c.image.as_deref())
+            .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
+            .collect();
+        let migrations = if migrations_enabled(d) { ", migrations on" } else { "" };
+        let generation = d.metadata.generation.unwrap_or(0);
+        r.mark(
+            format!("Deployment {name}"),
+            format!("{replicas} x {}{migrations}", images.join("+")),
+            Kind::Step,
+            at,
+        );
+        let st = d.status.as_ref();
+        let rolled_out = st.and_then(|s| s.observed_generation) == Some(generation)
+            && st.and_then(|s| s.updated_replicas).unwrap_or(0) == replicas
+            && st.and_then(|s| s.available_replicas).unwrap_or(0) == replicas
+            && st.and_then(|s| s.replicas).unwrap_or(0) == replicas;
+        if rolled_out {
+            r.mark(
+                format!("{name} rolled out"),
+                format!("generation {generation}, {replicas} available"),
+                Kind::Fact,
+                at,
+            );
+        }
+    }
+    if !selector.is_empty() {
+        r.mark("Service selector".into(), selector, Kind::Step, at);
+    }
+    if only_v3 {
+        r.mark("EndpointSlices".into(), "only v3".into(), Kind::Fact, at);
+    }
+    let Some(u) = &snap.upgrade else { return };
+    r.mark(
+        "upgrade spec".into(),
+        format!("generation {}", u.metadata.generation.unwrap_or(0)),
+        Kind::Fact,
+        at,
+    );
+    if u.status.is_none() && u.finalizers().is_empty() {
+        return; // as applied: nothing of the operator's yet
+    }
+    let s = u.status.clone().unwrap_or_default();
+    let recorded: Vec<&str> = [
+        ("provisioning", s.provisioning_started_at.is_some()),
+        ("previousSelector", s.previous_selector.is_some()),
+        ("trafficShifted", s.traffic_shifted_at.is_some()),
+        ("cutoff", s.cutoff.is_some()),
+        ("migrationsEnabled", s.migrations_enabled_at.is_some()),
+        ("workerRestarted", s.worker_restarted_at.is_some()),
+        ("migrationsFinished", s.migrations_finished_at.is_some()),
+        ("verified", s.verified_at.is_some()),
+        ("sourceRetired", s.source_retired_at.is_some()),
+        ("finalized", s.finalized_at.is_some()),
+        ("completed", s.completed_at.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    let road: Vec<String> = s.road.iter().map(|r| format!("{} {:?}", r.version, r.state)).collect();
+    r.mark(
+        "upgrade".into(),
+        format!(
+            "{} [{}] road [{}] finalizers [{}]",
+            s.phase.map(|p| p.to_string()).unwrap_or_default(),
+            recorded.join(" "),
+            road.join(", "),
+            u.finalizers().join(" ")
+        ),
+        Kind::Step,
+        at,
+    );
 }
 
 /// Ready endpoints across the Service's EndpointSlices, each pod once.
