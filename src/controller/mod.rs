@@ -253,8 +253,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             .lock()
             .expect("failures lock")
             .remove(&ObjectRef::from(upgrade.as_ref()));
-        // A zero requeue would spin; status writes already trigger the next reconcile.
-        Ok(Requeue::requeue(decision.requeue.max(Duration::from_millis(500))))
+        Ok(Requeue::requeue(decision.requeue.max(plan::wait::FLOOR)))
     }
     .instrument(span)
     .await

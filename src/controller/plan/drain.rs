@@ -8,7 +8,7 @@ use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::reason;
 use crate::controller::validate::Settings;
-use crate::precision::newest_seen;
+use crate::precision::{bound_after, newest_seen};
 
 /// Wait until v2 has stopped writing: the newest `created_at` has not moved for `drainPeriod`.
 pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
@@ -30,10 +30,13 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
         return Err(Hold::new(
             Phase::Draining,
             reason::DRAINING,
-            // No countdown in the words, so the status is not rewritten on every poll.
+            // No countdown and no milliseconds in the words: v2 writing on, polled several times
+            // a second, rewrites the status at most once a second.
             format!(
-                "waiting for v2 to stop writing: newest row {}, none newer seen since {}; needs {} of quiet",
-                newest.map(|t| t.to_string()).unwrap_or_else(|| "none".into()),
+                "waiting for v2 to stop writing: newest row at {} (to the second), none newer seen since {}; needs {} of quiet",
+                newest
+                    .map(|t| bound_after(t).to_string())
+                    .unwrap_or_else(|| "none".into()),
                 p.status
                     .drain_quiet_since
                     .as_ref()

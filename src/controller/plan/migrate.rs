@@ -73,8 +73,8 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
     ))
 }
 
-/// Every second while some copy's cursor moved within the last minute (its end is seen within
-/// about a second); back to `POLL` while nothing moves (a stuck copy is judged in minutes).
+/// At `DB_WATCH` while some copy's cursor moved within the last minute (its end is seen within
+/// a poll); back to `POLL` while nothing moves (a stuck copy is judged in minutes).
 pub(super) fn poll_interval(p: &Planner) -> std::time::Duration {
     let moving = p.status.migrations.iter().any(|m| {
         m.state != "finished"
