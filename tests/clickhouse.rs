@@ -46,6 +46,7 @@ async fn server_version_and_the_fixture_schema() {
         &db,
         ClickHouseQuery {
             server: true,
+            objects: true,
             ..Default::default()
         },
     )
@@ -71,6 +72,8 @@ async fn server_version_and_the_fixture_schema() {
     };
     let older = read(&live, &db, server.clone()).await;
     assert_eq!(older.version.as_deref(), Some("25.3.6.56"));
+    // A hop reads the server alone: no tables, no grants.
+    assert_eq!((older.grants.is_none(), older.missing_tables.is_empty()), (true, true));
     let other = TestDb::new("ch_version_other").await;
     assert_eq!(read(&live, &other, server).await.version, Some(version));
     other.finish().await;
@@ -132,24 +135,26 @@ async fn an_empty_database_has_no_schema_and_no_tables() {
     assert_eq!(facts.counts, None);
     db.finish().await;
 
+    // The tables are read with the grants (preflight's `objects`), not with the server facts.
     let db = TestDb::new("ch_tables").await;
     let facts = live
         .clickhouse(
             &db.ch,
             &ClickHouseQuery {
-                server: true,
+                objects: true,
                 ..Default::default()
             },
         )
         .await
         .unwrap();
     assert!(facts.missing_tables.is_empty(), "{:?}", facts.missing_tables);
+    assert!(facts.grants.is_some(), "grants read with the tables");
     db.ch_exec("DROP TABLE scores").await;
     let facts = live
         .clickhouse(
             &db.ch,
             &ClickHouseQuery {
-                server: true,
+                objects: true,
                 ..Default::default()
             },
         )

@@ -74,7 +74,11 @@ impl PostgresQuery {
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ClickHouseQuery {
+    /// `version()` and the `schema_migrations` height: a hop's gates and whether it can be undone.
     pub server: bool,
+    /// Langfuse's tables present and the user's grants: preflight only (two more queries, read
+    /// on every reconcile of a hop otherwise).
+    pub objects: bool,
     pub counts_until: Option<Timestamp>,
 }
 

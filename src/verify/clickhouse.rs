@@ -135,12 +135,14 @@ pub async fn grants(client: &Client) -> Result<Vec<String>> {
 /// Everything the query asks for; fields not asked for stay `None`.
 pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouseFacts> {
     let mut facts = ClickHouseFacts::default();
-    if query.server || query.counts_until.is_some() {
+    if query.objects || query.counts_until.is_some() {
         facts.missing_tables = missing_tables(client).await?;
     }
     if query.server {
         facts.version = Some(server_version(client).await?);
         facts.schema = schema_version(client).await?;
+    }
+    if query.objects {
         // Not fatal to the observation: a server that cannot say still runs Langfuse.
         facts.grants = Some(
             grants(client)

@@ -59,6 +59,7 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
                 n.s3_marker = true;
             }
             n.clickhouse.server = true;
+            n.clickhouse.objects = true;
         }
         Stage::Draining => n.postgres.newest_write = true,
         Stage::Migrating => n.postgres.migrations = true,

@@ -340,6 +340,10 @@ impl World {
             if n.clickhouse.counts_until.is_some() {
                 ch.counts = Some(self.ch.clone());
             }
+            // As the live reader: grants only when asked for (preflight).
+            if !n.clickhouse.objects {
+                ch.grants = None;
+            }
             Ok(ch)
         });
         if let Some(q) = &n.error_ratio {
@@ -1704,7 +1708,7 @@ fn hpa_on_v2_is_reported_not_touched() {
 fn needs_follow_the_facts() {
     let mut u = upgrade(spec(), Default::default());
     let n = needs(&u, t(0));
-    assert!(n.secrets && n.hpas && n.postgres.migrations && n.clickhouse.server);
+    assert!(n.secrets && n.hpas && n.postgres.migrations && n.clickhouse.server && n.clickhouse.objects);
     u.status = Some(LangfuseUpgradeStatus {
         provisioning_started_at: Some(time(0)),
         ..Default::default()

@@ -167,6 +167,8 @@ impl Chart {
             obs.clickhouse = Some(Ok(ClickHouseFacts {
                 version: Some(self.ch_version.clone()),
                 schema: Some((self.ch_height, false)),
+                // As the live reader: grants only when asked for (preflight).
+                grants: healthy_clickhouse().grants.filter(|_| n.clickhouse.objects),
                 ..healthy_clickhouse()
             }));
         }
