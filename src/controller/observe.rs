@@ -200,11 +200,11 @@ pub async fn observe<D: Databases>(
         .filter_map(|h| h.metadata.name.clone())
         .collect();
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secrets = SecretReader::new(client, ns);
     let mut missing_secret_keys = Vec::new();
     if needs.secrets {
         for selector in referenced_secrets(upgrade) {
-            if read_secret_key(&secrets, selector).await?.is_none() {
+            if secrets.key(selector).await?.is_none() {
                 missing_secret_keys.push(format!("{}/{}", selector.name, selector.key));
             }
         }
@@ -248,26 +248,33 @@ pub async fn observe<D: Databases>(
             observed.s3 = Some(db.s3(&s3_target(s3, key, secret, needs.s3_marker)).await);
         }
     }
-    if !needs.postgres.is_empty() {
-        observed.postgres = Some(
-            match postgres_url(client, ns, upgrade, observed.source.as_ref()).await? {
+    // Postgres and ClickHouse answer independently: read both at once.
+    let source = observed.source.as_ref();
+    let postgres = async {
+        if needs.postgres.is_empty() {
+            return Ok(None);
+        }
+        Ok::<_, crate::error::Error>(Some(
+            match postgres_url(client, ns, &secrets, upgrade, source).await? {
                 Ok(url) => {
                     let facts = db
                         .postgres(&url, &needs.postgres)
                         .await
                         .map_err(|e| PostgresError::Unreachable(e.to_string()));
-                    observed.postgres_url = Some(url);
-                    facts
+                    (facts, Some(url))
                 }
-                Err(why) => Err(PostgresError::Settings(why)),
+                Err(why) => (Err(PostgresError::Settings(why)), None),
             },
-        );
-    }
-    if !needs.clickhouse.is_empty() {
+        ))
+    };
+    let clickhouse = async {
+        if needs.clickhouse.is_empty() {
+            return Ok(None);
+        }
         let ch = &spec.clickhouse;
-        let user = read_secret_key(&secrets, &ch.user_secret_ref).await?;
-        let password = read_secret_key(&secrets, &ch.password_secret_ref).await?;
-        observed.clickhouse = Some(match (user, password) {
+        let user = secrets.key(&ch.user_secret_ref).await?;
+        let password = secrets.key(&ch.password_secret_ref).await?;
+        Ok::<_, crate::error::Error>(Some(match (user, password) {
             (Some(user), Some(password)) => {
                 let conn = ClickHouseConnection {
                     url: ch.url.clone(),
@@ -278,8 +285,14 @@ pub async fn observe<D: Databases>(
                 db.clickhouse(&conn, &needs.clickhouse).await.map_err(|e| e.to_string())
             }
             _ => Err("the ClickHouse user or password Secret key is missing".into()),
-        });
+        }))
+    };
+    let (postgres, clickhouse) = tokio::try_join!(postgres, clickhouse)?;
+    if let Some((facts, url)) = postgres {
+        observed.postgres = Some(facts);
+        observed.postgres_url = url;
     }
+    observed.clickhouse = clickhouse;
     Ok(observed)
 }
 
@@ -295,25 +308,55 @@ pub fn referenced_secrets(upgrade: &LangfuseUpgrade) -> Vec<&SecretKeySelector> 
     refs
 }
 
-async fn read_opt(secrets: &Api<Secret>, selector: Option<&SecretKeySelector>) -> Result<Option<SecretString>> {
+async fn read_opt(secrets: &SecretReader, selector: Option<&SecretKeySelector>) -> Result<Option<SecretString>> {
     match selector {
-        Some(s) => read_secret_key(secrets, s).await,
+        Some(s) => secrets.key(s).await,
         None => Ok(None),
     }
 }
 
-async fn read_secret_key(secrets: &Api<Secret>, selector: &SecretKeySelector) -> Result<Option<SecretString>> {
-    let Some(secret) = secrets.get_opt(&selector.name).await? else {
-        return Ok(None);
-    };
-    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&selector.key)) {
-        return Ok(Some(SecretString::new(String::from_utf8_lossy(&bytes.0).into_owned())));
+/// The Secrets one observation reads, each fetched once however many keys of it the spec and
+/// v2's env name (a spec usually keeps several keys in one Secret), and dropped with the
+/// observation: the next one reads them fresh, so a fixed Secret is seen at the next check.
+pub struct SecretReader {
+    api: Api<Secret>,
+    read: std::sync::Mutex<std::collections::HashMap<String, Option<Secret>>>,
+}
+
+impl SecretReader {
+    pub fn new(client: &Client, ns: &str) -> SecretReader {
+        SecretReader {
+            api: Api::namespaced(client.clone(), ns),
+            read: Default::default(),
+        }
     }
-    Ok(secret
+
+    async fn key(&self, selector: &SecretKeySelector) -> Result<Option<SecretString>> {
+        let known = self.read.lock().expect("secrets lock").get(&selector.name).cloned();
+        let secret = match known {
+            Some(s) => s,
+            None => {
+                let s = self.api.get_opt(&selector.name).await?;
+                self.read
+                    .lock()
+                    .expect("secrets lock")
+                    .insert(selector.name.clone(), s.clone());
+                s
+            }
+        };
+        Ok(secret.and_then(|s| secret_key(&s, &selector.key)))
+    }
+}
+
+fn secret_key(secret: &Secret, key: &str) -> Option<SecretString> {
+    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(SecretString::new(String::from_utf8_lossy(&bytes.0).into_owned()));
+    }
+    secret
         .string_data
         .as_ref()
-        .and_then(|d| d.get(&selector.key))
-        .map(|s| SecretString::new(s.clone())))
+        .and_then(|d| d.get(key))
+        .map(|s| SecretString::new(s.clone()))
 }
 
 /// The operator's Postgres URL: the explicit Secret, else what v2's Langfuse itself connects
@@ -324,13 +367,13 @@ async fn read_secret_key(secrets: &Api<Secret>, selector: &SecretKeySelector) ->
 pub async fn postgres_url(
     client: &Client,
     ns: &str,
+    secrets: &SecretReader,
     upgrade: &LangfuseUpgrade,
     source: Option<&Deployment>,
 ) -> Result<std::result::Result<SecretString, String>> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     if let Some(pg) = &upgrade.spec.postgres {
         let key = &pg.url_secret_ref;
-        return Ok(read_secret_key(&secrets, key).await?.ok_or(format!(
+        return Ok(secrets.key(key).await?.ok_or(format!(
             "Secret key {}/{} not found (spec.postgres.urlSecretRef)",
             key.name, key.key
         )));
@@ -345,7 +388,7 @@ pub async fn postgres_url(
         let Some(var) = container.env.iter().flatten().find(|e| e.name == name) else {
             continue;
         };
-        match env_value(client, ns, var).await? {
+        match env_value(client, ns, secrets, var).await? {
             Ok(v) => {
                 values.insert(name, v);
             }
@@ -402,6 +445,7 @@ pub fn database_url(
 async fn env_value(
     client: &Client,
     ns: &str,
+    secrets: &SecretReader,
     var: &k8s_openapi::api::core::v1::EnvVar,
 ) -> Result<std::result::Result<SecretString, String>> {
     if let Some(value) = &var.value {
@@ -410,8 +454,7 @@ async fn env_value(
     let name = &var.name;
     let from = var.value_from.as_ref();
     if let Some(key) = from.and_then(|f| f.secret_key_ref.as_ref()) {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        return Ok(read_secret_key(&secrets, key).await?.ok_or(format!(
+        return Ok(secrets.key(key).await?.ok_or(format!(
             "{name} refers to Secret key {}/{}, which is missing",
             key.name, key.key
         )));
