@@ -23,7 +23,10 @@
 #     and worker Available -> selector switched -> EndpointSlices only v3;
 #   - after Argo's rest window Argo is stopped and our operator (release build, same identity,
 #     leader election on) gets the same idle / BENCH_PAUSED paused upgrades / rest measures;
-#   - target/bench-peers/ours.md and peers.md (both side by side, with ours / theirs).
+#   - then half of its paused upgrades are made Blocked on databases that refuse (each with a
+#     v2 Deployment, Service and Secrets) and the rest window is measured again;
+#   - target/bench-peers/ours.md, ours-blocked.md and peers.md (both side by side, with ours /
+#     theirs).
 #
 # Env: BENCH_RUNS (20), BENCH_REST_SECONDS (300), BENCH_IDLE_SECONDS (30), BENCH_PAUSED (200),
 #      BENCH_ARGO_SCOPE (namespaced | cluster; namespaced = --namespaced on one bench namespace,
@@ -300,6 +303,94 @@ log "ours: RSS with $paused paused upgrades ($phases): $ours_rss_paused MiB; res
 rest_window ours
 ours_cpu="$rest_cpu"
 kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
+
+# --- ours with half of the set Blocked on databases that refuse --------------------------------
+# As a new user would meet it (issue 13): each of these names a v2 that exists (its Deployment,
+# Service and Secrets), whose Postgres, ClickHouse and Redis refuse connections; preflight blocks
+# and re-checks once a minute. The other half stays paused.
+blocked=$(( paused / 2 ))
+for i in $(seq 1 "$blocked"); do
+  cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: langfuse-$i, namespace: $ours_ns }
+stringData:
+  database-url: postgresql://lf:bench@127.0.0.1:1/langfuse
+  ch-user: lf
+  ch-password: bench
+  redis-url: redis://default:bench@127.0.0.1:1/0
+  s3-id: bench
+  s3-secret: bench
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: langfuse-$i, namespace: $ours_ns }
+spec:
+  replicas: 1
+  selector: { matchLabels: { app: langfuse-$i } }
+  template:
+    metadata: { labels: { app: langfuse-$i } }
+    spec:
+      containers:
+        - name: langfuse
+          image: langfuse/langfuse:2.95.9
+          ports: [{ name: http, containerPort: 3000 }]
+          env:
+            - name: DATABASE_URL
+              valueFrom: { secretKeyRef: { name: langfuse-$i, key: database-url } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: langfuse-$i, namespace: $ours_ns }
+spec:
+  selector: { app: langfuse-$i }
+  ports: [{ name: http, port: 3000, targetPort: http }]
+---
+apiVersion: upgrades.lfu-operator.dev/v1alpha1
+kind: LangfuseUpgrade
+metadata: { name: paused-$i, namespace: $ours_ns }
+spec:
+  paused: false
+  source: { deployment: langfuse-$i, service: langfuse-$i }
+  target: { version: "3.29.0" }
+  clickhouse:
+    url: http://127.0.0.1:1
+    migrationUrl: clickhouse://127.0.0.1:1
+    userSecretRef: { name: langfuse-$i, key: ch-user }
+    passwordSecretRef: { name: langfuse-$i, key: ch-password }
+  redis: { connectionStringSecretRef: { name: langfuse-$i, key: redis-url } }
+  s3:
+    bucket: events
+    region: eu-west-1
+    endpoint: http://127.0.0.1:1
+    accessKeyIdSecretRef: { name: langfuse-$i, key: s3-id }
+    secretAccessKeySecretRef: { name: langfuse-$i, key: s3-secret }
+  backup: { acknowledged: true, reference: bench }
+YAML
+done | kubectl apply --server-side -f - >/dev/null
+sleep 60   # the first preflights, then one minute's re-check
+ours_rss_blocked="$(rss_mib)"
+blocked_phases="$(kubectl -n "$ours_ns" get langfuseupgrades -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | sort | uniq -c | tr -s ' ' | paste -sd, -)"
+blocked_reasons="$(kubectl -n "$ours_ns" get langfuseupgrades -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="PreflightPassed")].reason}{"\n"}{end}' | grep . | sort | uniq -c | tr -s ' ' | paste -sd, -)"
+log "ours: RSS with $blocked blocked + $(( paused - blocked )) paused upgrades ($blocked_phases; $blocked_reasons): $ours_rss_blocked MiB; resting ${rest}s"
+rest_window ours-blocked
+ours_blocked_cpu="$rest_cpu"
+kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
+{
+  echo "## langfuse-upgrade-operator at rest with $blocked Blocked and $(( paused - blocked )) paused upgrades"
+  echo
+  echo "| | value |"
+  echo "|---|---|"
+  echo "| phases | $blocked_phases ($blocked_reasons) |"
+  echo "| RSS | $ours_rss_blocked MiB |"
+  echo "| CPU over ${rest} s | $ours_blocked_cpu s |"
+  echo "| API requests per minute, all verbs | $(awk -v r="$(req ours-blocked requests)" -v s="$rest" 'BEGIN { printf "%.1f", r * 60 / s }') |"
+  echo "| API writes per minute | $(awk -v r="$(req ours-blocked writes)" -v s="$rest" 'BEGIN { printf "%.1f", r * 60 / s }') |"
+  echo
+  echo "Requests by verb, resource and code: target/bench-peers/ours-blocked-rest-requests.txt."
+} >"$out/ours-blocked.md"
+cat "$out/ours-blocked.md"
 ours_version="$("$ours_bin" --version 2>/dev/null || echo langfuse-upgrade-operator)"
 onotes="$ours_version (release build), cluster-wide, leader election on, user lfu-operator, on the same"
 onotes+=" control plane as Argo above, its switches alternated with Argo's. Switch: the e2e happy path"
@@ -316,6 +407,7 @@ report ours "langfuse-upgrade-operator" "$ours_rss_idle" "$ours_rss_paused" "$ou
     -ours-raw "$out/ours-runs.tsv" -ours-cost "$out/ours-cost.tsv"
   echo
   echo "$runs alternated runs each, release builds, load average before/after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Details: target/bench-peers/argo.md, target/bench-peers/ours.md."
+  echo "Details: target/bench-peers/argo.md, target/bench-peers/ours.md; ours with half the set Blocked:"
+  echo "target/bench-peers/ours-blocked.md."
 } >"$out/peers.md"
 cat "$out/peers.md"
