@@ -306,20 +306,22 @@ kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
 
 # --- ours with half of the set Blocked on databases that refuse --------------------------------
 # As a new user would meet it (issue 13): each of these names a v2 that exists (its Deployment,
-# Service and Secrets), whose Postgres, ClickHouse and Redis refuse connections; preflight blocks
-# and re-checks once a minute. The other half stays paused.
+# Service and Secrets), whose Postgres, ClickHouse, Redis and S3 refuse connections (each at its
+# own loopback address, so each has its own clients); preflight blocks and re-checks once a
+# minute. The other half stays paused.
 blocked=$(( paused / 2 ))
 for i in $(seq 1 "$blocked"); do
+  host="127.0.$(( i / 250 )).$(( i % 250 + 2 ))"
   cat <<YAML
 ---
 apiVersion: v1
 kind: Secret
 metadata: { name: langfuse-$i, namespace: $ours_ns }
 stringData:
-  database-url: postgresql://lf:bench@127.0.0.1:1/langfuse
+  database-url: postgresql://lf:bench@$host:1/langfuse
   ch-user: lf
   ch-password: bench
-  redis-url: redis://default:bench@127.0.0.1:1/0
+  redis-url: redis://default:bench@$host:1/0
   s3-id: bench
   s3-secret: bench
 ---
@@ -355,15 +357,16 @@ spec:
   source: { deployment: langfuse-$i, service: langfuse-$i }
   target: { version: "3.29.0" }
   clickhouse:
-    url: http://127.0.0.1:1
-    migrationUrl: clickhouse://127.0.0.1:1
+    url: http://$host:1
+    migrationUrl: clickhouse://$host:1
     userSecretRef: { name: langfuse-$i, key: ch-user }
     passwordSecretRef: { name: langfuse-$i, key: ch-password }
   redis: { connectionStringSecretRef: { name: langfuse-$i, key: redis-url } }
   s3:
     bucket: events
     region: eu-west-1
-    endpoint: http://127.0.0.1:1
+    endpoint: http://$host:1
+    forcePathStyle: true
     accessKeyIdSecretRef: { name: langfuse-$i, key: s3-id }
     secretAccessKeySecretRef: { name: langfuse-$i, key: s3-secret }
   backup: { acknowledged: true, reference: bench }

@@ -12,6 +12,9 @@
 //!   upgrade named it, such as v2 and its Service, is otherwise not seen until it changes).
 //! - EndpointSlices (slimmed to what the plan reads) and pods with the upgrade label (metadata
 //!   only), all of them in scope.
+//! - HorizontalPodAutoscalers, all of them in scope, slimmed to their target: an HPA made before
+//!   the upgrade must be seen (it would fight v2's retirement), and a blocked upgrade's re-check
+//!   then lists none from the API.
 //! - A watch that failed, or that is listing again, makes the caches unusable until it has
 //!   caught up: observe reads the API meanwhile.
 
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
@@ -114,11 +118,14 @@ pub struct Caches {
     slices: Store<EndpointSlice>,
     /// Only pods that carry this operator's upgrade label (the v3 pods), metadata only.
     v3_pods: Store<PartialObjectMeta<Pod>>,
+    hpas: Store<HorizontalPodAutoscaler>,
     /// One flag per watch: it has listed and is following (no error since, no relist under way).
-    current: Arc<[AtomicBool; 4]>,
+    current: Arc<[AtomicBool; WATCHES]>,
     fetched_deployments: Arc<Fetched<Deployment>>,
     fetched_services: Arc<Fetched<Service>>,
 }
+
+const WATCHES: usize = 5;
 
 type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
@@ -129,6 +136,7 @@ pub struct Feeds {
     pub services: Feed<Service>,
     pub slices: Feed<EndpointSlice>,
     pub v3_pods: Feed<PartialObjectMeta<Pod>>,
+    pub hpas: Feed<HorizontalPodAutoscaler>,
 }
 
 /// Fields no decision reads, dropped before caching.
@@ -155,6 +163,18 @@ fn slim_slice(s: &mut EndpointSlice) {
     }
 }
 
+/// An HPA as the plan reads it: its name and the object it scales.
+fn slim_hpa(h: &mut HorizontalPodAutoscaler) {
+    slim(h);
+    h.metadata.annotations = None;
+    h.metadata.labels = None;
+    h.status = None;
+    if let Some(spec) = h.spec.as_mut() {
+        spec.metrics = None;
+        spec.behavior = None;
+    }
+}
+
 /// Keep only what `keep` says an upgrade names: an update to anything else removes it from the
 /// cache (so a cached entry is never older than the object's last change), and the initial list
 /// skips it.
@@ -173,7 +193,7 @@ fn feed<K>(
     fetched: Option<Arc<Fetched<K>>>,
     mut keep: impl FnMut(Event<K>) -> Option<Event<K>> + Send + 'static,
     shape: fn(&mut K),
-    current: Arc<[AtomicBool; 4]>,
+    current: Arc<[AtomicBool; WATCHES]>,
     which: usize,
 ) -> (Store<K>, Feed<K>)
 where
@@ -285,7 +305,7 @@ impl Caches {
     pub fn new(client: &Client, namespace: Option<&str>, upgrades: Store<LangfuseUpgrade>) -> (Caches, Feeds) {
         // Consistent lists (not `any_semantic`): a relist must not go back in time.
         let config = watcher::Config::default;
-        let current: Arc<[AtomicBool; 4]> = Arc::new(Default::default());
+        let current: Arc<[AtomicBool; WATCHES]> = Arc::new(Default::default());
         let (fetched_deployments, fetched_services) = (Arc::new(Fetched::new()), Arc::new(Fetched::new()));
         let (u1, u2) = (upgrades.clone(), upgrades);
         let (deployments, d) = feed(
@@ -332,11 +352,20 @@ impl Caches {
             current.clone(),
             3,
         );
+        let (hpas, h) = feed(
+            watcher(scoped(client, namespace), config()),
+            None,
+            Some,
+            slim_hpa,
+            current.clone(),
+            4,
+        );
         let caches = Caches {
             deployments,
             services,
             slices,
             v3_pods,
+            hpas,
             current,
             fetched_deployments,
             fetched_services,
@@ -346,6 +375,7 @@ impl Caches {
             services: s,
             slices: e,
             v3_pods: p,
+            hpas: h,
         };
         (caches, feeds)
     }
@@ -372,6 +402,15 @@ impl Caches {
             s.namespace().as_deref() == Some(ns)
                 && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(service)
         })
+    }
+
+    /// The HorizontalPodAutoscalers in `ns` (slimmed to their targets).
+    pub fn hpas_in(&self, ns: &str) -> Vec<HorizontalPodAutoscaler> {
+        self.hpas
+            .state_filter(|h| h.namespace().as_deref() == Some(ns))
+            .iter()
+            .map(|h| h.as_ref().clone())
+            .collect()
     }
 
     /// Names of the pods in `ns` whose labels include every one of `selector`.

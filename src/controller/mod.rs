@@ -293,7 +293,7 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     }
     let controller = Controller::new(upgrades, watcher::Config::default().any_semantic());
     let store = controller.store();
-    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     // One watch per related kind, cached (observe reads from it) and a trigger: a change to
     // an object wakes the upgrades that name it.
     let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref(), store);
@@ -325,6 +325,16 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
             let web = p.labels().get(COMPONENT_LABEL).map(String::as_str) == Some(Role::Web.as_str());
             let upgrade = p.labels().get(UPGRADE_LABEL).filter(|_| web);
             upgrade.map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()))
+        })
+        // An HPA made on v2 wakes its upgrade: retirement waits for it to go.
+        .watches_stream(feeds.hpas, move |h| {
+            let target = h.spec.as_ref().map(|s| &s.scale_target_ref);
+            let deployment = target.filter(|t| t.kind == "Deployment").map(|t| t.name.clone());
+            refs(&mut cache::upgrades_naming_deployment(
+                &s4,
+                h.namespace(),
+                deployment.as_deref().unwrap_or_default(),
+            ))
         })
         .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()

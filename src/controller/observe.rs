@@ -128,13 +128,16 @@ pub async fn observe<D: Databases>(
         // guarded (server-side apply, uid and resourceVersion preconditions, compare-and-swap
         // on this object), so a cache a moment behind costs at most a repeated no-op write.
         Some(c) => {
-            let (source, service, web, worker, hpa_list) = tokio::try_join!(
+            let (source, service, web, worker) = tokio::try_join!(
                 c.deployment(&deployments, ns, &spec.source.deployment),
                 c.service(&services, ns, &spec.source.service),
                 c.deployment(&deployments, ns, &web_name),
                 c.deployment(&deployments, ns, &worker_name),
-                hpa_list,
             )?;
+            let hpa_list = match needs.hpas {
+                true => c.hpas_in(ns),
+                false => Vec::new(),
+            };
             let slices = c.slices_of(ns, &spec.source.service);
             let pods = c.pods_matching(ns, &v3_selector(name, Role::Web));
             let slices = slices.iter().map(|s| s.as_ref().clone()).collect::<Vec<_>>();

@@ -273,7 +273,7 @@ allowed=(
   "get|secrets|"
   "get|configmaps|"
   "list watch|endpointslices.discovery.k8s.io|"
-  "list|horizontalpodautoscalers.autoscaling|"
+  "list watch|horizontalpodautoscalers.autoscaling|"
   "create patch|events.events.k8s.io|"
 )
 # Never: writes it does not make, reads it does not need, anything cluster-wide.
@@ -357,7 +357,7 @@ expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empt
       echo "deployments.apps [] create delete get list patch watch"
       echo "endpointslices.discovery.k8s.io [] list watch"
       echo "events.events.k8s.io [] create patch"
-      echo "horizontalpodautoscalers.autoscaling [] list"
+      echo "horizontalpodautoscalers.autoscaling [] list watch"
       echo "langfuseupgrades.upgrades.lfu-operator.dev/finalizers [] update"
       echo "langfuseupgrades.upgrades.lfu-operator.dev/status [] patch"
       echo "langfuseupgrades.upgrades.lfu-operator.dev [] get list patch watch"

@@ -133,10 +133,10 @@ checks each one with the API server's own authorization, and a list of things it
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
-# Preflight: an HPA scaling v2 would fight the retirement.
+# An HPA scaling v2 would fight the retirement (watched: a cache, and a wake-up when one appears).
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Events on the LangfuseUpgrade (new ones created, repeats patched as a series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
