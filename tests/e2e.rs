@@ -903,7 +903,22 @@ async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
         (
             "no backup",
             "langfuse/langfuse:2.95.9",
-            |_, u| u["spec"]["backup"]["acknowledged"] = json!(false),
+            // An HPA on v2 made before the upgrade: read from the operator's watch cache, it
+            // must be reported (checked below).
+            |ns, u| {
+                u["spec"]["backup"]["acknowledged"] = json!(false);
+                let (out, ok) = ns.apply(&json!({
+                    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                    "metadata": { "name": "v2-hpa", "namespace": ns.name },
+                    "spec": {
+                        "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": V2 },
+                        "minReplicas": 2, "maxReplicas": 4,
+                        "metrics": [{ "type": "Resource", "resource": {
+                            "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } } }]
+                    }
+                }));
+                assert!(ok, "{out}");
+            },
             "backup",
         ),
     ];
@@ -914,6 +929,15 @@ async fn bad_specs_are_rejected_or_reported_and_nothing_is_created() {
         setup(&w.ns, &mut u);
         w.apply(&u);
         let up = w.ns.wait_phase(UPGRADE, Phase::Blocked, Duration::from_secs(60)).await;
+        if what == "no backup" {
+            let checks = &up.status.as_ref().unwrap().checks;
+            assert!(
+                checks
+                    .iter()
+                    .any(|c| c.message.contains("HorizontalPodAutoscaler v2-hpa targets v2")),
+                "the HPA on v2 is not reported: {checks:?}"
+            );
+        }
         let ready = up
             .status
             .unwrap()
