@@ -188,6 +188,9 @@ pub struct PostgresFacts {
     pub migrations: Vec<MigrationRow>,
     /// Newest `created_at` over traces, observations and scores (index-backed max).
     pub newest_write: Option<Timestamp>,
+    /// When the `newest_write` query started, to the operator's clock: no newer row was
+    /// visible then, so v2 had been quiet at least this long after `newest_write`.
+    pub newest_write_read_at: Option<Timestamp>,
     /// Largest group of rows sharing one `created_at`, per table, when at least the batch size.
     pub same_created_at_groups: Vec<(Table, i64)>,
     pub counts: Option<TableCounts>,

@@ -15,7 +15,8 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
     if p.stage() > Stage::Draining {
         return Ok(());
     }
-    let newest = postgres(p, Phase::Draining)?.newest_write;
+    let pg = postgres(p, Phase::Draining)?;
+    let (newest, read_at) = (pg.newest_write, pg.newest_write_read_at);
     // Compared and recorded at status precision, rounded up: the same row read again is never
     // "newer", and the quiet period never starts before the write (see `crate::precision`).
     let seen = newest.map(newest_seen);
@@ -24,7 +25,17 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
         p.status.last_source_write_at = seen.map(Time);
         p.status.drain_quiet_since = Some(Time(seen.map_or(p.now, |s| s.max(p.now))));
     }
-    let quiet_for = p.since(&p.status.drain_quiet_since).unwrap_or_default();
+    // When the quiet period started at the newest row itself (its second is the one recorded),
+    // the read's own clock says to the millisecond how long v2 has been quiet: the drain then
+    // ends on time instead of up to a second late for the whole-second status.
+    let precise = match (newest, read_at) {
+        (Some(n), Some(r)) if p.status.drain_quiet_since == Some(Time(newest_seen(n))) => Some(
+            std::time::Duration::from_millis(r.duration_since(n).as_millis().max(0) as u64),
+        ),
+        _ => None,
+    };
+    let whole = p.since(&p.status.drain_quiet_since).unwrap_or_default();
+    let quiet_for = precise.map_or(whole, |q| q.max(whole));
     if quiet_for < settings.drain_period {
         let left = settings.drain_period - quiet_for;
         return Err(Hold::new(

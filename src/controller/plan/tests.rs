@@ -1197,6 +1197,40 @@ fn draining_waits_for_v2_to_stop_writing() {
     assert!(w.status().cutoff.is_some());
 }
 
+/// The drain counts from the newest row to the read's own clock in milliseconds, not from the
+/// row's second rounded up: it ends within one poll of drainPeriod, never before it.
+#[test]
+fn the_drain_ends_to_the_millisecond_after_the_newest_row() {
+    let mut s = spec();
+    s.strategy.drain_period = "5s".into();
+    let mut w = World::new(s);
+    w.run_until(Phase::Draining, 40);
+    let row = s_to_ms(w.now) + 300;
+    let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap();
+    let read = |w: &World, read_ms: i64| {
+        let mut obs = w.cluster.clone();
+        obs.postgres = Some(Ok(PostgresFacts {
+            newest_write: Some(at(row)),
+            newest_write_read_at: Some(at(read_ms)),
+            ..Default::default()
+        }));
+        let now = crate::precision::bound_after(at(read_ms));
+        (plan(&w.upgrade, &obs, now), now)
+    };
+    // First sight of the row, in its own second: the quiet period starts at the row.
+    let (d, now) = read(&w, row + 40);
+    w.upgrade.status = Some(api_round_trip(&next_status(&w.upgrade, &d, now)));
+    assert_eq!(d.phase, Phase::Draining);
+    // 4.9 s after the row: not yet, and the next look is due when the 5 s are up.
+    let (d, _) = read(&w, row + 4_900);
+    assert_eq!(d.phase, Phase::Draining);
+    assert!(d.requeue <= std::time::Duration::from_millis(100), "{:?}", d.requeue);
+    // 5.01 s after the row (the status's whole seconds would still say 4 s): over.
+    let (d, now) = read(&w, row + 5_010);
+    let status = next_status(&w.upgrade, &d, now);
+    assert!(status.cutoff.is_some(), "{:?}", d.phase);
+}
+
 #[test]
 fn postgres_down_while_draining_holds_with_a_reason() {
     let mut w = World::new(spec());
@@ -2084,6 +2118,7 @@ mod drain_properties {
                 let mut obs = w.cluster.clone();
                 obs.postgres = Some(Ok(PostgresFacts {
                     newest_write: Some(Timestamp::from_millisecond(newest).unwrap()),
+                    newest_write_read_at: Some(Timestamp::from_millisecond(clock).unwrap()),
                     ..Default::default()
                 }));
                 let d = plan(&w.upgrade, &obs, now);

@@ -326,6 +326,7 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
         facts.estimated_rows = Some(estimated_rows(conn).await?);
     }
     if query.newest_write {
+        facts.newest_write_read_at = Some(Timestamp::now());
         facts.newest_write = newest_write(conn).await?;
     }
     if let Some(batch) = query.same_created_at_scan {
