@@ -232,26 +232,36 @@ pub async fn observe<D: Databases>(
     if let Some(q) = &needs.error_ratio {
         observed.error_ratio = Some(db.error_ratio(q).await);
     }
-    if needs.stores {
+    // Redis and S3, Postgres and ClickHouse answer independently: read them all at once.
+    let stores = async {
+        if !needs.stores {
+            return Ok::<_, crate::error::Error>((None, None));
+        }
         let r = &spec.redis;
         let (conn, auth) = (
             read_opt(&secrets, r.connection_string_secret_ref.as_ref()).await?,
             read_opt(&secrets, r.auth_secret_ref.as_ref()).await?,
         );
-        // A missing Secret key is the secrets line's failure; no probe without the settings.
-        if let Some(target) = redis_target(r, conn, auth) {
-            observed.redis = Some(db.redis(&target).await);
-        }
         let s3 = &spec.s3;
         let (key, secret) = (
             read_opt(&secrets, s3.access_key_id_secret_ref.as_ref()).await?,
             read_opt(&secrets, s3.secret_access_key_secret_ref.as_ref()).await?,
         );
-        if let (Some(key), Some(secret)) = (key, secret) {
-            observed.s3 = Some(db.s3(&s3_target(s3, key, secret, needs.s3_marker)).await);
-        }
-    }
-    // Postgres and ClickHouse answer independently: read both at once.
+        // A missing Secret key is the secrets line's failure; no probe without the settings.
+        let redis = async {
+            match redis_target(r, conn, auth) {
+                Some(target) => Some(db.redis(&target).await),
+                None => None,
+            }
+        };
+        let bucket = async {
+            match (key, secret) {
+                (Some(key), Some(secret)) => Some(db.s3(&s3_target(s3, key, secret, needs.s3_marker)).await),
+                _ => None,
+            }
+        };
+        Ok(tokio::join!(redis, bucket))
+    };
     let source = observed.source.as_ref();
     let postgres = async {
         if needs.postgres.is_empty() {
@@ -290,7 +300,8 @@ pub async fn observe<D: Databases>(
             _ => Err("the ClickHouse user or password Secret key is missing".into()),
         }))
     };
-    let (postgres, clickhouse) = tokio::try_join!(postgres, clickhouse)?;
+    let ((redis, s3), postgres, clickhouse) = tokio::try_join!(stores, postgres, clickhouse)?;
+    (observed.redis, observed.s3) = (redis, s3);
     if let Some((facts, url)) = postgres {
         observed.postgres = Some(facts);
         observed.postgres_url = url;
