@@ -59,14 +59,26 @@ fn share_table(marks: &[Mark], finished_rows: &BTreeMap<String, i64>, newest_v2_
     for (name, at) in finished_rows {
         all.push(Mark::fact(*at, format!("Postgres: {name} finished")));
     }
+    // The drain gates the first Deployment step after it (migrations on), the retirement the
+    // one on v2 (scaled to 0): a step before its wait ran out is flagged EARLY.
     if let Some(at) = newest_v2_write {
-        all.push(Mark::fact(at + WAIT_MS, "v2's newest row + drainPeriod"));
+        all.push(Mark::timer(
+            at,
+            WAIT_MS,
+            "v2's newest row + drainPeriod",
+            "Deployment prod-langfuse-web:",
+        ));
     }
     if let Some(verified) = marks
         .iter()
         .find(|m| m.what.starts_with("upgrade:") && m.what.contains("verified"))
     {
-        all.push(Mark::fact(verified.at + WAIT_MS, "verified + retireSourceAfter"));
+        all.push(Mark::timer(
+            verified.at,
+            WAIT_MS,
+            "verified seen + retireSourceAfter",
+            "Deployment prod-langfuse:",
+        ));
     }
     share::table(&share::gaps(&all))
 }
