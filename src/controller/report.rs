@@ -118,8 +118,9 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Events for the writes made, then the status (a compare-and-swap onto `resource_version`, the
-/// version the decision was made from or the executor's own last write to it), then Events for
+/// The status first (a compare-and-swap onto `resource_version`, the version the decision was
+/// made from or the executor's own last write to it), so the next step is not held up by Event
+/// round trips; then Events for the writes made (whether or not the status won), then Events for
 /// the transitions: a decision that lost the race to another writer announces no transition.
 pub async fn report(
     client: &Client,
@@ -139,14 +140,17 @@ pub async fn report(
             (EventType::Normal, reason.to_string(), note)
         })
         .collect();
-    publish(recorder, &reference, writes).await;
     let written = executed.contains(&Action::RecordFacts);
     let gone = upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer);
-    let mut latest = resource_version.clone();
-    if !(written || *status == old || gone) {
-        let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-        latest = apply_status(&api, &upgrade.name_any(), status, resource_version).await?;
-    }
+    let latest = match written || *status == old || gone {
+        true => Ok(resource_version.clone()),
+        false => {
+            let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
+            apply_status(&api, &upgrade.name_any(), status, resource_version).await
+        }
+    };
+    publish(recorder, &reference, writes).await;
+    let latest = latest?;
     publish(recorder, &reference, transitions(&old, status)).await;
     Ok(latest)
 }
