@@ -27,6 +27,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds a process has used (user + system), from /proc: the Postgres backends serving
+/// the operator run on this machine.
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// The operator's requests in the audit log since `from_line`, by verb.
 fn audit_since(from_line: usize) -> (usize, BTreeMap<String, usize>) {
     let text = std::fs::read_to_string(&cluster_env().audit_log).unwrap_or_default();
@@ -380,6 +391,23 @@ async fn main() {
     for v in &record.violations {
         println!("    {v}");
     }
+    // The Postgres load the operator adds: its own backends' CPU over the whole demo (its pool
+    // keeps them 5 minutes idle, so they are all still there).
+    let backends: Vec<(i32, Option<f64>)> = sqlx::query_scalar::<_, i32>(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'langfuse-upgrade-operator'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .map(|pid| (pid, cpu_seconds(pid)))
+    .collect();
+    let cpu: f64 = backends.iter().filter_map(|(_, c)| *c).sum();
+    println!(
+        "  Postgres backends serving the operator: {} ({cpu:.2} s of CPU in all, over {:.1} s from the apply to now)",
+        backends.len(),
+        applied.elapsed().as_secs_f64()
+    );
     worker.abort();
     web.abort();
     drop(operator);
