@@ -306,7 +306,9 @@ async fn main() {
         );
     }
 
-    // Measurements.
+    // Measurements. The window opens once the last reconcile's Events (written after its
+    // status) are out: it measures what the operator does at rest.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (mark, _) = audit_since(0);
     let idle_window = Duration::from_secs(60);
     tokio::time::sleep(idle_window).await;
