@@ -14,6 +14,9 @@
 //! - counts up to a status time and "late" rows after one use the same millisecond bound on both
 //!   databases ([`millis_floor`]), `<=` and `>`: a row falls on
 //!   exactly one side.
+//!
+//! One exception: `verifiedAt` is written to the millisecond (the read that verified), so
+//! `retireSourceAfter` counts to the millisecond from it and never ends early.
 
 use jiff::Timestamp;
 

@@ -292,7 +292,10 @@ pub struct LangfuseUpgradeStatus {
     pub migrations_enabled_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations_finished_at: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the counts that agreed were read, to the millisecond (the one time not in whole
+    /// seconds): `retireSourceAfter` counts from it, never from a second before it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "millis_time")]
+    #[schemars(with = "Option<Time>")]
     pub verified_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_retired_at: Option<Time>,
@@ -377,6 +380,34 @@ impl LangfuseUpgradeStatus {
     }
 }
 
+/// An optional `metav1.Time` written with milliseconds (the API keeps the string as written; any
+/// RFC 3339 time reads back, so statuses written with whole seconds still parse).
+mod millis_time {
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<Time>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => {
+                // Whole seconds as the API writes them; else milliseconds (finer is dropped).
+                let format = if t.0.subsec_millisecond() == 0 {
+                    "%Y-%m-%dT%H:%M:%SZ"
+                } else {
+                    "%Y-%m-%dT%H:%M:%S%.3fZ"
+                };
+                let text = jiff::fmt::strtime::format(format, t.0).map_err(serde::ser::Error::custom)?;
+                s.serialize_some(&text)
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
+        Ok(Option::<Timestamp>::deserialize(d)?.map(Time))
+    }
+}
+
 /// Conditions as a map keyed by `type`, so server-side apply merges them per type.
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
@@ -384,6 +415,39 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     object.insert("x-kubernetes-list-type".into(), "map".into());
     object.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     schema
+}
+
+#[cfg(test)]
+mod millis_time_tests {
+    use super::LangfuseUpgradeStatus;
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn verified_at_keeps_its_milliseconds_and_whole_seconds_still_read() {
+        let at = Timestamp::from_millisecond(1_800_000_010_437).unwrap();
+        let s = LangfuseUpgradeStatus {
+            verified_at: Some(Time(at)),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["verifiedAt"], "2027-01-15T08:00:10.437Z");
+        let back: LangfuseUpgradeStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.verified_at, Some(Time(at)));
+        let old: LangfuseUpgradeStatus =
+            serde_json::from_value(serde_json::json!({"verifiedAt": "2027-01-15T08:00:10Z"})).unwrap();
+        assert_eq!(old.verified_at.as_ref().unwrap().0.as_millisecond(), 1_800_000_010_000);
+        let whole = LangfuseUpgradeStatus {
+            verified_at: old.verified_at.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&whole).unwrap()["verifiedAt"],
+            "2027-01-15T08:00:10Z"
+        );
+        let none = serde_json::to_value(LangfuseUpgradeStatus::default()).unwrap();
+        assert!(none.get("verifiedAt").is_none());
+    }
 }
 
 #[cfg(test)]

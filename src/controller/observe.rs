@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, SecretKeySelector, Service};
@@ -72,6 +73,9 @@ pub struct Observed {
     pub s3: Option<std::result::Result<S3Facts, S3Problem>>,
     /// `None`: not asked.
     pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
+    /// When the last read came back (to the millisecond; `None` when nothing was read): every
+    /// fact above was true by then, and no later than the plan's decision.
+    pub read_at: Option<Timestamp>,
 }
 
 pub async fn observe<D: Databases>(
@@ -228,6 +232,7 @@ pub async fn observe<D: Databases>(
         redis: None,
         s3: None,
         error_ratio: None,
+        read_at: None,
     };
     if let Some(q) = &needs.error_ratio {
         observed.error_ratio = Some(db.error_ratio(q).await);
@@ -307,6 +312,7 @@ pub async fn observe<D: Databases>(
         observed.postgres_url = url;
     }
     observed.clickhouse = clickhouse;
+    observed.read_at = Some(Timestamp::now());
     Ok(observed)
 }
 

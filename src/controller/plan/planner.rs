@@ -136,6 +136,14 @@ impl<'a> Planner<'a> {
         Time(self.now)
     }
 
+    /// How long before this reconcile's last read `t` was, to the millisecond when the
+    /// observation says when that was (else from the whole-second `now`).
+    pub fn since_read(&self, t: &Option<Time>) -> Option<Duration> {
+        let to = self.obs.read_at.unwrap_or(self.now);
+        t.as_ref()
+            .map(|t| Duration::from_millis((to.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
+    }
+
     pub fn since(&self, t: &Option<Time>) -> Option<Duration> {
         t.as_ref()
             .map(|t| Duration::from_millis((self.now.as_millisecond() - t.0.as_millisecond()).max(0) as u64))

@@ -1,7 +1,5 @@
 //! Retiring v2, moving to the final version, and completing (releasing the v3 Deployments).
 
-use std::time::Duration;
-
 use super::workloads::v2_counts;
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
@@ -25,11 +23,16 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
             ("verification", p.status.verified_at.is_some()),
         ],
     )?;
-    let waited = p.since(&p.status.verified_at).unwrap_or_default();
+    // Both ends to the millisecond: from the verification's reads to this reconcile's last read
+    // (no later than now), so the wait never ends early.
+    let waited = p.since_read(&p.status.verified_at).unwrap_or_default();
     if waited < settings.retire_source_after {
         let left = settings.retire_source_after - waited;
         // An instant, not a countdown: the status stays the same between polls.
-        let at = jiff::Timestamp::from_millisecond(p.now.as_millisecond() + left.as_millis() as i64).unwrap_or(p.now);
+        let from = p.status.verified_at.as_ref().map_or(p.now, |t| t.0);
+        let at =
+            jiff::Timestamp::from_millisecond(from.as_millisecond() + settings.retire_source_after.as_millis() as i64)
+                .unwrap_or(p.now);
         p.condition(
             cond::SOURCE_RETIRED,
             false,
@@ -43,7 +46,7 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
                 "verified; v2 is kept until {at} (retireSourceAfter {})",
                 p.spec.strategy.retire_source_after
             ),
-            left.min(wait::IDLE).max(Duration::from_secs(1)),
+            left.min(wait::IDLE),
         ));
     }
     scale_to_zero(p)

@@ -1231,6 +1231,50 @@ fn the_drain_ends_to_the_millisecond_after_the_newest_row() {
     assert!(status.cutoff.is_some(), "{:?}", d.phase);
 }
 
+/// `retireSourceAfter` counts from the verification's reads to this reconcile's reads, both to
+/// the millisecond: never early (whole seconds read before the observation ended it up to a
+/// second early), and due within one poll.
+#[test]
+fn retire_source_after_ends_to_the_millisecond_after_the_verification() {
+    let mut s = spec();
+    s.strategy.retire_source_after = "5s".into();
+    let mut w = World::new(s);
+    w.run_until(Phase::Verifying, 400);
+    let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap();
+    // The counts come back 900 ms into a second (the plan's `now` is that second, read before).
+    let verified = s_to_ms(w.now) + 900;
+    let read = |w: &World, read_ms: i64| {
+        let mut obs = w.observe();
+        obs.read_at = Some(at(read_ms) + jiff::SignedDuration::from_micros(250));
+        let now = crate::precision::bound_after(at(read_ms - 30));
+        (plan(&w.upgrade, &obs, now), now)
+    };
+    let (d, now) = read(&w, verified);
+    let status = api_round_trip(&next_status(&w.upgrade, &d, now));
+    assert_eq!(
+        status.verified_at.as_ref().map(|t| t.0),
+        Some(at(verified)),
+        "{:?}",
+        d.phase
+    );
+    w.upgrade.status = Some(status);
+    let scales = |d: &Decision| d.actions.contains(&Action::ScaleSource(0));
+    // 4.15 s later the whole seconds would say 5 (from X.000 to X+5.000): not yet.
+    let (d, _) = read(&w, verified + 4_150);
+    assert!(!scales(&d), "retired 4.15 s after verification: {:?}", d.actions);
+    assert_eq!(d.phase, Phase::RetiringSource);
+    let (d, _) = read(&w, verified + 4_999);
+    assert!(!scales(&d), "retired 4.999 s after verification");
+    assert!(d.requeue <= std::time::Duration::from_millis(1), "{:?}", d.requeue);
+    let (d, _) = read(&w, verified + 5_000);
+    assert!(
+        scales(&d),
+        "not retired 5 s after verification: {:?} {:?}",
+        d.phase,
+        d.actions
+    );
+}
+
 #[test]
 fn postgres_down_while_draining_holds_with_a_reason() {
     let mut w = World::new(spec());

@@ -83,7 +83,12 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
             wait::POLL,
         ));
     }
-    p.status.verified_at = Some(p.now_time());
+    // When the counts were read, to the millisecond: `retireSourceAfter` counts from it.
+    // Kept to the millisecond it is written with, so it reads back equal.
+    let read_at = p.obs.read_at.map_or(p.now, |t| {
+        jiff::Timestamp::from_millisecond(crate::precision::millis_floor(t)).unwrap_or(p.now)
+    });
+    p.status.verified_at = Some(Time(read_at));
     p.condition(
         cond::VERIFIED,
         true,
