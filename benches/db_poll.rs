@@ -10,9 +10,12 @@
 //! Per size it prints the median / p90 of: one poll as the controller makes it while migrating
 //! (`background_migrations` with each table's oldest row, plus the newest write), the late-write
 //! count, the preflight same-created_at scan and the verification counts; and `EXPLAIN
-//! (ANALYZE, BUFFERS)` of the poll queries to show they are index-backed.
+//! (ANALYZE, BUFFERS)` of the poll queries to show they are index-backed. What a poll costs
+//! Postgres: statements and execution time from pg_stat_statements, the serving backend's CPU
+//! from /proc. Last, a Markdown table with the date and commit, for the README.
 
 use lfu_testkit::support;
+use support::process;
 
 use std::time::{Duration, Instant};
 
@@ -50,32 +53,99 @@ fn main() {
         for n in sizes {
             summary.push(bench_size(n, polls).await);
         }
-        println!("\n== summary (median) ==");
-        println!(
-            "{:>12} | {:>10} | {:>12} | {:>12} | {:>12} | {:>10}",
-            "traces rows", "load", "poll", "late writes", "scan", "counts"
-        );
-        for s in summary {
-            println!(
-                "{:>12} | {:>9.0}s | {:>10.2}ms | {:>10.2}ms | {:>10.0}ms | {:>8.0}ms",
-                s.rows,
-                s.load.as_secs_f64(),
-                ms(s.poll),
-                ms(s.late),
-                ms(s.scan),
-                ms(s.counts)
-            );
-        }
+        print_summary(&summary);
     });
 }
+
+/// The operator polls Postgres this often while a copy moves or the drain waits
+/// (`controller::plan::wait::DB_WATCH`, 250 ms).
+const POLLS_PER_SECOND: f64 = 4.0;
 
 struct Summary {
     rows: i64,
     load: Duration,
-    poll: Duration,
-    late: Duration,
-    scan: Duration,
+    poll: (Duration, Duration),
+    cost: PollCost,
+    late: (Duration, Duration),
+    scan: (Duration, Duration),
     counts: Duration,
+}
+
+/// What one poll costs Postgres, averaged over the timed polls.
+struct PollCost {
+    /// Statements executed (pg_stat_statements `calls`).
+    queries: f64,
+    /// Their execution time inside Postgres, ms.
+    exec_ms: f64,
+    /// CPU of the backend serving the operator's pool (/proc, 10 ms ticks), ms.
+    cpu_ms: f64,
+}
+
+fn print_summary(summary: &[Summary]) {
+    let commit = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=7"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "\n== summary: {}, commit {commit}, bench profile, p50 / p90 ==",
+        Timestamp::now().strftime("%Y-%m-%d")
+    );
+    println!(
+        "| traces rows | load | poll | queries / poll | PG exec / poll | backend CPU / poll \
+         | at 4 polls/s: queries/s, CPU | late writes | preflight scan | verification counts |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for s in summary {
+        println!(
+            "| {} | {:.0} s | {:.2} / {:.2} ms | {:.1} | {:.3} ms | {:.2} ms | {:.0}/s, {:.1} ms/s | {:.2} / {:.2} ms \
+             | {:.0} / {:.0} ms | {:.0} ms |",
+            s.rows,
+            s.load.as_secs_f64(),
+            ms(s.poll.0),
+            ms(s.poll.1),
+            s.cost.queries,
+            s.cost.exec_ms,
+            s.cost.cpu_ms,
+            s.cost.queries * POLLS_PER_SECOND,
+            s.cost.cpu_ms * POLLS_PER_SECOND,
+            ms(s.late.0),
+            ms(s.late.1),
+            ms(s.scan.0),
+            ms(s.scan.1),
+            ms(s.counts)
+        );
+    }
+}
+
+/// The statements run in one database so far and the time they took (pg_stat_statements,
+/// read from the main test database so the reading does not count itself).
+async fn statements(stats: &sqlx::PgPool, database: &str) -> (f64, f64) {
+    sqlx::query_as::<_, (f64, f64)>(
+        "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)",
+    )
+    .bind(database)
+    .fetch_one(stats)
+    .await
+    .expect("pg_stat_statements (tests/db/up.sh preloads it)")
+}
+
+/// CPU seconds of the backends serving the operator's pool in one database.
+async fn operator_backend_cpu(stats: &sqlx::PgPool, database: &str) -> f64 {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'langfuse-upgrade-operator' AND datname = $1",
+    )
+    .bind(database)
+    .fetch_all(stats)
+    .await
+    .expect("pg_stat_activity");
+    assert!(!pids.is_empty(), "no backend serves the operator's pool in {database}");
+    pids.iter()
+        .map(|p| process::cpu_seconds(*p).expect("the test Postgres runs on this machine"))
+        .sum()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -157,10 +227,10 @@ async fn load(db: &TestDb, n: i64) -> Duration {
     started.elapsed()
 }
 
-async fn explain(db: &TestDb, title: &str, sql: &str, param: Option<i64>) {
+async fn explain(db: &TestDb, title: &str, sql: &str, params: &[i64]) {
     let mut q = sqlx::query(AssertSqlSafe(format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}")));
-    if let Some(p) = param {
-        q = q.bind(p);
+    for p in params {
+        q = q.bind(*p);
     }
     let rows = q.fetch_all(&db.pool).await.expect("explain");
     println!("  -- EXPLAIN {title}");
@@ -193,17 +263,36 @@ async fn bench_size(n: i64, polls: usize) -> Summary {
         newest_write: true,
         ..Default::default()
     };
-    // Warm up the pool and the caches; the poll is what the controller repeats every 10 s.
+    // Warm up the pool and the caches; the poll is what the controller repeats every 250 ms
+    // while a copy moves or the drain waits.
     let facts = live.postgres(&db.pg_url, &poll).await.expect("poll");
     assert_eq!(facts.migrations.len(), 4);
+    let stats = sqlx::PgPool::connect(&support::env().database_url)
+        .await
+        .expect("main test database");
+    let (calls0, exec0) = statements(&stats, &db.name).await;
+    let cpu0 = operator_backend_cpu(&stats, &db.name).await;
     let (poll_median, poll_p90) = time(polls, || async {
         live.postgres(&db.pg_url, &poll).await.expect("poll");
     })
     .await;
+    let (calls1, exec1) = statements(&stats, &db.name).await;
+    let cpu1 = operator_backend_cpu(&stats, &db.name).await;
+    stats.close().await;
+    let per_poll = |x: f64| x / polls as f64;
+    let cost = PollCost {
+        queries: per_poll(calls1 - calls0),
+        exec_ms: per_poll(exec1 - exec0),
+        cpu_ms: per_poll((cpu1 - cpu0) * 1000.0),
+    };
     println!(
-        "  poll (migrations + oldest rows + newest write): median {:.2} ms, p90 {:.2} ms over {polls}",
+        "  poll (migrations + oldest rows + newest write): median {:.2} ms, p90 {:.2} ms over {polls}; \
+         per poll {:.1} statements, {:.3} ms executing, {:.2} ms backend CPU",
         ms(poll_median),
-        ms(poll_p90)
+        ms(poll_p90),
+        cost.queries,
+        cost.exec_ms,
+        cost.cpu_ms
     );
 
     let after = Timestamp::from_millisecond(START_MS + YEAR_MS - 60_000).unwrap();
@@ -252,18 +341,22 @@ async fn bench_size(n: i64, polls: usize) -> Summary {
     .await;
     println!("  verification counts (3 tables): median {:.0} ms", ms(counts_median));
 
-    explain(&db, "migrations poll", MIGRATIONS_SQL, None).await;
-    explain(&db, "newest write", NEWEST_WRITE_SQL, None).await;
-    explain(&db, "late writes", LATE_WRITES_SQL, Some(millis_floor(after))).await;
-    explain(&db, "same created_at scan (traces)", SAME_CREATED_AT_SQL[0], Some(5000)).await;
+    explain(&db, "migrations poll", MIGRATIONS_SQL, &[]).await;
+    explain(&db, "newest write", NEWEST_WRITE_SQL, &[]).await;
+    // Per table the instant after which rows are late, then the upper bound (none: far future).
+    let late = millis_floor(after);
+    let until = millis_floor(Timestamp::now());
+    explain(&db, "late writes", LATE_WRITES_SQL, &[late, late, late, until]).await;
+    explain(&db, "same created_at scan (traces)", SAME_CREATED_AT_SQL[0], &[5000]).await;
 
     db.finish().await;
     Summary {
         rows: n,
         load,
-        poll: poll_median,
-        late: late_median,
-        scan: scan_median,
+        poll: (poll_median, poll_p90),
+        cost,
+        late: (late_median, late_p90),
+        scan: (scan_median, scan_p90),
         counts: counts_median,
     }
 }

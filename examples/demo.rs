@@ -15,28 +15,7 @@ use e2e_support::{Operator, TestNs, V2Traffic, cluster_env, kubectl_status, play
 use jiff::Timestamp;
 use langfuse_upgrade_operator::api::{LangfuseUpgrade, Phase, crd_yaml};
 use serde_json::{Value, json};
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// CPU seconds a process has used (user + system), from /proc: the Postgres backends serving
-/// the operator run on this machine.
-fn cpu_seconds(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at state, field 3.
-    let rest = stat.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
+use support::process::{cpu_seconds, rss_kib};
 
 /// The operator's requests in the audit log since `from_line`, by verb.
 fn audit_since(from_line: usize) -> (usize, BTreeMap<String, usize>) {
@@ -61,7 +40,12 @@ fn audit_since(from_line: usize) -> (usize, BTreeMap<String, usize>) {
 
 /// The operator's share over the demo: the observer's marks from the apply on, with the facts
 /// only Postgres and the spec's timers show (drainPeriod and retireSourceAfter, both 5 s here).
-fn share_table(marks: &[Mark], finished_rows: &BTreeMap<String, i64>, newest_v2_write: Option<i64>) -> String {
+fn share_table(
+    marks: &[Mark],
+    finished_rows: &BTreeMap<String, i64>,
+    newest_v2_write: Option<i64>,
+    verified_at: Option<i64>,
+) -> String {
     const WAIT_MS: i64 = 5_000;
     let Some(applied) = marks.iter().find(|m| m.what.starts_with("upgrade spec")).map(|m| m.at) else {
         return "  n/a: the observer saw no upgrade\n".into();
@@ -80,14 +64,13 @@ fn share_table(marks: &[Mark], finished_rows: &BTreeMap<String, i64>, newest_v2_
             "Deployment prod-langfuse-web:",
         ));
     }
-    if let Some(verified) = marks
-        .iter()
-        .find(|m| m.what.starts_with("upgrade:") && m.what.contains("verified"))
-    {
+    // From the recorded verifiedAt (to the millisecond: when the counts were read), the instant
+    // the spec's wait counts from; its status write is seen a few ms later.
+    if let Some(verified) = verified_at {
         all.push(Mark::timer(
-            verified.at,
+            verified,
             WAIT_MS,
-            "verified seen + retireSourceAfter",
+            "verifiedAt + retireSourceAfter",
             "Deployment prod-langfuse:",
         ));
     }
@@ -388,7 +371,15 @@ async fn main() {
     println!(
         "\noperator's share: each step it wrote, charged from the newest fact since its previous step\n(a rollout, the EndpointSlices, a migration row finished, a timer the spec set), else from that step"
     );
-    print!("{}", share_table(&record.marks, &finished_rows, newest_v2_write));
+    print!(
+        "{}",
+        share_table(
+            &record.marks,
+            &finished_rows,
+            newest_v2_write,
+            s.verified_at.as_ref().map(|t| t.0.as_millisecond())
+        )
+    );
     println!("  invariant violations observed: {}", record.violations.len());
     for v in &record.violations {
         println!("    {v}");

@@ -167,6 +167,7 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 32MB
 max_connections = 100
+shared_preload_libraries = 'pg_stat_statements'   # make bench counts the queries a poll makes
 EOF
 
 # Create the role and database in single-user mode before the server listens: the password
@@ -175,6 +176,11 @@ as_pg "$PG_BIN/postgres" --single -D "$PGDATA" -c log_min_error_statement=panic 
   >>"$LOGS/postgres.log" 2>&1 <<EOF
 CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
 CREATE DATABASE $DB_NAME OWNER $DB_USER;
+EOF
+# The view shows every database's statements; it lives in the main test database.
+as_pg "$PG_BIN/postgres" --single -D "$PGDATA" -c log_min_error_statement=panic "$DB_NAME" \
+  >>"$LOGS/postgres.log" 2>&1 <<EOF
+CREATE EXTENSION pg_stat_statements;
 EOF
 
 as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t "$START_TIMEOUT" -s start

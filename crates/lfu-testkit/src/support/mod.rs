@@ -12,6 +12,7 @@
 
 pub mod faults;
 pub mod langfuse_data;
+pub mod process;
 pub mod standin_worker;
 
 use std::sync::OnceLock;
