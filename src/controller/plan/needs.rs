@@ -73,15 +73,28 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         // HorizontalPodAutoscalers on v2 matter to retirement and after it.
         Stage::Retiring | Stage::Completing => n.hpas = true,
         // A hop's gates are read again before it starts: infrastructure can change on the way.
+        // While one is under way only a v3/v4 source's rollback outlook needs ClickHouse (the
+        // schema height says whether the hop can be undone): after v2 the hop's reconciles
+        // read its Postgres rows alone, and the next hop's start waits for one more read.
         Stage::Finalizing => {
-            n.hpas = !super::hops::in_place_source(&s);
+            let in_place = super::hops::in_place_source(&s);
+            n.hpas = !in_place;
             n.postgres.migrations = true;
-            n.postgres.server_version = true;
-            n.clickhouse.server = true;
+            if in_place || !hop_under_way(&s) {
+                n.postgres.server_version = true;
+                n.clickhouse.server = true;
+            }
         }
         Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
     }
     n
+}
+
+/// An in-place hop started and not yet finished.
+fn hop_under_way(s: &LangfuseUpgradeStatus) -> bool {
+    s.road
+        .iter()
+        .any(|r| r.mode == crate::api::StopMode::InPlace && r.started_at.is_some() && r.finished_at.is_none())
 }
 
 /// The analysis runs while a rollback to v2 can still be decided: after the shift, before v2

@@ -1782,6 +1782,52 @@ fn hpa_on_v2_is_reported_not_touched() {
     w.run_until(Phase::Completed, 400);
 }
 
+/// After v2, a hop under way reads its Postgres rows alone; ClickHouse and the server versions
+/// are read for a hop's gates, before it starts. A v3 source reads ClickHouse throughout: its
+/// rollback outlook depends on the schema height.
+#[test]
+fn a_hop_under_way_reads_clickhouse_only_when_its_rollback_depends_on_it() {
+    let mut sp = spec();
+    sp.target.final_version = Some("3.40.0".into());
+    let mut status = verified_status();
+    status.source_retired_at = Some(time(50));
+    let stop = |started: Option<i64>, finished: Option<i64>| crate::api::RoadStop {
+        from: "3.29.0".into(),
+        version: "3.40.0".into(),
+        mode: crate::api::StopMode::InPlace,
+        state: crate::api::StopState::Current,
+        required_because: None,
+        gates: Vec::new(),
+        irreversible: None,
+        started_at: started.map(time),
+        finished_at: finished.map(time),
+    };
+    let needs_with = |source: Option<&str>, road: crate::api::RoadStop| {
+        let mut st = status.clone();
+        st.source_version = source.map(String::from);
+        st.road = vec![road];
+        needs(&upgrade(sp.clone(), st), t(60))
+    };
+    for (road, what) in [
+        (stop(None, None), "before the hop"),
+        (stop(Some(55), Some(58)), "after it"),
+    ] {
+        let n = needs_with(None, road);
+        assert!(
+            n.clickhouse.server && n.postgres.server_version && n.postgres.migrations,
+            "{what}: {n:?}"
+        );
+    }
+    let n = needs_with(None, stop(Some(55), None));
+    assert!(!n.clickhouse.server && !n.postgres.server_version, "{n:?}");
+    assert!(n.postgres.migrations, "the hop's rows are read: {n:?}");
+    let n = needs_with(Some("3.29.0"), stop(Some(55), None));
+    assert!(
+        n.clickhouse.server && n.postgres.migrations,
+        "a v3 source's outlook: {n:?}"
+    );
+}
+
 #[test]
 fn needs_follow_the_facts() {
     let mut u = upgrade(spec(), Default::default());
