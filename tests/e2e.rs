@@ -109,12 +109,11 @@ impl World {
             .count()
     }
 
+    /// The upgrade's Events once they stop changing: the operator publishes them on a task of
+    /// their own, a moment after the status they tell of.
     async fn events(&self) -> Vec<K8sEvent> {
-        let api: Api<K8sEvent> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
-        api.list(&ListParams::default())
+        e2e_support::settled_events(&self.ns)
             .await
-            .unwrap()
-            .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("LangfuseUpgrade"))
             .collect()

@@ -68,9 +68,9 @@ impl Road {
         self.ns.deployments().get(name).await.unwrap()
     }
 
+    /// Once they stop changing: the operator publishes Events a moment after the status.
     async fn events(&self) -> Vec<K8sEvent> {
-        let api: Api<K8sEvent> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
-        api.list(&ListParams::default()).await.unwrap().items
+        e2e_support::settled_events(&self.ns).await
     }
 
     /// The namespace watched from now on: the Service's ready endpoints and DESIGN §2.

@@ -1,6 +1,7 @@
 //! The controller: observe → plan → execute → report, once per reconcile.
 
 pub mod cache;
+pub mod events;
 pub mod execute;
 pub mod observe;
 pub mod plan;
@@ -32,7 +33,7 @@ use crate::resources::labels::Role;
 /// Shared by every reconcile.
 pub struct Context<D> {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: events::EventSink,
     pub databases: D,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for backoff.
@@ -47,7 +48,7 @@ pub struct Context<D> {
 impl<D> Context<D> {
     pub fn new(client: Client, reporter: Reporter, databases: D, metrics: Arc<Metrics>) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::EventSink::start(Recorder::new(client.clone(), reporter)),
             client,
             databases,
             metrics,
@@ -131,7 +132,7 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
     if let Err(error) = &result {
         // Whatever stopped this reconcile, the object says so (best effort: the error itself
         // may be that the apiserver cannot be reached).
-        if let Err(e) = report::report_error(&ctx.client, &ctx.recorder, &upgrade, error).await {
+        if let Err(e) = report::report_error(&ctx.client, &ctx.events, &upgrade, error).await {
             tracing::debug!(error = %e, "could not report the reconcile error in status");
         }
     }
@@ -198,15 +199,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             resource_version,
         } = executed;
         let executed_at = started.elapsed();
-        let latest = report::report(
-            &ctx.client,
-            &ctx.recorder,
-            &upgrade,
-            &status,
-            &executed,
-            resource_version,
-        )
-        .await?;
+        let latest = report::report(&ctx.client, &ctx.events, &upgrade, &status, &executed, resource_version).await?;
         {
             let mut known = ctx.latest.lock().expect("latest lock");
             match latest {

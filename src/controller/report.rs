@@ -4,10 +4,11 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::events::EventSink;
 use super::plan::{Action, Decision};
 use crate::api::conditions::{self as cond};
 use crate::api::{FIELD_MANAGER, LangfuseUpgrade, LangfuseUpgradeStatus, Phase};
@@ -118,13 +119,13 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-/// The status first (a compare-and-swap onto `resource_version`, the version the decision was
-/// made from or the executor's own last write to it), so the next step is not held up by Event
-/// round trips; then Events for the writes made (whether or not the status won), then Events for
-/// the transitions: a decision that lost the race to another writer announces no transition.
+/// The status (a compare-and-swap onto `resource_version`, the version the decision was made
+/// from or the executor's own last write to it); Events for the writes made (whether or not the
+/// status won), then for the transitions: a decision that lost the race to another writer
+/// announces no transition. Events are handed to the sink, not waited for.
 pub async fn report(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventSink,
     upgrade: &LangfuseUpgrade,
     status: &LangfuseUpgradeStatus,
     executed: &[Action],
@@ -149,14 +150,14 @@ pub async fn report(
             apply_status(&api, &upgrade.name_any(), status, resource_version).await
         }
     };
-    publish(recorder, &reference, writes).await;
+    publish(events, &reference, writes);
     let latest = latest?;
-    publish(recorder, &reference, transitions(&old, status)).await;
+    publish(events, &reference, transitions(&old, status));
     Ok(latest)
 }
 
-async fn publish(
-    recorder: &Recorder,
+fn publish(
+    sink: &EventSink,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     events: Vec<(EventType, String, String)>,
 ) {
@@ -171,10 +172,7 @@ async fn publish(
             action: clip(&note, 128),
             secondary: None,
         };
-        // An Event that cannot be written must not block the upgrade.
-        if let Err(e) = recorder.publish(&event, reference).await {
-            tracing::warn!(error = %e, "could not publish an Event");
-        }
+        sink.send(reference, event);
     }
 }
 
@@ -222,7 +220,7 @@ async fn apply_status(
 /// a Warning Event when that condition is new. Everything else in status is kept.
 pub async fn report_error(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventSink,
     upgrade: &LangfuseUpgrade,
     error: &crate::error::Error,
 ) -> Result<()> {
@@ -253,9 +251,7 @@ pub async fn report_error(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &fresh.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an Event");
-    }
+    events.send(&fresh.object_ref(&()), event);
     apply_status(&api, &fresh.name_any(), &status, fresh.resource_version())
         .await
         .map(|_| ())

@@ -430,9 +430,15 @@ curl -fsS "127.0.0.1:$port/readyz" >/dev/null || bad "the operator is not ready 
 [[ "$(kubectl -n lfu-ns-system get lease "$LEASE_N" -o jsonpath='{.spec.holderIdentity}')" == chart-test-0 ]] \
   || bad "the operator does not hold the Lease $LEASE_N"
 kubectl -n team-b get langfuseupgrade to-v3 -o jsonpath='{.metadata.finalizers}' | grep -q . || bad "no finalizer added"
-kubectl -n team-b get events.events.k8s.io -o json \
-  | jq -e '[.items[] | select(.reportingController == "langfuse-upgrade-operator")] | length > 0' >/dev/null \
-  || bad "the operator published no Event"
+# Events go out on a task of their own, a moment after the status: a few seconds' grace.
+published=""
+for _ in $(seq 1 20); do
+  kubectl -n team-b get events.events.k8s.io -o json \
+    | jq -e '[.items[] | select(.reportingController == "langfuse-upgrade-operator")] | length > 0' >/dev/null \
+    && { published=yes; break; }
+  sleep 0.25
+done
+[[ -n $published ]] || bad "the operator published no Event"
 curl -fsS "127.0.0.1:$port/metrics" >"$work/metrics.txt" || bad "GET /metrics"
 grep -q '^lfu_upgrade_phase{namespace="team-b",name="to-v3",phase="Blocked"} 1' "$work/metrics.txt" \
   || bad "/metrics has no lfu_upgrade_phase ... Blocked 1"

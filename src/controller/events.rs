@@ -1,0 +1,33 @@
+//! Events go out on a task of their own, in the order they were handed over: a reconcile hands
+//! them over and returns, so the next step (already queued by its status write) never waits
+//! behind their round trips. Events are best effort (status is the record): one the apiserver
+//! refuses is logged and dropped, and those still queued when the process ends are lost.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, Recorder};
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+pub struct EventSink {
+    queue: mpsc::UnboundedSender<(ObjectReference, Event)>,
+}
+
+impl EventSink {
+    /// Starts the publishing task (inside the runtime).
+    pub fn start(recorder: Recorder) -> Self {
+        let (queue, mut next) = mpsc::unbounded_channel::<(ObjectReference, Event)>();
+        tokio::spawn(async move {
+            while let Some((reference, event)) = next.recv().await {
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, reason = %event.reason, "could not publish an Event");
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    pub fn send(&self, reference: &ObjectReference, event: Event) {
+        // Fails only once the task is gone (the runtime shutting down): nothing left to tell.
+        let _ = self.queue.send((reference.clone(), event));
+    }
+}
