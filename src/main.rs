@@ -175,8 +175,11 @@ async fn run(args: RunArgs) -> Result<()> {
                 }
             };
             tokio::select! {
-                r = controller::run(client, args.namespace, ctx) => r,
-                _ = lost => Err(Error::Leader("lost the lease; exiting so that only one replica acts".into())),
+                r = controller::run(client, args.namespace, ctx.clone()) => r,
+                _ = lost => {
+                    ctx.events.stop();
+                    Err(Error::Leader("lost the lease; exiting so that only one replica acts".into()))
+                }
             }
         } else {
             Ok(())

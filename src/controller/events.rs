@@ -1,29 +1,37 @@
 //! Events go out on a task of their own, in the order they were handed over: a reconcile hands
 //! them over and returns, so the next step (already queued by its status write) never waits
 //! behind their round trips. Events are best effort (status is the record): one the apiserver
-//! refuses is logged and dropped, and those still queued when the process ends are lost.
+//! refuses is logged and dropped, and those still queued when the process ends are lost, or
+//! when it loses its Lease: a replica that no longer leads publishes nothing more (Events are
+//! stamped when published, and would tell of a stale step as if it were new).
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
 use tokio::sync::mpsc;
 
-#[derive(Clone)]
 pub struct EventSink {
     queue: mpsc::UnboundedSender<(ObjectReference, Event)>,
+    task: tokio::task::AbortHandle,
 }
 
 impl EventSink {
     /// Starts the publishing task (inside the runtime).
     pub fn start(recorder: Recorder) -> Self {
         let (queue, mut next) = mpsc::unbounded_channel::<(ObjectReference, Event)>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some((reference, event)) = next.recv().await {
                 if let Err(e) = recorder.publish(&event, &reference).await {
                     tracing::warn!(error = %e, reason = %event.reason, "could not publish an Event");
                 }
             }
-        });
-        Self { queue }
+        })
+        .abort_handle();
+        Self { queue, task }
+    }
+
+    /// Drops what is queued and publishes nothing more (the Lease was lost).
+    pub fn stop(&self) {
+        self.task.abort();
     }
 
     pub fn send(&self, reference: &ObjectReference, event: Event) {

@@ -794,10 +794,8 @@ async fn register_rows_of(pool: &sqlx::PgPool, v: langfuse_upgrade_operator::ver
     }
 }
 
-/// Test knob of the ClickHouse test endpoint: this test's database answers `SELECT version()`
-/// with `version` (e.g. an older ClickHouse than the engine really is).
-/// The namespace's Events once two lists half a second apart agree (at most 10 s): the operator
-/// publishes Events on a task of its own, a moment after the status they tell of.
+/// The operator's Events in the namespace once two lists half a second apart agree (at most
+/// 10 s): it publishes Events on a task of its own, a moment after the status they tell of.
 pub async fn settled_events(ns: &TestNs) -> Vec<k8s_openapi::api::events::v1::Event> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client.clone(), &ns.name);
     let list = || async {
@@ -821,6 +819,8 @@ pub async fn settled_events(ns: &TestNs) -> Vec<k8s_openapi::api::events::v1::Ev
     }
 }
 
+/// Test knob of the ClickHouse test endpoint: this test's database answers `SELECT version()`
+/// with `version` (e.g. an older ClickHouse than the engine really is).
 pub async fn report_clickhouse_version(db: &crate::support::TestDb, version: &str) {
     db.ch_exec("CREATE TABLE IF NOT EXISTS __lfu_test_reported_version (v String) ENGINE = Memory")
         .await;
