@@ -374,10 +374,13 @@ fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
     }
     // The infrastructure is read from the Finalizing stage on: the first decision of the stage
     // was observed without it. Read it before judging the gates, rather than flash Blocked.
+    // A step hold: the road is not followed to its end yet (a plain hold would leave the
+    // previous hop's "reached" in RoadFollowed for this one write).
     if p.obs.clickhouse.is_none() || p.obs.postgres.is_none() {
-        return Err(Hold::new(
+        return Err(p.hold_step(
+            cond::ROAD_FOLLOWED,
             Phase::Finalizing,
-            reason::FINALIZING,
+            reason::HOPPING,
             format!("reading PostgreSQL and ClickHouse before {} -> {}", hop.from, hop.to),
             wait::NOW,
         ));

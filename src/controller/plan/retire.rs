@@ -1,5 +1,7 @@
 //! Retiring v2, moving to the final version, and completing (releasing the v3 Deployments).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::workloads::v2_counts;
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
@@ -23,8 +25,8 @@ pub(super) fn retire(p: &mut Planner, settings: &Settings) -> Gate {
             ("verification", p.status.verified_at.is_some()),
         ],
     )?;
-    // Both ends to the millisecond: from the verification's reads to this reconcile's last read
-    // (no later than now), so the wait never ends early.
+    // Both ends to the millisecond: from the end of the verification's reads to the end of this
+    // reconcile's, so the wait never ends early (at worst it ends one observation late).
     let waited = p.since_read(&p.status.verified_at).unwrap_or_default();
     if waited < settings.retire_source_after {
         let left = settings.retire_source_after - waited;
@@ -79,11 +81,22 @@ fn hpa_note(p: &Planner, words: impl Fn(&str) -> String) -> String {
     }
 }
 
+/// Never before `verifiedAt` (to the millisecond, where `now` is a whole second read before the
+/// observation): the history lists the verification first.
+fn retired_at(p: &Planner) -> Time {
+    let now = p.now_time();
+    match &p.status.verified_at {
+        // Rounded up: status times other than verifiedAt are whole seconds.
+        Some(v) if v.0 > now.0 => Time(crate::precision::newest_seen(v.0)),
+        _ => now,
+    }
+}
+
 /// Scale v2 to 0 (never delete it here) and record the retirement once no v2 pod is left.
 fn scale_to_zero(p: &mut Planner) -> Gate {
     let (asked, pods) = v2_counts(p);
     if p.obs.source.is_none() {
-        p.status.source_retired_at = Some(p.now_time());
+        p.status.source_retired_at = Some(retired_at(p));
         return Ok(());
     }
     if asked > 0 {
@@ -104,7 +117,7 @@ fn scale_to_zero(p: &mut Planner) -> Gate {
             wait::ROLLOUT,
         ));
     }
-    p.status.source_retired_at = Some(p.now_time());
+    p.status.source_retired_at = Some(retired_at(p));
     p.condition(
         cond::SOURCE_RETIRED,
         true,

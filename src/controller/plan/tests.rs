@@ -2297,6 +2297,27 @@ fn retiring_v2_refuses_without_the_shift_the_migrations_or_the_verification() {
     assert_eq!(p.actions, [Action::ScaleSource(0)]);
 }
 
+/// v2 gone at the verification's own second, `retireSourceAfter: 0s`: the retirement is recorded
+/// no earlier than the verification (to the millisecond), so the history keeps their order.
+#[test]
+fn v2_is_never_recorded_retired_before_it_was_verified() {
+    let mut s = spec();
+    s.strategy.retire_source_after = "0s".into();
+    let mut status = verified_status();
+    status.verified_at = Some(Time(Timestamp::from_millisecond(t(40).as_millisecond() + 640).unwrap()));
+    let u = upgrade(s, status);
+    let mut obs = untouched();
+    obs.source = None;
+    let settings = crate::controller::validate::validate(&u).unwrap();
+    let mut p = Planner::new(&u, &obs, t(40));
+    assert!(retire::retire(&mut p, &settings).is_ok());
+    let retired = p.status.source_retired_at.clone().unwrap();
+    assert_eq!(retired, time(41), "rounded up to the whole second after verifiedAt");
+    let mut p = Planner::new(&u, &obs, t(45));
+    assert!(retire::retire(&mut p, &settings).is_ok());
+    assert_eq!(p.status.source_retired_at, Some(time(45)));
+}
+
 #[test]
 fn the_migrations_are_not_turned_on_before_the_shift_and_the_cutoff() {
     let clears: [(&str, ClearFact); 2] = [
