@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, SecretKeySelector, Serv
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
+use tokio::sync::OnceCell;
 
 use super::cache::Caches;
 use super::plan::Needs;
@@ -338,9 +339,11 @@ async fn read_opt(secrets: &SecretReader, selector: Option<&SecretKeySelector>) 
 /// The Secrets one observation reads, each fetched once however many keys of it the spec and
 /// v2's env name (a spec usually keeps several keys in one Secret), and dropped with the
 /// observation: the next one reads them fresh, so a fixed Secret is seen at the next check.
+/// Reads of one name that run at the same time (Postgres and ClickHouse are observed at once)
+/// share one GET.
 pub struct SecretReader {
     api: Api<Secret>,
-    read: std::sync::Mutex<std::collections::HashMap<String, Option<Secret>>>,
+    read: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<OnceCell<Option<Secret>>>>>,
 }
 
 impl SecretReader {
@@ -352,19 +355,16 @@ impl SecretReader {
     }
 
     async fn key(&self, selector: &SecretKeySelector) -> Result<Option<SecretString>> {
-        let known = self.read.lock().expect("secrets lock").get(&selector.name).cloned();
-        let secret = match known {
-            Some(s) => s,
-            None => {
-                let s = self.api.get_opt(&selector.name).await?;
-                self.read
-                    .lock()
-                    .expect("secrets lock")
-                    .insert(selector.name.clone(), s.clone());
-                s
-            }
-        };
-        Ok(secret.and_then(|s| secret_key(&s, &selector.key)))
+        let cell = self
+            .read
+            .lock()
+            .expect("secrets lock")
+            .entry(selector.name.clone())
+            .or_default()
+            .clone();
+        // A failed GET leaves the cell empty: the next reader of that name tries again.
+        let secret = cell.get_or_try_init(|| self.api.get_opt(&selector.name)).await?;
+        Ok(secret.as_ref().and_then(|s| secret_key(s, &selector.key)))
     }
 }
 
