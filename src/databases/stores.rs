@@ -71,6 +71,25 @@ pub enum S3Problem {
     },
     #[error("S3 at {endpoint}: {detail}")]
     Other { endpoint: String, detail: String },
+    #[error("the endpoint {endpoint} is an IP address: the bucket cannot be a subdomain of it")]
+    NeedsPathStyle { endpoint: String },
+}
+
+/// Virtual-hosted addressing puts the bucket in the host name, which an IP address cannot
+/// take: said before any request (the S3 client's own error is "invalid IPv4 address").
+pub fn needs_path_style(target: &S3Target) -> Option<S3Problem> {
+    let endpoint = target.endpoint.as_ref().filter(|_| !target.path_style)?;
+    let rest = endpoint.split_once("://").map_or(endpoint.as_str(), |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>()
+        .is_ok()
+        .then(|| S3Problem::NeedsPathStyle {
+            endpoint: endpoint.clone(),
+        })
 }
 
 /// The S3 error code of an error response body (`<Code>NoSuchBucket</Code>`), if any.
@@ -197,6 +216,7 @@ pub fn s3_fix(problem: &S3Problem) -> &'static str {
             "v3 writes every event there: grant the key s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket on the bucket and prefix"
         }
         S3Problem::Other { .. } => "check spec.s3",
+        S3Problem::NeedsPathStyle { .. } => "set spec.s3.forcePathStyle: true",
     }
 }
 
@@ -230,6 +250,35 @@ mod tests {
         assert_eq!(t.url.expose(), "rediss://default:p%40ss%3Aw%2Frd@redis.ns:6379");
         let t = redis_target(&spec, Some(SecretString::new("redis://x:6380")), None).unwrap();
         assert_eq!(t.url.expose(), "redis://x:6380");
+    }
+
+    #[test]
+    fn an_ip_endpoint_without_path_style_is_told_to_set_it() {
+        let with = |endpoint: &str, path_style: bool| S3Target {
+            endpoint: Some(endpoint.into()),
+            path_style,
+            ..target()
+        };
+        for ip in [
+            "http://10.0.0.7:9000",
+            "https://192.168.1.2",
+            "http://[::1]:8333/",
+            "10.0.0.7:9000",
+        ] {
+            let problem = needs_path_style(&with(ip, false)).unwrap_or_else(|| panic!("{ip}"));
+            assert_eq!(s3_fix(&problem), "set spec.s3.forcePathStyle: true");
+            assert!(problem.to_string().contains(ip), "{problem}");
+            assert!(needs_path_style(&with(ip, true)).is_none(), "{ip} with path style");
+        }
+        for name in ["http://minio.storage:9000", "https://s3.eu-west-1.amazonaws.com"] {
+            assert!(needs_path_style(&with(name, false)).is_none(), "{name}");
+        }
+        let aws = S3Target {
+            endpoint: None,
+            path_style: false,
+            ..target()
+        };
+        assert!(needs_path_style(&aws).is_none());
     }
 
     fn target() -> S3Target {

@@ -6,9 +6,12 @@ use std::time::Duration;
 use s3::creds::Credentials;
 use s3::{Bucket, Region};
 
-use crate::databases::stores::{S3Facts, S3Problem, S3Target, s3_problem};
+use crate::databases::stores::{S3Facts, S3Problem, S3Target, needs_path_style, s3_problem};
 
 pub async fn probe(target: &S3Target, budget: Duration) -> Result<S3Facts, S3Problem> {
+    if let Some(problem) = needs_path_style(target) {
+        return Err(problem);
+    }
     let endpoint = target
         .endpoint
         .clone()
