@@ -95,6 +95,9 @@ pub struct Live {
     ch: Mutex<HashMap<u64, ChEntry>>,
     /// One HTTP client (its connection pool) for Prometheus.
     http: reqwest::Client,
+    /// One ClickHouse HTTP client (TLS settings and connection pool) under every target's
+    /// client: a target's own is only its URL and credentials.
+    clickhouse: clickhouse::Client,
 }
 
 impl Default for Live {
@@ -120,6 +123,7 @@ impl Live {
             pg: Mutex::new(HashMap::new()),
             ch: Mutex::new(HashMap::new()),
             http: reqwest::Client::new(),
+            clickhouse: clickhouse::Client::default(),
         }
     }
 
@@ -238,7 +242,9 @@ impl Live {
         }) {
             return entry.clone();
         }
-        let mut client = clickhouse::Client::default()
+        let mut client = self
+            .clickhouse
+            .clone()
             .with_url(conn.url.clone())
             .with_user(conn.user.expose())
             .with_password(conn.password.expose());
