@@ -13,15 +13,18 @@ free_port() {
 # Export a free port for each tests/db/up.sh port knob that is not set yet: its default if
 # free, else the next free one, never one already given to another knob. Lets a run start
 # next to another engineer's env-up (which holds the defaults).
+# The defaults lie below the kernel's ephemeral range (32768-60999): a port picked free there
+# cannot be taken by an outgoing connection before the server binds it (the demo once lost
+# Redis's TLS port, 56380 then, that way).
 pick_db_ports() {
   local spec var def p taken=" "
-  for spec in LFU_TEST_PG_PORT:55432 LFU_TEST_CH_PORT:58123 LFU_TEST_REDIS_PORT:56379 \
-              LFU_TEST_REDIS_TLS_PORT:56380 LFU_TEST_S3_PORT:58333; do
+  for spec in LFU_TEST_PG_PORT:25432 LFU_TEST_CH_PORT:28123 LFU_TEST_REDIS_PORT:26379 \
+              LFU_TEST_REDIS_TLS_PORT:26380 LFU_TEST_S3_PORT:28333; do
     var=${spec%%:*}
     [[ -n ${!var:-} ]] && taken+="${!var} "
   done
-  for spec in LFU_TEST_PG_PORT:55432 LFU_TEST_CH_PORT:58123 LFU_TEST_REDIS_PORT:56379 \
-              LFU_TEST_REDIS_TLS_PORT:56380 LFU_TEST_S3_PORT:58333; do
+  for spec in LFU_TEST_PG_PORT:25432 LFU_TEST_CH_PORT:28123 LFU_TEST_REDIS_PORT:26379 \
+              LFU_TEST_REDIS_TLS_PORT:26380 LFU_TEST_S3_PORT:28333; do
     var=${spec%%:*} def=${spec#*:}
     [[ -n ${!var:-} ]] && continue
     p=$def

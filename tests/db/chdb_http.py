@@ -437,7 +437,7 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     ap = argparse.ArgumentParser(description="TEST-ONLY ClickHouse HTTP stand-in over chdb")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=58123)
+    ap.add_argument("--port", type=int, default=28123)
     ap.add_argument("--data", required=True, help="chdb session directory (MergeTree data)")
     ap.add_argument("--pidfile", help="written after the socket is bound")
     ap.add_argument("--compatibility", default=os.environ.get("LFU_CHDB_COMPATIBILITY", "25.3"),

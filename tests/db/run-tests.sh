@@ -8,7 +8,7 @@
 # tests, and always stops the servers again (down.sh, on success, failure or Ctrl-C). The tests
 # FAIL (they never skip) if the servers are missing.
 #
-# If the default ports (55432, 58123, 56379, 56380, 58333) are taken (another run, another
+# If the default ports (25432, 28123, 26379, 26380, 28333) are taken (another run, another
 # engineer), free ones are picked, unless LFU_TEST_PG_PORT / LFU_TEST_CH_PORT /
 # LFU_TEST_REDIS_PORT / LFU_TEST_REDIS_TLS_PORT / LFU_TEST_S3_PORT are set explicitly.
 # Knobs: CARGO (cargo), LFU_TEST_JOBS (cargo -j, default 2), LFU_TEST_THREADS (test threads).

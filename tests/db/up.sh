@@ -9,8 +9,8 @@
 #                                # LFU_TEST_S3_* (see tests/db/README.md)
 #   tests/db/down.sh <workdir>   # stops them all, removes <workdir>
 #
-# Env knobs: LFU_TEST_PG_PORT (55432), LFU_TEST_CH_PORT (58123), LFU_TEST_REDIS_PORT (56379),
-#            LFU_TEST_REDIS_TLS_PORT (56380), LFU_TEST_S3_PORT (58333; SeaweedFS's internal
+# Env knobs: LFU_TEST_PG_PORT (25432), LFU_TEST_CH_PORT (28123), LFU_TEST_REDIS_PORT (26379),
+#            LFU_TEST_REDIS_TLS_PORT (26380), LFU_TEST_S3_PORT (28333; SeaweedFS's internal
 #            master/volume/filer/gRPC ports are the next free ones above it),
 #            LFU_CACHE_DIR (~/.cache/langfuse-upgrade-operator; holds the Python venv and weed),
 #            LFU_CHDB_COMPATIBILITY (25.3; ClickHouse `compatibility` setting, '' = off).
@@ -22,11 +22,11 @@ die() { echo "up.sh: $*" >&2; exit 1; }
 [[ $# -eq 1 && -n $1 ]] || die "usage: $0 <workdir>"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-PG_PORT=${LFU_TEST_PG_PORT:-55432}
-CH_PORT=${LFU_TEST_CH_PORT:-58123}
-REDIS_PORT=${LFU_TEST_REDIS_PORT:-56379}
-REDIS_TLS_PORT=${LFU_TEST_REDIS_TLS_PORT:-56380}
-S3_PORT=${LFU_TEST_S3_PORT:-58333}
+PG_PORT=${LFU_TEST_PG_PORT:-25432}
+CH_PORT=${LFU_TEST_CH_PORT:-28123}
+REDIS_PORT=${LFU_TEST_REDIS_PORT:-26379}
+REDIS_TLS_PORT=${LFU_TEST_REDIS_TLS_PORT:-26380}
+S3_PORT=${LFU_TEST_S3_PORT:-28333}
 CACHE_DIR=${LFU_CACHE_DIR:-$HOME/.cache/langfuse-upgrade-operator}
 VENV=$CACHE_DIR/venv
 PG_VERSION=15
@@ -245,8 +245,9 @@ REDIS_LAUNCH_PID=$!
 # `weed server` = master + volume + filer + S3 gateway in one process. Its internal HTTP and gRPC
 # ports (it would default gRPC to HTTP+10000, past 65535 here) are the next free ones above the
 # S3 port; they are recorded for down.sh, which removes the unix sockets weed keeps in /tmp.
-# Those ports lie in the kernel's ephemeral range, so a port free when picked can be taken by an
-# outgoing connection before weed binds it: launch_weed is tried again on fresh ports then.
+# A port free when picked can still be taken before weed binds it (by another run, or by an
+# outgoing connection if the ports were set inside the kernel's ephemeral range, 32768+): launch_weed
+# is tried again on fresh ports then.
 pick_port() {  # pick_port VAR: the next free port above the S3 port, not given out yet
   local p=$((S3_PORT + 1))
   while [[ $ports_taken == *" $p "* ]] || port_in_use "$p"; do p=$((p + 1)); done

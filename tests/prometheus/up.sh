@@ -11,7 +11,7 @@
 # and rename it over targets.json (tests/prometheus/targets.sh does that), never edit in place.
 # The optional host:port arguments are the initial targets.
 #
-# Env knobs: LFU_TEST_PROM_PORT     port (default 59090; the next free one if taken)
+# Env knobs: LFU_TEST_PROM_PORT     port (default 29090; the next free one if taken)
 #            LFU_PROMETHEUS_BIN     use this binary instead of running build.sh
 #            LFU_PROM_UP_TIMEOUT    seconds to wait for /-/ready (default 60)
 #            LFU_CACHE_DIR          build cache (see build.sh)
@@ -24,7 +24,7 @@ log() { echo "up.sh: $*" >&2; }
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 # shellcheck source=tests/lib.sh
 source "$HERE/../lib.sh"
-BASE_PORT=${LFU_TEST_PROM_PORT:-59090}
+BASE_PORT=${LFU_TEST_PROM_PORT:-29090}
 TIMEOUT=${LFU_PROM_UP_TIMEOUT:-60}
 [[ $BASE_PORT =~ ^[0-9]+$ ]] || die "LFU_TEST_PROM_PORT must be a port number, got '$BASE_PORT'"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "LFU_PROM_UP_TIMEOUT must be a number of seconds, got '$TIMEOUT'"
