@@ -237,6 +237,9 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
                 writes = executed.len(),
                 get_ms = ms(read_at),
                 observe_ms = ms(observed_at - read_at),
+                postgres_ms = ms(observed.took.postgres),
+                clickhouse_ms = ms(observed.took.clickhouse),
+                stores_ms = ms(observed.took.stores),
                 execute_ms = ms(executed_at - observed_at),
                 report_ms = ms(started.elapsed() - executed_at),
                 "reconciled"

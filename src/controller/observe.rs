@@ -77,6 +77,25 @@ pub struct Observed {
     /// When the last read came back (to the millisecond; `None` when nothing was read): every
     /// fact above was true by then, and no later than the plan's decision.
     pub read_at: Option<Timestamp>,
+    /// How long each outside read took (for the log: where a reconcile's time goes).
+    pub took: ReadTimes,
+}
+
+/// Wall time of the reads made at once (zero when not made).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadTimes {
+    pub postgres: std::time::Duration,
+    pub clickhouse: std::time::Duration,
+    /// Redis and S3.
+    pub stores: std::time::Duration,
+}
+
+async fn timed<T, E>(
+    read: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<(T, std::time::Duration), E> {
+    let started = std::time::Instant::now();
+    let out = read.await?;
+    Ok((out, started.elapsed()))
 }
 
 pub async fn observe<D: Databases>(
@@ -234,6 +253,7 @@ pub async fn observe<D: Databases>(
         s3: None,
         error_ratio: None,
         read_at: None,
+        took: ReadTimes::default(),
     };
     if let Some(q) = &needs.error_ratio {
         observed.error_ratio = Some(db.error_ratio(q).await);
@@ -306,7 +326,14 @@ pub async fn observe<D: Databases>(
             _ => Err("the ClickHouse user or password Secret key is missing".into()),
         }))
     };
-    let ((redis, s3), postgres, clickhouse) = tokio::try_join!(stores, postgres, clickhouse)?;
+    // The first API error (a Secret) still ends the observation at once.
+    let (((redis, s3), stores_took), (postgres, postgres_took), (clickhouse, clickhouse_took)) =
+        tokio::try_join!(timed(stores), timed(postgres), timed(clickhouse))?;
+    observed.took = ReadTimes {
+        postgres: postgres_took,
+        clickhouse: clickhouse_took,
+        stores: stores_took,
+    };
     (observed.redis, observed.s3) = (redis, s3);
     if let Some((facts, url)) = postgres {
         observed.postgres = Some(facts);
