@@ -48,12 +48,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let commit = commit();
     runtime.block_on(async {
         let mut summary = Vec::new();
         for n in sizes {
             summary.push(bench_size(n, polls).await);
         }
-        print_summary(&summary);
+        print_summary(&summary, &commit);
     });
 }
 
@@ -81,14 +82,22 @@ struct PollCost {
     cpu_ms: f64,
 }
 
-fn print_summary(summary: &[Summary]) {
-    let commit = std::process::Command::new("git")
+/// The commit built: run-db-bench.sh reads it before building (the tree can move while this
+/// runs), else it is read now.
+fn commit() -> String {
+    if let Ok(c) = std::env::var("LFU_BENCH_COMMIT") {
+        return c;
+    }
+    std::process::Command::new("git")
         .args(["describe", "--always", "--dirty", "--abbrev=7"])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn print_summary(summary: &[Summary], commit: &str) {
     println!(
         "\n== summary: {}, commit {commit}, bench profile, p50 / p90 ==",
         Timestamp::now().strftime("%Y-%m-%d")

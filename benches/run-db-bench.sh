@@ -20,4 +20,6 @@ trap 'exit 130' INT TERM
 "$DB/up.sh" "$WORKDIR"
 export LFU_TEST_DB_ENV=$WORKDIR/env
 cd "$ROOT"
+LFU_BENCH_COMMIT=$(git describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)
+export LFU_BENCH_COMMIT
 cargo bench --locked -j "${LFU_TEST_JOBS:-2}" --bench db_poll
