@@ -31,7 +31,11 @@
 # Env: BENCH_RUNS (20), BENCH_REST_SECONDS (300), BENCH_IDLE_SECONDS (30), BENCH_PAUSED (200),
 #      BENCH_ARGO_SCOPE (namespaced | cluster; namespaced = --namespaced on one bench namespace,
 #      a fresh Rollout per run; cluster = cluster-wide controller, a fresh namespace per run),
-#      BENCH_KEEP_WORKDIR=1 keeps the temp dir (cluster logs), BENCH_OURS (1; 0: Argo only).
+#      BENCH_KEEP_WORKDIR=1 keeps the temp dir (cluster logs), BENCH_OURS (1; 0: Argo only),
+#      BENCH_OURS_HEAPTRACK=1: the resting operator (idle, paused, blocked) is the `profiling`
+#      build (release with symbols) run under heaptrack, and target/bench-peers/ours-heap.txt
+#      says where its heap went; its RSS and CPU figures then include heaptrack's and are not
+#      comparable.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -46,6 +50,7 @@ ns=argo-bench
 out="$repo/target/bench-peers"
 mkdir -p "$out/bin"
 log() { echo "bench-peers: $*" >&2; }
+die() { log "$*"; exit 1; }
 
 # --- binaries ------------------------------------------------------------------------------
 argo_bin="$("$here/build-argo.sh")"
@@ -58,6 +63,12 @@ if [[ "$ours" == 1 ]]; then
   (cd "$repo" && nice -n 10 cargo build --release --locked --bin langfuse-upgrade-operator >&2 \
     && nice -n 10 cargo test --locked --test e2e --no-run >&2)
   ours_bin="$repo/target/release/langfuse-upgrade-operator"
+  rest_bin="$ours_bin"
+  if [[ ${BENCH_OURS_HEAPTRACK:-0} == 1 ]]; then
+    command -v heaptrack >/dev/null || die "BENCH_OURS_HEAPTRACK=1 needs heaptrack (apt-get install heaptrack)"
+    (cd "$repo" && nice -n 10 cargo build --profile profiling --locked --bin langfuse-upgrade-operator >&2)
+    rest_bin="$repo/target/profiling/langfuse-upgrade-operator"
+  fi
 fi
 argo_mod="$(cd "$here/go/argo-rollouts" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go list -m -f '{{.Dir}}' github.com/argoproj/argo-rollouts)"
 argo_version="$(awk '$1 == "github.com/argoproj/argo-rollouts" && $2 ~ /^v/ { print $2; exit }' "$here/go/argo-rollouts/go.mod")"
@@ -257,10 +268,22 @@ kubectl apply --server-side -f "$repo/crds/langfuseupgrades.yaml" >/dev/null
 established langfuseupgrades.upgrades.lfu-operator.dev
 ours_port="$(free_port $((36000 + RANDOM % 2000)))"
 # As in the chart's default install: cluster-wide, leader election on (Lease in its namespace).
-KUBECONFIG="$LFU_OPERATOR_KUBECONFIG" RUST_LOG=info,kube=warn "$ours_bin" run \
+heap_prefix=()
+[[ ${BENCH_OURS_HEAPTRACK:-0} == 1 ]] && heap_prefix=(heaptrack -o "$work/ours.heaptrack")
+KUBECONFIG="$LFU_OPERATOR_KUBECONFIG" RUST_LOG=info,kube=warn "${heap_prefix[@]}" "$rest_bin" run \
   --lease-namespace "$ours_ns" --identity bench --http-addr "127.0.0.1:$ours_port" \
   </dev/null >"$work/ours.log" 2>&1 &
 ours_pid=$!
+if [[ ${#heap_prefix[@]} -gt 0 ]]; then
+  # heaptrack's script runs the operator as its child: measure and stop that one.
+  wrapper=$ours_pid ours_pid=""
+  for _ in $(seq 1 100); do
+    ours_pid="$(pgrep -P "$wrapper" -f "$rest_bin" | head -n 1 || true)"
+    [[ -n $ours_pid ]] && break
+    sleep 0.1
+  done
+  [[ -n $ours_pid ]] || die "heaptrack did not start the operator"
+fi
 started=$SECONDS
 until curl -fsS "http://127.0.0.1:$ours_port/readyz" >/dev/null 2>&1; do
   kill -0 "$ours_pid" 2>/dev/null || { tail -n 30 "$work/ours.log" >&2; log "our operator exited"; exit 1; }
@@ -394,6 +417,16 @@ kill -0 "$ours_pid" || { log "our operator died during the run"; exit 1; }
   echo "Requests by verb, resource and code: target/bench-peers/ours-blocked-rest-requests.txt."
 } >"$out/ours-blocked.md"
 cat "$out/ours-blocked.md"
+if [[ ${BENCH_OURS_HEAPTRACK:-0} == 1 ]]; then
+  # Stop it cleanly so heaptrack writes its data, then say where the heap went.
+  kill -TERM "$ours_pid"
+  for _ in $(seq 1 100); do kill -0 "$wrapper" 2>/dev/null || break; sleep 0.2; done
+  data="$(ls "$work"/ours.heaptrack*.zst "$work"/ours.heaptrack*.gz 2>/dev/null | head -n 1)"
+  [[ -n $data ]] || die "no heaptrack data in $work"
+  heaptrack_print -f "$data" --print-peaks yes --print-allocators yes --print-temporary no \
+    --print-leaks no --peak-limit 25 >"$out/ours-heap.txt" 2>&1 || die "heaptrack_print failed"
+  log "where the resting operator's heap went: $out/ours-heap.txt"
+fi
 ours_version="$("$ours_bin" --version 2>/dev/null || echo langfuse-upgrade-operator)"
 onotes="$ours_version (release build), cluster-wide, leader election on, user lfu-operator, on the same"
 onotes+=" control plane as Argo above, its switches alternated with Argo's. Switch: the e2e happy path"
