@@ -275,10 +275,13 @@ KUBECONFIG="$LFU_OPERATOR_KUBECONFIG" RUST_LOG=info,kube=warn "${heap_prefix[@]}
   </dev/null >"$work/ours.log" 2>&1 &
 ours_pid=$!
 if [[ ${#heap_prefix[@]} -gt 0 ]]; then
-  # heaptrack's script runs the operator as its child: measure and stop that one.
+  # heaptrack's script runs the operator as its child (its subshells name the binary in their
+  # command lines too): measure and stop the process that runs the binary itself.
   wrapper=$ours_pid ours_pid=""
   for _ in $(seq 1 100); do
-    ours_pid="$(pgrep -P "$wrapper" -f "$rest_bin" | head -n 1 || true)"
+    for p in $(pgrep -f "$rest_bin" || true); do
+      [[ $(readlink "/proc/$p/exe" 2>/dev/null) == "$rest_bin" ]] && ours_pid=$p
+    done
     [[ -n $ours_pid ]] && break
     sleep 0.1
   done
@@ -420,8 +423,9 @@ cat "$out/ours-blocked.md"
 if [[ ${BENCH_OURS_HEAPTRACK:-0} == 1 ]]; then
   # Stop it cleanly so heaptrack writes its data, then say where the heap went.
   kill -TERM "$ours_pid"
-  for _ in $(seq 1 100); do kill -0 "$wrapper" 2>/dev/null || break; sleep 0.2; done
-  data="$(ls "$work"/ours.heaptrack*.zst "$work"/ours.heaptrack*.gz 2>/dev/null | head -n 1)"
+  # heaptrack interprets and compresses its data after the operator exits.
+  for _ in $(seq 1 600); do kill -0 "$wrapper" 2>/dev/null || break; sleep 0.2; done
+  data="$(find "$work" -maxdepth 1 -name 'ours.heaptrack.*' | head -n 1)"
   [[ -n $data ]] || die "no heaptrack data in $work"
   heaptrack_print -f "$data" --print-peaks yes --print-allocators yes --print-temporary no \
     --print-leaks no --peak-limit 25 >"$out/ours-heap.txt" 2>&1 || die "heaptrack_print failed"
