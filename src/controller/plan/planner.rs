@@ -58,6 +58,12 @@ pub(crate) struct Planner<'a> {
     requeue_cap: Option<Duration>,
 }
 
+/// From `t` to `to`, never negative.
+fn elapsed(t: &Option<Time>, to: Timestamp) -> Option<Duration> {
+    t.as_ref()
+        .map(|t| Duration::from_millis((to.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
+}
+
 /// A gate either lets the walk go on or holds it in a phase.
 pub(crate) type Gate = Result<(), Hold>;
 
@@ -139,14 +145,11 @@ impl<'a> Planner<'a> {
     /// How long before this reconcile's last read `t` was, to the millisecond when the
     /// observation says when that was (else from the whole-second `now`).
     pub fn since_read(&self, t: &Option<Time>) -> Option<Duration> {
-        let to = self.obs.read_at.unwrap_or(self.now);
-        t.as_ref()
-            .map(|t| Duration::from_millis((to.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
+        elapsed(t, self.obs.read_at.unwrap_or(self.now))
     }
 
     pub fn since(&self, t: &Option<Time>) -> Option<Duration> {
-        t.as_ref()
-            .map(|t| Duration::from_millis((self.now.as_millisecond() - t.0.as_millisecond()).max(0) as u64))
+        elapsed(t, self.now)
     }
 
     /// A step condition and the hold that keeps the upgrade there, with the same words.
