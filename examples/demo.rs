@@ -54,23 +54,9 @@ fn reconcile_costs(logs: &str) -> String {
     let mut sums = [0.0f64; 6];
     let mut n = 0;
     for line in logs.lines().filter(|l| l.contains("reconciled")) {
-        // Strip the colour codes around field names.
-        let mut plain = String::with_capacity(line.len());
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                plain.push(c);
-            }
-        }
+        // The operator writes no colour codes to a file (`telemetry::init`).
         let field = |name: &str| {
-            plain
-                .split_whitespace()
+            line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse::<f64>().ok())
         };
         if let Some(values) = FIELDS.iter().map(|f| field(f)).collect::<Option<Vec<f64>>>() {
@@ -427,6 +413,14 @@ async fn main() {
         )
     );
     print!("{}", reconcile_costs(&operator.logs()));
+    // The operator's own log, each reconcile's timings in it, kept when asked (the demo's
+    // directory is removed at the end).
+    if let Some(path) = std::env::var_os("LFU_DEMO_OPERATOR_LOG") {
+        match std::fs::write(&path, operator.logs()) {
+            Ok(()) => println!("  operator log kept in {}", path.to_string_lossy()),
+            Err(e) => println!("  operator log not kept ({}): {e}", path.to_string_lossy()),
+        }
+    }
     println!("  invariant violations observed: {}", record.violations.len());
     for v in &record.violations {
         println!("    {v}");
