@@ -176,6 +176,9 @@ def parse_multipart(body, content_type):
 # TEST KNOB: a database holding this table (one String column `v`) answers `SELECT version()`
 # with its value, so a test can play an older ClickHouse (e.g. 25.3) without touching others.
 REPORTED_VERSION_TABLE = "__lfu_test_reported_version"
+# Statements after which the engine's kept state (database, settings, the version knob's
+# presence) is read again.
+STATE_CHANGING_RE = re.compile(r"^\s*(SET|USE|CREATE|DROP|RENAME|EXCHANGE|ATTACH|DETACH)\b", re.IGNORECASE)
 VERSION_QUERY_RE = re.compile(r"^\s*SELECT\s+version\(\)\s*(?P<fmt>FORMAT\s+\w+)?\s*;?\s*$", re.IGNORECASE)
 
 
@@ -195,8 +198,25 @@ class Engine:
             # Make setting defaults those of the ClickHouse release Langfuse 3.29 is run with.
             # Notably 26.8 changed input_format_read_datetime_number_as_raw_value (1 -> 0).
             self._q(f"SET compatibility = {sql_literal(compatibility)}")
-        rows = self._q("SELECT name FROM system.settings", "TabSeparated").bytes().decode()
-        self.settings = set(rows.split())
+        # Each request used to read its settings' values, select its database and look for the
+        # version knob with queries of their own (10-15 ms each in chdb): kept here instead, and
+        # dropped when a client's statement could change them.
+        self._load_settings()
+        self.database = None
+        self.knob = {}
+
+    def _load_settings(self):
+        rows = self._q("SELECT name, value FROM system.settings", "JSONEachRow").bytes().decode()
+        self.values = {r["name"]: r["value"] for r in map(json.loads, rows.splitlines())}
+        self.settings = set(self.values)
+
+    def _forget(self, sql):
+        """After a client's statement: what it may have changed is read again when needed."""
+        if STATE_CHANGING_RE.match(sql or ""):
+            self.database = None
+            self.knob = {}
+            if re.match(r"^\s*SET\b", sql, re.IGNORECASE):
+                self._load_settings()
 
     def _q(self, sql, fmt="TabSeparated", params=None):
         try:
@@ -207,17 +227,19 @@ class Engine:
     def run(self, sql, fmt, database, settings, params, insert_data=None):
         """Run one request. insert_data=(head, fmt, bytes) uses the streaming insert API."""
         with self.lock:
-            self._q(f"USE {database}" if re.match(r"^[A-Za-z0-9_]+$", database)
-                    else f"USE `{database.replace('`', '')}`")
+            if database != self.database:
+                self.database = None
+                self._q(f"USE {database}" if re.match(r"^[A-Za-z0-9_]+$", database)
+                        else f"USE `{database.replace('`', '')}`")
+                self.database = database
             saved = {}
             try:
-                if settings:
-                    names = ", ".join(sql_literal(k) for k in settings)
-                    cur = self._q(f"SELECT name, value FROM system.settings WHERE name IN ({names})",
-                                  "JSONEachRow").bytes().decode()
-                    saved = {r["name"]: r["value"] for r in map(json.loads, cur.splitlines())}
-                    for k, v in settings.items():
-                        self._q(f"SET {k} = {sql_literal(v)}")
+                for k, v in settings.items():
+                    if self.values.get(k) == v:
+                        continue
+                    self._q(f"SET {k} = {sql_literal(v)}")
+                    saved[k] = self.values.get(k)
+                    self.values[k] = v
                 t0 = time.monotonic()
                 if insert_data is not None:
                     head, in_fmt, data = insert_data
@@ -240,18 +262,24 @@ class Engine:
                               "written_rows": res.rows_written(), "written_bytes": res.bytes_written(),
                               "elapsed_ns": int(res.elapsed() * 1e9)}
             finally:
+                self._forget(sql)
                 for k, v in saved.items():
                     try:
                         self._q(f"SET {k} = {sql_literal(v)}")
+                        self.values[k] = v
                     except ClickHouseError as e:
+                        self.values.pop(k, None)
                         log(f"warning: could not restore setting {k}: {e.message}")
 
     def reported_version(self, database):
         """Whether `database` holds the test knob table that overrides `SELECT version()`."""
+        if database in self.knob:
+            return self.knob[database]
         out, _ = self.run(
             "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = "
             + sql_literal(REPORTED_VERSION_TABLE), "TabSeparated", database, {}, {})
-        return out.strip() not in (b"", b"0")
+        self.knob[database] = out.strip() not in (b"", b"0")
+        return self.knob[database]
 
     def close(self):
         with self.lock:
