@@ -135,22 +135,39 @@ pub async fn grants(client: &Client) -> Result<Vec<String>> {
 /// Everything the query asks for; fields not asked for stay `None`.
 pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouseFacts> {
     let mut facts = ClickHouseFacts::default();
-    if query.objects || query.counts_until.is_some() {
-        facts.missing_tables = missing_tables(client).await?;
+    // The reads that do not depend on each other go out at once (one round trip, not four);
+    // the counts, the heavy ones, follow one by one and only when every table is there.
+    let tables = async {
+        match query.objects || query.counts_until.is_some() {
+            true => missing_tables(client).await,
+            false => Ok(Vec::new()),
+        }
+    };
+    let server = async {
+        match query.server {
+            true => tokio::try_join!(server_version(client), schema_version(client)).map(Some),
+            false => Ok(None),
+        }
+    };
+    let user_grants = async {
+        match query.objects {
+            // Not fatal to the observation: a server that cannot say still runs Langfuse.
+            true => Some(
+                grants(client)
+                    .await
+                    .map(|rows| super::grants::Grants::parse(&rows))
+                    .map_err(|e| format!("{}: {}", e.what, e.source.to_string().trim())),
+            ),
+            false => None,
+        }
+    };
+    let (tables, server, user_grants) = tokio::join!(tables, server, user_grants);
+    facts.missing_tables = tables?;
+    if let Some((version, schema)) = server? {
+        facts.version = Some(version);
+        facts.schema = schema;
     }
-    if query.server {
-        facts.version = Some(server_version(client).await?);
-        facts.schema = schema_version(client).await?;
-    }
-    if query.objects {
-        // Not fatal to the observation: a server that cannot say still runs Langfuse.
-        facts.grants = Some(
-            grants(client)
-                .await
-                .map(|rows| super::grants::Grants::parse(&rows))
-                .map_err(|e| format!("{}: {}", e.what, e.source.to_string().trim())),
-        );
-    }
+    facts.grants = user_grants;
     if let Some(cutoff) = query.counts_until
         && facts.missing_tables.is_empty()
     {
