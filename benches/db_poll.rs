@@ -58,9 +58,10 @@ fn main() {
     });
 }
 
-/// The operator polls Postgres this often while a copy moves or the drain waits
-/// (`controller::plan::wait::DB_WATCH`, 250 ms).
-const POLLS_PER_SECOND: f64 = 4.0;
+/// How many polls a second the operator makes while a copy moves (4 while the drain waits).
+fn polls_per_second() -> f64 {
+    1.0 / langfuse_upgrade_operator::controller::plan::DB_POLL_INTERVAL.as_secs_f64()
+}
 
 struct Summary {
     rows: i64,
@@ -104,7 +105,8 @@ fn print_summary(summary: &[Summary], commit: &str) {
     );
     println!(
         "| traces rows | load | poll | queries / poll | PG exec / poll | backend CPU / poll \
-         | at 4 polls/s: queries/s, CPU | late writes | preflight scan | verification counts |"
+         | at {:.0} polls/s: queries/s, CPU | late writes | preflight scan | verification counts |",
+        polls_per_second()
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for s in summary {
@@ -118,8 +120,8 @@ fn print_summary(summary: &[Summary], commit: &str) {
             s.cost.queries,
             s.cost.exec_ms,
             s.cost.cpu_ms,
-            s.cost.queries * POLLS_PER_SECOND,
-            s.cost.cpu_ms * POLLS_PER_SECOND,
+            s.cost.queries * polls_per_second(),
+            s.cost.cpu_ms * polls_per_second(),
             ms(s.late.0),
             ms(s.late.1),
             ms(s.scan.0),

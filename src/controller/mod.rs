@@ -101,6 +101,16 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
+/// A long wait comes up to a fifth early, at random, never late (a wait may end at a deadline
+/// such as `rollbackAfter`): many upgrades blocked together would otherwise re-check together,
+/// every minute, all their reads and futures at once. Waking early only plans again.
+pub fn spread(wait: Duration, jitter: f64) -> Duration {
+    if wait < plan::wait::POLL {
+        return wait;
+    }
+    wait.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
+}
+
 /// Exponential backoff with ±20 % jitter, 2 s doubling to 5 min.
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let base = 2f64 * 2f64.powi(failures.min(8) as i32);
@@ -160,6 +170,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             upgrade = Arc::new(fresh);
         }
         let read_at = started.elapsed();
+        let mut looked_ahead = false;
         let (observed, decision, status) = loop {
             // Whole seconds (status times round-trip through the API at that precision), and
             // read before observing: every time the plan records is at or before the facts it
@@ -167,8 +178,14 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             let now = crate::precision::bound_after(Timestamp::now());
             let needs = plan::needs(&upgrade, now);
             let caches = ctx.caches.get().filter(|c| c.synced());
-            let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
-            let decision = plan::plan(&upgrade, &observed, now);
+            let mut observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
+            let mut decision = plan::plan(&upgrade, &observed, now);
+            // Once at most: the step after a look ahead waits (retirement, rollouts) or writes.
+            if let Some(wider) = plan::look_ahead(&upgrade, &decision, &needs, now) {
+                observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &wider, caches).await?;
+                decision = plan::plan(&upgrade, &observed, now);
+                looked_ahead = true;
+            }
             // A write that cannot be taken back is made only on a view of the object known to
             // be current: a `paused` or `abort` set a moment ago must stop it.
             if from_cache && decision.actions.iter().any(Write::needs_current_object) {
@@ -235,6 +252,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             info!(
                 phase = %decision.phase,
                 writes = executed.len(),
+                looked_ahead,
                 get_ms = ms(read_at),
                 observe_ms = ms(observed_at - read_at),
                 postgres_ms = ms(observed.took.postgres),
@@ -249,7 +267,10 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             .lock()
             .expect("failures lock")
             .remove(&ObjectRef::from(upgrade.as_ref()));
-        Ok(Requeue::requeue(decision.requeue.max(plan::wait::FLOOR)))
+        Ok(Requeue::requeue(spread(
+            decision.requeue.max(plan::wait::FLOOR),
+            rand::rng().random(),
+        )))
     }
     .instrument(span)
     .await
@@ -358,6 +379,19 @@ mod tests {
         assert_eq!(first, vec![250, 500, 1000, 2000, 4000, 4000, 4000]);
         b.reset();
         assert_eq!(b.next(), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn long_waits_are_spread_early_never_late_and_short_ones_kept() {
+        use super::spread;
+        let minute = Duration::from_secs(60);
+        assert_eq!(spread(minute, 0.0), minute);
+        assert_eq!(spread(minute, 1.0), Duration::from_secs(48));
+        assert!(spread(minute, 0.5) < minute);
+        // A short wait is a database poll or a deadline close by: kept as planned.
+        let poll = Duration::from_millis(250);
+        assert_eq!(spread(poll, 1.0), poll);
+        assert_eq!(spread(Duration::from_secs(9), 1.0), Duration::from_secs(9));
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
                     .unwrap_or_default(),
                 p.spec.strategy.drain_period
             ),
-            left.min(wait::DB_WATCH),
+            left.min(wait::DRAIN_WATCH),
         ));
     }
     p.status.cutoff = Some(p.now_time());

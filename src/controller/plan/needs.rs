@@ -29,30 +29,91 @@ pub struct Needs {
 /// `now` is the decision's: late rows are counted up to it, so a re-copy bounded by it takes
 /// exactly the rows counted.
 pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
-    let s = upgrade.status.clone().unwrap_or_default();
+    let deleting = upgrade.metadata.deletion_timestamp.is_some();
+    match &upgrade.status {
+        Some(s) => needs_for(&upgrade.spec, deleting, s, now),
+        None => needs_for(&upgrade.spec, deleting, &LangfuseUpgradeStatus::default(), now),
+    }
+}
+
+/// A decision that only records facts, leading to a stage that reads more than was read for
+/// it: the wider reads, so the same reconcile can look again and plan from the same recorded
+/// status with every fact the next step needs (the last copy finished → the counts; a hop
+/// settled → the next hop's gates). Without it the next step waits for one more reconcile and
+/// one more status write. `None` when the decision writes anything but status (the world
+/// observed would then be one the decision is about to change), or when nothing is added, or
+/// when the next stage would ask a read of the same kind with other bounds (the counts of a
+/// re-copy): the recorded status is not the one those bounds come from.
+pub fn look_ahead(upgrade: &LangfuseUpgrade, decision: &Decision, read: &Needs, now: Timestamp) -> Option<Needs> {
+    if read.nothing || decision.actions.iter().any(|a| *a != Action::RecordFacts) {
+        return None;
+    }
+    let deleting = upgrade.metadata.deletion_timestamp.is_some();
+    let next = needs_for(&upgrade.spec, deleting, &decision.status, now);
+    let wider = read.widened_by(&next)?;
+    (wider != *read).then_some(wider)
+}
+
+impl Needs {
+    /// Both sets of reads, or `None` where the two ask one read with different bounds.
+    fn widened_by(&self, other: &Needs) -> Option<Needs> {
+        fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
+            match (a, b) {
+                (Some(x), Some(y)) if x != y => None,
+                _ => Some(a.clone().or_else(|| b.clone())),
+            }
+        }
+        let (p, q) = (&self.postgres, &other.postgres);
+        let (c, d) = (&self.clickhouse, &other.clickhouse);
+        Some(Needs {
+            nothing: self.nothing || other.nothing,
+            secrets: self.secrets || other.secrets,
+            hpas: self.hpas || other.hpas,
+            postgres: PostgresQuery {
+                server_version: p.server_version || q.server_version,
+                migrations: p.migrations || q.migrations,
+                newest_write: p.newest_write || q.newest_write,
+                same_created_at_scan: one(&p.same_created_at_scan, &q.same_created_at_scan)?,
+                counts_until: one(&p.counts_until, &q.counts_until)?,
+                late_writes_after: one(&p.late_writes_after, &q.late_writes_after)?,
+                late_writes_until: one(&p.late_writes_until, &q.late_writes_until)?,
+            },
+            clickhouse: ClickHouseQuery {
+                server: c.server || d.server,
+                objects: c.objects || d.objects,
+                counts_until: one(&c.counts_until, &d.counts_until)?,
+            },
+            stores: self.stores || other.stores,
+            s3_marker: self.s3_marker || other.s3_marker,
+            error_ratio: one(&self.error_ratio, &other.error_ratio)?,
+        })
+    }
+}
+
+fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStatus, now: Timestamp) -> Needs {
     let mut n = Needs::default();
-    if crate::controller::validate::object_names(&upgrade.spec).is_err() {
+    if crate::controller::validate::object_names(spec).is_err() {
         n.nothing = true;
         return n;
     }
     // Undoing an in-place hop depends on ClickHouse's schema height.
-    if upgrade.spec.abort && super::hops::in_place_source(&s) && upgrade.metadata.deletion_timestamp.is_none() {
+    if spec.abort && super::hops::in_place_source(s) && !deleting {
         n.clickhouse.server = true;
         n.postgres.migrations = true;
         return n;
     }
-    if upgrade.metadata.deletion_timestamp.is_some() || upgrade.spec.abort || upgrade.spec.paused {
+    if deleting || spec.abort || spec.paused {
         return n;
     }
-    n.error_ratio = error_ratio(&upgrade.spec, &s, now);
-    match stage_of(&upgrade.spec, &s) {
+    n.error_ratio = error_ratio(spec, s, now);
+    match stage_of(spec, s) {
         Stage::Preflight => {
             n.hpas = true;
             n.secrets = true;
             n.postgres.server_version = true;
             n.postgres.migrations = true;
             // Only 3.29.0's copies stall on such groups: not scanned for a source on v3/v4.
-            if !super::hops::in_place_source(&s) {
+            if !super::hops::in_place_source(s) {
                 n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
                 // v3's Redis and S3 settings come from this spec only on the road from v2.
                 n.stores = true;
@@ -66,7 +127,7 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         Stage::Verifying => {
             let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
             n.postgres.counts_until = until;
-            n.postgres.late_writes_after = verify::late_window(&s).or(until.map(crate::databases::LateWindow::uniform));
+            n.postgres.late_writes_after = verify::late_window(s).or(until.map(crate::databases::LateWindow::uniform));
             n.postgres.late_writes_until = Some(now);
             n.clickhouse.counts_until = until;
         }
@@ -77,10 +138,10 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
         // schema height says whether the hop can be undone): after v2 the hop's reconciles
         // read its Postgres rows alone, and the next hop's start waits for one more read.
         Stage::Finalizing => {
-            let in_place = super::hops::in_place_source(&s);
+            let in_place = super::hops::in_place_source(s);
             n.hpas = !in_place;
             n.postgres.migrations = true;
-            if in_place || !hop_under_way(&s) {
+            if in_place || !hop_under_way(s) {
                 n.postgres.server_version = true;
                 n.clickhouse.server = true;
             }

@@ -264,6 +264,9 @@ struct World {
     ch_height: i64,
     /// What Prometheus answers the error-ratio analysis.
     error_ratio: Result<crate::analysis::ErrorRatioFacts, String>,
+    /// A reconcile looks again when its decision only records facts (`look_ahead`); off, the
+    /// walk stops in the stage between (Verifying, for the tests of the verification itself).
+    look_ahead: bool,
     history: Vec<Decision>,
 }
 
@@ -280,6 +283,7 @@ impl World {
             pg: counts(1000),
             ch: counts(1000),
             late_writes: TableCounts::default(),
+            look_ahead: true,
             newest_write: Some(-600),
             write_millis: 369,
             postgres_down: false,
@@ -298,7 +302,10 @@ impl World {
 
     /// What the observation would bring, given what the plan says it needs.
     fn observe(&self) -> Observed {
-        let n = needs(&self.upgrade, t(self.now));
+        self.observe_with(&needs(&self.upgrade, t(self.now)))
+    }
+
+    fn observe_with(&self, n: &Needs) -> Observed {
         if n.nothing {
             return Observed::default();
         }
@@ -370,8 +377,12 @@ impl World {
 
     /// One reconcile: observe, plan, apply the writes, write status.
     fn step(&mut self) -> Decision {
-        let obs = self.observe();
-        let decision = plan(&self.upgrade, &obs, t(self.now));
+        let n = needs(&self.upgrade, t(self.now));
+        let mut decision = plan(&self.upgrade, &self.observe_with(&n), t(self.now));
+        // As the reconcile: one more look when the decision only records facts.
+        if let Some(wider) = look_ahead(&self.upgrade, &decision, &n, t(self.now)).filter(|_| self.look_ahead) {
+            decision = plan(&self.upgrade, &self.observe_with(&wider), t(self.now));
+        }
         for action in &decision.actions {
             if *action == Action::RecordFacts {
                 // The executor writes the decision's status here, before the writes after it.
@@ -674,8 +685,8 @@ fn happy_path_walks_every_phase_to_completed() {
             Phase::Provisioning,
             Phase::ShiftingTraffic,
             Phase::Draining,
+            // Verifying passes in the reconcile that sees the copies end (the look ahead).
             Phase::Migrating,
-            Phase::Verifying,
             Phase::RetiringSource,
             Phase::Completed
         ]
@@ -1239,6 +1250,7 @@ fn retire_source_after_ends_to_the_millisecond_after_the_verification() {
     let mut s = spec();
     s.strategy.retire_source_after = "5s".into();
     let mut w = World::new(s);
+    w.look_ahead = false;
     w.run_until(Phase::Verifying, 400);
     let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap();
     // The counts come back 900 ms into a second (the plan's `now` is that second, read before).
@@ -1920,6 +1932,7 @@ fn the_start_cursor_is_the_highest_cursor_seen_while_running() {
 #[test]
 fn a_missing_clickhouse_table_keeps_v2_with_the_reason() {
     let mut w = World::new(spec());
+    w.look_ahead = false;
     w.run_until(Phase::Verifying, 400);
     let mut obs = w.observe();
     if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
@@ -2103,6 +2116,84 @@ fn v2_goes_to_v4_through_every_stop_of_the_road() {
         .flatten()
         .find(|e| e.name == crate::resources::v4_env::WRITE_MODE);
     assert_eq!(write_mode.and_then(|e| e.value.as_deref()), Some("legacy"));
+}
+
+/// The reconcile that sees the last copy finished reads the counts too and records the
+/// verification: no status write and no reconcile in between (the look ahead).
+#[test]
+fn the_reconcile_that_sees_the_copies_end_verifies_them() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::RetiringSource, 400);
+    let ended = w
+        .history
+        .iter()
+        .find(|d| d.status.migrations_finished_at.is_some())
+        .expect("the copies ended");
+    assert!(ended.status.verified_at.is_some(), "verified in the same decision");
+    assert!(ended.actions.is_empty(), "status only: {:?}", ended.actions);
+    assert!(!phases(&w).contains(&Phase::Verifying), "{:?}", phases(&w));
+}
+
+/// v2 to v4: the reconcile that sees a hop's rows settle reads the next hop's gates too and
+/// starts it (its start recorded before its first image).
+#[test]
+fn a_settled_hop_starts_the_next_in_the_same_reconcile() {
+    let mut s = spec();
+    s.target.final_version = Some("4.16.0".into());
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = World::new(s);
+    w.ch_version = "25.12.1.1".into();
+    w.run_until(Phase::Completed, 400);
+    let settled = w
+        .history
+        .iter()
+        .find(|d| d.status.road.get(1).is_some_and(|r| r.finished_at.is_some()))
+        .expect("3.225.4 reached");
+    assert!(settled.status.road[2].started_at.is_some(), "{:?}", settled.status.road);
+    assert_eq!(
+        settled.actions.first(),
+        Some(&Action::RecordFacts),
+        "{:?}",
+        settled.actions
+    );
+    let web_on_4 = settled.actions.iter().any(|a| match a {
+        Action::ApplyDeployment(d) => image_version_of(d).is_some_and(|v| v.to_string() == "4.16.0"),
+        _ => false,
+    });
+    assert!(web_on_4, "{:?}", settled.actions.len());
+}
+
+/// Only a decision that writes nothing but status looks again, only for reads it lacked, and
+/// never for a read of the same kind with other bounds.
+#[test]
+fn the_look_ahead_widens_only_a_status_only_decision() {
+    let mut w = World::new(spec());
+    // The first decision that sees every row finished, as planned from its own reads.
+    let (n, d) = (0..400)
+        .find_map(|_| {
+            let n = needs(&w.upgrade, t(w.now));
+            let d = plan(&w.upgrade, &w.observe_with(&n), t(w.now));
+            if d.status.migrations_finished_at.is_some() {
+                return Some((n, d));
+            }
+            w.step();
+            None
+        })
+        .expect("the copies end");
+    assert!(d.status.verified_at.is_none() && n.postgres.counts_until.is_none());
+    let wider = look_ahead(&w.upgrade, &d, &n, t(w.now)).expect("the counts are read at once");
+    assert!(wider.postgres.migrations && wider.postgres.counts_until.is_some());
+    assert!(wider.clickhouse.counts_until.is_some());
+    // The same decision with a write in it: the world it read is about to change.
+    let mut writes = d.clone();
+    writes.actions.push(Action::ScaleSource(0));
+    assert_eq!(look_ahead(&w.upgrade, &writes, &n, t(w.now)), None);
+    // Nothing more to read.
+    assert_eq!(look_ahead(&w.upgrade, &d, &wider, t(w.now)), None);
+    // Counts read up to another instant than the next stage's: not merged.
+    let mut other = wider.clone();
+    other.postgres.counts_until = Some(t(1));
+    assert_eq!(look_ahead(&w.upgrade, &d, &other, t(w.now)), None);
 }
 
 #[test]

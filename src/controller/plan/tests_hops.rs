@@ -148,7 +148,10 @@ impl Chart {
     }
 
     fn observe(&self) -> Observed {
-        let n = needs(&self.upgrade, t(self.now));
+        self.observe_with(&needs(&self.upgrade, t(self.now)))
+    }
+
+    fn observe_with(&self, n: &Needs) -> Observed {
         let mut obs = Observed {
             source: Some(self.web.clone()),
             web: Some(self.web.clone()),
@@ -180,8 +183,12 @@ impl Chart {
         for d in [&mut self.web, &mut self.worker] {
             *d = rolled_out(d.clone());
         }
-        let obs = self.observe();
-        let decision = plan(&self.upgrade, &obs, t(self.now));
+        let n = needs(&self.upgrade, t(self.now));
+        let mut decision = plan(&self.upgrade, &self.observe_with(&n), t(self.now));
+        // As the reconcile: one more look when the decision only records facts.
+        if let Some(wider) = look_ahead(&self.upgrade, &decision, &n, t(self.now)) {
+            decision = plan(&self.upgrade, &self.observe_with(&wider), t(self.now));
+        }
         // Events compare with the object as the reconcile read it.
         let old = self.upgrade.status.clone().unwrap_or_default();
         let mut stored = old.clone();
