@@ -119,8 +119,28 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Longest wait for the apiserver's answer to one request (kube's default: none). A request
+/// caught by an apiserver restart can otherwise hang the reconcile that made it, and with it
+/// every later reconcile of that upgrade, for as long as the connection stays open.
+const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Two clients on one config: requests with an answer timeout (reconciles, Events, the
+/// Lease), and watches without one (a quiet watch sends nothing for minutes; the watcher has
+/// an idle timeout of its own).
+async fn clients() -> Result<(Client, Client)> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
+    let watches = Client::try_from(config.clone())?;
+    let mut requests = config;
+    requests.read_timeout = Some(API_REQUEST_TIMEOUT);
+    // Counted from when a request is sent, not from when its pooled connection went idle.
+    requests.reset_reader_on_write = true;
+    Ok((Client::try_from(requests)?, watches))
+}
+
 async fn run(args: RunArgs) -> Result<()> {
-    let client = Client::try_default().await?;
+    let (client, watch_client) = clients().await?;
     let identity = args
         .identity
         .clone()
@@ -142,7 +162,7 @@ async fn run(args: RunArgs) -> Result<()> {
 
     let result = if args.no_leader_election {
         health.set_ready(true);
-        controller::run(client, args.namespace, ctx).await
+        controller::run(watch_client, args.namespace, ctx).await
     } else {
         let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
             .with_namespace(&args.lease_namespace)
@@ -175,7 +195,7 @@ async fn run(args: RunArgs) -> Result<()> {
                 }
             };
             tokio::select! {
-                r = controller::run(client, args.namespace, ctx.clone()) => r,
+                r = controller::run(watch_client, args.namespace, ctx.clone()) => r,
                 _ = lost => {
                     ctx.events.stop();
                     Err(Error::Leader("lost the lease; exiting so that only one replica acts".into()))

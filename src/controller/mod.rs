@@ -295,7 +295,9 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
     Requeue::requeue(delay)
 }
 
-/// Run the controller until SIGTERM/SIGINT. `namespace`: watch one namespace only.
+/// Run the controller until SIGTERM/SIGINT. `client` serves the watches (no answer timeout: a
+/// quiet watch sends nothing for minutes); reconciles use the context's. `namespace`: watch
+/// one namespace only.
 pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: Arc<Context<D>>) -> Result<()> {
     let api = |c: &Client| -> Api<LangfuseUpgrade> {
         match &namespace {
