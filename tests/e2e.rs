@@ -1225,7 +1225,13 @@ async fn both_down_during_verifying() -> [(&'static str, Duration, Duration); 2]
     let w = World::new("verify-faults", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
     let _op = Operator::start(&w.ns.name, "a");
-    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    // Batches paced so the copies outlast the pause below: the operator, polling every 100 ms
+    // and verifying in the reconcile that sees the last row, would otherwise verify first.
+    let pace = e2e_support::Kills {
+        batch_pause: Some(Duration::from_millis(500)),
+        ..e2e_support::Kills::default()
+    };
+    let worker = e2e_support::play_worker_with(&w.ns, &w.db, "prod-langfuse-worker", pace);
     let mut up = w.upgrade();
     up["spec"]["strategy"]["drainPeriod"] = json!("2s");
     w.apply(&up);
