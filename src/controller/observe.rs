@@ -81,6 +81,21 @@ pub struct Observed {
     pub took: ReadTimes,
 }
 
+impl Observed {
+    /// A read that failed here and had not failed in `before` (answered, or not asked): a look
+    /// ahead that met it keeps the decision made without it (`plan::look_ahead`).
+    pub fn failed_where_answered(&self, before: &Observed) -> bool {
+        fn newly<T, E>(now: &Option<std::result::Result<T, E>>, then: &Option<std::result::Result<T, E>>) -> bool {
+            matches!(now, Some(Err(_))) && !matches!(then, Some(Err(_)))
+        }
+        newly(&self.postgres, &before.postgres)
+            || newly(&self.clickhouse, &before.clickhouse)
+            || newly(&self.redis, &before.redis)
+            || newly(&self.s3, &before.s3)
+            || newly(&self.error_ratio, &before.error_ratio)
+    }
+}
+
 /// Wall time of the reads made at once (zero when not made).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReadTimes {

@@ -41,8 +41,8 @@ pub fn needs(upgrade: &LangfuseUpgrade, now: Timestamp) -> Needs {
 /// status with every fact the next step needs (the last copy finished → the counts; a hop
 /// settled → the next hop's gates). Without it the next step waits for one more reconcile and
 /// one more status write. `None` when the decision writes anything but status (the world
-/// observed would then be one the decision is about to change), or when nothing is added, or
-/// when the next stage would ask a read of the same kind with other bounds (the counts of a
+/// observed would then be one the decision is about to change), or when nothing but API reads
+/// is added, or when the next stage would ask a read of the same kind with other bounds (the counts of a
 /// re-copy): the recorded status is not the one those bounds come from.
 pub fn look_ahead(upgrade: &LangfuseUpgrade, decision: &Decision, read: &Needs, now: Timestamp) -> Option<Needs> {
     if read.nothing || decision.actions.iter().any(|a| *a != Action::RecordFacts) {
@@ -51,7 +51,14 @@ pub fn look_ahead(upgrade: &LangfuseUpgrade, decision: &Decision, read: &Needs, 
     let deleting = upgrade.metadata.deletion_timestamp.is_some();
     let next = needs_for(&upgrade.spec, deleting, &decision.status, now);
     let wider = read.widened_by(&next)?;
-    (wider != *read).then_some(wider)
+    // Only a read outside the API is worth a second look: the HorizontalPodAutoscalers or the
+    // Secrets alone would repeat every read made (the counts among them) for a message.
+    let outside = Needs {
+        hpas: read.hpas,
+        secrets: read.secrets,
+        ..wider.clone()
+    };
+    (outside != *read).then_some(wider)
 }
 
 impl Needs {

@@ -254,6 +254,8 @@ struct World {
     /// The milliseconds of the newest row within its second.
     write_millis: i64,
     postgres_down: bool,
+    /// ClickHouse refuses every connection.
+    clickhouse_down: bool,
     /// What the preflight scan for same-created_at groups finds.
     scan_groups: Vec<(crate::migrations::Table, i64)>,
     /// v2 keeps writing after the cut-off (late rows reappear after each copy).
@@ -287,6 +289,7 @@ impl World {
             newest_write: Some(-600),
             write_millis: 369,
             postgres_down: false,
+            clickhouse_down: false,
             error_ratio: Ok(Default::default()),
             scan_groups: Vec::new(),
             v2_never_quiet: false,
@@ -341,6 +344,9 @@ impl World {
             Ok(pg)
         });
         obs.clickhouse = (!n.clickhouse.is_empty()).then(|| {
+            if self.clickhouse_down {
+                return Err("connection refused".to_string());
+            }
             let mut ch = healthy_clickhouse();
             ch.version = Some(self.ch_version.clone());
             ch.schema = Some((self.ch_height, false));
@@ -378,10 +384,15 @@ impl World {
     /// One reconcile: observe, plan, apply the writes, write status.
     fn step(&mut self) -> Decision {
         let n = needs(&self.upgrade, t(self.now));
-        let mut decision = plan(&self.upgrade, &self.observe_with(&n), t(self.now));
-        // As the reconcile: one more look when the decision only records facts.
+        let first = self.observe_with(&n);
+        let mut decision = plan(&self.upgrade, &first, t(self.now));
+        // As the reconcile: one more look when the decision only records facts, kept when
+        // every read of it answered where the first did.
         if let Some(wider) = look_ahead(&self.upgrade, &decision, &n, t(self.now)).filter(|_| self.look_ahead) {
-            decision = plan(&self.upgrade, &self.observe_with(&wider), t(self.now));
+            let more = self.observe_with(&wider);
+            if !more.failed_where_answered(&first) {
+                decision = plan(&self.upgrade, &more, t(self.now));
+            }
         }
         for action in &decision.actions {
             if *action == Action::RecordFacts {
@@ -2161,6 +2172,48 @@ fn a_settled_hop_starts_the_next_in_the_same_reconcile() {
         _ => false,
     });
     assert!(web_on_4, "{:?}", settled.actions.len());
+}
+
+/// A look ahead whose read failed (ClickHouse down as the copies end) leaves the decision it
+/// would have replaced: the copies' end is recorded, and the verification waits for ClickHouse.
+#[test]
+fn a_look_ahead_that_cannot_read_keeps_the_facts_already_decided() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Migrating, 400);
+    w.clickhouse_down = true;
+    let ended = (0..400)
+        .map(|_| w.step())
+        .find(|d| d.status.migrations_finished_at.is_some())
+        .expect("the copies end");
+    assert_eq!(ended.phase, Phase::Verifying);
+    assert!(ended.status.verified_at.is_none());
+    assert!(w.status().migrations_finished_at.is_some(), "recorded");
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Verifying);
+    assert_eq!(condition(&w, c::READY).reason, "ClickHouseUnavailable");
+    w.clickhouse_down = false;
+    w.run_until(Phase::RetiringSource, 20);
+    assert!(w.status().verified_at.is_some());
+}
+
+/// From Verifying, retirement adds only an API read (the HorizontalPodAutoscalers): no second
+/// look, which would repeat the counts for a message.
+#[test]
+fn api_reads_alone_are_not_worth_a_second_look() {
+    let mut w = World::new(spec());
+    w.look_ahead = false;
+    w.run_until(Phase::Verifying, 400);
+    let n = needs(&w.upgrade, t(w.now));
+    let d = plan(&w.upgrade, &w.observe_with(&n), t(w.now));
+    assert!(d.status.verified_at.is_some(), "{:?}", d.phase);
+    assert!(!n.hpas && needs_after(&w, &d).hpas, "retirement reads the HPAs");
+    assert_eq!(look_ahead(&w.upgrade, &d, &n, t(w.now)), None);
+}
+
+fn needs_after(w: &World, d: &Decision) -> Needs {
+    let mut u = w.upgrade.clone();
+    u.status = Some(d.status.clone());
+    needs(&u, t(w.now))
 }
 
 /// Only a decision that writes nothing but status looks again, only for reads it lacked, and

@@ -184,10 +184,15 @@ impl Chart {
             *d = rolled_out(d.clone());
         }
         let n = needs(&self.upgrade, t(self.now));
-        let mut decision = plan(&self.upgrade, &self.observe_with(&n), t(self.now));
-        // As the reconcile: one more look when the decision only records facts.
+        let first = self.observe_with(&n);
+        let mut decision = plan(&self.upgrade, &first, t(self.now));
+        // As the reconcile: one more look when the decision only records facts, kept when
+        // every read of it answered where the first did.
         if let Some(wider) = look_ahead(&self.upgrade, &decision, &n, t(self.now)) {
-            decision = plan(&self.upgrade, &self.observe_with(&wider), t(self.now));
+            let more = self.observe_with(&wider);
+            if !more.failed_where_answered(&first) {
+                decision = plan(&self.upgrade, &more, t(self.now));
+            }
         }
         // Events compare with the object as the reconcile read it.
         let old = self.upgrade.status.clone().unwrap_or_default();
