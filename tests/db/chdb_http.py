@@ -178,7 +178,9 @@ def parse_multipart(body, content_type):
 REPORTED_VERSION_TABLE = "__lfu_test_reported_version"
 # Statements after which the engine's kept state (database, settings, the version knob's
 # presence) is read again.
-STATE_CHANGING_RE = re.compile(r"^\s*(SET|USE|CREATE|DROP|RENAME|EXCHANGE|ATTACH|DETACH)\b", re.IGNORECASE)
+STATE_CHANGING_RE = re.compile(
+    r"^(?:\s|--[^\n]*\n|/\*.*?\*/)*(SET|USE|CREATE|DROP|UNDROP|RENAME|EXCHANGE|ATTACH|DETACH|ALTER)\b",
+    re.IGNORECASE | re.DOTALL)
 VERSION_QUERY_RE = re.compile(r"^\s*SELECT\s+version\(\)\s*(?P<fmt>FORMAT\s+\w+)?\s*;?\s*$", re.IGNORECASE)
 
 
@@ -204,6 +206,8 @@ class Engine:
         self._load_settings()
         self.database = None
         self.knob = {}
+        # Bumped by every invalidation: a knob read that raced one is not kept.
+        self.generation = 0
 
     def _load_settings(self):
         rows = self._q("SELECT name, value FROM system.settings", "JSONEachRow").bytes().decode()
@@ -212,10 +216,12 @@ class Engine:
 
     def _forget(self, sql):
         """After a client's statement: what it may have changed is read again when needed."""
-        if STATE_CHANGING_RE.match(sql or ""):
+        match = STATE_CHANGING_RE.match(sql or "")
+        if match:
             self.database = None
             self.knob = {}
-            if re.match(r"^\s*SET\b", sql, re.IGNORECASE):
+            self.generation += 1
+            if match.group(1).upper() == "SET":
                 self._load_settings()
 
     def _q(self, sql, fmt="TabSeparated", params=None):
@@ -265,21 +271,32 @@ class Engine:
                 self._forget(sql)
                 for k, v in saved.items():
                     try:
+                        if v is None:
+                            raise ClickHouseError(f"no value of {k} was known to restore")
                         self._q(f"SET {k} = {sql_literal(v)}")
                         self.values[k] = v
                     except ClickHouseError as e:
-                        self.values.pop(k, None)
                         log(f"warning: could not restore setting {k}: {e.message}")
+                        # What the session holds now is read back, not assumed.
+                        try:
+                            self._load_settings()
+                        except ClickHouseError:
+                            self.values = {}
 
     def reported_version(self, database):
         """Whether `database` holds the test knob table that overrides `SELECT version()`."""
-        if database in self.knob:
-            return self.knob[database]
+        with self.lock:
+            if database in self.knob:
+                return self.knob[database]
+            generation = self.generation
         out, _ = self.run(
             "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = "
             + sql_literal(REPORTED_VERSION_TABLE), "TabSeparated", database, {}, {})
-        self.knob[database] = out.strip() not in (b"", b"0")
-        return self.knob[database]
+        present = out.strip() not in (b"", b"0")
+        with self.lock:
+            if self.generation == generation:
+                self.knob[database] = present
+        return present
 
     def close(self):
         with self.lock:
