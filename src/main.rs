@@ -124,23 +124,43 @@ async fn shutdown_signal() {
 /// every later reconcile of that upgrade, for as long as the connection stays open.
 const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Two clients on one config: requests with an answer timeout (reconciles, Events, the
-/// Lease), and watches without one (a quiet watch sends nothing for minutes; the watcher has
+/// Lease renewals wait less than the Lease's grace (5 s of its 15): one hung past it would
+/// let the Lease run out while this replica still acts.
+const LEASE_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// Clients on one config: requests with an answer timeout (reconciles and Events; the Lease's
+/// shorter), and watches without one (a quiet watch sends nothing for minutes; the watcher has
 /// an idle timeout of its own).
-async fn clients() -> Result<(Client, Client)> {
+struct Clients {
+    requests: Client,
+    lease: Client,
+    watches: Client,
+}
+
+async fn clients() -> Result<Clients> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
-    let watches = Client::try_from(config.clone())?;
-    let mut requests = config;
-    requests.read_timeout = Some(API_REQUEST_TIMEOUT);
-    // Counted from when a request is sent, not from when its pooled connection went idle.
-    requests.reset_reader_on_write = true;
-    Ok((Client::try_from(requests)?, watches))
+    let answered_within = |timeout| {
+        let mut c = config.clone();
+        c.read_timeout = Some(timeout);
+        // Counted from when a request is sent, not from when its pooled connection went idle.
+        c.reset_reader_on_write = true;
+        Client::try_from(c)
+    };
+    Ok(Clients {
+        requests: answered_within(API_REQUEST_TIMEOUT)?,
+        lease: answered_within(LEASE_REQUEST_TIMEOUT)?,
+        watches: Client::try_from(config.clone())?,
+    })
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let (client, watch_client) = clients().await?;
+    let Clients {
+        requests: client,
+        lease: lease_client,
+        watches: watch_client,
+    } = clients().await?;
     let identity = args
         .identity
         .clone()
@@ -164,7 +184,7 @@ async fn run(args: RunArgs) -> Result<()> {
         health.set_ready(true);
         controller::run(watch_client, args.namespace, ctx).await
     } else {
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        let manager = LeaseManagerBuilder::new(lease_client, &args.lease_name)
             .with_namespace(&args.lease_namespace)
             .with_identity(&identity)
             .with_duration(15)
