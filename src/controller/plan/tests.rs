@@ -2098,14 +2098,21 @@ fn env_gated_rows_a_v3_worker_never_runs_are_not_waited_on() {
     assert_eq!(s.migration_progress.as_deref(), Some("10/10 (100%)"));
 }
 
-#[test]
-fn v2_goes_to_v4_through_every_stop_of_the_road() {
+/// v2 on its way to 4.16.0 (its backup acknowledged, ClickHouse new enough for v4), walked
+/// to the end.
+fn v2_to_v4_completed() -> World {
     let mut s = spec();
     s.target.final_version = Some("4.16.0".into());
     s.backup.acknowledged_hops = vec!["4.16.0".into()];
     let mut w = World::new(s);
     w.ch_version = "25.12.1.1".into();
     w.run_until(Phase::Completed, 400);
+    w
+}
+
+#[test]
+fn v2_goes_to_v4_through_every_stop_of_the_road() {
+    let w = v2_to_v4_completed();
     let st = w.status();
     let road: Vec<(&str, crate::api::StopState)> = st.road.iter().map(|r| (r.version.as_str(), r.state)).collect();
     use crate::api::StopState::Done;
@@ -2149,12 +2156,7 @@ fn the_reconcile_that_sees_the_copies_end_verifies_them() {
 /// starts it (its start recorded before its first image).
 #[test]
 fn a_settled_hop_starts_the_next_in_the_same_reconcile() {
-    let mut s = spec();
-    s.target.final_version = Some("4.16.0".into());
-    s.backup.acknowledged_hops = vec!["4.16.0".into()];
-    let mut w = World::new(s);
-    w.ch_version = "25.12.1.1".into();
-    w.run_until(Phase::Completed, 400);
+    let w = v2_to_v4_completed();
     let settled = w
         .history
         .iter()
