@@ -173,8 +173,23 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
     p.status.migrations = rows
         .iter()
         .map(|r| {
-            let cursor = r.cursor.map(|c| c.to_string());
+            let state = r.state_with(now, &gates).as_str();
             let before = previous.iter().find(|m| m.name == r.name);
+            // A running copy's cursor and percentage are shown once a second at most: polled ten
+            // times a second, a copy of quick batches would otherwise rewrite the status at each
+            // poll. Its state (finished, failed) and its start cursor below are never held back.
+            let shown_this_second = before.filter(|b| {
+                state == RowState::Running.as_str()
+                    && b.state == state
+                    && b.cursor_since.as_ref().is_some_and(|t| t.0 == now)
+            });
+            let (cursor, progress_percent) = match shown_this_second {
+                Some(b) => (b.cursor.clone(), b.progress_percent),
+                None => (
+                    r.cursor.map(|c| c.to_string()),
+                    r.progress(start).map(|x| (x * 100.0).floor() as i32),
+                ),
+            };
             let cursor_since = match before {
                 Some(b) if b.cursor == cursor && b.cursor_since.is_some() => b.cursor_since.clone(),
                 _ => cursor.as_ref().map(|_| Time(now)),
@@ -194,11 +209,11 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
             };
             MigrationStatus {
                 name: r.name.clone(),
-                state: r.state_with(now, &gates).as_str().into(),
+                state: state.into(),
                 start_cursor,
                 estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
                 cursor,
-                progress_percent: r.progress(start).map(|x| (x * 100.0).floor() as i32),
+                progress_percent,
                 failed_reason: r.failed_reason.clone(),
                 cursor_since,
                 batch_size: r.batch_size,
@@ -211,14 +226,18 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
         .filter(|r| r.state_with(now, &gates) != RowState::Dormant)
         .collect();
     let finished = live.iter().filter(|r| r.state(now) == RowState::Finished).count();
-    let mean = if live.is_empty() {
-        0.0
-    } else {
-        live.iter().map(|r| r.progress(start).unwrap_or(0.0)).sum::<f64>() / live.len() as f64
+    // From the percentages shown, so the summary moves no more often than they do.
+    let shown = |r: &MigrationRow| {
+        p.status
+            .migrations
+            .iter()
+            .find(|m| m.name == r.name)
+            .and_then(|m| m.progress_percent)
+            .unwrap_or(0)
     };
-    p.status.migration_progress = Some(format!(
-        "{finished}/{} ({}%)",
-        live.len(),
-        (mean * 100.0).floor() as i32
-    ));
+    let mean = match live.len() {
+        0 => 0,
+        n => live.iter().map(|r| i64::from(shown(r))).sum::<i64>() / n as i64,
+    };
+    p.status.migration_progress = Some(format!("{finished}/{} ({mean}%)", live.len()));
 }

@@ -2176,6 +2176,53 @@ fn a_settled_hop_starts_the_next_in_the_same_reconcile() {
     assert!(web_on_4, "{:?}", settled.actions.len());
 }
 
+/// Polled ten times a second, a copy whose cursor moves at every poll is shown once a second:
+/// its cursor and percentage are held within the second they were shown in (no status write),
+/// and shown again the next second.
+#[test]
+fn a_moving_cursor_is_shown_once_a_second() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Migrating, 400);
+    let (at, shown) = (0..400)
+        .find_map(|_| {
+            let at = w.now;
+            let d = w.step();
+            d.status
+                .migrations
+                .iter()
+                .find(|m| m.state == "running" && m.cursor_since.as_ref().map(|x| x.0) == Some(t(at)))
+                .map(|m| (at, m.clone()))
+        })
+        .expect("a copy shown running as its cursor moved");
+    // The same copy, still running, its cursor moved on since.
+    let moved = |w: &World| {
+        let mut obs = w.observe_with(&needs(&w.upgrade, t(at)));
+        if let Some(Ok(pg)) = obs.postgres.as_mut() {
+            let row = pg.migrations.iter_mut().find(|r| r.name == shown.name).unwrap();
+            row.finished_at = None;
+            row.locked_at = Some(t(at));
+            row.cursor = Some(t(at - 2_000));
+        }
+        obs
+    };
+    let stored = w.status();
+    let d = plan(&w.upgrade, &moved(&w), t(at));
+    let held = d.status.migrations.iter().find(|m| m.name == shown.name).unwrap();
+    assert_eq!(
+        (&held.cursor, held.progress_percent),
+        (&shown.cursor, shown.progress_percent)
+    );
+    assert_eq!(
+        d.status.migrations, stored.migrations,
+        "nothing to write within the second"
+    );
+    assert_eq!(d.status.migration_progress, stored.migration_progress);
+    let d = plan(&w.upgrade, &moved(&w), t(at + 1));
+    let next = d.status.migrations.iter().find(|m| m.name == shown.name).unwrap();
+    assert_ne!(next.cursor, shown.cursor, "shown again the next second");
+    assert_eq!(next.cursor_since.as_ref().map(|x| x.0), Some(t(at + 1)));
+}
+
 /// A look ahead whose read failed (ClickHouse down as the copies end) leaves the decision it
 /// would have replaced: the copies' end is recorded, and the verification waits for ClickHouse.
 #[test]
