@@ -31,7 +31,7 @@ pub(crate) mod wait {
     /// is polled this often. One poll is three statements and about 0.4 ms
     /// of the serving backend's CPU at 10 million rows (`make bench`), so ten a second are about
     /// 0.4 % of one core; a copy's end is then seen 50 ms after it on average. Status is written
-    /// no more often for it: only when a row's cursor or state moved.
+    /// no more often for it: a state as it changes, a moving cursor once a second.
     pub const DB_WATCH: Duration = Duration::from_millis(100);
     /// While the drain waits: a newer v2 row only moves its end later, and the read at the end
     /// decides (the wait is woken exactly then), so the polls between need not be faster.
