@@ -181,17 +181,17 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             let mut observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
             let mut decision = plan::plan(&upgrade, &observed, now);
             // Once at most: the step after a look ahead waits (retirement, rollouts) or writes.
-            // A look that failed where the first read did not (a count timing out, ClickHouse
-            // down, the apiserver) leaves the first decision to be written: the facts it
-            // recorded are not held back by a read they do not depend on.
+            // A look the apiserver refused leaves the first decision, as `second_look` does
+            // for a database read that failed.
             if let Some(wider) = plan::look_ahead(&upgrade, &decision, &needs, now) {
                 match observe::observe(&ctx.client, &ctx.databases, &upgrade, &wider, caches).await {
-                    Ok(more) if !more.failed_where_answered(&observed) => {
-                        decision = plan::plan(&upgrade, &more, now);
-                        observed = more;
-                        looked_ahead = true;
-                    }
-                    Ok(_) => tracing::debug!("a read of the look ahead failed; the first decision stands"),
+                    Ok(more) => match plan::second_look(&upgrade, &observed, more, now) {
+                        Some((more, second)) => {
+                            (observed, decision) = (more, second);
+                            looked_ahead = true;
+                        }
+                        None => tracing::debug!("a read of the look ahead failed; the first decision stands"),
+                    },
                     Err(e) => tracing::debug!(error = %e, "the look ahead could not read; the first decision stands"),
                 }
             }

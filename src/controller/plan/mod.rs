@@ -28,7 +28,7 @@ use super::validate::validate;
 use crate::api::conditions::reason;
 use crate::api::{APPROVE_ANNOTATION, LangfuseUpgrade, Phase, Promotion};
 pub use action::{Action, labels_text};
-pub use needs::{Needs, look_ahead, needs, stage_of};
+pub use needs::{Needs, look_ahead, needs, second_look, stage_of};
 pub use planner::Decision;
 /// How often Postgres is polled while a copy moves (for `make bench`).
 pub use planner::wait::DB_WATCH as DB_POLL_INTERVAL;

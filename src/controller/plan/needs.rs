@@ -4,6 +4,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus};
+use crate::controller::observe::Observed;
 use crate::databases::{ClickHouseQuery, PostgresQuery};
 
 /// Which external facts the next observation needs, from the facts recorded so far.
@@ -59,6 +60,23 @@ pub fn look_ahead(upgrade: &LangfuseUpgrade, decision: &Decision, read: &Needs, 
         ..wider.clone()
     };
     (outside != *read).then_some(wider)
+}
+
+/// What a reconcile acts on after its look ahead read `more`: the decision planned from it, or
+/// `None` where a read failed that had answered the first time (a count timing out, ClickHouse
+/// down): the facts the first decision records do not wait on a read they do not depend on.
+/// The reconcile and the simulated worlds of the tests all go through here.
+pub fn second_look(
+    upgrade: &LangfuseUpgrade,
+    first: &Observed,
+    more: Observed,
+    now: Timestamp,
+) -> Option<(Observed, Decision)> {
+    if more.failed_where_answered(first) {
+        return None;
+    }
+    let decision = super::plan(upgrade, &more, now);
+    Some((more, decision))
 }
 
 impl Needs {

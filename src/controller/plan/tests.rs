@@ -386,12 +386,10 @@ impl World {
         let n = needs(&self.upgrade, t(self.now));
         let first = self.observe_with(&n);
         let mut decision = plan(&self.upgrade, &first, t(self.now));
-        // As the reconcile: one more look when the decision only records facts, kept when
-        // every read of it answered where the first did.
+        // As the reconcile: one more look when the decision only records facts.
         if let Some(wider) = look_ahead(&self.upgrade, &decision, &n, t(self.now)).filter(|_| self.look_ahead) {
-            let more = self.observe_with(&wider);
-            if !more.failed_where_answered(&first) {
-                decision = plan(&self.upgrade, &more, t(self.now));
+            if let Some((_, second)) = second_look(&self.upgrade, &first, self.observe_with(&wider), t(self.now)) {
+                decision = second;
             }
         }
         for action in &decision.actions {
