@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use langfuse_upgrade_operator::api::{LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase};
 use langfuse_upgrade_operator::controller::observe::{Endpoint, Observed};
-use langfuse_upgrade_operator::controller::plan::{Action, Decision, needs, plan};
+use langfuse_upgrade_operator::controller::plan::{Action, Decision, Needs, look_ahead, needs, plan, second_look};
 use langfuse_upgrade_operator::controller::report::next_status;
 use langfuse_upgrade_operator::databases::{Remedy, SecretString};
 use langfuse_upgrade_operator::migrations::{MigrationRow, PostgresFacts, TableCounts, V3_MIGRATIONS};
@@ -213,8 +213,7 @@ impl World {
     }
 
     /// What the observation brings, given what the plan says it needs.
-    fn observe(&self) -> Observed {
-        let n = needs(&self.upgrade, t(self.now));
+    fn observe(&self, n: &Needs) -> Observed {
         if n.nothing {
             return Observed::default();
         }
@@ -251,8 +250,15 @@ impl World {
 
     /// One reconcile: observe, plan, apply the writes, write the status (through the API).
     fn step(&mut self) -> Decision {
-        let obs = self.observe();
-        let decision = plan(&self.upgrade, &obs, t(self.now));
+        let n = needs(&self.upgrade, t(self.now));
+        let obs = self.observe(&n);
+        let mut decision = plan(&self.upgrade, &obs, t(self.now));
+        // As the reconcile: one more look when the decision only records facts.
+        if let Some(wider) = look_ahead(&self.upgrade, &decision, &n, t(self.now)) {
+            if let Some((_, second)) = second_look(&self.upgrade, &obs, self.observe(&wider), t(self.now)) {
+                decision = second;
+            }
+        }
         for action in &decision.actions {
             if *action == Action::RecordFacts {
                 self.record(&decision);
