@@ -38,12 +38,14 @@ pub const SCHEMA_VERSION_SQL: &str = "SELECT toInt64(version) AS version, toUInt
      FROM schema_migrations ORDER BY sequence DESC, version DESC LIMIT 1";
 
 /// Deduplicated (`FINAL`), not deleted, created up to the cut-off (epoch milliseconds bound as
-/// `?`; `created_at` is `DateTime64(3)` and compares by instant whatever the server time zone).
-pub const COUNT_SQL: [&str; 3] = [
-    "SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?))",
-    "SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?))",
-    "SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?))",
-];
+/// `?`, once per table; `created_at` is `DateTime64(3)` and compares by instant whatever the
+/// server time zone). One statement: the server runs the three scalar subqueries one after
+/// another, as three statements would, in one round trip. A scalar subquery is typed Nullable
+/// (it could return no row); a `count()` without `GROUP BY` always returns one.
+pub const COUNT_SQL: &str = "SELECT \
+     assumeNotNull((SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS traces, \
+     assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
+     assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores";
 
 /// A query that failed, with what it was reading.
 #[derive(Debug)]
@@ -93,32 +95,33 @@ pub async fn schema_version(client: &Client) -> Result<Option<(i64, bool)>> {
     Ok(row.map(|r| (r.version, r.dirty != 0)))
 }
 
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct CountsRow {
+    traces: u64,
+    observations: u64,
+    scores: u64,
+}
+
 /// Per table: `count() FINAL WHERE is_deleted = 0 AND created_at <= cutoff`.
 pub async fn counts_until(client: &Client, cutoff: Timestamp) -> Result<TableCounts> {
-    const WHAT: [&str; 3] = [
-        "counting traces up to the cut-off",
-        "counting observations up to the cut-off",
-        "counting scores up to the cut-off",
-    ];
     let ms = millis_floor(cutoff);
-    let mut counts = [0i64; 3];
-    for ((sql, what), slot) in COUNT_SQL.into_iter().zip(WHAT).zip(counts.iter_mut()) {
-        let n = client
-            .query(sql)
-            .bind(ms)
-            // Safe for Langfuse's tables: each partition key (the month of `timestamp` /
-            // `start_time`) is a function of the sorting key's `toDate(...)`, so the versions of
-            // one row never span partitions; FINAL then merges partitions independently.
-            .with_setting("do_not_merge_across_partitions_select_final", "1")
-            .fetch_one::<u64>()
-            .await
-            .map_err(err(what))?;
-        *slot = i64::try_from(n).unwrap_or(i64::MAX);
-    }
+    let row = client
+        .query(COUNT_SQL)
+        .bind(ms)
+        .bind(ms)
+        .bind(ms)
+        // Safe for Langfuse's tables: each partition key (the month of `timestamp` /
+        // `start_time`) is a function of the sorting key's `toDate(...)`, so the versions of
+        // one row never span partitions; FINAL then merges partitions independently.
+        .with_setting("do_not_merge_across_partitions_select_final", "1")
+        .fetch_one::<CountsRow>()
+        .await
+        .map_err(err("counting traces, observations and scores up to the cut-off"))?;
+    let n = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Ok(TableCounts {
-        traces: counts[0],
-        observations: counts[1],
-        scores: counts[2],
+        traces: n(row.traces),
+        observations: n(row.observations),
+        scores: n(row.scores),
     })
 }
 
