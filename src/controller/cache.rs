@@ -151,7 +151,7 @@ pub struct Feeds {
 }
 
 /// Fields no decision reads, dropped before caching.
-fn slim<K: Resource>(o: &mut K) {
+pub(super) fn slim<K: Resource>(o: &mut K) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {

@@ -271,7 +271,7 @@ pub async fn observe<D: Databases>(
         took: ReadTimes::default(),
     };
     if let Some(q) = &needs.error_ratio {
-        observed.error_ratio = Some(db.error_ratio(q).await);
+        observed.error_ratio = Some(Box::pin(db.error_ratio(q)).await);
     }
     // Redis and S3, Postgres and ClickHouse answer independently: read them all at once.
     let stores = async {
@@ -341,9 +341,14 @@ pub async fn observe<D: Databases>(
             _ => Err("the ClickHouse user or password Secret key is missing".into()),
         }))
     };
-    // The first API error (a Secret) still ends the observation at once.
-    let (((redis, s3), stores_took), (postgres, postgres_took), (clickhouse, clickhouse_took)) =
-        tokio::try_join!(timed(stores), timed(postgres), timed(clickhouse))?;
+    // The first API error (a Secret) still ends the observation at once. Each read on the
+    // heap: the database clients' futures are most of a reconcile's size (68 KB inline), and
+    // one that has answered (a refused Redis) frees its share while another still waits.
+    let (((redis, s3), stores_took), (postgres, postgres_took), (clickhouse, clickhouse_took)) = tokio::try_join!(
+        Box::pin(timed(stores)),
+        Box::pin(timed(postgres)),
+        Box::pin(timed(clickhouse))
+    )?;
     observed.took = ReadTimes {
         postgres: postgres_took,
         clickhouse: clickhouse_took,
