@@ -322,7 +322,7 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     }
     // The upgrades' own watch, as `Controller::new` makes it, with the fields no decision reads
     // dropped before caching: the store holds every upgrade in scope, and their managedFields
-    // were a third of the heap with 200 upgrades (heaptrack, 2026-12-02).
+    // were 4.6 MB of a 25.6 MB heap with 200 upgrades (heaptrack, 2026-12-02).
     let (store, writer) = reflector::store();
     let own = watcher(upgrades, watcher::Config::default().any_semantic()).modify(cache::slim);
     let controller = Controller::for_stream(reflector::reflector(writer, own).applied_objects(), store.clone());
