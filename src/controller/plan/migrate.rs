@@ -173,14 +173,14 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
     p.status.migrations = rows
         .iter()
         .map(|r| {
-            let state = r.state_with(now, &gates).as_str();
+            let state = r.state_with(now, &gates);
             let before = previous.iter().find(|m| m.name == r.name);
             // A running copy's cursor and percentage are shown once a second at most: polled ten
             // times a second, a copy of quick batches would otherwise rewrite the status at each
             // poll. Its state (finished, failed) and its start cursor below are never held back.
             let shown_this_second = before.filter(|b| {
-                state == RowState::Running.as_str()
-                    && b.state == state
+                state == RowState::Running
+                    && b.state == state.as_str()
                     && b.cursor_since.as_ref().is_some_and(|t| t.0 == now)
             });
             let (cursor, progress_percent) = match shown_this_second {
@@ -209,7 +209,7 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
             };
             MigrationStatus {
                 name: r.name.clone(),
-                state: state.into(),
+                state: state.as_str().into(),
                 start_cursor,
                 estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
                 cursor,
