@@ -2199,7 +2199,8 @@ fn a_moving_cursor_is_shown_once_a_second() {
             let row = pg.migrations.iter_mut().find(|r| r.name == shown.name).unwrap();
             row.finished_at = None;
             row.locked_at = Some(t(at));
-            row.cursor = Some(t(at - 2_000));
+            // Milliseconds, as a real worker's cursor (a row's `created_at`) has them.
+            row.cursor = Some(t(at - 2_000) + jiff::SignedDuration::from_millis(417));
         }
         obs
     };
