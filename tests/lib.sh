@@ -80,3 +80,19 @@ stop_pid() {
   [[ $quiet == quiet ]] || echo "down.sh: pid $pid ignored SIGTERM for ${secs}s, sending SIGKILL" >&2
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# The image's build target: the static musl triple, with musl-tools (and any other apt packages
+# named, e.g. buildah) installed and the rustup target added when missing. Prints the triple.
+MUSL_TARGET=x86_64-unknown-linux-musl
+ensure_musl_target() {
+  local need=() p
+  command -v musl-gcc >/dev/null || need+=(musl-tools)
+  for p in "$@"; do command -v "$p" >/dev/null || need+=("$p"); done
+  if ((${#need[@]})); then
+    echo "installing ${need[*]} (apt)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+  fi
+  rustup target list --installed | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET" >&2
+  echo "$MUSL_TARGET"
+}

@@ -64,21 +64,14 @@ driver="$out/bin/driver"
 if [[ "$ours" == 1 ]]; then
   # The image's build (static musl) by default: its allocator gives freed memory back, so its
   # RSS is the one users see. BENCH_OURS_TARGET=gnu measures the host (glibc) build instead.
+  source "$repo/tests/lib.sh"
   case "${BENCH_OURS_TARGET:-musl}" in
-    musl) triple=x86_64-unknown-linux-musl ;;
+    musl) triple="$(ensure_musl_target)" ;;
     gnu) triple="" ;;
     *) die "BENCH_OURS_TARGET must be musl or gnu" ;;
   esac
   target_args=()
-  if [[ -n $triple ]]; then
-    if ! command -v musl-gcc >/dev/null; then
-      log "installing musl-tools (apt)"
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q musl-tools >/dev/null
-    fi
-    rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" >&2
-    target_args=(--target "$triple")
-  fi
+  [[ -z $triple ]] || target_args=(--target "$triple")
   log "building the operator (release${triple:+, $triple}) and the e2e test binary"
   (cd "$repo" && nice -n 10 cargo build --release --locked "${target_args[@]}" --bin langfuse-upgrade-operator >&2 \
     && nice -n 10 cargo test --locked --test e2e --no-run >&2)

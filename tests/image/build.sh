@@ -7,17 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 log() { echo "[image] $*" >&2; }
 
-need=()
-command -v buildah >/dev/null || need+=(buildah)
-command -v musl-gcc >/dev/null || need+=(musl-tools)
-if ((${#need[@]})); then
-  log "installing ${need[*]} (apt)"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
-fi
-rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
-
-TARGET=x86_64-unknown-linux-musl
+source tests/lib.sh
+TARGET="$(ensure_musl_target buildah)"
 log "release build for $TARGET (static, rustls + ring: no OpenSSL, no libc at run time)"
 cargo build --release --locked --target "$TARGET" --bin langfuse-upgrade-operator
 bin="target/$TARGET/release/langfuse-upgrade-operator"
