@@ -4,8 +4,12 @@
 
 use lfu_testkit::support;
 
+use std::time::Duration;
+
 use jiff::{SignedDuration, Timestamp};
-use langfuse_upgrade_operator::databases::{Databases, DbError, LateWindow, Live, PostgresQuery, Remedy, SecretString};
+use langfuse_upgrade_operator::databases::{
+    Databases, DbError, LateWindow, Live, LiveConfig, PostgresQuery, Remedy, SecretString,
+};
 use langfuse_upgrade_operator::migrations::{MigrationRow, PostgresFacts, RowState, Table, TableCounts, V3_MIGRATIONS};
 use serde_json::{Value, json};
 use support::{COST_BACKFILL, OBSERVATIONS, SCORES, TRACES, TestDb, now_ms, t_ms};
@@ -536,6 +540,23 @@ async fn errors_name_the_server_and_never_the_password() {
     assert_no_secret(&err, password, &closed);
     assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
     assert!(err.to_string().contains("cannot reach"), "{err}");
+    // A refusal is reported when it is met, not once the pool's acquire timeout has run out
+    // (a blocked upgrade re-checks in moments): with a one-minute timeout, well within it.
+    let patient = Live::new(LiveConfig {
+        connect_timeout: Duration::from_secs(60),
+        ..LiveConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let err = patient
+        .postgres(&SecretString::new(closed.clone()), &q)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot reach"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a refused connection was reported after {:?}, as if the pool's timeout were waited out",
+        started.elapsed()
+    );
 
     // No such database.
     let missing = support::with_database(&url, "lfu_does_not_exist");

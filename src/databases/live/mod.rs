@@ -68,6 +68,10 @@ impl Default for LiveConfig {
 /// Secret leaves its old pool behind otherwise).
 const MAX_CACHED: usize = 32;
 
+/// How long a pooled connection may take before a direct attempt runs beside it: above a
+/// loopback or in-cluster connect (a few ms), below anything a person would notice.
+const PROBE_AFTER: Duration = Duration::from_millis(250);
+
 #[derive(Clone)]
 struct PgEntry {
     url: SecretString,
@@ -210,10 +214,44 @@ impl Live {
         })
     }
 
-    /// A pooled connection; when the pool gives up, one direct attempt names the real cause
-    /// (refused, unknown host, wrong password, TLS) instead of "timed out".
+    /// A pooled connection. A pool that cannot connect retries until its acquire timeout and
+    /// then says only "timed out"; so when it has not answered within [`PROBE_AFTER`], one
+    /// direct attempt runs beside it, and a refusal, an unknown host or a wrong password is
+    /// reported as soon as that attempt meets it (a blocked upgrade re-checks in milliseconds,
+    /// not in the whole timeout). A probe that connects (the pool is busy, or the server slow)
+    /// leaves the outcome to the pool.
     async fn acquire(&self, entry: &PgEntry) -> Result<PoolConnection<sqlx::Postgres>, DbError> {
-        match entry.pool.acquire().await {
+        let pooled = entry.pool.acquire();
+        tokio::pin!(pooled);
+        tokio::select! {
+            got = &mut pooled => return self.pooled(entry, got).await,
+            _ = tokio::time::sleep(PROBE_AFTER) => {}
+        }
+        let probe = tokio::time::timeout(self.config.connect_timeout, entry.options.connect());
+        tokio::pin!(probe);
+        tokio::select! {
+            got = &mut pooled => return self.pooled(entry, got).await,
+            probed = &mut probe => match probed {
+                Ok(Err(e)) => return Err(pg_error(entry, "connecting", &sql_detail(&e))),
+                Ok(Ok(conn)) => {
+                    // A clean goodbye (one message, no reply awaited), not a dropped socket.
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+                Err(_) => {}
+            },
+        }
+        let got = pooled.await;
+        self.pooled(entry, got).await
+    }
+
+    /// The pool's answer; when it gave up, one direct attempt names the real cause instead of
+    /// "timed out".
+    async fn pooled(
+        &self,
+        entry: &PgEntry,
+        got: Result<PoolConnection<sqlx::Postgres>, sqlx::Error>,
+    ) -> Result<PoolConnection<sqlx::Postgres>, DbError> {
+        match got {
             Ok(conn) => Ok(conn),
             Err(sqlx::Error::PoolTimedOut) => {
                 let direct = tokio::time::timeout(self.config.connect_timeout, entry.options.connect()).await;
