@@ -378,9 +378,9 @@ async fn main() {
         "  API requests in {}s with nothing changing: {idle_verbs:?} ({writes} writes besides Lease renewals)",
         idle_window.as_secs()
     );
-    let t = &record.timeline;
+    let t = &record.timeline_us;
     let gap = |fact: &str, write: &str| match (t.get(fact), t.get(write)) {
-        (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(*a)),
+        (Some(a), Some(b)) => format!("{:.1} ms", b.saturating_sub(*a) as f64 / 1000.0),
         _ => "n/a".into(),
     };
     println!(

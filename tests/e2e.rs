@@ -174,9 +174,9 @@ async fn happy_path_completes_and_every_invariant_holds_throughout() {
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, Duration::from_secs(5)).await;
     let s = u.status.clone().unwrap();
     eprintln!(
-        "completed in {:?}; timeline: {:#?}",
+        "completed in {:?}; timeline (µs): {:#?}",
         started.elapsed(),
-        observer.timeline()
+        observer.timeline_us()
     );
 
     assert_clean(&w, &observer);
@@ -493,9 +493,9 @@ async fn a_web_that_fails_after_the_shift_is_rolled_back_after_rollback_after() 
         .record
         .lock()
         .unwrap()
-        .timeline
+        .timeline_us
         .get("selector back on v2")
-        .copied();
+        .map(|us| us / 1000);
     let back = back.expect("the selector never went back to v2");
     assert!(
         back - broke_ms >= 3000,

@@ -181,7 +181,7 @@ rss_idle="$(rss_mib)"
 log "RSS ${idle}s after start, no Rollouts: $rss_idle MiB"
 
 # --- the switches --------------------------------------------------------------------------
-# One of ours: the e2e happy path, its observer's timeline (ms since it started watching) turned
+# One of ours: the e2e happy path, its observer's timeline (µs since it started watching) turned
 # into the same columns as the driver's: (a) the later of v3 web and worker Available -> the
 # selector switched, (b) switched -> the EndpointSlices list only v3 web.
 ours_switch() { # ours_switch <run>
@@ -197,7 +197,7 @@ ours_switch() { # ours_switch <run>
     END {
       avail = (web + 0 > worker + 0) ? web : worker
       if (sw == "" || only == "" || avail == "") { printf "%s\t0\t\t\t\t\t\tno timeline\n", run; exit }
-      printf "%s\t1\t\t\t%s\t%s\t\t\n", run, sw - avail, only - sw
+      printf "%s\t1\t\t\t%.3f\t%.3f\t\t\n", run, (sw - avail) / 1000, (only - sw) / 1000
     }' <<<"$t"
 }
 
