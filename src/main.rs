@@ -107,18 +107,6 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 /// Longest wait for the apiserver's answer to one request (kube's default: none). A request
 /// caught by an apiserver restart can otherwise hang the reconcile that made it, and with it
 /// every later reconcile of that upgrade, for as long as the connection stays open.
@@ -171,7 +159,7 @@ async fn run(args: RunArgs) -> Result<()> {
         args.http_addr,
         health.clone(),
         metrics.clone(),
-        shutdown_signal(),
+        controller::dispatch::shutdown_signal(),
     ));
 
     let reporter = Reporter {
@@ -203,7 +191,7 @@ async fn run(args: RunArgs) -> Result<()> {
             }
             true
         };
-        let led = tokio::select! { led = became_leader => led, _ = shutdown_signal() => false };
+        let led = tokio::select! { led = became_leader => led, _ = controller::dispatch::shutdown_signal() => false };
         let result = if led {
             info!("leading; starting the controller");
             health.set_ready(true);

@@ -1,6 +1,7 @@
 //! The controller: observe → plan → execute → report, once per reconcile.
 
 pub mod cache;
+pub mod dispatch;
 pub mod events;
 pub mod execute;
 pub mod observe;
@@ -15,10 +16,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::ListParams;
-use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng;
 use tracing::{Instrument, info, info_span, warn};
@@ -29,6 +29,7 @@ use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::resources::labels::Role;
+use dispatch::Requeue;
 
 /// Shared by every reconcile.
 pub struct Context<D> {
@@ -43,6 +44,9 @@ pub struct Context<D> {
     /// Per object, the resourceVersion this operator last wrote or read fresh. A cached object
     /// at exactly that version misses nothing of ours, so it is planned from without a GET.
     latest: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, String>>,
+    /// Per object, when a related object's watch event first asked for a reconcile that has
+    /// not started yet: the log says how long the wake took (the scheduler's share of a switch).
+    woken: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, std::time::Instant>>,
 }
 
 impl<D> Context<D> {
@@ -55,6 +59,7 @@ impl<D> Context<D> {
             failures: Mutex::default(),
             caches: std::sync::OnceLock::new(),
             latest: Mutex::default(),
+            woken: Mutex::default(),
         }
     }
 }
@@ -129,7 +134,7 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
             .expect("latest lock")
             .remove(&ObjectRef::from(upgrade.as_ref()));
         tracing::debug!(error = %error, "the object changed under this decision; planning again");
-        return Ok(Requeue::requeue(CONFLICT_RETRY));
+        return Ok(Requeue::After(CONFLICT_RETRY));
     }
     if result.is_err() {
         // A write may have landed before the failure (and report_error writes too): plan
@@ -153,6 +158,11 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
     let span = info_span!("reconcile", namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), generation = upgrade.metadata.generation);
     async move {
         let started = std::time::Instant::now();
+        let woken = ctx
+            .woken
+            .lock()
+            .expect("woken lock")
+            .remove(&ObjectRef::from(upgrade.as_ref()));
         // The cached object can predate this operator's own last status write; planning from it
         // would repeat a decision with a later `now` (moving recorded times, repeating Events).
         // It is used only when it is exactly the version this operator last wrote or read;
@@ -165,7 +175,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         let mut upgrade = upgrade;
         if !from_cache {
             let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
-                return Ok(Requeue::await_change());
+                return Ok(Requeue::OnChange);
             };
             upgrade = Arc::new(fresh);
         }
@@ -199,7 +209,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             // be current: a `paused` or `abort` set a moment ago must stop it.
             if from_cache && decision.actions.iter().any(Write::needs_current_object) {
                 let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
-                    return Ok(Requeue::await_change());
+                    return Ok(Requeue::OnChange);
                 };
                 from_cache = false;
                 if fresh.resource_version() != upgrade.resource_version() {
@@ -251,6 +261,10 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         );
         if executed.contains(&Write::RemoveFinalizer) {
             ctx.metrics.forget(&ns, &name);
+            ctx.woken
+                .lock()
+                .expect("woken lock")
+                .remove(&ObjectRef::from(upgrade.as_ref()));
         } else {
             ctx.metrics
                 .observe_status(&ns, &name, &status, std::time::Instant::now());
@@ -263,6 +277,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
                 phase = %decision.phase,
                 writes = executed.len(),
                 looked_ahead,
+                wake_ms = woken.map(|w| ms(started.saturating_duration_since(w))),
                 get_ms = ms(read_at),
                 observe_ms = ms(observed_at - read_at),
                 postgres_ms = ms(observed.took.postgres),
@@ -277,7 +292,7 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             .lock()
             .expect("failures lock")
             .remove(&ObjectRef::from(upgrade.as_ref()));
-        Ok(Requeue::requeue(spread(
+        Ok(Requeue::After(spread(
             decision.requeue.max(plan::wait::FLOOR),
             rand::rng().random(),
         )))
@@ -302,7 +317,50 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
         delay = delay.min(TRANSPORT_RETRY_MAX);
     }
     warn!(namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), kind = error.kind(), error = %error, retry_in_s = delay.as_secs_f64(), "reconcile failed");
-    Requeue::requeue(delay)
+    Requeue::After(delay)
+}
+
+/// A watch's objects as the upgrades they wake; a watch error is logged and the watch goes on
+/// (it retries with `WatchBackoff`).
+fn triggers_of<K, S>(
+    stream: S,
+    wakes: impl Fn(K) -> Vec<ObjectRef<LangfuseUpgrade>> + Send + 'static,
+) -> futures::stream::BoxStream<'static, Vec<ObjectRef<LangfuseUpgrade>>>
+where
+    S: futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    stream
+        .map(move |event| match event {
+            Ok(object) => wakes(object),
+            Err(e) => {
+                tracing::debug!(error = %e, "watch error; retrying");
+                Vec::new()
+            }
+        })
+        .boxed()
+}
+
+/// Notes when a watch event first asked for each object's reconcile (see `Context::woken`).
+struct Wakes<D>(Arc<Context<D>>);
+
+impl<D> Clone for Wakes<D> {
+    fn clone(&self) -> Self {
+        Wakes(self.0.clone())
+    }
+}
+
+impl<D> Wakes<D> {
+    fn mark(&self, refs: Vec<ObjectRef<LangfuseUpgrade>>) -> Vec<ObjectRef<LangfuseUpgrade>> {
+        if !refs.is_empty() {
+            let now = std::time::Instant::now();
+            let mut woken = self.0.woken.lock().expect("woken lock");
+            for r in &refs {
+                woken.entry(r.clone()).or_insert(now);
+            }
+        }
+        refs
+    }
 }
 
 /// Run the controller until SIGTERM/SIGINT. `client` serves the watches (no answer timeout: a
@@ -320,64 +378,77 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
         warn!(error = %e, "cannot list LangfuseUpgrades");
         return Err(Error::CrdMissing);
     }
-    // The upgrades' own watch, as `Controller::new` makes it, with the fields no decision reads
-    // dropped before caching: the store holds every upgrade in scope, and their managedFields
-    // were 4.6 MB of a 25.6 MB heap with 200 upgrades (heaptrack, 2026-12-02).
+    // The upgrades' own watch, with the fields no decision reads dropped before caching: the
+    // store holds every upgrade in scope, and their managedFields were 4.6 MB of a 25.6 MB heap
+    // with 200 upgrades (heaptrack, 2026-12-02).
     let (store, writer) = reflector::store();
-    let own = watcher(upgrades, watcher::Config::default().any_semantic()).modify(cache::slim);
-    let controller = Controller::for_stream(reflector::reflector(writer, own).applied_objects(), store.clone());
+    let own = watcher(upgrades, watcher::Config::default().any_semantic())
+        .backoff(WatchBackoff::default())
+        .modify(cache::slim);
+    let own = reflector::reflector(writer, own).applied_objects();
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     // One watch per related kind, cached (observe reads from it) and a trigger: a change to
     // an object wakes the upgrades that name it.
-    let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref(), store);
+    let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref(), store.clone());
     if ctx.caches.set(caches).is_err() {
         warn!("the watch caches were already set; observe keeps the first ones");
     }
-    let refs = |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
-        it.map(|u| ObjectRef::from(u.as_ref())).collect()
+    let woken = Wakes(ctx.clone());
+    let refs = move |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
+        woken.mark(it.map(|u| ObjectRef::from(u.as_ref())).collect())
     };
-    controller
-        .watches_stream(feeds.deployments, move |d| {
-            refs(&mut cache::upgrades_naming_deployment(
+    let (r1, r2, r3, r4, pods_woken) = (refs.clone(), refs.clone(), refs.clone(), refs, Wakes(ctx.clone()));
+    let triggers = futures::stream::select_all([
+        triggers_of(own, |u| vec![ObjectRef::from(&u)]),
+        triggers_of(feeds.deployments, move |d| {
+            r1(&mut cache::upgrades_naming_deployment(
                 &s1,
                 d.namespace(),
                 &d.name_any(),
             ))
-        })
-        .watches_stream(feeds.services, move |s| {
-            refs(&mut cache::upgrades_naming_service(&s2, s.namespace(), &s.name_any()))
-        })
-        .watches_stream(feeds.slices, move |s| {
+        }),
+        triggers_of(feeds.services, move |s| {
+            r2(&mut cache::upgrades_naming_service(&s2, s.namespace(), &s.name_any()))
+        }),
+        triggers_of(feeds.slices, move |s| {
             let service = s.labels().get(cache::SERVICE_NAME_LABEL).cloned().unwrap_or_default();
-            refs(&mut cache::upgrades_naming_service(&s3, s.namespace(), &service))
-        })
+            r3(&mut cache::upgrades_naming_service(&s3, s.namespace(), &service))
+        }),
         // A v3 web pod that an EndpointSlice lists before the pod's own event arrived is not
         // yet counted as v3: its event must wake the upgrade again.
-        .watches_stream(feeds.v3_pods, |p| {
+        triggers_of(feeds.v3_pods, move |p| {
             use crate::resources::labels::{COMPONENT_LABEL, UPGRADE_LABEL};
             let web = p.labels().get(COMPONENT_LABEL).map(String::as_str) == Some(Role::Web.as_str());
             let upgrade = p.labels().get(UPGRADE_LABEL).filter(|_| web);
-            upgrade.map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()))
-        })
+            let wakes = upgrade.map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()));
+            pods_woken.mark(wakes.into_iter().collect())
+        }),
         // An HPA made on v2 wakes its upgrade: retirement waits for it to go.
-        .watches_stream(feeds.hpas, move |h| {
+        triggers_of(feeds.hpas, move |h| {
             let target = h.spec.as_ref().map(|s| &s.scale_target_ref);
             let deployment = target.filter(|t| t.kind == "Deployment").map(|t| t.name.clone());
-            refs(&mut cache::upgrades_naming_deployment(
+            r4(&mut cache::upgrades_naming_deployment(
                 &s4,
                 h.namespace(),
                 deployment.as_deref().unwrap_or_default(),
             ))
-        })
-        .trigger_backoff(WatchBackoff::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+        }),
+    ]);
+    dispatch::run(
+        triggers,
+        store,
+        move |upgrade| {
+            let ctx = ctx.clone();
+            async move {
+                match reconcile(upgrade.clone(), ctx.clone()).await {
+                    Ok(next) => next,
+                    Err(e) => error_policy(upgrade, &e, ctx),
+                }
             }
-        })
-        .await;
+        },
+        dispatch::shutdown_signal(),
+    )
+    .await;
     info!("controller stopped");
     Ok(())
 }
