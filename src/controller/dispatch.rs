@@ -113,7 +113,8 @@ const AFTER_PANIC: Duration = Duration::from_secs(5);
 
 /// Run `reconcile` for the upgrades `triggers` name, until `shutdown` completes (then the
 /// reconciles under way finish, and no other starts) or the triggers end. The object is read
-/// from `store` when its reconcile starts; one the store does not hold is gone and skipped.
+/// from `store` when its reconcile starts (nothing starts before the store has listed); one
+/// the store does not hold is gone and skipped.
 /// Dropping the returned future aborts the reconciles under way (a lost Lease must stop them).
 pub async fn run<F, Fut>(
     triggers: impl Stream<Item = Vec<Key>>,
@@ -138,11 +139,24 @@ pub async fn run<F, Fut>(
         }
         None => queue.forget(&key),
     };
+    // The store fills from its first list only once that list is whole, while the list's
+    // objects already come as triggers: those are held until then (else they would find no
+    // object and be dropped, and an upgrade under way would wait for its next change).
+    let ready = store.wait_until_ready();
+    let mut ready = std::pin::pin!(ready);
+    let mut held: Option<HashSet<Key>> = Some(HashSet::new());
     loop {
         let deadline = queue.next_deadline();
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            _ = &mut ready, if held.is_some() => {
+                for key in held.take().into_iter().flatten() {
+                    if queue.trigger(key.clone()) {
+                        start(key, &mut queue, &mut tasks, &mut keys);
+                    }
+                }
+            }
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let (id, next) = match done {
                     Ok((id, next)) => (id, next),
@@ -159,6 +173,10 @@ pub async fn run<F, Fut>(
             }
             refs = triggers.next() => {
                 let Some(refs) = refs else { break };
+                if let Some(held) = held.as_mut() {
+                    held.extend(refs);
+                    continue;
+                }
                 for key in refs {
                     if queue.trigger(key.clone()) {
                         start(key, &mut queue, &mut tasks, &mut keys);
@@ -261,5 +279,92 @@ mod tests {
         assert_eq!(q.running(), 0);
         assert_eq!(q.next_deadline(), None);
         assert!(q.trigger("a"));
+    }
+
+    /// The loop itself, on a real store: triggers of the first list are held until the store
+    /// has it (the case a restarted operator meets), a requeue runs on time, triggers during a
+    /// run make one run after it, never two at once, and shutdown lets a run finish.
+    #[tokio::test]
+    async fn the_loop_holds_the_first_list_requeues_and_runs_one_at_a_time() {
+        use kube::runtime::watcher::Event;
+        use std::sync::Mutex;
+        type Runs = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+        let (store, mut writer) = kube::runtime::reflector::store::<LangfuseUpgrade>();
+        let object = crate::testing::upgrade(crate::testing::spec(), Default::default());
+        let key = ObjectRef::from(&object);
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Vec<Key>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // (start, end) of every run; each takes 100 ms, the first asks for a requeue in 50 ms.
+        let runs: Runs = Arc::default();
+        let log = runs.clone();
+        let reconcile = move |_u: Arc<LangfuseUpgrade>| {
+            let log = log.clone();
+            async move {
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push((Instant::now(), None));
+                    l.len()
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                log.lock().unwrap()[n - 1].1 = Some(Instant::now());
+                match n {
+                    1 => Requeue::After(Duration::from_millis(50)),
+                    _ => Requeue::OnChange,
+                }
+            }
+        };
+        let until = |n: usize| {
+            let runs = runs.clone();
+            async move {
+                let wait = async {
+                    while runs.lock().unwrap().len() < n {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(5), wait)
+                    .await
+                    .expect("the run never came");
+            }
+        };
+        let dispatcher = tokio::spawn(run(rx, store, reconcile, async {
+            let _ = stop_rx.await;
+        }));
+        // The first list: its object comes as a trigger before the store has it.
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(object.clone()));
+        tx.unbounded_send(vec![key.clone()]).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(runs.lock().unwrap().is_empty(), "ran before the store had listed");
+        writer.apply_watcher_event(&Event::InitDone);
+        until(1).await;
+        // The requeue.
+        until(2).await;
+        let (first, second) = {
+            let r = runs.lock().unwrap();
+            (r[0], r[1])
+        };
+        assert!(
+            second.0 >= first.1.unwrap() + Duration::from_millis(50),
+            "requeued early"
+        );
+        // Three triggers while the second run is under way: one more run, after it.
+        for _ in 0..3 {
+            tx.unbounded_send(vec![key.clone()]).unwrap();
+        }
+        until(3).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Shutdown lets the run under way (if any) finish.
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), dispatcher)
+            .await
+            .unwrap()
+            .unwrap();
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 3, "three triggers during a run make one run: {runs:?}");
+        for pair in runs.windows(2) {
+            let ended = pair[0].1.expect("every run finished");
+            assert!(pair[1].0 >= ended, "two runs of one object at once: {runs:?}");
+        }
+        assert!(runs[2].1.is_some(), "shutdown cut a run short");
     }
 }
