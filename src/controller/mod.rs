@@ -43,10 +43,21 @@ pub struct Context<D> {
     caches: std::sync::OnceLock<cache::Caches>,
     /// Per object, the resourceVersion this operator last wrote or read fresh. A cached object
     /// at exactly that version misses nothing of ours, so it is planned from without a GET.
-    latest: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, String>>,
+    latest: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, Known>>,
     /// Per object, when a related object's watch event first asked for a reconcile that has
     /// not started yet: the log says how long the wake took (the scheduler's share of a switch).
     woken: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, std::time::Instant>>,
+}
+
+/// The version of an upgrade this operator last wrote or read, and, until the watch shows it,
+/// what its own last status write returned.
+#[derive(Clone)]
+struct Known {
+    version: String,
+    /// The version the writing reconcile planned from, and the object its writes (each a
+    /// compare-and-swap onto the one before) ended at. A cached copy still at `from` has missed
+    /// only those writes: `object` is then the current object, without a GET.
+    written: Option<(String, Arc<LangfuseUpgrade>)>,
 }
 
 impl<D> Context<D> {
@@ -165,14 +176,32 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             .remove(&ObjectRef::from(upgrade.as_ref()));
         // The cached object can predate this operator's own last status write; planning from it
         // would repeat a decision with a later `now` (moving recorded times, repeating Events).
-        // It is used only when it is exactly the version this operator last wrote or read;
+        // It is used only when it is exactly the version this operator last wrote or read, or
+        // the version its last write started from (then that write's answer is the object);
         // otherwise one fresh GET gives read-your-writes. Either way every write is a
         // compare-and-swap on the version planned from.
         let key = ObjectRef::from(upgrade.as_ref());
         let api: Api<LangfuseUpgrade> = Api::namespaced(ctx.client.clone(), &upgrade.namespace().unwrap_or_default());
-        let known = ctx.latest.lock().expect("latest lock").get(&key).cloned();
-        let mut from_cache = known.is_some() && known == upgrade.resource_version();
+        let known = {
+            let mut latest = ctx.latest.lock().expect("latest lock");
+            // The watch has caught up with the write: the object kept from it is not needed.
+            if let Some(k) = latest.get_mut(&key)
+                && upgrade.resource_version().as_ref() == Some(&k.version)
+            {
+                k.written = None;
+            }
+            latest.get(&key).cloned()
+        };
+        let cached = upgrade.resource_version();
+        let mut from_cache = known.as_ref().is_some_and(|k| cached.as_ref() == Some(&k.version));
         let mut upgrade = upgrade;
+        if let Some((from, written)) = known.and_then(|k| k.written)
+            && !from_cache
+            && cached.as_ref() == Some(&from)
+        {
+            upgrade = written;
+            from_cache = true;
+        }
         if !from_cache {
             let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
                 return Ok(Requeue::OnChange);
@@ -236,11 +265,17 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
             resource_version,
         } = executed;
         let executed_at = started.elapsed();
-        let latest = report::report(&ctx.client, &ctx.events, &upgrade, &status, &executed, resource_version).await?;
+        let reported = report::report(&ctx.client, &ctx.events, &upgrade, &status, &executed, resource_version).await?;
         {
             let mut known = ctx.latest.lock().expect("latest lock");
-            match latest {
-                Some(v) if !executed.contains(&Write::RemoveFinalizer) => known.insert(key, v),
+            match reported.version {
+                Some(version) if !executed.contains(&Write::RemoveFinalizer) => {
+                    let written = reported.object.zip(upgrade.resource_version()).map(|(mut o, from)| {
+                        cache::slim(&mut o);
+                        (from, Arc::new(o))
+                    });
+                    known.insert(key, Known { version, written })
+                }
                 _ => known.remove(&key),
             };
         }

@@ -130,7 +130,7 @@ pub async fn report(
     status: &LangfuseUpgradeStatus,
     executed: &[Action],
     resource_version: Option<String>,
-) -> Result<Option<String>> {
+) -> Result<Reported> {
     let old = upgrade.status.clone().unwrap_or_default();
     let reference = upgrade.object_ref(&());
     let writes: Vec<(EventType, String, String)> = executed
@@ -144,16 +144,32 @@ pub async fn report(
     let written = executed.contains(&Action::RecordFacts);
     let gone = upgrade.metadata.deletion_timestamp.is_some() && executed.contains(&Action::RemoveFinalizer);
     let latest = match written || *status == old || gone {
-        true => Ok(resource_version.clone()),
+        true => Ok(Reported {
+            version: resource_version.clone(),
+            object: None,
+        }),
         false => {
             let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-            apply_status(&api, &upgrade.name_any(), status, resource_version).await
+            apply_status(&api, &upgrade.name_any(), status, resource_version)
+                .await
+                .map(|object| Reported {
+                    version: object.as_ref().and_then(|o| o.resource_version()),
+                    object,
+                })
         }
     };
     publish(events, &reference, writes);
     let latest = latest?;
     publish(events, &reference, transitions(&old, status));
     Ok(latest)
+}
+
+/// What the report left the object at.
+pub struct Reported {
+    /// Its version after this reconcile's writes (`None`: gone).
+    pub version: Option<String>,
+    /// The object as the report's own status write returned it (`None`: it wrote none).
+    pub object: Option<LangfuseUpgrade>,
 }
 
 fn publish(
@@ -185,18 +201,19 @@ pub async fn write_status(
     resource_version: Option<String>,
 ) -> Result<Option<String>> {
     let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &upgrade.namespace().unwrap_or_default());
-    apply_status(&api, &upgrade.name_any(), status, resource_version).await
+    let written = apply_status(&api, &upgrade.name_any(), status, resource_version).await?;
+    Ok(written.and_then(|o| o.resource_version()))
 }
 
 /// One server-side apply of the whole status (an apply that left out fields this manager owns
 /// would delete them); with `resource_version`, only onto that version of the object (a 409
-/// otherwise). Returns the new version (`None` when the object is gone).
+/// otherwise). Returns the object as written (`None` when it is gone).
 async fn apply_status(
     api: &Api<LangfuseUpgrade>,
     name: &str,
     status: &LangfuseUpgradeStatus,
     resource_version: Option<String>,
-) -> Result<Option<String>> {
+) -> Result<Option<LangfuseUpgrade>> {
     let mut body = json!({
         "apiVersion": LangfuseUpgrade::api_version(&()),
         "kind": LangfuseUpgrade::kind(&()),
@@ -211,7 +228,7 @@ async fn apply_status(
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        other => Ok(other?.resource_version()),
+        other => Ok(Some(other?)),
     }
 }
 
