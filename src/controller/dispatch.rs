@@ -112,7 +112,8 @@ type Key = ObjectRef<LangfuseUpgrade>;
 const AFTER_PANIC: Duration = Duration::from_secs(5);
 
 /// Run `reconcile` for the upgrades `triggers` name, until `shutdown` completes (then the
-/// reconciles under way finish, and no other starts) or the triggers end. The object is read
+/// reconciles under way finish, and no other starts) or the triggers end. `reconcile` also gets
+/// when a trigger first asked for that run (`None`: a requeue came due), for its log. The object is read
 /// from `store` when its reconcile starts (nothing starts before the store has listed); one
 /// the store does not hold is gone and skipped.
 /// Dropping the returned future aborts the reconciles under way (a lost Lease must stop them).
@@ -122,22 +123,29 @@ pub async fn run<F, Fut>(
     reconcile: F,
     shutdown: impl Future<Output = ()>,
 ) where
-    F: Fn(Arc<LangfuseUpgrade>) -> Fut,
+    F: Fn(Arc<LangfuseUpgrade>, Option<Instant>) -> Fut,
     Fut: Future<Output = Requeue> + Send + 'static,
 {
     let mut queue: Queue<Key> = Queue::default();
     let mut tasks: JoinSet<Requeue> = JoinSet::new();
     let mut keys: HashMap<tokio::task::Id, Key> = HashMap::new();
+    // When a trigger first asked for each key's next run.
+    let mut asked: HashMap<Key, Instant> = HashMap::new();
     let mut triggers = std::pin::pin!(triggers);
     let mut shutdown = std::pin::pin!(shutdown);
-    let start = |key: Key, queue: &mut Queue<Key>, tasks: &mut JoinSet<Requeue>, keys: &mut HashMap<_, Key>| match store
-        .get(&key)
-    {
-        Some(object) => {
-            let id = tasks.spawn(reconcile(object)).id();
-            keys.insert(id, key);
+    let start = |key: Key,
+                 queue: &mut Queue<Key>,
+                 tasks: &mut JoinSet<Requeue>,
+                 keys: &mut HashMap<_, Key>,
+                 asked: &mut HashMap<Key, Instant>| {
+        let woken = asked.remove(&key);
+        match store.get(&key) {
+            Some(object) => {
+                let id = tasks.spawn(reconcile(object, woken)).id();
+                keys.insert(id, key);
+            }
+            None => queue.forget(&key),
         }
-        None => queue.forget(&key),
     };
     // The store fills from its first list only once that list is whole, while the list's
     // objects already come as triggers: those are held until then (else they would find no
@@ -153,7 +161,7 @@ pub async fn run<F, Fut>(
             _ = &mut ready, if held.is_some() => {
                 for key in held.take().into_iter().flatten() {
                     if queue.trigger(key.clone()) {
-                        start(key, &mut queue, &mut tasks, &mut keys);
+                        start(key, &mut queue, &mut tasks, &mut keys, &mut asked);
                     }
                 }
             }
@@ -168,24 +176,28 @@ pub async fn run<F, Fut>(
                 if let Some(key) = keys.remove(&id)
                     && queue.finished(key.clone(), next, Instant::now())
                 {
-                    start(key, &mut queue, &mut tasks, &mut keys);
+                    start(key, &mut queue, &mut tasks, &mut keys, &mut asked);
                 }
             }
             refs = triggers.next() => {
                 let Some(refs) = refs else { break };
+                let now = Instant::now();
+                for key in &refs {
+                    asked.entry(key.clone()).or_insert(now);
+                }
                 if let Some(held) = held.as_mut() {
                     held.extend(refs);
                     continue;
                 }
                 for key in refs {
                     if queue.trigger(key.clone()) {
-                        start(key, &mut queue, &mut tasks, &mut keys);
+                        start(key, &mut queue, &mut tasks, &mut keys, &mut asked);
                     }
                 }
             }
             () = sleep_until(deadline) => {
                 for key in queue.take_due(Instant::now()) {
-                    start(key, &mut queue, &mut tasks, &mut keys);
+                    start(key, &mut queue, &mut tasks, &mut keys, &mut asked);
                 }
             }
         }
@@ -288,7 +300,8 @@ mod tests {
     async fn the_loop_holds_the_first_list_requeues_and_runs_one_at_a_time() {
         use kube::runtime::watcher::Event;
         use std::sync::Mutex;
-        type Runs = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+        // (start, end, whether a trigger asked for it) of every run.
+        type Runs = Arc<Mutex<Vec<(Instant, Option<Instant>, bool)>>>;
         let (store, mut writer) = kube::runtime::reflector::store::<LangfuseUpgrade>();
         let object = crate::testing::upgrade(crate::testing::spec(), Default::default());
         let key = ObjectRef::from(&object);
@@ -297,12 +310,12 @@ mod tests {
         // (start, end) of every run; each takes 100 ms, the first asks for a requeue in 50 ms.
         let runs: Runs = Arc::default();
         let log = runs.clone();
-        let reconcile = move |_u: Arc<LangfuseUpgrade>| {
+        let reconcile = move |_u: Arc<LangfuseUpgrade>, asked: Option<Instant>| {
             let log = log.clone();
             async move {
                 let n = {
                     let mut l = log.lock().unwrap();
-                    l.push((Instant::now(), None));
+                    l.push((Instant::now(), None, asked.is_some()));
                     l.len()
                 };
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -366,5 +379,11 @@ mod tests {
             assert!(pair[1].0 >= ended, "two runs of one object at once: {runs:?}");
         }
         assert!(runs[2].1.is_some(), "shutdown cut a run short");
+        let asked: Vec<bool> = runs.iter().map(|r| r.2).collect();
+        assert_eq!(
+            asked,
+            vec![true, false, true],
+            "a trigger's run says when it was asked; a requeue's does not"
+        );
     }
 }

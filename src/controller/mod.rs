@@ -44,9 +44,6 @@ pub struct Context<D> {
     /// Per object, the resourceVersion this operator last wrote or read fresh. A cached object
     /// at exactly that version misses nothing of ours, so it is planned from without a GET.
     latest: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, Known>>,
-    /// Per object, when a related object's watch event first asked for a reconcile that has
-    /// not started yet: the log says how long the wake took (the scheduler's share of a switch).
-    woken: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, std::time::Instant>>,
 }
 
 /// The version of an upgrade this operator last wrote or read, and, until the watch shows it,
@@ -70,7 +67,6 @@ impl<D> Context<D> {
             failures: Mutex::default(),
             caches: std::sync::OnceLock::new(),
             latest: Mutex::default(),
-            woken: Mutex::default(),
         }
     }
 }
@@ -133,8 +129,13 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
     Duration::from_secs_f64(base.min(300.0) * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
 }
 
-async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
-    let result = reconcile_once(upgrade.clone(), ctx.clone()).await;
+/// `woken`: when a watch event first asked for this run (for the log).
+async fn reconcile<D: Databases>(
+    upgrade: Arc<LangfuseUpgrade>,
+    ctx: Arc<Context<D>>,
+    woken: Option<std::time::Instant>,
+) -> Result<Requeue> {
+    let result = reconcile_once(upgrade.clone(), ctx.clone(), woken).await;
     if let Err(error) = &result
         && error.is_conflict()
     {
@@ -165,15 +166,14 @@ async fn reconcile<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context
     result
 }
 
-async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Context<D>>) -> Result<Requeue> {
+async fn reconcile_once<D: Databases>(
+    upgrade: Arc<LangfuseUpgrade>,
+    ctx: Arc<Context<D>>,
+    woken: Option<std::time::Instant>,
+) -> Result<Requeue> {
     let span = info_span!("reconcile", namespace = %upgrade.namespace().unwrap_or_default(), name = %upgrade.name_any(), generation = upgrade.metadata.generation);
     async move {
         let started = std::time::Instant::now();
-        let woken = ctx
-            .woken
-            .lock()
-            .expect("woken lock")
-            .remove(&ObjectRef::from(upgrade.as_ref()));
         // The cached object can predate this operator's own last status write; planning from it
         // would repeat a decision with a later `now` (moving recorded times, repeating Events).
         // It is used only when it is exactly the version this operator last wrote or read, or
@@ -296,10 +296,6 @@ async fn reconcile_once<D: Databases>(upgrade: Arc<LangfuseUpgrade>, ctx: Arc<Co
         );
         if executed.contains(&Write::RemoveFinalizer) {
             ctx.metrics.forget(&ns, &name);
-            ctx.woken
-                .lock()
-                .expect("woken lock")
-                .remove(&ObjectRef::from(upgrade.as_ref()));
         } else {
             ctx.metrics
                 .observe_status(&ns, &name, &status, std::time::Instant::now());
@@ -376,28 +372,6 @@ where
         .boxed()
 }
 
-/// Notes when a watch event first asked for each object's reconcile (see `Context::woken`).
-struct Wakes<D>(Arc<Context<D>>);
-
-impl<D> Clone for Wakes<D> {
-    fn clone(&self) -> Self {
-        Wakes(self.0.clone())
-    }
-}
-
-impl<D> Wakes<D> {
-    fn mark(&self, refs: Vec<ObjectRef<LangfuseUpgrade>>) -> Vec<ObjectRef<LangfuseUpgrade>> {
-        if !refs.is_empty() {
-            let now = std::time::Instant::now();
-            let mut woken = self.0.woken.lock().expect("woken lock");
-            for r in &refs {
-                woken.entry(r.clone()).or_insert(now);
-            }
-        }
-        refs
-    }
-}
-
 /// Run the controller until SIGTERM/SIGINT. `client` serves the watches (no answer timeout: a
 /// quiet watch sends nothing for minutes); reconciles use the context's. `namespace`: watch
 /// one namespace only.
@@ -428,26 +402,24 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     if ctx.caches.set(caches).is_err() {
         warn!("the watch caches were already set; observe keeps the first ones");
     }
-    let woken = Wakes(ctx.clone());
-    let refs = move |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
-        woken.mark(it.map(|u| ObjectRef::from(u.as_ref())).collect())
+    let refs = |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
+        it.map(|u| ObjectRef::from(u.as_ref())).collect()
     };
-    let (r1, r2, r3, r4, pods_woken) = (refs.clone(), refs.clone(), refs.clone(), refs, Wakes(ctx.clone()));
     let triggers = futures::stream::select_all([
         triggers_of(own, |u| vec![ObjectRef::from(&u)]),
         triggers_of(feeds.deployments, move |d| {
-            r1(&mut cache::upgrades_naming_deployment(
+            refs(&mut cache::upgrades_naming_deployment(
                 &s1,
                 d.namespace(),
                 &d.name_any(),
             ))
         }),
         triggers_of(feeds.services, move |s| {
-            r2(&mut cache::upgrades_naming_service(&s2, s.namespace(), &s.name_any()))
+            refs(&mut cache::upgrades_naming_service(&s2, s.namespace(), &s.name_any()))
         }),
         triggers_of(feeds.slices, move |s| {
             let service = s.labels().get(cache::SERVICE_NAME_LABEL).cloned().unwrap_or_default();
-            r3(&mut cache::upgrades_naming_service(&s3, s.namespace(), &service))
+            refs(&mut cache::upgrades_naming_service(&s3, s.namespace(), &service))
         }),
         // A v3 web pod that an EndpointSlice lists before the pod's own event arrived is not
         // yet counted as v3: its event must wake the upgrade again.
@@ -455,14 +427,16 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
             use crate::resources::labels::{COMPONENT_LABEL, UPGRADE_LABEL};
             let web = p.labels().get(COMPONENT_LABEL).map(String::as_str) == Some(Role::Web.as_str());
             let upgrade = p.labels().get(UPGRADE_LABEL).filter(|_| web);
-            let wakes = upgrade.map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()));
-            pods_woken.mark(wakes.into_iter().collect())
+            upgrade
+                .map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()))
+                .into_iter()
+                .collect()
         }),
         // An HPA made on v2 wakes its upgrade: retirement waits for it to go.
         triggers_of(feeds.hpas, move |h| {
             let target = h.spec.as_ref().map(|s| &s.scale_target_ref);
             let deployment = target.filter(|t| t.kind == "Deployment").map(|t| t.name.clone());
-            r4(&mut cache::upgrades_naming_deployment(
+            refs(&mut cache::upgrades_naming_deployment(
                 &s4,
                 h.namespace(),
                 deployment.as_deref().unwrap_or_default(),
@@ -472,10 +446,11 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     dispatch::run(
         triggers,
         store,
-        move |upgrade| {
+        move |upgrade, asked| {
             let ctx = ctx.clone();
+            let woken = asked.map(tokio::time::Instant::into_std);
             async move {
-                match reconcile(upgrade.clone(), ctx.clone()).await {
+                match reconcile(upgrade.clone(), ctx.clone(), woken).await {
                     Ok(next) => next,
                     Err(e) => error_policy(upgrade, &e, ctx),
                 }
