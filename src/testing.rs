@@ -256,6 +256,7 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
         version: Some("24.8.4.13".into()),
         schema: Some((8, false)),
         counts: None,
+        recent_counts: None,
         missing_tables: Vec::new(),
         // What an admin user shows.
         grants: Some(Ok(crate::verify::grants::Grants::parse(&[

@@ -280,6 +280,27 @@ async fn final_counts_honour_is_deleted_the_cutoff_and_replacements() {
     .counts
     .unwrap();
     assert_eq!((counts.traces, counts.observations, counts.scores), (4, 2, 2));
+    // The recent window (after T0 + 2 s, up to the cut-off), deduplicated as the whole: a and
+    // b (deleted) before it, c and e in it; o1-o3 and s1 before it.
+    let facts = read(
+        &live,
+        &db,
+        ClickHouseQuery {
+            counts_until: Some(t_ms(cutoff)),
+            recent_after: Some(t_ms(T0 + 2_000)),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(facts.counts.map(|c| c.traces), Some(3));
+    assert_eq!(
+        facts.recent_counts,
+        Some(TableCounts {
+            traces: 2,
+            observations: 0,
+            scores: 0
+        })
+    );
     db.finish().await;
 }
 

@@ -240,6 +240,26 @@ async fn counts_until_the_cutoff_and_late_writes_after_it() {
     .await;
     assert_eq!(facts.counts.unwrap().traces, 5);
     assert_eq!(facts.late_writes.unwrap().traces, 5);
+    assert_eq!(facts.recent_counts, None, "not asked for");
+    // The recent window: after T0 + 1 s (exclusive), up to the cut-off (inclusive).
+    let facts = read(
+        &live,
+        &db,
+        PostgresQuery {
+            counts_until: Some(cutoff),
+            recent_after: Some(t_ms(T0 + 1_000)),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        facts.recent_counts,
+        Some(TableCounts {
+            traces: 3,
+            observations: 3,
+            scores: 0
+        })
+    );
     // Nothing after the newest row.
     let late = read(
         &live,

@@ -117,6 +117,7 @@ fn clickhouse() -> ClickHouseFacts {
         version: Some("24.8.4.13".into()),
         schema: Some((8, false)),
         counts: None,
+        recent_counts: None,
         missing_tables: Vec::new(),
         grants: None,
     }

@@ -42,6 +42,9 @@ pub struct PostgresQuery {
     /// Scan for groups of rows sharing one `created_at` at least this large.
     pub same_created_at_scan: Option<i64>,
     pub counts_until: Option<Timestamp>,
+    /// Also count the rows in (`recent_after`, `counts_until`]: where rows that landed behind
+    /// the copy's cursor are looked for when the counts disagree.
+    pub recent_after: Option<Timestamp>,
     pub late_writes_after: Option<LateWindow>,
     /// Count late rows up to this instant only (the decision's `now`), so a re-copy bounded by
     /// it takes exactly the rows counted; `None`: no upper bound.
@@ -80,6 +83,8 @@ pub struct ClickHouseQuery {
     /// on every reconcile of a hop otherwise).
     pub objects: bool,
     pub counts_until: Option<Timestamp>,
+    /// Also count the rows in (`recent_after`, `counts_until`], as Postgres does.
+    pub recent_after: Option<Timestamp>,
 }
 
 impl ClickHouseQuery {

@@ -171,6 +171,14 @@ pub struct TableCounts {
 }
 
 impl TableCounts {
+    pub fn get(&self, table: Table) -> i64 {
+        match table {
+            Table::Traces => self.traces,
+            Table::Observations => self.observations,
+            Table::Scores => self.scores,
+        }
+    }
+
     pub fn iter(&self) -> [(Table, i64); 3] {
         [
             (Table::Traces, self.traces),
@@ -194,6 +202,8 @@ pub struct PostgresFacts {
     /// Largest group of rows sharing one `created_at`, per table, when at least the batch size.
     pub same_created_at_groups: Vec<(Table, i64)>,
     pub counts: Option<TableCounts>,
+    /// Rows in (`recent_after`, `counts_until`] when asked for.
+    pub recent_counts: Option<TableCounts>,
     /// Rows created after the migrations' start cursor: written by v2 after the cut-off.
     pub late_writes: Option<TableCounts>,
     /// Postgres's own row estimates (`pg_class.reltuples`, free to read), read with the

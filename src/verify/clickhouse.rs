@@ -47,6 +47,12 @@ pub const COUNT_SQL: &str = "SELECT \
      assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
      assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores";
 
+/// As [`COUNT_SQL`], over (first `?`, second `?`] per table: the recent rows only.
+pub const COUNT_BETWEEN_SQL: &str = "SELECT \
+     assumeNotNull((SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS traces, \
+     assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
+     assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores";
+
 /// A query that failed, with what it was reading.
 #[derive(Debug)]
 pub struct QueryError {
@@ -105,18 +111,33 @@ struct CountsRow {
 /// Per table: `count() FINAL WHERE is_deleted = 0 AND created_at <= cutoff`.
 pub async fn counts_until(client: &Client, cutoff: Timestamp) -> Result<TableCounts> {
     let ms = millis_floor(cutoff);
-    let row = client
-        .query(COUNT_SQL)
-        .bind(ms)
-        .bind(ms)
-        .bind(ms)
+    let query = client.query(COUNT_SQL).bind(ms).bind(ms).bind(ms);
+    fetch_counts(query, "counting traces, observations and scores up to the cut-off").await
+}
+
+/// Per table: as [`counts_until`], over (`after`, `cutoff`] only.
+pub async fn counts_between(client: &Client, after: Timestamp, cutoff: Timestamp) -> Result<TableCounts> {
+    let (a, c) = (millis_floor(after), millis_floor(cutoff));
+    let query = client
+        .query(COUNT_BETWEEN_SQL)
+        .bind(a)
+        .bind(c)
+        .bind(a)
+        .bind(c)
+        .bind(a)
+        .bind(c);
+    fetch_counts(query, "counting the recent traces, observations and scores").await
+}
+
+async fn fetch_counts(query: clickhouse::query::Query, what: &'static str) -> Result<TableCounts> {
+    let row = query
         // Safe for Langfuse's tables: each partition key (the month of `timestamp` /
         // `start_time`) is a function of the sorting key's `toDate(...)`, so the versions of
         // one row never span partitions; FINAL then merges partitions independently.
         .with_setting("do_not_merge_across_partitions_select_final", "1")
         .fetch_one::<CountsRow>()
         .await
-        .map_err(err("counting traces, observations and scores up to the cut-off"))?;
+        .map_err(err(what))?;
     let n = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Ok(TableCounts {
         traces: n(row.traces),
@@ -175,6 +196,9 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
         && facts.missing_tables.is_empty()
     {
         facts.counts = Some(counts_until(client, cutoff).await?);
+        if let Some(after) = query.recent_after {
+            facts.recent_counts = Some(counts_between(client, after, cutoff).await?);
+        }
     }
     Ok(facts)
 }

@@ -16,6 +16,8 @@ pub struct ClickHouseFacts {
     pub schema: Option<(i64, bool)>,
     /// `count() FINAL WHERE is_deleted = 0 AND created_at <= cutoff`, per table.
     pub counts: Option<TableCounts>,
+    /// The same, over (`recent_after`, cut-off] only, when asked for.
+    pub recent_counts: Option<TableCounts>,
     /// Which of `traces`, `observations`, `scores` the database lacks (read with the server
     /// facts and before counting).
     pub missing_tables: Vec<crate::migrations::Table>,

@@ -15,7 +15,18 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
     if p.stage() > Stage::Draining {
         return Ok(());
     }
-    let pg = postgres(p, Phase::Draining)?;
+    let pg = match postgres(p, Phase::Draining) {
+        Ok(pg) => pg,
+        Err(hold) => {
+            // A window that could not be read is not quiet: writes held by v2's clients may land
+            // when Postgres answers again, carrying `created_at`s from before the outage. The
+            // quiet period starts again at the first read that answers.
+            if matches!(p.obs.postgres, Some(Err(_))) {
+                p.status.drain_quiet_since = None;
+            }
+            return Err(hold);
+        }
+    };
     let (newest, read_at) = (pg.newest_write, pg.newest_write_read_at);
     // Compared and recorded at status precision, rounded up: the same row read again is never
     // "newer", and the quiet period never starts before the write (see `crate::precision`).

@@ -100,6 +100,7 @@ impl Needs {
                 newest_write: p.newest_write || q.newest_write,
                 same_created_at_scan: one(&p.same_created_at_scan, &q.same_created_at_scan)?,
                 counts_until: one(&p.counts_until, &q.counts_until)?,
+                recent_after: one(&p.recent_after, &q.recent_after)?,
                 late_writes_after: one(&p.late_writes_after, &q.late_writes_after)?,
                 late_writes_until: one(&p.late_writes_until, &q.late_writes_until)?,
             },
@@ -107,6 +108,7 @@ impl Needs {
                 server: c.server || d.server,
                 objects: c.objects || d.objects,
                 counts_until: one(&c.counts_until, &d.counts_until)?,
+                recent_after: one(&c.recent_after, &d.recent_after)?,
             },
             stores: self.stores || other.stores,
             s3_marker: self.s3_marker || other.s3_marker,
@@ -155,6 +157,9 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
             n.postgres.late_writes_after = verify::late_window(s).or(until.map(crate::databases::LateWindow::uniform));
             n.postgres.late_writes_until = Some(now);
             n.clickhouse.counts_until = until;
+            let recent = until.and(verify::recent_window_start(s));
+            n.postgres.recent_after = recent;
+            n.clickhouse.recent_after = recent;
         }
         // HorizontalPodAutoscalers on v2 matter to retirement and after it.
         Stage::Retiring | Stage::Completing => n.hpas = true,

@@ -249,6 +249,9 @@ struct World {
     runner: Runner,
     pg: TableCounts,
     ch: TableCounts,
+    /// The counts over the recent window (shortly before the switch to the cut-off).
+    pg_recent: TableCounts,
+    ch_recent: TableCounts,
     late_writes: TableCounts,
     newest_write: Option<i64>,
     /// The milliseconds of the newest row within its second.
@@ -284,6 +287,8 @@ impl World {
             runner: Runner::default(),
             pg: counts(1000),
             ch: counts(1000),
+            pg_recent: counts(50),
+            ch_recent: counts(50),
             late_writes: TableCounts::default(),
             look_ahead: true,
             newest_write: Some(-600),
@@ -337,6 +342,7 @@ impl World {
             }
             if n.postgres.counts_until.is_some() {
                 pg.counts = Some(self.pg.clone());
+                pg.recent_counts = n.postgres.recent_after.map(|_| self.pg_recent.clone());
             }
             if n.postgres.late_writes_after.is_some() {
                 pg.late_writes = Some(self.late_writes.clone());
@@ -352,6 +358,7 @@ impl World {
             ch.schema = Some((self.ch_height, false));
             if n.clickhouse.counts_until.is_some() {
                 ch.counts = Some(self.ch.clone());
+                ch.recent_counts = n.clickhouse.recent_after.map(|_| self.ch_recent.clone());
             }
             // As the live reader: grants only when asked for (preflight).
             if !n.clickhouse.objects {
@@ -581,6 +588,18 @@ impl World {
         c.endpoints = endpoints;
         let copied = self.runner.tick(self.now);
         for table in copied {
+            // A re-copy of the recent window leaves ClickHouse with every Postgres row of it.
+            let (pg, ch, ch_all) = match table {
+                "traces" => (self.pg_recent.traces, &mut self.ch_recent.traces, &mut self.ch.traces),
+                "observations" => (
+                    self.pg_recent.observations,
+                    &mut self.ch_recent.observations,
+                    &mut self.ch.observations,
+                ),
+                _ => (self.pg_recent.scores, &mut self.ch_recent.scores, &mut self.ch.scores),
+            };
+            *ch_all += (pg - *ch).max(0);
+            *ch = (*ch).max(pg);
             if self.v2_never_quiet {
                 continue;
             }
@@ -1328,6 +1347,87 @@ fn verification_mismatch_keeps_v2() {
 }
 
 #[test]
+fn postgres_down_while_draining_restarts_the_quiet_period() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    // v2's last row well over a drain period before the outage ends: only a read says quiet.
+    w.newest_write = Some(w.now - 60);
+    w.postgres_down = true;
+    let down = w.now;
+    while w.now < down + 10 {
+        assert_eq!(w.step().phase, Phase::Draining);
+    }
+    assert!(
+        w.status().drain_quiet_since.is_none(),
+        "the unread window counted as quiet"
+    );
+    w.postgres_down = false;
+    let back = w.now;
+    let d = w.run_until(Phase::Migrating, 200);
+    let cutoff = w.status().cutoff.unwrap().0.as_millisecond();
+    // The drain period (3 s in `spec()`) counted from the first read that answered.
+    let after = cutoff - s_to_ms(back);
+    assert!(after >= 3_000, "cut-off only {after} ms after Postgres answered");
+    assert_eq!(d.phase, Phase::Migrating);
+}
+
+/// A v2 write held across an outage lands behind the copy's cursor: Postgres has it up to the
+/// cut-off, ClickHouse does not, and it lies in the recent window, so that window is re-copied.
+#[test]
+fn rows_that_landed_behind_the_cursor_are_recopied_then_verified() {
+    let mut w = World::new(spec());
+    w.pg.traces += 1;
+    w.pg_recent.traces += 1;
+    w.pg.observations += 4;
+    w.pg_recent.observations += 4;
+    w.run_until(Phase::Completed, 600);
+    let reruns: Vec<(String, i64)> = remedies_applied(&w)
+        .into_iter()
+        .filter_map(|r| match r {
+            crate::databases::Remedy::RerunWindow {
+                name,
+                max_rows,
+                max_date,
+            } => {
+                assert_eq!(Some(Time(max_date)), w.status().cutoff, "bounded by the cut-off");
+                Some((name, max_rows))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reruns,
+        [
+            (
+                "20241024_1730_migrate_traces_from_pg_to_ch".to_string(),
+                counts(50).traces + 1
+            ),
+            (
+                "20241024_1737_migrate_observations_from_pg_to_ch".to_string(),
+                counts(50).observations + 4
+            ),
+        ]
+    );
+    assert!(
+        w.status().late_writes_covered_until.is_none(),
+        "the counts stay bounded by the cut-off"
+    );
+    assert!(w.status().verification.iter().all(|v| v.verdict == "Match"));
+}
+
+/// Missing rows older than the recent window are not a late arrival: v2 is kept, as before.
+#[test]
+fn rows_missing_outside_the_recent_window_keep_v2() {
+    let mut w = World::new(spec());
+    w.pg.scores += 2;
+    w.pg_recent.scores += 1;
+    let d = w.run_until(Phase::Degraded, 600);
+    assert!(!d.actions.contains(&Action::ScaleSource(0)));
+    assert!(condition(&w, c::VERIFIED).message.contains("scores missing 2"));
+    assert!(remedies_applied(&w).is_empty(), "{:?}", remedies_applied(&w));
+}
+
+#[test]
 fn late_writes_are_recopied_exactly_then_verified() {
     let mut w = World::new(spec());
     w.late_writes.traces = 7;
@@ -1776,6 +1876,7 @@ fn clickhouse_schema_past_3_29_blocks() {
             version: Some("25.3.1".into()),
             schema: Some((9, false)),
             counts: None,
+            recent_counts: None,
             missing_tables: Vec::new(),
             grants: None,
         }));

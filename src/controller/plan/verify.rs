@@ -14,6 +14,18 @@ use crate::verify::Verdict;
 
 const MAX_LATE_WRITE_RERUNS: i32 = 2;
 
+/// How long before the traffic switch a v2 write may have been created and still be in flight:
+/// a request held in Prisma's pool (10 s by default) across a Postgres outage, a long
+/// transaction. Generous, because the window is read by an index range scan only.
+const IN_FLIGHT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Where rows that landed behind the copy's cursor are looked for: from shortly before the
+/// traffic switch (v2 wrote nothing new after it but what was in flight) to the cut-off.
+pub fn recent_window_start(s: &LangfuseUpgradeStatus) -> Option<jiff::Timestamp> {
+    let shifted = s.traffic_shifted_at.as_ref()?.0;
+    shifted.checked_sub(IN_FLIGHT_ALLOWANCE).ok()
+}
+
 /// Per table, the instant after which a Postgres row may not be in ClickHouse: after a re-copy,
 /// the instant it covered; before, the later of the moment the migrations were enabled and the
 /// highest cursor seen while the copy ran. Both are no later than the copy's true start (its
@@ -71,6 +83,9 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
         .map(|(table, .., v)| format!("{table} {}", v.to_string().to_lowercase()))
         .collect();
     if !missing.is_empty() {
+        if let Some(gate) = late_arrivals(p, &pg_counts, &ch_counts) {
+            return gate;
+        }
         let message = format!(
             "ClickHouse lacks rows Postgres has up to the cut-off ({}); v2 is kept",
             missing.join(", ")
@@ -148,6 +163,68 @@ fn clickhouse_counts(p: &mut Planner) -> Result<TableCounts, Hold> {
             wait::POLL,
         )
     })
+}
+
+/// Rows v2 created before the cut-off that landed after the copy's cursor had passed them (a
+/// write held in a client's pool across a Postgres outage, a long transaction): neither the
+/// drain (their `created_at` is old) nor the late-write guard (it is before the copy's start)
+/// sees them. When every missing row lies in the recent window, re-copy that window: the newest
+/// rows up to the cut-off, as many as Postgres has there. Bounded with the late-write re-runs;
+/// `None` when it does not apply (the mismatch is older, or the budget is spent).
+fn late_arrivals(p: &mut Planner, pg: &TableCounts, ch: &TableCounts) -> Option<Gate> {
+    let pg_recent = p.obs.postgres.as_ref()?.as_ref().ok()?.recent_counts.clone()?;
+    let ch_recent = p.obs.clickhouse.as_ref()?.as_ref().ok()?.recent_counts.clone()?;
+    let until = p
+        .status
+        .late_writes_covered_until
+        .as_ref()
+        .or(p.status.cutoff.as_ref())?
+        .0;
+    let since = recent_window_start(&p.status)?;
+    // Per table short of rows: how many Postgres has in the window (all re-copied).
+    let mut short = Vec::new();
+    for (table, pg_n) in pg.iter() {
+        let missing = pg_n - ch.get(table);
+        if missing <= 0 {
+            continue;
+        }
+        // Some missing rows are older than the window: a re-copy of it would not find them.
+        if pg_recent.get(table) - ch_recent.get(table) < missing {
+            return None;
+        }
+        short.push((table, pg_recent.get(table)));
+    }
+    if short.is_empty() {
+        return None;
+    }
+    if !(p.spec.migrations.remediation && bump(p, RemedyKind::LateWriteRerun, MAX_LATE_WRITE_RERUNS)) {
+        return None;
+    }
+    for (table, recent) in &short {
+        p.act(Action::Remedy(Remedy::RerunWindow {
+            name: migration_for_table(*table).into(),
+            max_date: until,
+            max_rows: *recent,
+        }));
+    }
+    p.status.migrations_finished_at = None;
+    p.status.worker_restarted_at = Some(p.now_time());
+    p.status.count_remedy(RemedyKind::WorkerRestart);
+    let text = short
+        .iter()
+        .map(|(table, recent)| format!("{table}: {recent}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = format!(
+        "ClickHouse lacks rows v2 wrote since {since} that reached Postgres after the copy had passed them (a write held across an outage?); re-copying the rows of that window up to the cut-off ({text})"
+    );
+    Some(Err(p.hold_step(
+        cond::VERIFIED,
+        Phase::Migrating,
+        reason::LATE_WRITES,
+        message,
+        wait::ROLLOUT,
+    )))
 }
 
 /// v2 wrote rows after the copies started: re-run each affected copy bounded to exactly those

@@ -334,6 +334,10 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
     }
     if let Some(cutoff) = query.counts_until {
         facts.counts = Some(counts_until(conn, cutoff).await?);
+        // The same index range scan as the late rows', over the recent rows only.
+        if let Some(after) = query.recent_after {
+            facts.recent_counts = Some(late_writes_after(conn, &LateWindow::uniform(after), Some(cutoff)).await?);
+        }
     }
     if let Some(after) = query.late_writes_after {
         facts.late_writes = Some(late_writes_after(conn, &after, query.late_writes_until).await?);
