@@ -23,7 +23,7 @@ use url::*;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -72,6 +72,12 @@ const MAX_CACHED: usize = 32;
 /// loopback or in-cluster connect (a few ms), below anything a person would notice.
 const PROBE_AFTER: Duration = Duration::from_millis(250);
 
+/// Refusals the pool rides out within its timeout: too many clients (53300), the server
+/// starting up or shutting down (57P03, 57P01), a failover's brief "cannot connect now".
+fn transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("53300" | "57P03" | "57P01")))
+}
+
 #[derive(Clone)]
 struct PgEntry {
     url: SecretString,
@@ -79,6 +85,9 @@ struct PgEntry {
     options: PgConnectOptions,
     target: String,
     secrets: Vec<String>,
+    /// One probe at a time per database: slow acquires during an overload must not each open
+    /// a connection of their own (the server may be at `max_connections`).
+    probe: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]
@@ -211,6 +220,7 @@ impl Live {
             options,
             target,
             secrets,
+            probe: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -227,11 +237,18 @@ impl Live {
             got = &mut pooled => return self.pooled(entry, got).await,
             _ = tokio::time::sleep(PROBE_AFTER) => {}
         }
+        // Another acquire is probing already: its answer is this one's too; wait on the pool.
+        let Ok(_permit) = entry.probe.clone().try_acquire_owned() else {
+            let got = pooled.await;
+            return self.pooled(entry, got).await;
+        };
         let probe = tokio::time::timeout(self.config.connect_timeout, entry.options.connect());
         tokio::pin!(probe);
         tokio::select! {
             got = &mut pooled => return self.pooled(entry, got).await,
             probed = &mut probe => match probed {
+                // A server that is busy or starting answers the pool in a moment: not a fault.
+                Ok(Err(e)) if transient(&e) => {}
                 Ok(Err(e)) => return Err(pg_error(entry, "connecting", &sql_detail(&e))),
                 Ok(Ok(conn)) => {
                     // A clean goodbye (one message, no reply awaited), not a dropped socket.
