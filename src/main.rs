@@ -10,6 +10,7 @@ use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
 use langfuse_upgrade_operator::api::{FIELD_MANAGER, crd_yaml};
 use langfuse_upgrade_operator::catalog::Catalog;
+use langfuse_upgrade_operator::controller::fence::{self, Fence, LEASE_REQUEST_TIMEOUT};
 use langfuse_upgrade_operator::controller::{self, Context};
 use langfuse_upgrade_operator::databases::Live;
 use langfuse_upgrade_operator::error::{Error, Result};
@@ -112,10 +113,6 @@ async fn main() -> ExitCode {
 /// every later reconcile of that upgrade, for as long as the connection stays open.
 const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Lease renewals wait less than the Lease's grace (5 s of its 15): one hung past it would
-/// let the Lease run out while this replica still acts.
-const LEASE_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
-
 /// Clients on one config: requests with an answer timeout (reconciles and Events; the Lease's
 /// shorter), and watches without one (a quiet watch sends nothing for minutes; the watcher has
 /// an idle timeout of its own).
@@ -125,7 +122,8 @@ struct Clients {
     watches: Client,
 }
 
-async fn clients() -> Result<Clients> {
+/// `fence` learns of every Lease renewal from the Lease client itself.
+async fn clients(fence: &Fence) -> Result<Clients> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
@@ -136,19 +134,31 @@ async fn clients() -> Result<Clients> {
         c.reset_reader_on_write = true;
         Client::try_from(c)
     };
+    let lease = {
+        let mut c = config.clone();
+        c.read_timeout = Some(LEASE_REQUEST_TIMEOUT);
+        c.reset_reader_on_write = true;
+        kube::client::ClientBuilder::try_from(c)?
+            .with_layer(&fence.layer())
+            .build()
+    };
     Ok(Clients {
         requests: answered_within(API_REQUEST_TIMEOUT)?,
-        lease: answered_within(LEASE_REQUEST_TIMEOUT)?,
+        lease,
         watches: Client::try_from(config.clone())?,
     })
 }
 
 async fn run(args: RunArgs) -> Result<()> {
+    let fence = match args.no_leader_election {
+        true => Fence::none(),
+        false => Fence::leased(),
+    };
     let Clients {
         requests: client,
         lease: lease_client,
         watches: watch_client,
-    } = clients().await?;
+    } = clients(&fence).await?;
     let identity = args
         .identity
         .clone()
@@ -166,17 +176,19 @@ async fn run(args: RunArgs) -> Result<()> {
         controller: FIELD_MANAGER.into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(client.clone(), reporter, Live::default(), metrics));
+    let ctx = Arc::new(Context::new(client.clone(), reporter, Live::default(), metrics).with_fence(fence.clone()));
 
     let result = if args.no_leader_election {
         health.set_ready(true);
         controller::run(watch_client, args.namespace, ctx).await
     } else {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(lease_client.clone(), &args.lease_namespace);
         let manager = LeaseManagerBuilder::new(lease_client, &args.lease_name)
             .with_namespace(&args.lease_namespace)
             .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
+            .with_duration(fence::LEASE_DURATION_SECS)
+            .with_grace(fence::LEASE_GRACE_SECS)
             .with_field_manager(FIELD_MANAGER)
             .build()
             .await
@@ -192,13 +204,35 @@ async fn run(args: RunArgs) -> Result<()> {
             true
         };
         let led = tokio::select! { led = became_leader => led, _ = controller::dispatch::shutdown_signal() => false };
+        if led && !fence.holds() {
+            // Leading without a write of ours: an earlier run under this identity renewed it.
+            match leases.get_opt(&args.lease_name).await {
+                Ok(Some(lease)) => {
+                    if let Some(t) = lease.spec.and_then(|s| s.renew_time) {
+                        fence.renewed_at(t.0);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => error!(error = %e, "cannot read the Lease's renewal time"),
+            }
+        }
         let result = if led {
             info!("leading; starting the controller");
             health.set_ready(true);
-            let lost = async {
+            let told = async {
                 while *leading.borrow_and_update() {
                     if leading.changed().await.is_err() {
                         break;
+                    }
+                }
+            };
+            // The Lease library says "lost" only when the Lease API answers; the fence also
+            // when it has not answered a renewal in time (a control-plane outage).
+            let lost = async {
+                tokio::select! {
+                    _ = told => {}
+                    _ = fence.expired() => {
+                        error!("the Lease was not renewed in time: another replica may lead; stopping");
                     }
                 }
             };

@@ -52,8 +52,10 @@ struct FetchedState<K: Resource> {
     /// `None`: the API answered that it does not exist. Boxed and slimmed as the watch caches
     /// keep theirs: inline, a Deployment made the table itself megabytes with 100 upgrades.
     kept: HashMap<ObjectRef<K>, Option<Arc<K>>>,
-    /// Reads under way: how many reports of the object arrived since each began.
-    reading: HashMap<ObjectRef<K>, u64>,
+    /// Objects with reads under way: (reports of the object so far, readers). The count only
+    /// grows while any reader holds it, so each read compares against its own start; the entry
+    /// goes when the last reader finishes.
+    reading: HashMap<ObjectRef<K>, (u64, usize)>,
 }
 
 impl<K> Fetched<K>
@@ -80,20 +82,25 @@ where
     }
 
     fn begin(&self, key: &ObjectRef<K>) -> u64 {
-        *self
-            .state
-            .lock()
-            .expect("fetched lock")
-            .reading
-            .entry(key.clone())
-            .or_insert(0)
+        let mut s = self.state.lock().expect("fetched lock");
+        let (reports, readers) = s.reading.entry(key.clone()).or_insert((0, 0));
+        *readers += 1;
+        *reports
     }
 
-    /// Keep what the API answered, unless the watch reported the object meanwhile.
+    /// Keep what the API answered, unless the watch reported the object (or this operator
+    /// wrote it) since this read began.
     fn finish(&self, key: &ObjectRef<K>, began: u64, answer: Option<Option<&K>>) {
         let mut s = self.state.lock().expect("fetched lock");
-        let reports = s.reading.remove(key).unwrap_or(u64::MAX);
-        if let (Some(o), true) = (answer, reports == began) {
+        let Some((reports, readers)) = s.reading.get_mut(key) else {
+            return;
+        };
+        let current = *reports == began;
+        *readers -= 1;
+        if *readers == 0 {
+            s.reading.remove(key);
+        }
+        if let (Some(o), true) = (answer, current) {
             let kept = o.map(|o| {
                 let mut o = o.clone();
                 slim(&mut o);
@@ -103,19 +110,20 @@ where
         }
     }
 
-    /// The watch reported this object (`Some`) or started listing again (`None`).
+    /// The watch reported this object (`Some`) or started listing again (`None`); or this
+    /// operator wrote or deleted it (`Some`): what was kept may be older than that.
     fn reported(&self, key: Option<ObjectRef<K>>) {
         let mut s = self.state.lock().expect("fetched lock");
         match key {
             Some(key) => {
                 s.kept.remove(&key);
-                if let Some(n) = s.reading.get_mut(&key) {
+                if let Some((n, _)) = s.reading.get_mut(&key) {
                     *n += 1;
                 }
             }
             None => {
                 s.kept.clear();
-                s.reading.values_mut().for_each(|n| *n += 1);
+                s.reading.values_mut().for_each(|(n, _)| *n += 1);
             }
         }
     }
@@ -407,6 +415,17 @@ impl Caches {
         cached_or_get(&self.services, &self.fetched_services, api, ns, name).await
     }
 
+    /// This operator wrote or deleted the Deployment (or tried to: a write that errored may
+    /// still have landed): an answer kept from the API, "absent" above all, no longer holds.
+    pub fn wrote_deployment(&self, ns: &str, name: &str) {
+        self.fetched_deployments.reported(Some(ObjectRef::new(name).within(ns)));
+    }
+
+    /// As [`Self::wrote_deployment`], for the Service.
+    pub fn wrote_service(&self, ns: &str, name: &str) {
+        self.fetched_services.reported(Some(ObjectRef::new(name).within(ns)));
+    }
+
     /// The EndpointSlices of one Service.
     pub fn slices_of(&self, ns: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
         self.slices.state_filter(|s| {
@@ -476,6 +495,52 @@ mod tests {
         f.finish(&key, began, Some(Some(&svc("v2"))));
         f.reported(None);
         assert!(f.get(&key).is_none());
+    }
+
+    /// Safety review #7: B and A read, the watch reports the object, A finishes, C begins, B
+    /// finishes. B's answer predates the report and must not be kept (a shared counter that A's
+    /// finish removed let C's new entry vouch for B); C's, begun after it, is.
+    #[test]
+    fn overlapping_reads_each_compare_against_their_own_start() {
+        let f = Fetched::<Service>::new();
+        let key = ObjectRef::new("v2").within("ns");
+        let b = f.begin(&key);
+        let a = f.begin(&key);
+        f.reported(Some(key.clone()));
+        f.finish(&key, a, Some(Some(&svc("v2"))));
+        assert!(f.get(&key).is_none(), "A began before the report");
+        let c = f.begin(&key);
+        let mut stale = svc("v2");
+        stale.metadata.resource_version = Some("1".into());
+        f.finish(&key, b, Some(Some(&stale)));
+        assert!(f.get(&key).is_none(), "B's answer predates the report and was kept");
+        let mut fresh = svc("v2");
+        fresh.metadata.resource_version = Some("2".into());
+        f.finish(&key, c, Some(Some(&fresh)));
+        let kept = f.get(&key).flatten().expect("C began after the report");
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("2"));
+        assert!(
+            f.state.lock().unwrap().reading.is_empty(),
+            "no entry outlives its readers"
+        );
+    }
+
+    /// Safety review #4: "absent" read before our own create must not survive it; nor a read
+    /// under way while we write.
+    #[test]
+    fn our_own_write_ends_a_kept_absent_and_a_read_under_way() {
+        let f = Fetched::<Service>::new();
+        let key = ObjectRef::new("v3-web").within("ns");
+        let began = f.begin(&key);
+        f.finish(&key, began, Some(None));
+        assert!(matches!(f.get(&key), Some(None)));
+        // What `Caches::wrote_*` does after the executor's create.
+        f.reported(Some(key.clone()));
+        assert!(f.get(&key).is_none(), "absent outlived our own create");
+        let began = f.begin(&key);
+        f.reported(Some(key.clone()));
+        f.finish(&key, began, Some(None));
+        assert!(f.get(&key).is_none(), "a read that overlapped our write was kept");
     }
 
     fn svc(name: &str) -> Service {

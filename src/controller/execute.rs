@@ -20,6 +20,58 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// What every write is checked against.
+pub struct Guards<'a> {
+    pub caches: Option<&'a super::cache::Caches>,
+    pub fence: &'a super::fence::Fence,
+}
+
+/// Drops the kept API answer of the object an action writes, when dropped itself (after the
+/// write, whether it succeeded or not): our own create must not leave "absent" behind.
+struct Forget<'a> {
+    caches: Option<&'a super::cache::Caches>,
+    ns: &'a str,
+    deployment: Option<&'a str>,
+    service: Option<&'a str>,
+}
+
+impl<'a> Forget<'a> {
+    fn of(
+        caches: Option<&'a super::cache::Caches>,
+        ns: &'a str,
+        action: &'a Action,
+        upgrade: &'a LangfuseUpgrade,
+    ) -> Self {
+        let source = upgrade.spec.source.deployment.as_str();
+        let deployment = match action {
+            Action::ApplyDeployment(d) => d.metadata.name.as_deref(),
+            Action::DeleteDeployment(name) | Action::ReleaseDeployment(name) => Some(name.as_str()),
+            Action::SetImage(change) => Some(change.deployment.as_str()),
+            Action::ScaleSource(_) | Action::DeleteSource => Some(source),
+            _ => None,
+        };
+        let service = matches!(action, Action::ApplySelector { .. }).then_some(upgrade.spec.source.service.as_str());
+        Forget {
+            caches,
+            ns,
+            deployment,
+            service,
+        }
+    }
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let Some(c) = self.caches else { return };
+        if let Some(d) = self.deployment {
+            c.wrote_deployment(self.ns, d);
+        }
+        if let Some(s) = self.service {
+            c.wrote_service(self.ns, s);
+        }
+    }
+}
+
 /// What ran, for the audit trail, and the upgrade object's version after the executor's own
 /// writes to it (the report's status write is a compare-and-swap onto that version).
 pub struct Executed {
@@ -39,6 +91,7 @@ pub async fn execute<D: Databases>(
     observed: &Observed,
     actions: &[Action],
     status: &crate::api::LangfuseUpgradeStatus,
+    guards: Guards<'_>,
 ) -> Result<Executed> {
     let ns = upgrade.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = upgrade.name_any();
@@ -48,6 +101,14 @@ pub async fn execute<D: Databases>(
     let mut done = Vec::new();
     let mut version = upgrade.resource_version();
     for action in actions {
+        // Invariant 11: a replica whose Lease may have passed to another writes nothing more.
+        if !guards.fence.holds() {
+            return Err(Error::Leader(
+                "the Lease was not renewed in time; writing nothing more".into(),
+            ));
+        }
+        // Whatever the answer, a kept read of the object written is no longer to be trusted.
+        let _forget = Forget::of(guards.caches, &ns, action, upgrade);
         match action {
             // The same status the report writes after; here first, so it is durable before
             // the writes that follow it in this decision.

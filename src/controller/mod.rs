@@ -4,6 +4,7 @@ pub mod cache;
 pub mod dispatch;
 pub mod events;
 pub mod execute;
+pub mod fence;
 pub mod observe;
 pub mod plan;
 pub mod report;
@@ -39,6 +40,8 @@ pub struct Context<D> {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, u32>>,
+    /// Whether this replica may still write (its Lease renewed recently enough).
+    pub fence: fence::Fence,
     /// The watch caches, once `run` has started the watches.
     caches: std::sync::OnceLock<cache::Caches>,
     /// Per object, the resourceVersion this operator last wrote or read fresh. A cached object
@@ -58,6 +61,12 @@ struct Known {
 }
 
 impl<D> Context<D> {
+    /// Writes only while `fence` holds (leader election).
+    pub fn with_fence(mut self, fence: fence::Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
     pub fn new(client: Client, reporter: Reporter, databases: D, metrics: Arc<Metrics>) -> Self {
         Self {
             events: events::EventSink::start(Recorder::new(client.clone(), reporter)),
@@ -65,6 +74,7 @@ impl<D> Context<D> {
             databases,
             metrics,
             failures: Mutex::default(),
+            fence: fence::Fence::none(),
             caches: std::sync::OnceLock::new(),
             latest: Mutex::default(),
         }
@@ -156,9 +166,11 @@ async fn reconcile<D: Databases>(
             .expect("latest lock")
             .remove(&ObjectRef::from(upgrade.as_ref()));
     }
-    if let Err(error) = &result {
+    if let Err(error) = &result
+        && ctx.fence.holds()
+    {
         // Whatever stopped this reconcile, the object says so (best effort: the error itself
-        // may be that the apiserver cannot be reached).
+        // may be that the apiserver cannot be reached). Not once the Lease may be another's.
         if let Err(e) = report::report_error(&ctx.client, &ctx.events, &upgrade, error).await {
             tracing::debug!(error = %e, "could not report the reconcile error in status");
         }
@@ -258,6 +270,10 @@ async fn reconcile_once<D: Databases>(
             &observed,
             &decision.actions,
             &status,
+            execute::Guards {
+                caches: ctx.caches.get(),
+                fence: &ctx.fence,
+            },
         ))
         .await?;
         let execute::Executed {
@@ -265,6 +281,11 @@ async fn reconcile_once<D: Databases>(
             resource_version,
         } = executed;
         let executed_at = started.elapsed();
+        if !ctx.fence.holds() {
+            return Err(Error::Leader(
+                "the Lease was not renewed in time; writing nothing more".into(),
+            ));
+        }
         let reported = report::report(&ctx.client, &ctx.events, &upgrade, &status, &executed, resource_version).await?;
         {
             let mut known = ctx.latest.lock().expect("latest lock");
