@@ -277,6 +277,27 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Invariant 11: a decision that moves the stage (v3 web's first start, the migrations flag
+    /// with the cut-off, v2's scale-down after verification, a rollback's start) writes its facts
+    /// before anything else. That write is a compare-and-swap onto the version planned from:
+    /// a `paused` or `abort` accepted meanwhile stops every write after it, and a write never
+    /// lands without the fact the next decision needs to see it.
+    fn record_first_when_the_stage_moves(&mut self) {
+        let before = stage_of(self.spec, &self.upgrade.status.clone().unwrap_or_default());
+        let writes = self
+            .actions
+            .iter()
+            .any(|a| !matches!(a, Action::RecordFacts | Action::AddFinalizer));
+        // A terminal fact is the other way round: the clean-up (releasing the v3 Deployments,
+        // deleting v3) is done before it is recorded, or it would never be done.
+        let after = self.stage();
+        let terminal = matches!(after, Stage::Completed | Stage::RolledBack);
+        if before != after && !terminal && writes && self.actions.first() != Some(&Action::RecordFacts) {
+            self.actions.retain(|a| *a != Action::RecordFacts);
+            self.actions.insert(0, Action::RecordFacts);
+        }
+    }
+
     pub(super) fn finish(mut self, hold: Hold) -> Decision {
         let Hold {
             phase,
@@ -313,6 +334,7 @@ impl<'a> Planner<'a> {
         self.status.rollback = Some(rollback::rollback_outlook(&self));
         self.status.road = road_status::road_status(&self);
         let requeue = self.requeue_cap.map_or(requeue, |cap| requeue.min(cap));
+        self.record_first_when_the_stage_moves();
         Decision {
             phase,
             actions: self.actions,

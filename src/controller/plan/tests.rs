@@ -466,8 +466,27 @@ impl World {
                     let height = crate::catalog::Catalog::builtin().schema_height(v) as i64;
                     self.ch_height = self.ch_height.max(height);
                 }
+                // Invariant 11: the fact a data-moving write depends on is durable before it.
+                let durable = self.upgrade.status.clone().unwrap_or_default();
+                let created = if is_web { c.web.is_none() } else { c.worker.is_none() };
+                assert!(
+                    !created || durable.provisioning_started_at.is_some() || super::hops::in_place_source(&durable),
+                    "a v3 Deployment created before provisioningStartedAt was recorded"
+                );
                 if !is_web && migrations_enabled(&d) {
+                    assert!(
+                        durable.cutoff.is_some() && durable.migrations_enabled_at.is_some()
+                            || super::hops::in_place_source(&durable),
+                        "the migrations turned on before the cut-off was recorded"
+                    );
                     self.runner.start(self.now);
+                }
+                if !is_web
+                    && let Some(before) = &c.worker
+                    && migrations_enabled(before)
+                    && !migrations_enabled(&d)
+                {
+                    panic!("the worker's background migrations turned off again");
                 }
                 if is_web { c.web = Some(d) } else { c.worker = Some(d) }
             }
@@ -502,6 +521,11 @@ impl World {
                 c.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(selector.clone());
             }
             Action::ScaleSource(n) => {
+                let durable = self.upgrade.status.clone().unwrap_or_default();
+                assert!(
+                    *n > 0 || durable.verified_at.is_some(),
+                    "v2 scaled to 0 before verifiedAt was recorded"
+                );
                 // Only the replica count moves; the pod template stays as the user wrote it.
                 let source = c.source.as_mut().unwrap();
                 source.spec.as_mut().unwrap().replicas = Some(*n);
