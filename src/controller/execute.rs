@@ -20,6 +20,19 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// Invariant 11: a Deployment write lands only on the version the decision saw (a change
+/// since, by another replica or a person, fails it with a conflict and it is planned again).
+/// One the decision saw absent is created without a precondition.
+fn onto_observed(body: &mut serde_json::Value, observed: &Observed, name: &str) {
+    let seen = [&observed.web, &observed.worker, &observed.source]
+        .into_iter()
+        .flatten()
+        .find(|d| d.metadata.name.as_deref() == Some(name));
+    if let Some(version) = seen.and_then(|d| d.resource_version()) {
+        body["metadata"]["resourceVersion"] = json!(version);
+    }
+}
+
 /// What every write is checked against.
 pub struct Guards<'a> {
     pub caches: Option<&'a super::cache::Caches>,
@@ -136,9 +149,9 @@ pub async fn execute<D: Databases>(
             }
             Action::ApplyDeployment(d) => {
                 let target = d.metadata.name.clone().ok_or(Error::MissingField("metadata.name"))?;
-                deployments
-                    .patch(&target, &apply_params(), &Patch::Apply(d.as_ref()))
-                    .await?;
+                let mut body = serde_json::to_value(d.as_ref())?;
+                onto_observed(&mut body, observed, &target);
+                deployments.patch(&target, &apply_params(), &Patch::Apply(body)).await?;
             }
             Action::DeleteDeployment(target) => {
                 // Only a Deployment this object owns is ever deleted, and only that very object
@@ -208,12 +221,15 @@ pub async fn execute<D: Databases>(
                     "metadata": { "name": upgrade.spec.source.deployment, "namespace": ns },
                     "spec": { "replicas": replicas },
                 });
+                let mut body = body;
+                onto_observed(&mut body, observed, &upgrade.spec.source.deployment);
                 deployments
                     .patch(&upgrade.spec.source.deployment, &apply_params(), &Patch::Apply(body))
                     .await?;
             }
             Action::SetImage(change) => {
-                let body = crate::resources::deployments::image_change_body(change, &ns);
+                let mut body = crate::resources::deployments::image_change_body(change, &ns);
+                onto_observed(&mut body, observed, &change.deployment);
                 deployments
                     .patch(&change.deployment, &apply_params(), &Patch::Apply(body))
                     .await?;

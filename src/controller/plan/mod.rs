@@ -75,6 +75,9 @@ fn gates(p: &mut Planner) -> Gate {
         ));
     }
     if p.status.rolled_back_at.is_some() {
+        if let Some(hold) = rollback::after_rollback(p) {
+            return Err(hold);
+        }
         return Err(Hold::new(
             Phase::RolledBack,
             reason::ROLLED_BACK,

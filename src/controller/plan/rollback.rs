@@ -132,6 +132,32 @@ fn v2_serves_again(p: &mut Planner) -> Result<(), Hold> {
     Ok(())
 }
 
+/// After a rollback from v2's road, as after completion: the Service must still reach v2. A
+/// switch to v3 that lands late (from a replica that lost its Lease with the write on the
+/// wire) would point it at pods that are gone, for good: the previous selector goes back.
+/// `None`: the Service is as the rollback left it.
+pub(super) fn after_rollback(p: &mut Planner) -> Option<Hold> {
+    let current = selector_of(p.obs.service.as_ref()?);
+    if current != v3_selector(p.name(), Role::Web) {
+        return None;
+    }
+    let Some(previous) = p.status.previous_selector.clone().filter(|s| !s.is_empty()) else {
+        return Some(Hold::new(
+            Phase::RolledBack,
+            reason::SELECTOR_REVERTED,
+            "the Service selects v3 again after the rollback and its previous selector is unknown; restore it by hand",
+            wait::IDLE,
+        ));
+    };
+    p.act(Action::ApplySelector { selector: previous });
+    Some(Hold::new(
+        Phase::RolledBack,
+        reason::SELECTOR_REVERTED,
+        "the Service selected v3 again after the rollback (a switch from a replica that had lost its Lease?): its previous selector is put back",
+        wait::POLL,
+    ))
+}
+
 /// v3 deleted, or scaled to 0 and kept.
 fn v3_out_of_the_way(p: &mut Planner, v3: V3After) -> Result<(), Hold> {
     let rolling = |message: String| Hold::new(Phase::RollingBack, reason::ROLLING_BACK, message, wait::ROLLOUT);

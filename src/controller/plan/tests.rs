@@ -683,7 +683,14 @@ impl World {
                 .image
                 .clone()
                 .unwrap();
-            if v2_pods > 0 {
+            // Checked on what this decision wrote: a v3 already past 3.29.0 when a person
+            // scales v2 back up is never set back (invariant 10: 3.29.0 cannot start on what
+            // the newer release migrated); the upgrade blocks instead.
+            let written = decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::ApplyDeployment(w) if w.metadata.name == d.metadata.name));
+            if v2_pods > 0 && written {
                 assert!(image.ends_with(":3.29.0"), "{image} while v2 runs");
             }
         }
@@ -996,6 +1003,32 @@ fn abort_before_retirement_rolls_back_everything() {
     let d = w.step();
     assert_eq!(d.phase, Phase::RolledBack);
     assert!(d.actions.is_empty());
+}
+
+/// Safety review #1 (interleaving A): a replica frozen with the switch to v3 on the wire lands
+/// it after the other replica rolled back and deleted v3. The Service must not stay on pods
+/// that are gone: the previous selector goes back, and then nothing more is written.
+#[test]
+fn a_switch_that_lands_after_the_rollback_is_undone() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    w.upgrade.spec.abort = true;
+    w.run_until(Phase::RolledBack, 40);
+    let service = w.cluster.service.as_mut().unwrap();
+    service.spec.as_mut().unwrap().selector = Some(v3_selector(UPGRADE, Role::Web));
+    let d = w.step();
+    assert_eq!(d.phase, Phase::RolledBack);
+    assert_eq!(
+        d.actions,
+        [Action::ApplySelector {
+            selector: chart_selector()
+        }]
+    );
+    assert_eq!(condition(&w, c::READY).reason, "SelectorReverted");
+    assert_eq!(selector_of(w.cluster.service.as_ref().unwrap()), chart_selector());
+    let d = w.step();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(condition(&w, c::READY).reason, "RolledBack");
 }
 
 #[test]
@@ -1368,6 +1401,30 @@ fn verification_mismatch_keeps_v2() {
         }
     }
     panic!("never degraded: {:?}", phases(&w));
+}
+
+/// Safety review #1 (interleaving B): a replica whose view of the status lags sees web already
+/// moved on by the replica that leads now. It must not put the older release back.
+#[test]
+fn a_view_older_than_the_release_running_never_writes_the_older_release() {
+    let mut w = World::new(spec());
+    w.run_until(Phase::Draining, 40);
+    for d in [w.cluster.web.as_mut(), w.cluster.worker.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        let image = c.image.clone().unwrap().replace(":3.29.0", ":3.30.0");
+        c.image = Some(image);
+    }
+    let d = plan(&w.upgrade, &w.observe(), t(w.now));
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::ApplyDeployment(_))),
+        "{:?}",
+        d.actions
+    );
+    // The drain goes on as it would: only the older write is left out.
+    assert_eq!(d.phase, Phase::Draining);
 }
 
 #[test]

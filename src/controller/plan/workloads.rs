@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
+use super::hops::Role;
 use super::{Action, Hold, Planner, wait};
 use crate::api::conditions::reason;
 use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RemedyKind};
@@ -210,7 +211,7 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
         build(p, &desire).map_err(|e| Hold::new(Phase::Blocked, reason::SOURCE_MISSING, e, wait::ROLLOUT))?;
     let web_name = web.metadata.name.clone().unwrap_or_default();
     let worker_name = worker.metadata.name.clone().unwrap_or_default();
-    if applied_hash_of(p.obs.web.as_ref()) != applied_hash(&web) {
+    if applied_hash_of(p.obs.web.as_ref()) != applied_hash(&web) && !older_than_running(p, &web, Role::Web) {
         p.act(Action::ApplyDeployment(Box::new(web.clone())));
     }
     let readiness = Readiness {
@@ -223,7 +224,11 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
     // web's startup registers the release's background migrations, and the manager looks for
     // work only when the worker starts.
     let web_first = p.status.source_retired_at.is_none() || readiness.web;
-    if web_initialised && web_first && applied_hash_of(p.obs.worker.as_ref()) != applied_hash(&worker) {
+    if web_initialised
+        && web_first
+        && applied_hash_of(p.obs.worker.as_ref()) != applied_hash(&worker)
+        && !older_than_running(p, &worker, Role::Worker)
+    {
         p.act(Action::ApplyDeployment(Box::new(worker)));
     }
     if p.status.traffic_shifted_at.is_some() {
@@ -246,6 +251,20 @@ pub(super) fn ensure(p: &mut Planner, _settings: &Settings) -> Result<Readiness,
         ));
     }
     Ok(readiness)
+}
+
+/// Invariant 10 at the write: a Langfuse release older than the one running is never applied,
+/// whatever the view says. Such a view is stale (another replica moved the road on and this
+/// one has not seen its status yet), or v2 came back after v3 moved on (the gates after this
+/// one say so and hold): 3.29.0 would not start on what the newer release migrated.
+fn older_than_running(p: &Planner, desired: &Deployment, role: Role) -> bool {
+    let observed = match role {
+        Role::Web => p.obs.web.as_ref(),
+        Role::Worker => p.obs.worker.as_ref(),
+    };
+    let running = super::hops::running_version(observed, role);
+    let wanted = super::hops::running_version(Some(desired), role);
+    matches!((running, wanted), (Some(running), Some(wanted)) if wanted < running)
 }
 
 fn applied_hash_of(d: Option<&Deployment>) -> Option<&str> {
