@@ -15,8 +15,11 @@
 //! - HorizontalPodAutoscalers, all of them in scope, slimmed to their target: an HPA made before
 //!   the upgrade must be seen (it would fight v2's retirement), and a blocked upgrade's re-check
 //!   then lists none from the API.
-//! - A watch that failed, or that is listing again, makes the caches unusable until it has
-//!   caught up: observe reads the API meanwhile.
+//! - A watch that failed, or that is listing again, or that ended, makes the caches unusable
+//!   until it moves again: observe reads the API meanwhile. A watch that resumes after an error
+//!   replays what it missed with no marker of when it is done, so "current" may come a little
+//!   early: the decisions that cannot be taken back re-read the cluster from the API
+//!   (`Decision::irreversible`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -220,6 +223,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
+    let ended = current.clone();
     let stream = events
         .backoff(super::WatchBackoff::default())
         .inspect(move |r| {
@@ -247,6 +251,11 @@ where
         })
         .reflect(writer)
         .touched_objects()
+        // A watch that ends follows nothing more: its cache is not current from then on.
+        .chain(
+            futures::stream::once(async move { ended[which].store(false, Ordering::Release) })
+                .filter_map(|()| future::ready(None)),
+        )
         .boxed();
     (reader, stream)
 }

@@ -7,6 +7,7 @@ pub mod execute;
 pub mod fence;
 pub mod observe;
 pub mod plan;
+pub mod relist;
 pub mod report;
 pub mod validate;
 
@@ -227,7 +228,7 @@ async fn reconcile_once<D: Databases>(
             // read before observing: every time the plan records is at or before the facts it
             // read (`crate::precision`).
             let now = crate::precision::bound_after(Timestamp::now());
-            let needs = plan::needs(&upgrade, now);
+            let mut needs = plan::needs(&upgrade, now);
             let caches = ctx.caches.get().filter(|c| c.synced());
             let mut observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
             let mut decision = plan::plan(&upgrade, &observed, now);
@@ -240,6 +241,7 @@ async fn reconcile_once<D: Databases>(
                         Some((more, second)) => {
                             (observed, decision) = (more, second);
                             looked_ahead = true;
+                            needs = wider;
                         }
                         None => tracing::debug!("a read of the look ahead failed; the first decision stands"),
                     },
@@ -248,7 +250,8 @@ async fn reconcile_once<D: Databases>(
             }
             // A write that cannot be taken back is made only on a view of the object known to
             // be current: a `paused` or `abort` set a moment ago must stop it.
-            if from_cache && decision.actions.iter().any(Write::needs_current_object) {
+            let irreversible = decision.irreversible(&upgrade);
+            if from_cache && irreversible {
                 let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
                     return Ok(Requeue::OnChange);
                 };
@@ -257,6 +260,14 @@ async fn reconcile_once<D: Databases>(
                     upgrade = Arc::new(fresh);
                     continue;
                 }
+            }
+            // And on the cluster as the API has it: a cache that resumed after a watch error
+            // may not have replayed a revert yet (the Service back on v2 before v2 goes to 0).
+            if irreversible && caches.is_some() {
+                let fresh =
+                    observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs.cluster_only(), None).await?;
+                observed = observed.with_cluster_of(fresh);
+                decision = plan::plan(&upgrade, &observed, now);
             }
             let status = report::next_status(&upgrade, &decision, now);
             break (observed, decision, status);
@@ -415,7 +426,11 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     let own = watcher(upgrades, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
         .modify(cache::slim);
-    let own = reflector::reflector(writer, own).applied_objects();
+    // Triggered after the store applied each event, a list's objects at its end.
+    let own = {
+        let mut hold = relist::ListHold::default();
+        reflector::reflector(writer, own).map(move |event| event.map(|e| hold.after(&e)))
+    };
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     // One watch per related kind, cached (observe reads from it) and a trigger: a change to
     // an object wakes the upgrades that name it.
@@ -427,7 +442,7 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
         it.map(|u| ObjectRef::from(u.as_ref())).collect()
     };
     let triggers = futures::stream::select_all([
-        triggers_of(own, |u| vec![ObjectRef::from(&u)]),
+        triggers_of(own, |keys| keys),
         triggers_of(feeds.deployments, move |d| {
             refs(&mut cache::upgrades_naming_deployment(
                 &s1,

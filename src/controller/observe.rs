@@ -82,6 +82,21 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The cluster's objects as `fresh` read them, the database and store facts kept: an
+    /// irreversible decision is made again on the API's view (a watch cache can lag behind a
+    /// revert it has not replayed yet) without reading the databases twice.
+    pub fn with_cluster_of(mut self, fresh: Observed) -> Observed {
+        self.source = fresh.source;
+        self.service = fresh.service;
+        self.web = fresh.web;
+        self.worker = fresh.worker;
+        self.endpoints = fresh.endpoints;
+        self.v3_web_pods = fresh.v3_web_pods;
+        self.missing_secret_keys = fresh.missing_secret_keys;
+        self.hpas_on_source = fresh.hpas_on_source;
+        self
+    }
+
     /// A read that failed here and had not failed in `before` (answered, or not asked): a look
     /// ahead that met it keeps the decision made without it (`plan::look_ahead`).
     pub fn failed_where_answered(&self, before: &Observed) -> bool {

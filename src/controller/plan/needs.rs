@@ -80,6 +80,16 @@ pub fn second_look(
 }
 
 impl Needs {
+    /// The same reads of the cluster's objects, none of the databases or stores.
+    pub fn cluster_only(&self) -> Needs {
+        Needs {
+            nothing: self.nothing,
+            secrets: self.secrets,
+            hpas: self.hpas,
+            ..Default::default()
+        }
+    }
+
     /// Both sets of reads, or `None` where the two ask one read with different bounds.
     fn widened_by(&self, other: &Needs) -> Option<Needs> {
         fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {

@@ -21,6 +21,32 @@ pub struct Decision {
     pub requeue: Duration,
 }
 
+/// The decision moves the stage on (not to a terminal one) and writes more than status. A
+/// terminal fact is the other way round: the clean-up (releasing the v3 Deployments, deleting
+/// v3) is done before it is recorded, or it would never be done.
+fn moves_stage_with_writes(
+    spec: &LangfuseUpgradeSpec,
+    before: &LangfuseUpgradeStatus,
+    after: &LangfuseUpgradeStatus,
+    actions: &[Action],
+) -> bool {
+    let writes = actions
+        .iter()
+        .any(|a| !matches!(a, Action::RecordFacts | Action::AddFinalizer));
+    let (from, to) = (stage_of(spec, before), stage_of(spec, after));
+    writes && from != to && !matches!(to, Stage::Completed | Stage::RolledBack)
+}
+
+impl Decision {
+    /// Writes that cannot be taken back or that start data moving: made only from a view of
+    /// the object and of the cluster read fresh from the API, not from caches that may lag.
+    pub fn irreversible(&self, upgrade: &LangfuseUpgrade) -> bool {
+        let before = upgrade.status.clone().unwrap_or_default();
+        self.actions.iter().any(Action::needs_current_object)
+            || moves_stage_with_writes(&upgrade.spec, &before, &self.status, &self.actions)
+    }
+}
+
 /// Requeue intervals: waiting is a requeue, never a sleep.
 pub(crate) mod wait {
     use std::time::Duration;
@@ -283,16 +309,10 @@ impl<'a> Planner<'a> {
     /// a `paused` or `abort` accepted meanwhile stops every write after it, and a write never
     /// lands without the fact the next decision needs to see it.
     fn record_first_when_the_stage_moves(&mut self) {
-        let before = stage_of(self.spec, &self.upgrade.status.clone().unwrap_or_default());
-        let writes = self
-            .actions
-            .iter()
-            .any(|a| !matches!(a, Action::RecordFacts | Action::AddFinalizer));
-        // A terminal fact is the other way round: the clean-up (releasing the v3 Deployments,
-        // deleting v3) is done before it is recorded, or it would never be done.
-        let after = self.stage();
-        let terminal = matches!(after, Stage::Completed | Stage::RolledBack);
-        if before != after && !terminal && writes && self.actions.first() != Some(&Action::RecordFacts) {
+        let before = self.upgrade.status.clone().unwrap_or_default();
+        if moves_stage_with_writes(self.spec, &before, &self.status, &self.actions)
+            && self.actions.first() != Some(&Action::RecordFacts)
+        {
             self.actions.retain(|a| *a != Action::RecordFacts);
             self.actions.insert(0, Action::RecordFacts);
         }

@@ -1427,6 +1427,52 @@ fn a_view_older_than_the_release_running_never_writes_the_older_release() {
     assert_eq!(d.phase, Phase::Draining);
 }
 
+/// Safety review #6: the decisions that retire v2, turn the copies on or create v3 are made
+/// again on the API's view of the cluster (a watch cache that resumed may not have replayed a
+/// revert yet); the switch, reversible and timed, stays on the caches.
+#[test]
+fn irreversible_decisions_are_the_ones_the_reconcile_reads_the_api_for() {
+    let mut w = World::new(spec());
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..600 {
+        let before = w.upgrade.clone();
+        let d = w.step();
+        let kind = if d.actions.contains(&Action::ScaleSource(0)) {
+            "retire v2"
+        } else if d.actions.iter().any(|a| matches!(a, Action::ApplySelector { .. })) {
+            "switch"
+        } else if d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyDeployment(x) if migrations_enabled(x)))
+        {
+            "copies on"
+        } else if before
+            .status
+            .as_ref()
+            .is_none_or(|s| s.provisioning_started_at.is_none())
+            && d.actions.iter().any(|a| matches!(a, Action::ApplyDeployment(_)))
+        {
+            "create v3"
+        } else {
+            continue;
+        };
+        seen.insert(kind, d.irreversible(&before));
+        if d.phase == Phase::Completed {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            ("copies on", true),
+            ("create v3", true),
+            ("retire v2", true),
+            ("switch", false)
+        ]
+    );
+}
+
 #[test]
 fn postgres_down_while_draining_restarts_the_quiet_period() {
     let mut w = World::new(spec());
