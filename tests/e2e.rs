@@ -753,6 +753,48 @@ async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
     w.finish().await;
 }
 
+/// Safety review #3, a lost status write at the migration flip: the apiserver refuses the
+/// status write that records the cut-off for a while. Nothing that depends on it may have gone
+/// out: the worker's migrations stay off until the cut-off is durable, and never go off again
+/// (the observer checks both from the watches, by etcd revision). Failed on 484524e: the
+/// worker flipped first, then the next reconcile, without the cut-off, turned it off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_status_write_lost_at_the_migration_flip_turns_nothing_on() {
+    use e2e_support::deny::DenyStatusFact;
+    let w = World::new("lost-cutoff", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("2s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Draining, FLOW).await;
+    let deny = DenyStatusFact::install(&w.ns.name, "cutoff");
+    // The operator met the refusal (its reconcile error says so in status).
+    until("the cut-off's status write refused", || async {
+        condition(&w, "Ready")
+            .await
+            .is_some_and(|(_, _, message)| message.contains("may not be recorded yet"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let workers: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
+    let on = workers
+        .get("prod-langfuse-worker")
+        .await
+        .ok()
+        .is_some_and(|d| langfuse_upgrade_operator::resources::deployments::migrations_enabled(&d));
+    assert!(!on, "the worker copies while the cut-off is not recorded");
+    assert!(w.ns.upgrade(UPGRADE).await.status.unwrap().cutoff.is_none());
+    deny.lift();
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    assert_clean(&w, &observer);
+    worker.abort();
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn two_replicas_act_as_one() {
@@ -1369,6 +1411,76 @@ async fn leader_lost_mid_flow() -> (Duration, Duration) {
     (taken_over, gone)
 }
 
+/// Two elected replicas and the kube-apiserver down 25 s (longer than the Lease): the leader
+/// cannot renew, and the Lease library says nothing while its API fails. Its own clock must
+/// stop it before the other replica can take the Lease, so the two never act at once; the
+/// other one then leads and completes. Returns (apiserver killed → A stopped, apiserver back →
+/// B leading).
+async fn apiserver_down_longer_than_the_lease_with_two_replicas() -> (Duration, Duration) {
+    use support::faults;
+    let w = World::new("lease-outage", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let mut a = Operator::start(&w.ns.name, "replica-a");
+    until("replica A to lead", || async {
+        a.logs().contains("leading; starting the controller")
+    })
+    .await;
+    let b = Operator::start(&w.ns.name, "replica-b");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["drainPeriod"] = json!("3s");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Draining, FLOW).await;
+    let apiserver = faults::kill_apiserver();
+    let (killed, outage_began) = (Instant::now(), jiff::Timestamp::now());
+    while a.exited().is_none() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(25),
+            "the leader kept acting 25 s into an outage of its Lease API:\n{}",
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = killed.elapsed();
+    assert!(
+        a.logs().contains("the Lease was not renewed in time"),
+        "A stopped for another reason:\n{}",
+        a.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(25).saturating_sub(killed.elapsed())).await;
+    apiserver.start();
+    let led = until("replica B to lead after the outage", || async {
+        b.logs().contains("leading; starting the controller")
+    })
+    .await;
+    let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
+    // Nothing from A once it stopped: it had exited before B could lead.
+    let from_a_late: Vec<String> = w
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some("replica-a"))
+        .filter(|e| {
+            let last = e
+                .series
+                .as_ref()
+                .map(|s| &s.last_observed_time)
+                .or(e.event_time.as_ref());
+            last.is_some_and(|t| t.0 >= outage_began)
+        })
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        from_a_late.is_empty(),
+        "A published Events after the outage began: {from_a_late:?}"
+    );
+    assert_clean(&w, &observer);
+    worker.abort();
+    w.finish().await;
+    (stopped, led)
+}
+
 /// The kube-apiserver killed (etcd kept) the moment the shift is approved, so it dies somewhere
 /// in the shift's writes (old selector recorded, Service switched), kept down `hold`, then
 /// started again: the operator (its watches, its Lease) rides it out and the shift completes
@@ -1504,6 +1616,12 @@ async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
         "worker SIGKILLed 3 times mid-copy, each restarted 2.5 s later: Migrating → Completed".into(),
         None,
         total,
+    ));
+    let (stopped, led) = apiserver_down_longer_than_the_lease_with_two_replicas().await;
+    table.push((
+        "two replicas, kube-apiserver down 25 s: the leader stopped on its own clock after / the other led after the apiserver came back".into(),
+        Some(stopped),
+        led,
     ));
     let (taken_over, gone) = leader_lost_mid_flow().await;
     table.push((

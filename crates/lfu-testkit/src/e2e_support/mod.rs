@@ -4,6 +4,7 @@
 //! Langfuse's worker, and an observer checking DESIGN §2 from watch events while it all runs.
 //! Without a cluster the tests FAIL with instructions; they never skip.
 
+pub mod deny;
 pub mod exporter;
 pub mod observer;
 pub mod share;

@@ -49,7 +49,19 @@ pub struct Record {
     pub marks: Vec<Mark>,
     /// The last value of each marked thing, so a mark is made when it changes.
     marked: BTreeMap<String, String>,
+    /// Invariant 11: the etcd revision of the first write that showed each fact or step (one
+    /// object's events come in order, so the first event showing it is the write that made it;
+    /// etcd's one revision counter orders writes across objects and watch streams).
+    first_rv: BTreeMap<&'static str, u64>,
 }
+
+/// Invariant 11: each data-moving write (left) comes after the write that made its fact
+/// durable in status (right).
+const FENCED: [(&str, &str); 3] = [
+    ("v3 web created", "status.provisioningStartedAt"),
+    ("v3 worker migrations on", "status.cutoff"),
+    ("v2 scaled to 0", "status.verifiedAt"),
+];
 
 impl Record {
     /// Stretches with no ready endpoint behind the Service, the one still open included
@@ -58,7 +70,24 @@ impl Record {
     pub fn all_violations(&self) -> Vec<String> {
         let mut all = self.violations.clone();
         all.extend(self.before_switch.iter().map(|(_, v)| v.clone()));
+        for (write, fact) in FENCED {
+            let Some(written) = self.first_rv.get(write) else {
+                continue;
+            };
+            match self.first_rv.get(fact) {
+                Some(recorded) if recorded < written => {}
+                recorded => all.push(format!(
+                    "{write} (revision {written}) before {fact} was durable (revision {recorded:?})"
+                )),
+            }
+        }
         all
+    }
+
+    fn first(&mut self, what: &'static str, rv: Option<u64>) {
+        if let Some(rv) = rv {
+            self.first_rv.entry(what).or_insert(rv);
+        }
     }
 
     /// The switch was seen at `rv`: what was written before it stands as a violation, what was
@@ -360,6 +389,27 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
         if !is_v3 {
             continue;
         }
+        let is_worker = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(&role)
+            == Some("worker");
+        if is_worker {
+            // The worker's migrations flag goes one way: off again mid-copy restarts it twice.
+            let key = format!("{name} migrations on");
+            let was_on = r.timeline_us.contains_key(&key);
+            if was_on && !migrations_enabled(d) && !rolling_back && d.metadata.deletion_timestamp.is_none() {
+                r.violations
+                    .push(format!("{at}ms: {name} had its background migrations turned off again"));
+            }
+            if migrations_enabled(d) {
+                r.first("v3 worker migrations on", resource_version(d));
+            }
+        } else {
+            r.first("v3 web created", resource_version(d));
+        }
         if migrations_enabled(d) {
             fact(&mut r, &format!("{name} migrations on"));
             if !r.switched_ever {
@@ -393,6 +443,7 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
         && v2.spec.as_ref().and_then(|s| s.replicas) == Some(0)
     {
         fact(&mut r, "v2 scaled to 0");
+        r.first("v2 scaled to 0", resource_version(v2));
         let ready = status.traffic_shifted_at.is_some()
             && status.migrations_finished_at.is_some()
             && status.verified_at.is_some();
@@ -404,6 +455,16 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     }
     if status.migrations_finished_at.is_some() {
         fact(&mut r, "migrations finished (status)");
+    }
+    let upgrade_rv = snap.upgrade.as_ref().and_then(resource_version);
+    for (what, set) in [
+        ("status.provisioningStartedAt", status.provisioning_started_at.is_some()),
+        ("status.cutoff", status.cutoff.is_some()),
+        ("status.verifiedAt", status.verified_at.is_some()),
+    ] {
+        if set {
+            r.first(what, upgrade_rv);
+        }
     }
     if let Some(phase) = status.phase {
         fact(&mut r, &format!("phase {phase}"));
