@@ -110,6 +110,7 @@ fn kill_recorded(pidfile: PathBuf, log: PathBuf) -> Respawn {
         cwd,
         pidfile,
         log,
+        started: false,
     }
 }
 
@@ -119,12 +120,20 @@ pub struct Respawn {
     cwd: PathBuf,
     pidfile: PathBuf,
     log: PathBuf,
+    started: bool,
 }
 
 impl Respawn {
     /// Started again with the same command line, environment and directory (its data kept);
     /// its new pid goes into the pid file, so the script that stops the servers stops it.
-    pub fn start(self) {
+    pub fn start(mut self) {
+        self.start_now();
+    }
+
+    fn start_now(&mut self) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
@@ -143,5 +152,13 @@ impl Respawn {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
+    }
+}
+
+/// A test that fails while a server is down (a panic between the kill and the start) still
+/// starts it again: the servers are shared with the tests after it.
+impl Drop for Respawn {
+    fn drop(&mut self) {
+        self.start_now();
     }
 }
