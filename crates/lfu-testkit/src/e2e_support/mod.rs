@@ -7,6 +7,7 @@
 pub mod deny;
 pub mod exporter;
 pub mod observer;
+pub mod proxy;
 pub mod share;
 
 use std::path::{Path, PathBuf};

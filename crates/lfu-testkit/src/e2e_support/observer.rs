@@ -53,6 +53,8 @@ pub struct Record {
     /// object's events come in order, so the first event showing it is the write that made it;
     /// etcd's one revision counter orders writes across objects and watch streams).
     first_rv: BTreeMap<&'static str, u64>,
+    /// Status facts first seen in a relist: their revision is only an upper bound.
+    inexact: std::collections::BTreeSet<&'static str>,
 }
 
 /// Invariant 11: each data-moving write (left) comes after the write that made its fact
@@ -76,6 +78,8 @@ impl Record {
             };
             match self.first_rv.get(fact) {
                 Some(recorded) if recorded < written => {}
+                // Written at or before the revision seen: no proof either way.
+                Some(_) if self.inexact.contains(fact) => {}
                 recorded => all.push(format!(
                     "{write} (revision {written}) before {fact} was durable (revision {recorded:?})"
                 )),
@@ -125,6 +129,9 @@ struct Snapshot {
     deployments: BTreeMap<String, Deployment>,
     service: Option<Service>,
     upgrade: Option<LangfuseUpgrade>,
+    /// The upgrade's watch is listing (again, after it lost its place): a fact first seen now
+    /// was written at or before the revision shown, not exactly at it.
+    listing_upgrade: bool,
 }
 
 pub struct Observer {
@@ -257,7 +264,8 @@ fn apply(snap: &mut Snapshot, change: Change, rec: &Mutex<Record>, service: &str
         Change::Upgrade(e) => match e {
             Event::Apply(u) | Event::InitApply(u) => snap.upgrade = Some(u),
             Event::Delete(_) => snap.upgrade = None,
-            _ => {}
+            Event::Init => snap.listing_upgrade = true,
+            Event::InitDone => snap.listing_upgrade = false,
         },
     }
 }
@@ -462,8 +470,11 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
         ("status.cutoff", status.cutoff.is_some()),
         ("status.verifiedAt", status.verified_at.is_some()),
     ] {
-        if set {
+        if set && !r.first_rv.contains_key(what) {
             r.first(what, upgrade_rv);
+            if snap.listing_upgrade {
+                r.inexact.insert(what);
+            }
         }
     }
     if let Some(phase) = status.phase {
