@@ -795,6 +795,132 @@ async fn a_status_write_lost_at_the_migration_flip_turns_nothing_on() {
     w.finish().await;
 }
 
+/// Safety review #1, interleaving A (a frozen leader's held write): replica A's switch to v3
+/// is on the wire (held by a proxy) when A freezes; B takes the Lease, a person aborts, B rolls
+/// back and deletes v3; then A's switch lands, onto the Service version it saw (B never wrote
+/// the Service). The Service must not stay on pods that are gone: the rolled-back upgrade puts
+/// the previous selector back. Failed on 484524e (the Service kept selecting the deleted v3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_held_switch_that_lands_after_the_rollback_is_undone() {
+    use e2e_support::proxy::ApiProxy;
+    let w = World::new("held-switch", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let proxy = ApiProxy::start().await;
+    let mut a = Operator::start_through(&w.ns.name, "replica-a", &proxy);
+    until("replica A to lead", || async {
+        a.logs().contains("leading; starting the controller")
+    })
+    .await;
+    let b = Operator::start(&w.ns.name, "replica-b");
+    let mut up = w.upgrade();
+    up["spec"]["strategy"]["promotion"] = json!("Manual");
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::AwaitingPromotion, FLOW).await;
+    let held = proxy.hold("PATCH", &format!("/namespaces/{}/services/{V2}", w.ns.name));
+    up["spec"]["strategy"]["approved"] = json!(true);
+    w.apply(&up);
+    held.wait_for(1, FLOW).await;
+    a.freeze(true);
+    // Aborted before B leads: B never switches, so A's view of the Service stays current.
+    up["spec"]["abort"] = json!(true);
+    w.apply(&up);
+    until("replica B to lead", || async {
+        b.logs().contains("leading; starting the controller")
+    })
+    .await;
+    w.ns.wait_phase(UPGRADE, Phase::RolledBack, FLOW).await;
+    until("v3 deleted", || async {
+        w.ns.deployments().get_opt("prod-langfuse-web").await.unwrap().is_none()
+    })
+    .await;
+    let landed = observer.now_ms();
+    held.release();
+    a.freeze(false);
+    until("the held switch to land", || async {
+        observer.record.lock().unwrap().selector_switches >= 1
+    })
+    .await;
+    let restored = until("the previous selector back on the Service", || async {
+        let status = w.ns.upgrade(UPGRADE).await.status.unwrap_or_default();
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
+        let selector = services.get(V2).await.unwrap().spec.unwrap().selector;
+        selector.is_some() && selector == status.previous_selector
+    })
+    .await;
+    // And it stays there, with v2 serving.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    back_on_v2(&w).await;
+    // Any stretch without a ready endpoint has closed: the figures no longer grow.
+    until("the Service serving again", || async {
+        let before = observer.downtime();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        observer.downtime() == before
+    })
+    .await;
+    let gaps: Vec<(u128, u128)> = observer
+        .downtime()
+        .into_iter()
+        .filter(|(from, _)| *from >= landed)
+        .collect();
+    eprintln!(
+        "held switch: previous selector back {} ms after the release; gaps after it: {gaps:?}",
+        restored.as_millis()
+    );
+    assert!(
+        gaps.iter().all(|(_, len)| *len < 5_000),
+        "the Service stayed without a ready endpoint: {gaps:?}"
+    );
+    a.kill9();
+    w.finish().await;
+}
+
+/// Safety review #4: an abort the moment v3 web is created, while the operator's Deployment
+/// watch runs 2 s behind (a proxy delays its events). The rollback must find and remove what
+/// it created, not take a kept "absent" from before its own create for the truth. Failed on
+/// 484524e (RolledBack with v3 web left running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn an_abort_at_provisioning_start_leaves_nothing_running() {
+    use e2e_support::proxy::ApiProxy;
+    let w = World::new("abort-at-start", "langfuse/langfuse:2.95.9").await;
+    let observer = w.observe();
+    let proxy = ApiProxy::start().await;
+    proxy.delay_stream("GET", "/deployments?", Duration::from_secs(2));
+    let _op = Operator::start_through(&w.ns.name, "a", &proxy);
+    let mut up = w.upgrade();
+    w.apply(&up);
+    until("v3 web created", || async {
+        w.ns.deployments().get_opt("prod-langfuse-web").await.unwrap().is_some()
+    })
+    .await;
+    up["spec"]["abort"] = json!(true);
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::RolledBack, Duration::from_secs(30))
+        .await;
+    let labelled = ListParams::default().labels(langfuse_upgrade_operator::resources::labels::UPGRADE_LABEL);
+    until("no v3 Deployment or pod left", || async {
+        let deployments = w.ns.deployments().list(&labelled).await.unwrap().items;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
+        let pods = pods.list(&labelled).await.unwrap().items;
+        deployments.is_empty() && pods.is_empty()
+    })
+    .await;
+    back_on_v2(&w).await;
+    // The v3 deletions were asked for (abort); nothing else was deleted.
+    let deleted = observer.deleted();
+    assert!(
+        deleted
+            .iter()
+            .all(|d| d == "Deployment/prod-langfuse-web" || d == "Deployment/prod-langfuse-worker"),
+        "{deleted:?}"
+    );
+    let v = observer.violations();
+    assert!(v.is_empty(), "{v:#?}");
+    assert_no_downtime(&w, &observer);
+    w.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn two_replicas_act_as_one() {

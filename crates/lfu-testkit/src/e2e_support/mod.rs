@@ -359,6 +359,8 @@ pub struct Operator {
     pub starts: u32,
     /// Where it serves /healthz, /readyz and /metrics.
     pub http_port: u16,
+    /// Reaches the apiserver with this kubeconfig instead of the operator's own (a proxy's).
+    kubeconfig: Option<PathBuf>,
 }
 
 impl Operator {
@@ -368,6 +370,12 @@ impl Operator {
     }
 
     fn start_with(ns: &str, identity: &str, leader_election: bool) -> Operator {
+        let mut op = Operator::new(ns, identity, leader_election);
+        op.spawn();
+        op
+    }
+
+    fn new(ns: &str, identity: &str, leader_election: bool) -> Operator {
         let log = std::env::temp_dir().join(format!("lfu-operator-{ns}-{identity}.log"));
         let http_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -391,10 +399,18 @@ impl Operator {
             log,
             starts: 0,
             http_port,
+            kubeconfig: None,
         };
         if !leader_election {
             op.args.push("--no-leader-election".into());
         }
+        op
+    }
+
+    /// One elected replica that reaches the apiserver through `proxy` (same identity).
+    pub fn start_through(ns: &str, identity: &str, proxy: &proxy::ApiProxy) -> Operator {
+        let mut op = Operator::new(ns, identity, true);
+        op.kubeconfig = Some(proxy.kubeconfig().to_path_buf());
         op.spawn();
         op
     }
@@ -414,7 +430,10 @@ impl Operator {
             .unwrap();
         let child = Command::new(operator_bin())
             .args(&self.args)
-            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env(
+                "KUBECONFIG",
+                self.kubeconfig.as_ref().unwrap_or(&env.operator_kubeconfig),
+            )
             .env("RUST_LOG", "info,kube=warn")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -360,11 +360,12 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     let serving = ready_endpoints(snap);
     if serving > 0 {
         r.served_ever = true;
+        // In ms, as `downtime` reads them (`at` is µs: the timeline's unit).
         if let Some(from) = r.dark_since.take() {
-            r.outages.push((from, at - from));
+            r.outages.push((from, at / 1000 - from));
         }
     } else if r.served_ever && r.dark_since.is_none() {
-        r.dark_since = Some(at);
+        r.dark_since = Some(at / 1000);
     }
     if r.switched_ever && v3_ready > 0 && v2_endpoints == 0 {
         fact(&mut r, "endpoints only v3");

@@ -187,7 +187,10 @@ async fn forward(
     let Ok(out) = out.body(kube::client::Body::from(bytes.to_vec())) else {
         return status(http::StatusCode::BAD_REQUEST);
     };
-    let Ok(answer) = shared.upstream.send(out).await else {
+    // On a task of its own: a request once sent reaches the apiserver even if the replica that
+    // sent it gave up waiting (as a write on the wire would).
+    let upstream = shared.upstream.clone();
+    let Ok(Ok(answer)) = tokio::spawn(async move { upstream.send(out).await }).await else {
         return status(http::StatusCode::BAD_GATEWAY);
     };
     let (parts, body) = answer.into_parts();
