@@ -1386,20 +1386,15 @@ async fn postgres_down_during(phase: Phase, drain: &str, hold: Duration) -> (Dur
 /// Both databases stopped in Verifying (it reads both to compare counts). ClickHouse first:
 /// the operator holds in Verifying with ClickHouse unreadable, which is where PostgreSQL is
 /// then stopped and started again, so each outage is met in Verifying itself, not in the poll
-/// before it. The operator is paused while the worker finishes, so the first stop lands before
-/// it looks. Returns the table rows for PostgreSQL and ClickHouse.
+/// before it. The worker (the stand-in) starts only once the operator is paused, so the copies
+/// cannot finish, and be verified, before the first stop lands (with the worker running from
+/// the start, a pause applied on a loaded machine once landed after the verification).
+/// Returns the table rows for PostgreSQL and ClickHouse.
 async fn both_down_during_verifying() -> [(&'static str, Duration, Duration); 2] {
     use support::faults;
     let w = World::new("verify-faults", "langfuse/langfuse:2.95.9").await;
     let observer = w.observe();
     let _op = Operator::start(&w.ns.name, "a");
-    // Batches paced so the copies outlast the pause below: the operator, polling every 100 ms
-    // and verifying in the reconcile that sees the last row, would otherwise verify first.
-    let pace = e2e_support::Kills {
-        batch_pause: Some(Duration::from_millis(500)),
-        ..e2e_support::Kills::default()
-    };
-    let worker = e2e_support::play_worker_with(&w.ns, &w.db, "prod-langfuse-worker", pace);
     let mut up = w.upgrade();
     up["spec"]["strategy"]["drainPeriod"] = json!("2s");
     w.apply(&up);
@@ -1407,6 +1402,7 @@ async fn both_down_during_verifying() -> [(&'static str, Duration, Duration); 2]
     up["spec"]["paused"] = json!(true);
     w.apply(&up);
     w.ns.wait_phase(UPGRADE, Phase::Paused, FLOW).await;
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
     until("the worker to finish every row", || async {
         w.db.migration_rows().await.iter().all(|r| !r["finished_at"].is_null())
     })
@@ -1607,6 +1603,44 @@ async fn apiserver_down_longer_than_the_lease_with_two_replicas() -> (Duration, 
     (stopped, led)
 }
 
+/// Safety review #5: an upgrade created while the operator's watches are down (the
+/// apiserver restarting) arrives in the relist that follows, and must be started then, not
+/// dropped until something else about it changes. Returns created → phase set.
+async fn an_upgrade_created_while_the_watches_are_down() -> Duration {
+    use support::faults;
+    let w = World::new("relist", "langfuse/langfuse:2.95.9").await;
+    let op = Operator::start(&w.ns.name, "a");
+    until("the operator to lead", || async {
+        op.logs().contains("leading; starting the controller")
+    })
+    .await;
+    let apiserver = faults::kill_apiserver();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    apiserver.start();
+    // Created the moment the apiserver answers: the operator's watches are still backing off.
+    let (mut out, mut ok) = (String::new(), false);
+    let answering = Instant::now();
+    while !ok {
+        assert!(answering.elapsed() < FLOW, "the apiserver never answered: {out}");
+        (out, ok) = w.ns.apply(&w.upgrade());
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let created = Instant::now();
+    let started = until("the new upgrade's first status", || async {
+        w.ns.upgrade(UPGRADE).await.status.and_then(|s| s.phase).is_some()
+    })
+    .await;
+    assert!(
+        created.elapsed() < Duration::from_secs(30),
+        "an upgrade created during the relist waited {:?}",
+        created.elapsed()
+    );
+    w.finish().await;
+    started
+}
+
 /// The kube-apiserver killed (etcd kept) the moment the shift is approved, so it dies somewhere
 /// in the shift's writes (old selector recorded, Service switched), kept down `hold`, then
 /// started again: the operator (its watches, its Lease) rides it out and the shift completes
@@ -1742,6 +1776,12 @@ async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
         "worker SIGKILLed 3 times mid-copy, each restarted 2.5 s later: Migrating → Completed".into(),
         None,
         total,
+    ));
+    let relisted = an_upgrade_created_while_the_watches_are_down().await;
+    table.push((
+        "kube-apiserver restarted (3 s) and an upgrade created the moment it answered, before the operator's watches relisted: its first status after".into(),
+        None,
+        relisted,
     ));
     let (stopped, led) = apiserver_down_longer_than_the_lease_with_two_replicas().await;
     table.push((
