@@ -1614,6 +1614,8 @@ async fn an_upgrade_created_while_the_watches_are_down() -> Duration {
         op.logs().contains("leading; starting the controller")
     })
     .await;
+    // Its watches listed and following (they start right after it leads).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let apiserver = faults::kill_apiserver();
     tokio::time::sleep(Duration::from_secs(3)).await;
     apiserver.start();

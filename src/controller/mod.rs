@@ -415,9 +415,22 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
         }
     };
     let upgrades = api(&client);
-    if let Err(e) = upgrades.list(&ListParams::default().limit(1)).await {
-        warn!(error = %e, "cannot list LangfuseUpgrades");
-        return Err(Error::CrdMissing);
+    // Only the apiserver's "no such resource" means the CRD is missing; an apiserver that
+    // does not answer yet (restarting, a network blip at start) is waited for.
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match upgrades.list(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                warn!(error = %s, "cannot list LangfuseUpgrades");
+                return Err(Error::CrdMissing);
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot list LangfuseUpgrades yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(TRANSPORT_RETRY_MAX);
+            }
+        }
     }
     // The upgrades' own watch, with the fields no decision reads dropped before caching: the
     // store holds every upgrade in scope, and their managedFields were 4.6 MB of a 25.6 MB heap
