@@ -215,6 +215,16 @@ async fn run(args: RunArgs) -> Result<()> {
                 Ok(None) => {}
                 Err(e) => error!(error = %e, "cannot read the Lease's renewal time"),
             }
+            // That renewal is too old to act on: the Lease library renews it within its grace
+            // (5 s); act once it has.
+            let renewed = async {
+                while !fence.holds() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            if tokio::time::timeout(fence::HOLDS_FOR, renewed).await.is_err() {
+                error!("leading by the Lease library's account, but no renewal of ours succeeded; stopping");
+            }
         }
         let result = if led {
             info!("leading; starting the controller");
