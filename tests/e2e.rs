@@ -1687,12 +1687,12 @@ async fn apiserver_restarted_during_the_shift(hold: Duration) -> (String, Durati
     // operator on its fence, as it must; then it is started again, as its pod would be.
     let outage = ready.duration_since(killed);
     let mut fenced = false;
-    while !w
+    while w
         .ns
         .upgrade(UPGRADE)
         .await
         .status
-        .is_some_and(|s| s.traffic_shifted_at.is_some())
+        .is_none_or(|s| s.traffic_shifted_at.is_none())
     {
         assert!(
             ready.elapsed() < FLOW,
