@@ -438,7 +438,9 @@ async fn a_web_that_fails_after_the_shift_is_rolled_back_after_rollback_after() 
     loop {
         let d = w.ns.deployments().get("prod-langfuse-web").await.unwrap();
         let st = d.status.clone().unwrap_or_default();
-        if st.observed_generation >= d.metadata.generation
+        // The phase is recorded before the writes it leads to: wait for the roll-out itself.
+        if langfuse_upgrade_operator::resources::deployments::migrations_enabled(&d)
+            && st.observed_generation >= d.metadata.generation
             && st.updated_replicas == Some(2)
             && st.available_replicas == Some(2)
             && st.replicas == Some(2)
