@@ -64,6 +64,7 @@ struct Known {
 impl<D> Context<D> {
     /// Writes only while `fence` holds (leader election).
     pub fn with_fence(mut self, fence: fence::Fence) -> Self {
+        self.events.fence_with(fence.clone());
         self.fence = fence;
         self
     }
