@@ -109,6 +109,25 @@ impl World {
             .count()
     }
 
+    /// Notes of the upgrade's Events that `instance` published (or repeated: a repeat bumps its
+    /// series' last time) at or after `since`.
+    async fn events_of_since(&self, instance: &str, since: Timestamp) -> Vec<String> {
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e.reporting_instance.as_deref() == Some(instance))
+            .filter(|e| {
+                let last = e
+                    .series
+                    .as_ref()
+                    .map(|s| &s.last_observed_time)
+                    .or(e.event_time.as_ref());
+                last.is_some_and(|t| t.0 >= since)
+            })
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
     /// The upgrade's Events once they stop changing: the operator publishes them on a task of
     /// their own, a moment after the status they tell of.
     async fn events(&self) -> Vec<K8sEvent> {
@@ -1510,21 +1529,7 @@ async fn leader_lost_mid_flow() -> (Duration, Duration) {
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
     assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
     // No Event from A stamped after the thaw (a repeat bumps its series' last time instead).
-    let after_thaw: Vec<String> = w
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| e.reporting_instance.as_deref() == Some("replica-a"))
-        .filter(|e| {
-            let last = e
-                .series
-                .as_ref()
-                .map(|s| &s.last_observed_time)
-                .or(e.event_time.as_ref());
-            last.is_some_and(|t| t.0 >= thawed_at)
-        })
-        .filter_map(|e| e.note)
-        .collect();
+    let after_thaw = w.events_of_since("replica-a", thawed_at).await;
     assert!(
         after_thaw.is_empty(),
         "the thawed replica published Events: {after_thaw:?}"
@@ -1580,21 +1585,7 @@ async fn apiserver_down_longer_than_the_lease_with_two_replicas() -> (Duration, 
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
     assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
     // Nothing from A once it stopped: it had exited before B could lead.
-    let from_a_late: Vec<String> = w
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| e.reporting_instance.as_deref() == Some("replica-a"))
-        .filter(|e| {
-            let last = e
-                .series
-                .as_ref()
-                .map(|s| &s.last_observed_time)
-                .or(e.event_time.as_ref());
-            last.is_some_and(|t| t.0 >= outage_began)
-        })
-        .filter_map(|e| e.note)
-        .collect();
+    let from_a_late = w.events_of_since("replica-a", outage_began).await;
     assert!(
         from_a_late.is_empty(),
         "A published Events after the outage began: {from_a_late:?}"

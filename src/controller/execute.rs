@@ -115,11 +115,7 @@ pub async fn execute<D: Databases>(
     let mut version = upgrade.resource_version();
     for action in actions {
         // Invariant 11: a replica whose Lease may have passed to another writes nothing more.
-        if !guards.fence.holds() {
-            return Err(Error::Leader(
-                "the Lease was not renewed in time; writing nothing more".into(),
-            ));
-        }
+        guards.fence.check()?;
         // Whatever the answer, a kept read of the object written is no longer to be trusted.
         let _forget = Forget::of(guards.caches, &ns, action, upgrade);
         match action {

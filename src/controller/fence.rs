@@ -84,6 +84,16 @@ impl Fence {
         self.holds_at(Instant::now())
     }
 
+    /// `Ok` while it holds; else the error that stops a write.
+    pub fn check(&self) -> crate::error::Result<()> {
+        match self.holds() {
+            true => Ok(()),
+            false => Err(crate::error::Error::Leader(
+                "the Lease was not renewed in time; writing nothing more".into(),
+            )),
+        }
+    }
+
     /// Resolves once the fence no longer holds (never without leader election).
     pub async fn expired(&self) {
         loop {

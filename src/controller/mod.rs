@@ -293,11 +293,7 @@ async fn reconcile_once<D: Databases>(
             resource_version,
         } = executed;
         let executed_at = started.elapsed();
-        if !ctx.fence.holds() {
-            return Err(Error::Leader(
-                "the Lease was not renewed in time; writing nothing more".into(),
-            ));
-        }
+        ctx.fence.check()?;
         let reported = report::report(&ctx.client, &ctx.events, &upgrade, &status, &executed, resource_version).await?;
         {
             let mut known = ctx.latest.lock().expect("latest lock");

@@ -207,9 +207,7 @@ fn late_arrivals(p: &mut Planner, pg: &TableCounts, ch: &TableCounts) -> Option<
             max_rows: *recent,
         }));
     }
-    p.status.migrations_finished_at = None;
-    p.status.worker_restarted_at = Some(p.now_time());
-    p.status.count_remedy(RemedyKind::WorkerRestart);
+    copy_again(p);
     let text = short
         .iter()
         .map(|(table, recent)| format!("{table}: {recent}"))
@@ -225,6 +223,14 @@ fn late_arrivals(p: &mut Planner, pg: &TableCounts, ch: &TableCounts) -> Option<
         message,
         wait::ROLLOUT,
     )))
+}
+
+/// A re-run was asked for: back to Migrating, and the worker restarted (its manager looks for
+/// work only at start).
+fn copy_again(p: &mut Planner) {
+    p.status.migrations_finished_at = None;
+    p.status.worker_restarted_at = Some(p.now_time());
+    p.status.count_remedy(RemedyKind::WorkerRestart);
 }
 
 /// v2 wrote rows after the copies started: re-run each affected copy bounded to exactly those
@@ -262,9 +268,7 @@ fn late_write_guard(p: &mut Planner, late: &TableCounts) -> Gate {
         }
     }
     p.status.late_writes_covered_until = Some(Time(p.now));
-    p.status.migrations_finished_at = None;
-    p.status.worker_restarted_at = Some(p.now_time());
-    p.status.count_remedy(RemedyKind::WorkerRestart);
+    copy_again(p);
     let message =
         format!("v2 wrote rows after the migrations started ({text}); re-running the copies for exactly those rows");
     Err(p.hold_step(
