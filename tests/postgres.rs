@@ -626,6 +626,67 @@ async fn pools_are_cached_per_url() {
     b.finish().await;
 }
 
+/// A server that takes `delay` to answer each new connection (as one under load does): a
+/// loopback forwarder to Postgres that holds each connection's first bytes back that long and
+/// counts the connections made to it.
+async fn slow_server(pg_port: u16, delay: Duration) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", pg_port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// Safety review #8: when the pool is slow to hand out connections, each slow acquire used to
+/// open a probe connection of its own beside it: 20 polls at once made 20 extra connections
+/// to a server that was slow because it was overloaded (484524e: 22 connections here). One
+/// probe per database at a time: the pool's two and one probe.
+#[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
+async fn slow_acquires_share_one_probe() {
+    use std::sync::atomic::Ordering;
+    let db = TestDb::new("pg_probe_bound").await;
+    let url = db.pg_url.expose().to_string();
+    let (prefix, rest) = url.split_once("://").unwrap();
+    let (userinfo, host_db) = rest.split_once('@').unwrap();
+    let (host, dbname) = host_db.split_once('/').unwrap();
+    let pg_port: u16 = host.rsplit_once(':').unwrap().1.parse().unwrap();
+    let (port, accepted) = slow_server(pg_port, Duration::from_millis(1500)).await;
+    let slow = SecretString::new(format!("{prefix}://{userinfo}@127.0.0.1:{port}/{dbname}"));
+    let live = Live::new(LiveConfig {
+        connect_timeout: Duration::from_secs(30),
+        ..LiveConfig::default()
+    });
+    let poll = PostgresQuery {
+        migrations: true,
+        newest_write: true,
+        ..Default::default()
+    };
+    let polls = (0..20).map(|_| live.postgres(&slow, &poll));
+    for r in futures::future::join_all(polls).await {
+        r.unwrap();
+    }
+    let made = accepted.load(Ordering::SeqCst);
+    let pool = LiveConfig::default().max_connections as usize;
+    assert!(
+        made <= pool + 1,
+        "{made} connections for 20 slow acquires: the pool's {pool} and one probe at most"
+    );
+    db.finish().await;
+}
+
 #[tokio::test]
 #[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
 async fn prisma_url_parameters_are_honoured() {

@@ -558,6 +558,51 @@ mod tests {
         s
     }
 
+    /// Safety review #6: a watch is current from the end of its list until it fails, relists
+    /// or ends. One that ended follows nothing more, so a cache that kept saying "current"
+    /// (484524e did: this test failed there) would be read as the truth for good.
+    #[tokio::test]
+    async fn a_watch_is_current_from_its_list_until_it_relists_or_ends() {
+        let (events, source) = futures::channel::mpsc::unbounded::<watcher::Result<Event<Service>>>();
+        let current: Arc<[AtomicBool; WATCHES]> = Arc::default();
+        let (store, stream) = feed(source, None, Some, |_| {}, current.clone(), 2);
+        let drained = tokio::spawn(stream.for_each(|_| future::ready(())));
+        let now = || current[2].load(Ordering::Acquire);
+        let settled = |want: bool, what: &'static str| {
+            let now = &now;
+            async move {
+                for _ in 0..200 {
+                    if now() == want {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                panic!("{what}: current is not {want}");
+            }
+        };
+        events.unbounded_send(Ok(Event::Init)).unwrap();
+        events.unbounded_send(Ok(Event::InitApply(svc("v2")))).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!now(), "current while still listing");
+        events.unbounded_send(Ok(Event::InitDone)).unwrap();
+        settled(true, "after the list").await;
+        assert_eq!(store.state().len(), 1);
+        events.unbounded_send(Ok(Event::Init)).unwrap();
+        settled(false, "a relist under way").await;
+        events.unbounded_send(Ok(Event::InitDone)).unwrap();
+        settled(true, "after the relist").await;
+        drop(events);
+        drained.await.unwrap();
+        assert!(!now(), "current after its watch ended");
+        assert!(
+            current
+                .iter()
+                .enumerate()
+                .all(|(i, c)| i == 2 || !c.load(Ordering::Acquire)),
+            "another watch's flag moved"
+        );
+    }
+
     #[test]
     fn an_update_to_an_object_no_upgrade_names_removes_it_and_its_first_listing_is_skipped() {
         let mut keep = only_named(|s: &Service| s.name_any() == "named");
