@@ -399,6 +399,67 @@ async fn images_changed_by_a_person_are_gated_and_watched_never_written() {
     w.finish().await;
 }
 
+/// The release an image names, as numbers ("langfuse/langfuse:4.16.0" -> [4, 16, 0]).
+fn release(image: &str) -> Vec<u64> {
+    let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
+    tag.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// Safety review #1, interleaving B (a thawed replica writes an older release): replica A's
+/// image change of the first hop (3.100.0 -> 3.225.4) is on the wire (held by a proxy) when A
+/// freezes; B takes the Lease, makes that hop itself and then the v4 hop; then A's change
+/// lands. It must not: v3 pods on a database v4 migrated. From every watch event of web, its
+/// release never goes down. Failed on 484524e (web went from 4.16.0 back to 3.225.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_held_image_change_that_lands_after_the_next_hop_never_takes_web_back() {
+    use e2e_support::proxy::ApiProxy;
+    let w = Road::new("held-image", "3.100.0").await;
+    let order = DeploymentOrder::watch(&w.ns);
+    let proxy = ApiProxy::start().await;
+    let mut a = Operator::start_through(&w.ns.name, "replica-a", &proxy);
+    support::eventually(Duration::from_secs(60), "replica A to lead", || async {
+        a.logs().contains("leading; starting the controller").then_some(())
+    })
+    .await;
+    let b = Operator::start(&w.ns.name, "replica-b");
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    let held = proxy.hold("PATCH", &format!("/namespaces/{}/deployments/langfuse-web", w.ns.name));
+    let mut up = w.upgrade("to-v4", "4.16.0");
+    up["spec"]["backup"] = json!({ "acknowledgedHops": ["4.16.0"] });
+    w.apply(&up);
+    held.wait_for(1, FLOW).await;
+    a.freeze(true);
+    support::eventually(FLOW, "replica B to lead", || async {
+        b.logs().contains("leading; starting the controller").then_some(())
+    })
+    .await;
+    let u = w.ns.wait_phase("to-v4", Phase::Completed, FLOW).await;
+    assert_eq!(u.status.unwrap().target_version.as_deref(), Some("4.16.0"));
+    assert_eq!(image(&w.deployment("langfuse-web").await), "langfuse/langfuse:4.16.0");
+    let before = held.count();
+    held.release();
+    a.freeze(false);
+    // The held write has reached the apiserver (answered or refused) and anything that
+    // followed it has been seen by the watch.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let seen = order.stop();
+    let mut reached: Vec<u64> = Vec::new();
+    for (name, image, _) in seen.iter().filter(|(n, ..)| n == "langfuse-web") {
+        let r = release(image);
+        assert!(r >= reached, "{name} went from {reached:?} back to {image}: {seen:?}");
+        reached = r;
+    }
+    assert_eq!(reached, vec![4, 16, 0]);
+    assert_eq!(image(&w.deployment("langfuse-web").await), "langfuse/langfuse:4.16.0");
+    eprintln!("held image change: {before} request(s) held, released after the v4 hop");
+    a.kill9();
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}
+
 /// `kubectl lfu`, the plugin binary, as a person or a pipeline runs it.
 fn lfu(args: &[&str], kubeconfig: Option<&std::path::Path>) -> (i32, String, String) {
     let env = e2e_support::cluster_env();
