@@ -37,8 +37,8 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::LangfuseUpgrade;
-use crate::controller::plan::hops::worker_name;
 use crate::resources::deployments::deployment_name;
+use crate::resources::deployments::views::worker_name;
 use crate::resources::labels::{Role, UPGRADE_LABEL};
 
 /// Label that EndpointSlices carry with the name of their Service.

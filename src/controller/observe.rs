@@ -13,13 +13,13 @@ use tokio::sync::OnceCell;
 
 use super::cache::Caches;
 use super::plan::Needs;
-use super::plan::source_container;
 use crate::api::LangfuseUpgrade;
 use crate::databases::stores::{redis_target, s3_target};
 use crate::databases::{ClickHouseConnection, Databases, RedisFacts, RedisProblem, S3Facts, S3Problem, SecretString};
 use crate::error::{Error, Result};
 use crate::migrations::PostgresFacts;
 use crate::resources::deployments::deployment_name;
+use crate::resources::deployments::views::source_container;
 use crate::resources::labels::{Role, v3_selector};
 use crate::verify::ClickHouseFacts;
 
@@ -224,10 +224,10 @@ pub async fn observe<D: Databases>(
     // `<fullname>-worker`). The in-place hops move these two.
     if let Some(d) = source
         .as_ref()
-        .filter(|d| crate::controller::plan::hops::runs_v3_or_later(d))
+        .filter(|d| crate::resources::deployments::views::runs_v3_or_later(d))
     {
         web = Some(d.clone());
-        worker = match crate::controller::plan::hops::worker_name(spec) {
+        worker = match crate::resources::deployments::views::worker_name(spec) {
             Some(name) => match caches {
                 Some(c) => c.deployment(&deployments, ns, &name).await?,
                 None => deployments.get_opt(&name).await?,

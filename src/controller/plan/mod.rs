@@ -6,7 +6,7 @@
 
 mod action;
 mod drain;
-pub(crate) mod hops;
+pub(crate) mod in_place;
 mod migrate;
 mod needs;
 mod planner;
@@ -36,7 +36,6 @@ pub(crate) use planner::{Gate, Hold, Planner, wait};
 pub use stage::Stage;
 
 pub use preflight::checks as preflight_checks;
-pub use workloads::source_container;
 
 /// Decide the next step for one `LangfuseUpgrade`.
 pub fn plan(upgrade: &LangfuseUpgrade, obs: &Observed, now: Timestamp) -> Decision {
@@ -63,7 +62,7 @@ fn gates(p: &mut Planner) -> Gate {
     if p.status.completed_at.is_some() {
         return Err(retire::after_completion(p));
     }
-    if p.status.rolled_back_at.is_some() && hops::in_place_source(&p.status) {
+    if p.status.rolled_back_at.is_some() && in_place::in_place_source(&p.status) {
         return Err(Hold::new(
             Phase::RolledBack,
             reason::ROLLED_BACK,
@@ -96,7 +95,7 @@ fn gates(p: &mut Planner) -> Gate {
         p.act(Action::AddFinalizer);
     }
     preflight::read_source_version(p);
-    if hops::in_place_source(&p.status) {
+    if in_place::in_place_source(&p.status) {
         return in_place_gates(p);
     }
     if p.spec.abort {
@@ -125,17 +124,17 @@ fn gates(p: &mut Planner) -> Gate {
     migrate::migrate(p, &settings, &ready)?;
     verify::verify(p)?;
     retire::retire(p, &settings)?;
-    hops::walk(p, &settings, hops::Walker::Owned)
+    in_place::walk(p, &settings, in_place::Walker::Owned)
 }
 
 /// A source already on v3 or v4: preflight, then the in-place hops, nothing beside it.
 fn in_place_gates(p: &mut Planner) -> Gate {
     if p.spec.abort {
-        return hops::abort(p);
+        return in_place::abort(p);
     }
     let settings = settings(p)?;
     preflight::gate(p, &settings)?;
-    hops::walk(p, &settings, hops::Walker::Source)
+    in_place::walk(p, &settings, in_place::Walker::Source)
 }
 
 /// The spec parsed, or the hold that says why it cannot be; and `paused` honoured.

@@ -276,7 +276,7 @@ impl<'a> Planner<'a> {
             ),
         ];
         // A source already on v3/v4 has no shift, drain, copy or retirement: only preflight.
-        let in_place = hops::in_place_source(&self.status);
+        let in_place = in_place::in_place_source(&self.status);
         for (type_, at, yes, no, text) in pairs {
             if in_place && type_ != cond::PREFLIGHT_PASSED {
                 continue;
@@ -347,8 +347,8 @@ impl<'a> Planner<'a> {
             self.condition(cond::STALLED, false, reason, "not stalled");
         }
         self.status.phase = Some(phase);
-        self.status.target_version = match hops::in_place_source(&self.status) {
-            true => hops::release_now(&self.status),
+        self.status.target_version = match in_place::in_place_source(&self.status) {
+            true => in_place::release_now(&self.status),
             false => Some(workloads::version_now(&self)),
         };
         self.status.rollback = Some(rollback::rollback_outlook(&self));

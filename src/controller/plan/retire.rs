@@ -129,7 +129,7 @@ fn scale_to_zero(p: &mut Planner) -> Gate {
 
 /// Release the v3 Deployments so deleting this object can never delete production.
 pub(super) fn complete(p: &mut Planner) -> Hold {
-    if super::hops::in_place_source(&p.status) {
+    if super::in_place::in_place_source(&p.status) {
         if let Err(hold) = p.require("complete", &[("the last stop", p.status.finalized_at.is_some())]) {
             return hold;
         }
@@ -172,10 +172,10 @@ pub(super) fn owned_v3(p: &Planner) -> Vec<String> {
 }
 
 pub(super) fn completed_message(p: &Planner) -> String {
-    if super::hops::in_place_source(&p.status) {
+    if super::in_place::in_place_source(&p.status) {
         return format!(
             "Langfuse runs {} (from {}, every stop of the road reached)",
-            super::hops::destination(p.spec),
+            super::in_place::destination(p.spec),
             p.status.source_version.clone().unwrap_or_default()
         );
     }
@@ -192,7 +192,7 @@ pub(super) fn completed_message(p: &Planner) -> String {
 /// and now reaches no ready pod (v2 is at 0), that is an outage: say so, do not fight over it.
 /// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
 pub(super) fn after_completion(p: &mut Planner) -> Hold {
-    if super::hops::in_place_source(&p.status) {
+    if super::in_place::in_place_source(&p.status) {
         return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
     }
     let ours = crate::resources::labels::v3_selector(p.name(), crate::resources::labels::Role::Web);

@@ -1,7 +1,7 @@
 //! The road in status: each stop of the catalog's road with its recorded times, done, current or
 //! next.
 
-use super::hops::{planned, recorded, stop_of};
+use super::in_place::{planned, recorded, stop_of};
 use super::{Planner, Stage};
 use crate::api::{RoadStop, StopState};
 use crate::catalog::road::HopMode;

@@ -208,8 +208,12 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
     }
     // A source on v3/v4 is never rolled back on deletion: its Deployments are not ours. Judged
     // from the recorded version and, should status have been lost, from what runs.
-    let runs_v3 = p.obs.source.as_ref().is_some_and(super::hops::runs_v3_or_later);
-    if super::hops::in_place_source(&p.status) || runs_v3 {
+    let runs_v3 = p
+        .obs
+        .source
+        .as_ref()
+        .is_some_and(crate::resources::deployments::views::runs_v3_or_later);
+    if super::in_place::in_place_source(&p.status) || runs_v3 {
         p.act(Action::RemoveFinalizer);
         return Hold::new(
             phase,
@@ -256,7 +260,7 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
 /// What a rollback would mean now, for status.
 pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
     let mut out = p.status.rollback.clone().unwrap_or_default();
-    if super::hops::in_place_source(&p.status) {
+    if super::in_place::in_place_source(&p.status) {
         return in_place_outlook(p, out);
     }
     out.possible = p.status.source_retired_at.is_none()
@@ -274,14 +278,14 @@ pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
 
 /// For a source already on v3/v4: only the hop under way can be undone, while it is reversible.
 fn in_place_outlook(p: &Planner, mut out: RollbackStatus) -> RollbackStatus {
-    let hops = super::hops::planned(p).unwrap_or_default();
+    let hops = super::in_place::planned(p).unwrap_or_default();
     let current = hops.iter().find(|h| {
-        super::hops::recorded(&p.status, h).is_some_and(|s| s.started_at.is_some() && s.finished_at.is_none())
+        super::in_place::recorded(&p.status, h).is_some_and(|s| s.started_at.is_some() && s.finished_at.is_none())
     });
     let (possible, words) = match current {
         _ if p.status.rolled_back_at.is_some() || p.status.completed_at.is_some() => (false, None),
         None => (true, Some("no hop is under way: an abort changes nothing".to_string())),
-        Some(hop) => match super::hops::reversible(p, hop) {
+        Some(hop) => match super::in_place::reversible(p, hop) {
             Ok(()) => (
                 true,
                 Some(format!(

@@ -470,13 +470,13 @@ impl World {
                 let durable = self.upgrade.status.clone().unwrap_or_default();
                 let created = if is_web { c.web.is_none() } else { c.worker.is_none() };
                 assert!(
-                    !created || durable.provisioning_started_at.is_some() || super::hops::in_place_source(&durable),
+                    !created || durable.provisioning_started_at.is_some() || super::in_place::in_place_source(&durable),
                     "a v3 Deployment created before provisioningStartedAt was recorded"
                 );
                 if !is_web && migrations_enabled(&d) {
                     assert!(
                         durable.cutoff.is_some() && durable.migrations_enabled_at.is_some()
-                            || super::hops::in_place_source(&durable),
+                            || super::in_place::in_place_source(&durable),
                         "the migrations turned on before the cut-off was recorded"
                     );
                     self.runner.start(self.now);
@@ -2781,7 +2781,7 @@ fn v3_is_released_only_after_verification_retirement_and_the_final_version() {
     let (mut p, settings) = planner_for(&u, &obs);
     let hold = retire::complete(&mut p);
     assert!(hold.message.contains("v2's retirement"), "{}", hold.message);
-    assert!(hops::walk(&mut p, &settings, hops::Walker::Owned).is_ok());
+    assert!(in_place::walk(&mut p, &settings, in_place::Walker::Owned).is_ok());
     assert!(p.actions.is_empty(), "{:?}", p.actions);
 }
 

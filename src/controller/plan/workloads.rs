@@ -1,15 +1,14 @@
 //! The v3 Deployments: build what they should be, write only on drift, and read their rollout.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use super::hops::Role;
 use super::{Action, Hold, Planner, wait};
 use crate::api::conditions::reason;
-use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, Phase, RemedyKind};
+use crate::api::{LangfuseUpgrade, Phase, RemedyKind};
 use crate::controller::validate::Settings;
+use crate::resources::deployments::views::{Role, running_version, source_container};
 use crate::resources::deployments::{BuildInput, applied_hash, web_deployment, worker_deployment};
 use crate::resources::images::v3_images;
 use crate::resources::labels::Labels;
@@ -23,28 +22,6 @@ pub struct Readiness {
     pub worker: bool,
     /// At least one web pod serves.
     pub web_serving: bool,
-}
-
-/// The Langfuse container of the v2 pod: the named one, else the only one, else `langfuse`.
-pub fn source_container<'d>(spec: &LangfuseUpgradeSpec, d: &'d Deployment) -> Result<&'d Container, String> {
-    let containers = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers.as_slice())
-        .unwrap_or_default();
-    if let Some(name) = &spec.source.container {
-        return containers
-            .iter()
-            .find(|c| &c.name == name)
-            .ok_or_else(|| format!("the v2 pod has no container named {name:?}"));
-    }
-    match containers {
-        [only] => Ok(only),
-        _ => containers.iter().find(|c| c.name == "langfuse").ok_or_else(|| {
-            "the v2 pod has several containers and none is named \"langfuse\"; set spec.source.container".into()
-        }),
-    }
 }
 
 pub fn source_selector(d: &Deployment) -> Labels {
@@ -172,7 +149,7 @@ fn rollout_text(role: &str, d: Option<&Deployment>, name: &str) -> String {
 /// The version v3 runs: the target while any v2 pod may exist (invariant 3), then the release
 /// of the newest in-place hop started.
 pub fn version_now(p: &Planner) -> String {
-    match (&p.status.source_retired_at, super::hops::owned_version(&p.status)) {
+    match (&p.status.source_retired_at, super::in_place::owned_version(&p.status)) {
         (Some(_), Some(v)) if v2_gone(p) => v,
         _ => p.spec.target.version.clone(),
     }
@@ -262,8 +239,8 @@ fn older_than_running(p: &Planner, desired: &Deployment, role: Role) -> bool {
         Role::Web => p.obs.web.as_ref(),
         Role::Worker => p.obs.worker.as_ref(),
     };
-    let running = super::hops::running_version(observed, role);
-    let wanted = super::hops::running_version(Some(desired), role);
+    let running = running_version(observed, role);
+    let wanted = running_version(Some(desired), role);
     matches!((running, wanted), (Some(running), Some(wanted)) if wanted < running)
 }
 

@@ -1,6 +1,8 @@
 //! The v3 web and worker Deployments, built from the v2 pod so that everything v2 was given
 //! (env as written, pull secrets, service account, scheduling) carries over unchanged.
 
+pub mod views;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};

@@ -1,5 +1,5 @@
+use super::views::source_container;
 use super::*;
-use crate::controller::plan::source_container;
 use crate::resources::labels::selector_matches;
 use crate::resources::service::resolve_web_port;
 use crate::testing::*;

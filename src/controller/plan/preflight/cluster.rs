@@ -1,7 +1,8 @@
 //! The checks of the cluster side: versions, the v2 Deployment and Service, names, Secrets,
 //! settings, HorizontalPodAutoscalers and the backup.
 
-use crate::controller::plan::workloads::{source_container, source_selector};
+use crate::controller::plan::workloads::source_selector;
+use crate::resources::deployments::views::source_container;
 
 use crate::api::{CheckId, CheckResult, PARALLEL_VERSION, WaivableCheck};
 use crate::resources::deployments::{applied_hash, deployment_name};

@@ -7,8 +7,8 @@ mod storage;
 mod stores;
 
 use crate::api::conditions::{self as cond, reason};
-use crate::controller::plan::workloads::source_container;
 use crate::controller::plan::{Gate, Hold, Planner, Stage, wait};
+use crate::resources::deployments::views::source_container;
 use cluster::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
@@ -44,7 +44,7 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     if p.stage() > Stage::Preflight {
         return Ok(());
     }
-    let in_place = super::hops::in_place_source(&p.status);
+    let in_place = super::in_place::in_place_source(&p.status);
     let mut checks = match in_place {
         true => in_place_checks(p.name(), p.spec, p.obs),
         false => checks(p.name(), p.spec, p.obs),

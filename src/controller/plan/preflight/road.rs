@@ -7,7 +7,8 @@ use crate::api::{CheckId, CheckResult, PreflightCheck};
 use crate::catalog::Catalog;
 use crate::catalog::road::{HopGate, HopMode};
 use crate::controller::plan::Planner;
-use crate::controller::plan::hops::{self, Role, langfuse_container, running_version};
+use crate::controller::plan::in_place;
+use crate::resources::deployments::views::{Role, langfuse_container, running_version, worker_name};
 
 fn line(id: CheckId, result: CheckResult, message: impl Into<String>) -> PreflightCheck {
     PreflightCheck {
@@ -20,7 +21,7 @@ fn line(id: CheckId, result: CheckResult, message: impl Into<String>) -> Preflig
 /// The lines about the road; empty while the source's version is unknown (its own line says so).
 pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
     use CheckResult::*;
-    let hops = match hops::planned(p) {
+    let hops = match in_place::planned(p) {
         Ok(h) => h,
         Err(e) => return vec![line(CheckId::Road, Fail, e.to_string())],
     };
@@ -38,7 +39,7 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
         [] => line(
             CheckId::Road,
             Pass,
-            format!("already at {}: nothing to do", hops::destination(p.spec)),
+            format!("already at {}: nothing to do", in_place::destination(p.spec)),
         ),
         _ => line(
             CheckId::Road,
@@ -59,14 +60,14 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
             match gate {
                 HopGate::Infrastructure { .. } if hop.mode == HopMode::InPlace => {
                     infra.extend(
-                        hops::unmet_gates(p, hop)
+                        in_place::unmet_gates(p, hop)
                             .into_iter()
                             .filter(|u| u.contains("older than") || u.contains("could not be read")),
                     );
                 }
                 HopGate::Backup { .. } if !p.spec.backup.acknowledged_hops.contains(&hop.to.to_string()) => {
                     backups.extend(
-                        hops::unmet_gates(p, hop)
+                        in_place::unmet_gates(p, hop)
                             .into_iter()
                             .filter(|u| u.contains("acknowledgedHops")),
                     );
@@ -101,7 +102,7 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
             unmet => line(CheckId::HopBackups, Fail, unmet.join("; ")),
         });
     }
-    if hops::in_place_source(&p.status) {
+    if in_place::in_place_source(&p.status) {
         out.extend(in_place_source_lines(p));
     }
     out
@@ -113,7 +114,7 @@ fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
     use CheckResult::*;
     let mut out = Vec::new();
     let web = running_version(p.obs.web.as_ref(), Role::Web);
-    let worker_name = hops::worker_name(p.spec).unwrap_or_default();
+    let worker_name = worker_name(p.spec).unwrap_or_default();
     out.push(
         match (
             p.obs.worker.as_ref(),
@@ -165,9 +166,9 @@ fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
         .filter(|(d, _)| d.is_some_and(|d| !crate::controller::plan::workloads::settled(d)))
         .map(|(_, role)| format!("the {role} rollout has not finished: wait for it, or finish it, first"))
         .collect();
-    unmet.extend(web.map(|v| hops::release_ran(p, v)).unwrap_or_default());
-    if let Err(why) = hops::rows_settled(p, &release) {
-        unmet.push(why);
+    unmet.extend(web.map(|v| in_place::release_ran(p, v)).unwrap_or_default());
+    if let Err(why) = in_place::rows_settled(p, &release) {
+        unmet.push(why.to_string());
     }
     out.push(match unmet.as_slice() {
         [] => line(

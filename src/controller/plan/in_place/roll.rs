@@ -1,0 +1,253 @@
+//! A started hop rolled out: web first, then the worker, each to the hop's release, then every
+//! background migration the release runs settled.
+
+use super::Walker;
+use super::gates::v4_values;
+use crate::api::conditions::{self as cond, reason};
+use crate::api::{ImageChanges, Phase};
+use crate::catalog::Catalog;
+use crate::catalog::road::Hop;
+use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
+use crate::controller::validate::Settings;
+use crate::migrations::{MigrationRow, RowState};
+use crate::resources::deployments::ImageChange;
+use crate::resources::deployments::views::{Role, availability, image_for, langfuse_container, running_version};
+use crate::resources::v4_env;
+use k8s_openapi::api::apps::v1::Deployment;
+
+/// Web, then the worker, Available at the hop's release.
+pub(super) fn roll(p: &mut Planner, settings: &Settings, hop: &Hop, walker: Walker) -> Gate {
+    if walker == Walker::Owned {
+        let ready = crate::controller::plan::workloads::ensure(p, settings)?;
+        if ready.web && ready.worker {
+            return Ok(());
+        }
+        return Err(p.hold_step(
+            cond::ROAD_FOLLOWED,
+            Phase::Finalizing,
+            reason::HOPPING,
+            format!("rolling v3 to {}: web first, then the worker", hop.to),
+            wait::ROLLOUT,
+        ));
+    }
+    for role in [Role::Web, Role::Worker] {
+        let d = match role {
+            Role::Web => p.obs.web.clone(),
+            Role::Worker => p.obs.worker.clone(),
+        };
+        let Some(d) = d else {
+            return Err(p.hold_step(
+                cond::ROAD_FOLLOWED,
+                Phase::Blocked,
+                reason::SOURCE_MISSING,
+                format!("the {} Deployment is gone", role.as_str()),
+                wait::ROLLOUT,
+            ));
+        };
+        let name = d.metadata.name.clone().unwrap_or_default();
+        if let Some(change) = wanted_change(p, &d, role, hop) {
+            if p.spec.strategy.image_changes == ImageChanges::User {
+                let env = match change.env.as_slice() {
+                    [] => String::new(),
+                    vars => format!(
+                        " and its env {} (v3 behaviour on v4; set your own values in spec.target.extraEnv to opt in)",
+                        vars.iter()
+                            .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                return Err(p.hold_step(
+                    cond::ROAD_FOLLOWED,
+                    Phase::Finalizing,
+                    reason::AWAITING_IMAGE_CHANGE,
+                    format!(
+                        "{} -> {}: set the {} image of Deployment {name} to {}{env}",
+                        hop.from,
+                        hop.to,
+                        role.as_str(),
+                        change.image
+                    ),
+                    wait::POLL,
+                ));
+            }
+            p.act(Action::SetImage(Box::new(change)));
+        }
+        if running_version(Some(&d), role) != Some(hop.to) || !crate::controller::plan::workloads::settled(&d) {
+            let (available, want) = availability(&d);
+            return Err(p.hold_step(
+                cond::ROAD_FOLLOWED,
+                Phase::Finalizing,
+                reason::HOPPING,
+                format!(
+                    "{} -> {}: rolling {} {name} ({available}/{want} available at the new release){}",
+                    hop.from,
+                    hop.to,
+                    role.as_str(),
+                    match role {
+                        Role::Web => ", one new pod at a time; the worker follows",
+                        Role::Worker => "",
+                    }
+                ),
+                wait::ROLLOUT,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The write that puts `d` at the hop's release, if it is not there yet.
+pub(super) fn wanted_change(p: &Planner, d: &Deployment, role: Role, hop: &Hop) -> Option<ImageChange> {
+    let container = langfuse_container(d, role)?;
+    let image = image_for(Some(d), role, hop.to)?;
+    // Exactly the values the hop's gates judged (extraEnv, else the container's own, else
+    // v3 behaviour), always all four: a field the operator owns and leaves out of a later
+    // apply would be removed.
+    let env = match hop.to.major >= 4 {
+        true => v4_env::as_env(&v4_values(p)),
+        false => Vec::new(),
+    };
+    let live_env = container.env.clone().unwrap_or_default();
+    let env_there = env.iter().all(|e| live_env.contains(e));
+    if container.image.as_deref() == Some(image.as_str()) && env_there {
+        return None;
+    }
+    Some(ImageChange {
+        deployment: d.metadata.name.clone()?,
+        container: container.name.clone(),
+        image,
+        env,
+        one_pod_at_a_time: role == Role::Web,
+    })
+}
+
+/// The hop's release's background migrations: registered (web's start does that) and every
+/// row the worker runs finished.
+pub(super) fn settled(p: &mut Planner, hop: &Hop) -> Gate {
+    let to = hop.to.to_string();
+    let rows = rows_of(p).map_err(|(r, why)| Hold::new(Phase::Finalizing, r, why, wait::POLL))?;
+    let catalog = Catalog::current();
+    if hop.to <= catalog.newest_of(hop.to.major).unwrap_or(hop.to) {
+        let missing: Vec<&str> = catalog
+            .rows_at(hop.to)
+            .map(|m| m.name.as_str())
+            .filter(|n| !rows.iter().any(|r| r.name == *n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(p.hold_step(
+                cond::ROAD_FOLLOWED,
+                Phase::Finalizing,
+                reason::HOPPING,
+                format!(
+                    "{to} runs; waiting for its web to register its background migrations ({})",
+                    missing.join(", ")
+                ),
+                wait::POLL,
+            ));
+        }
+    }
+    settled_rows(p, &to, &rows)
+}
+
+fn rows_of(p: &Planner) -> Result<Vec<MigrationRow>, (crate::api::conditions::Reason, String)> {
+    match &p.obs.postgres {
+        Some(Ok(pg)) => Ok(pg.migrations.clone()),
+        Some(Err(e)) => Err((reason::POSTGRES_UNAVAILABLE, format!("cannot read Postgres: {e}"))),
+        None => Err((reason::FINALIZING, "reading the background migrations".into())),
+    }
+}
+
+/// Why a release's background migrations are not settled: closed, so the hold each one makes
+/// is chosen by its kind, not by its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Unsettled {
+    /// Postgres was not read (or not yet).
+    Unread(String),
+    /// A row failed: the worker will not finish it by itself.
+    Failed {
+        row: String,
+        release: String,
+        reason: String,
+    },
+    /// Rows still run (or wait to).
+    Running { release: String, rows: Vec<String> },
+}
+
+impl std::fmt::Display for Unsettled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsettled::Unread(why) => f.write_str(why),
+            Unsettled::Failed { row, release, reason } => {
+                write!(f, "background migration {row} failed on {release}: {reason}")
+            }
+            Unsettled::Running { release, rows } => write!(
+                f,
+                "{} background migrations of {release} still run ({}); the next hop waits for them",
+                rows.len(),
+                rows.join(", ")
+            ),
+        }
+    }
+}
+
+/// Every background migration the worker runs has finished (dormant rows are not waited on).
+pub(crate) fn rows_settled(p: &Planner, release: &str) -> Result<(), Unsettled> {
+    let rows = rows_of(p).map_err(|(_, why)| Unsettled::Unread(why))?;
+    let gates = crate::controller::plan::migrate::open_gates(p);
+    if let Some(failed) = rows.iter().find(|r| r.state(p.now) == RowState::Failed) {
+        return Err(Unsettled::Failed {
+            row: failed.name.clone(),
+            release: release.to_string(),
+            reason: crate::controller::plan::remedies::short_reason(failed.failed_reason.as_deref()),
+        });
+    }
+    let open: Vec<String> = rows
+        .iter()
+        .filter(|r| !matches!(r.state_with(p.now, &gates), RowState::Finished | RowState::Dormant))
+        .map(|r| r.name.clone())
+        .collect();
+    match open.is_empty() {
+        true => Ok(()),
+        false => Err(Unsettled::Running {
+            release: release.to_string(),
+            rows: open,
+        }),
+    }
+}
+
+/// As [`rows_settled`], with progress reported, as a hold.
+pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]) -> Gate {
+    let estimates = match &p.obs.postgres {
+        Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
+        _ => Default::default(),
+    };
+    crate::controller::plan::migrate::report_progress(p, rows, &estimates);
+    match rows_settled(p, release) {
+        Ok(()) => Ok(()),
+        Err(failed @ Unsettled::Failed { .. }) => Err(Hold::new(
+            Phase::Failed,
+            reason::MIGRATION_FAILED,
+            failed.to_string(),
+            wait::POLL,
+        )),
+        Err(why) => {
+            let gates = crate::controller::plan::migrate::open_gates(p);
+            let dormant = rows
+                .iter()
+                .filter(|r| r.state_with(p.now, &gates) == RowState::Dormant)
+                .count();
+            let dormant_text = match dormant {
+                0 => String::new(),
+                n => format!("; {n} dormant (env gate off in the worker, not waited on)"),
+            };
+            let every = crate::controller::plan::migrate::poll_interval(p);
+            Err(p.hold_step(
+                cond::ROAD_FOLLOWED,
+                Phase::Finalizing,
+                reason::HOPPING,
+                format!("{release} runs; {why}{dormant_text}"),
+                every,
+            ))
+        }
+    }
+}
