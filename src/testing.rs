@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::*;
-use crate::controller::observe::{Endpoint, Observed};
+use crate::controller::observed::{Endpoint, Observed};
 use crate::migrations::{MigrationRow, PostgresFacts, TableCounts, V3_MIGRATIONS};
 use crate::resources::labels::Labels;
 use crate::verify::ClickHouseFacts;

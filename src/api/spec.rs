@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::status::LangfuseUpgradeStatus;
+use super::status::{CheckId, LangfuseUpgradeStatus};
 
 /// The only v3 version that runs safely next to v2 (invariant 3).
 pub const PARALLEL_VERSION: &str = "3.29.0";
@@ -423,4 +423,21 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub acknowledged_hops: Vec<String>,
+}
+
+/// A waived check is the status line of the same name.
+impl From<WaivableCheck> for CheckId {
+    fn from(w: WaivableCheck) -> Self {
+        match w {
+            WaivableCheck::SourceVersion => CheckId::SourceVersion,
+            WaivableCheck::PostgresVersion => CheckId::PostgresVersion,
+            WaivableCheck::ClickHouseVersion => CheckId::ClickhouseVersion,
+            WaivableCheck::StuckCursorScan => CheckId::StuckCursorScan,
+            WaivableCheck::Backup => CheckId::Backup,
+            WaivableCheck::HorizontalPodAutoscaler => CheckId::HorizontalPodAutoscaler,
+            WaivableCheck::Redis => CheckId::Redis,
+            WaivableCheck::S3 => CheckId::S3,
+            WaivableCheck::ClickHouseGrants => CheckId::ClickhouseGrants,
+        }
+    }
 }

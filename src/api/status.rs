@@ -7,8 +7,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::spec::WaivableCheck;
-
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
     Pending,
@@ -150,22 +148,6 @@ impl CheckId {
             CheckId::Redis => "redis",
             CheckId::S3 => "s3",
             CheckId::ClickhouseGrants => "clickhouseGrants",
-        }
-    }
-}
-
-impl From<WaivableCheck> for CheckId {
-    fn from(w: WaivableCheck) -> Self {
-        match w {
-            WaivableCheck::SourceVersion => CheckId::SourceVersion,
-            WaivableCheck::PostgresVersion => CheckId::PostgresVersion,
-            WaivableCheck::ClickHouseVersion => CheckId::ClickhouseVersion,
-            WaivableCheck::StuckCursorScan => CheckId::StuckCursorScan,
-            WaivableCheck::Backup => CheckId::Backup,
-            WaivableCheck::HorizontalPodAutoscaler => CheckId::HorizontalPodAutoscaler,
-            WaivableCheck::Redis => CheckId::Redis,
-            WaivableCheck::S3 => CheckId::S3,
-            WaivableCheck::ClickHouseGrants => CheckId::ClickhouseGrants,
         }
     }
 }

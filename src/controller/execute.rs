@@ -7,9 +7,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::observe::Observed;
 use super::plan::Action;
 use crate::api::{FIELD_MANAGER, FINALIZER, LangfuseUpgrade};
+use crate::controller::observed::Observed;
 use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::resources::service::selector_apply_body;

@@ -6,6 +6,7 @@ pub mod events;
 pub mod execute;
 pub mod fence;
 pub mod observe;
+pub mod observed;
 pub mod plan;
 pub mod relist;
 pub mod report;

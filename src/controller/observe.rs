@@ -12,113 +12,15 @@ use kube::{Api, Client};
 use tokio::sync::OnceCell;
 
 use super::cache::Caches;
+pub use super::observed::{Endpoint, Observed, PostgresError, ReadTimes};
 use super::plan::Needs;
 use crate::api::LangfuseUpgrade;
 use crate::databases::stores::{redis_target, s3_target};
-use crate::databases::{ClickHouseConnection, Databases, RedisFacts, RedisProblem, S3Facts, S3Problem, SecretString};
+use crate::databases::{ClickHouseConnection, Databases, SecretString};
 use crate::error::{Error, Result};
-use crate::migrations::PostgresFacts;
 use crate::resources::deployments::deployment_name;
 use crate::resources::deployments::views::source_container;
 use crate::resources::labels::{Role, v3_selector};
-use crate::verify::ClickHouseFacts;
-
-/// One endpoint of the source Service, by the pod behind it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub pod: Option<String>,
-    pub ready: bool,
-}
-
-/// Why Postgres facts are missing: the operator does not know how to connect, or it tried.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PostgresError {
-    /// The connection settings are missing or incomplete (nothing was tried).
-    Settings(String),
-    /// Connecting or querying failed.
-    Unreachable(String),
-}
-
-impl std::fmt::Display for PostgresError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PostgresError::Settings(m) => write!(f, "connection settings missing: {m}"),
-            PostgresError::Unreachable(m) => f.write_str(m),
-        }
-    }
-}
-
-/// Everything the plan looks at, as plain data.
-#[derive(Clone, Debug, Default)]
-pub struct Observed {
-    /// The v2 Deployment.
-    pub source: Option<Deployment>,
-    pub service: Option<Service>,
-    pub web: Option<Deployment>,
-    pub worker: Option<Deployment>,
-    /// Every endpoint of every EndpointSlice of the Service.
-    pub endpoints: Vec<Endpoint>,
-    /// Names of the pods carrying this upgrade's v3 web labels.
-    pub v3_web_pods: BTreeSet<String>,
-    /// `secret/key` references (from the spec) that do not resolve.
-    pub missing_secret_keys: Vec<String>,
-    /// HorizontalPodAutoscalers that scale the v2 Deployment.
-    pub hpas_on_source: Vec<String>,
-    /// `None`: not asked this reconcile.
-    pub postgres: Option<std::result::Result<PostgresFacts, PostgresError>>,
-    /// The connection those facts were read with, for the remedies the executor writes.
-    pub postgres_url: Option<SecretString>,
-    pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
-    /// `None`: not asked.
-    pub redis: Option<std::result::Result<RedisFacts, RedisProblem>>,
-    pub s3: Option<std::result::Result<S3Facts, S3Problem>>,
-    /// `None`: not asked.
-    pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
-    /// When the last read came back (to the millisecond; `None` when nothing was read): every
-    /// fact above was true by then, and no later than the plan's decision.
-    pub read_at: Option<Timestamp>,
-    /// How long each outside read took (for the log: where a reconcile's time goes).
-    pub took: ReadTimes,
-}
-
-impl Observed {
-    /// The cluster's objects as `fresh` read them, the database and store facts kept: an
-    /// irreversible decision is made again on the API's view (a watch cache can lag behind a
-    /// revert it has not replayed yet) without reading the databases twice.
-    pub fn with_cluster_of(mut self, fresh: Observed) -> Observed {
-        self.source = fresh.source;
-        self.service = fresh.service;
-        self.web = fresh.web;
-        self.worker = fresh.worker;
-        self.endpoints = fresh.endpoints;
-        self.v3_web_pods = fresh.v3_web_pods;
-        self.missing_secret_keys = fresh.missing_secret_keys;
-        self.hpas_on_source = fresh.hpas_on_source;
-        self
-    }
-
-    /// A read that failed here and had not failed in `before` (answered, or not asked): a look
-    /// ahead that met it keeps the decision made without it (`plan::look_ahead`).
-    pub fn failed_where_answered(&self, before: &Observed) -> bool {
-        fn newly<T, E>(now: &Option<std::result::Result<T, E>>, then: &Option<std::result::Result<T, E>>) -> bool {
-            matches!(now, Some(Err(_))) && !matches!(then, Some(Err(_)))
-        }
-        newly(&self.postgres, &before.postgres)
-            || newly(&self.clickhouse, &before.clickhouse)
-            || newly(&self.redis, &before.redis)
-            || newly(&self.s3, &before.s3)
-            || newly(&self.error_ratio, &before.error_ratio)
-    }
-}
-
-/// Wall time of the reads made at once (zero when not made).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReadTimes {
-    pub postgres: std::time::Duration,
-    pub clickhouse: std::time::Duration,
-    /// Redis and S3.
-    pub stores: std::time::Duration,
-}
 
 async fn timed<T, E>(
     read: impl std::future::Future<Output = std::result::Result<T, E>>,

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 
 pub mod postgres;
+pub mod query;
 pub mod table;
 
 pub use table::Table;

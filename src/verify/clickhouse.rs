@@ -6,7 +6,7 @@ use clickhouse::Client;
 use jiff::Timestamp;
 
 use super::ClickHouseFacts;
-use crate::databases::ClickHouseQuery;
+use super::query::ClickHouseQuery;
 use crate::migrations::{Table, TableCounts};
 use crate::precision::millis_floor;
 

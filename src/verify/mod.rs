@@ -4,6 +4,7 @@ use crate::migrations::TableCounts;
 
 pub mod clickhouse;
 pub mod grants;
+pub mod query;
 
 /// The ClickHouse schema version a v3.29.0 web leaves behind; anything newer crash-loops 3.29.x.
 pub const SCHEMA_VERSION_3_29: i64 = 8;

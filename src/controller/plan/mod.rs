@@ -23,10 +23,10 @@ pub(crate) mod workloads;
 
 use jiff::Timestamp;
 
-use super::observe::Observed;
 use super::validate::validate;
 use crate::api::conditions::reason;
 use crate::api::{APPROVE_ANNOTATION, LangfuseUpgrade, Phase, Promotion};
+use crate::controller::observed::Observed;
 pub use action::{Action, labels_text};
 pub use needs::{Needs, look_ahead, needs, second_look, stage_of};
 pub use planner::Decision;

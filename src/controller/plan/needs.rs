@@ -4,7 +4,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus};
-use crate::controller::observe::Observed;
+use crate::controller::observed::Observed;
 use crate::databases::{ClickHouseQuery, PostgresQuery};
 
 /// Which external facts the next observation needs, from the facts recorded so far.

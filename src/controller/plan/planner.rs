@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::*;
 use crate::api::conditions::{self as cond, Desired, Reason, reason};
 use crate::api::{APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase};
-use crate::controller::observe::Observed;
+use crate::controller::observed::Observed;
 
 /// The plan's answer.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use super::workloads::Readiness;
 use super::{Action, Gate, Hold, Planner, labels_text, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
-use crate::controller::observe::Observed;
+use crate::controller::observed::Observed;
 use crate::resources::labels::{Labels, Role, UPGRADE_LABEL, v3_selector};
 use crate::resources::service::selector_of;
 

@@ -11,7 +11,7 @@ use crate::api::conditions as c;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{CheckResult, LangfuseUpgradeSpec, LangfuseUpgradeStatus, WaivableCheck};
-use crate::controller::observe::Endpoint;
+use crate::controller::observed::Endpoint;
 use crate::controller::report::next_status;
 use crate::migrations::{MigrationRow, PostgresFacts, TableCounts};
 use crate::resources::deployments::{MIGRATIONS_ENV, migrations_enabled};
@@ -320,7 +320,7 @@ impl World {
         let mut obs = self.cluster.clone();
         obs.postgres = (!n.postgres.is_empty()).then(|| {
             if self.postgres_down {
-                return Err(crate::controller::observe::PostgresError::Unreachable(
+                return Err(crate::controller::observed::PostgresError::Unreachable(
                     "connection refused".to_string(),
                 ));
             }
@@ -2867,7 +2867,7 @@ fn each_preflight_check_as_a_table() {
         (
             "no database settings",
             |_, o| {
-                o.postgres = Some(Err(crate::controller::observe::PostgresError::Settings(
+                o.postgres = Some(Err(crate::controller::observed::PostgresError::Settings(
                     "DATABASE_HOST".into(),
                 )))
             },

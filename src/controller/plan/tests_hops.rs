@@ -11,7 +11,7 @@ use super::*;
 use crate::api::conditions as c;
 use crate::api::{ImageChanges, LangfuseUpgradeSpec, StopState};
 use crate::catalog::Catalog;
-use crate::controller::observe::Observed;
+use crate::controller::observed::Observed;
 use crate::controller::report::{next_status, transitions};
 use crate::migrations::{MigrationRow, PostgresFacts};
 use crate::testing::*;

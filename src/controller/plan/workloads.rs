@@ -149,7 +149,10 @@ fn rollout_text(role: &str, d: Option<&Deployment>, name: &str) -> String {
 /// The version v3 runs: the target while any v2 pod may exist (invariant 3), then the release
 /// of the newest in-place hop started.
 pub fn version_now(p: &Planner) -> String {
-    match (&p.status.source_retired_at, super::in_place::owned_version(&p.status)) {
+    match (
+        &p.status.source_retired_at,
+        super::in_place::road::owned_version(&p.status),
+    ) {
         (Some(_), Some(v)) if v2_gone(p) => v,
         _ => p.spec.target.version.clone(),
     }

@@ -20,8 +20,8 @@ use jiff::tz::TimeZone;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
+use super::query::{LateWindow, PostgresQuery, Remedy};
 use super::{EstimatedRows, MigrationRow, PostgresFacts, TableCounts};
-use crate::databases::{LateWindow, PostgresQuery, Remedy};
 use crate::migrations::Table;
 
 /// Statement timeout for the one-off full-index reads (preflight scan, verification counts).

@@ -3,7 +3,7 @@
 
 use super::Walker;
 use super::road::record;
-use super::roll::rows_settled;
+use super::rows::rows_settled;
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::Catalog;

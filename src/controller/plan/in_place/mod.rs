@@ -7,13 +7,14 @@
 mod abort;
 mod by_person;
 mod gates;
-mod road;
+pub(crate) mod road;
 mod roll;
+mod rows;
 
 pub(crate) use abort::{abort, reversible};
 pub(crate) use gates::{release_ran, unmet_gates};
-pub(crate) use road::{destination, in_place_source, owned_version, planned, recorded, release_now, stop_of};
-pub(crate) use roll::rows_settled;
+pub(crate) use road::{destination, in_place_source, planned, recorded, release_now, stop_of};
+pub(crate) use rows::rows_settled;
 
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};

@@ -3,13 +3,13 @@
 
 use super::Walker;
 use super::gates::v4_values;
+use super::rows::{rows_of, settled_rows};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::Catalog;
 use crate::catalog::road::Hop;
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
 use crate::controller::validate::Settings;
-use crate::migrations::{MigrationRow, RowState};
 use crate::resources::deployments::ImageChange;
 use crate::resources::deployments::views::{Role, availability, image_for, langfuse_container, running_version};
 use crate::resources::v4_env;
@@ -147,107 +147,4 @@ pub(super) fn settled(p: &mut Planner, hop: &Hop) -> Gate {
         }
     }
     settled_rows(p, &to, &rows)
-}
-
-fn rows_of(p: &Planner) -> Result<Vec<MigrationRow>, (crate::api::conditions::Reason, String)> {
-    match &p.obs.postgres {
-        Some(Ok(pg)) => Ok(pg.migrations.clone()),
-        Some(Err(e)) => Err((reason::POSTGRES_UNAVAILABLE, format!("cannot read Postgres: {e}"))),
-        None => Err((reason::FINALIZING, "reading the background migrations".into())),
-    }
-}
-
-/// Why a release's background migrations are not settled: closed, so the hold each one makes
-/// is chosen by its kind, not by its words.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Unsettled {
-    /// Postgres was not read (or not yet).
-    Unread(String),
-    /// A row failed: the worker will not finish it by itself.
-    Failed {
-        row: String,
-        release: String,
-        reason: String,
-    },
-    /// Rows still run (or wait to).
-    Running { release: String, rows: Vec<String> },
-}
-
-impl std::fmt::Display for Unsettled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unsettled::Unread(why) => f.write_str(why),
-            Unsettled::Failed { row, release, reason } => {
-                write!(f, "background migration {row} failed on {release}: {reason}")
-            }
-            Unsettled::Running { release, rows } => write!(
-                f,
-                "{} background migrations of {release} still run ({}); the next hop waits for them",
-                rows.len(),
-                rows.join(", ")
-            ),
-        }
-    }
-}
-
-/// Every background migration the worker runs has finished (dormant rows are not waited on).
-pub(crate) fn rows_settled(p: &Planner, release: &str) -> Result<(), Unsettled> {
-    let rows = rows_of(p).map_err(|(_, why)| Unsettled::Unread(why))?;
-    let gates = crate::controller::plan::migrate::open_gates(p);
-    if let Some(failed) = rows.iter().find(|r| r.state(p.now) == RowState::Failed) {
-        return Err(Unsettled::Failed {
-            row: failed.name.clone(),
-            release: release.to_string(),
-            reason: crate::controller::plan::remedies::short_reason(failed.failed_reason.as_deref()),
-        });
-    }
-    let open: Vec<String> = rows
-        .iter()
-        .filter(|r| !matches!(r.state_with(p.now, &gates), RowState::Finished | RowState::Dormant))
-        .map(|r| r.name.clone())
-        .collect();
-    match open.is_empty() {
-        true => Ok(()),
-        false => Err(Unsettled::Running {
-            release: release.to_string(),
-            rows: open,
-        }),
-    }
-}
-
-/// As [`rows_settled`], with progress reported, as a hold.
-pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]) -> Gate {
-    let estimates = match &p.obs.postgres {
-        Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
-        _ => Default::default(),
-    };
-    crate::controller::plan::migrate::report_progress(p, rows, &estimates);
-    match rows_settled(p, release) {
-        Ok(()) => Ok(()),
-        Err(failed @ Unsettled::Failed { .. }) => Err(Hold::new(
-            Phase::Failed,
-            reason::MIGRATION_FAILED,
-            failed.to_string(),
-            wait::POLL,
-        )),
-        Err(why) => {
-            let gates = crate::controller::plan::migrate::open_gates(p);
-            let dormant = rows
-                .iter()
-                .filter(|r| r.state_with(p.now, &gates) == RowState::Dormant)
-                .count();
-            let dormant_text = match dormant {
-                0 => String::new(),
-                n => format!("; {n} dormant (env gate off in the worker, not waited on)"),
-            };
-            let every = crate::controller::plan::migrate::poll_interval(p);
-            Err(p.hold_step(
-                cond::ROAD_FOLLOWED,
-                Phase::Finalizing,
-                reason::HOPPING,
-                format!("{release} runs; {why}{dormant_text}"),
-                every,
-            ))
-        }
-    }
 }

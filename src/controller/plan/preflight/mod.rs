@@ -16,7 +16,7 @@ use storage::*;
 use stores::*;
 
 use crate::api::{CheckId, CheckResult, LangfuseUpgradeSpec, Phase, PreflightCheck, WaivableCheck};
-use crate::controller::observe::Observed;
+use crate::controller::observed::Observed;
 use crate::controller::validate::Settings;
 use crate::resources::images::v3_images;
 use crate::version::{ImageVersion, Version, image_version};

@@ -1,7 +1,7 @@
 //! The database checks: Postgres and ClickHouse as v3 will find them.
 
 use crate::api::{CheckId, CheckResult, WaivableCheck};
-use crate::controller::observe::PostgresError;
+use crate::controller::observed::PostgresError;
 use crate::migrations::{DEFAULT_BATCH_SIZE, V3_MIGRATIONS};
 use crate::verify::SCHEMA_VERSION_3_29;
 

@@ -1,0 +1,21 @@
+//! What the plan asks of ClickHouse this reconcile.
+
+use jiff::Timestamp;
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ClickHouseQuery {
+    /// `version()` and the `schema_migrations` height: a hop's gates and whether it can be undone.
+    pub server: bool,
+    /// Langfuse's tables present and the user's grants: preflight only (two more queries, read
+    /// on every reconcile of a hop otherwise).
+    pub objects: bool,
+    pub counts_until: Option<Timestamp>,
+    /// Also count the rows in (`recent_after`, `counts_until`], as Postgres does.
+    pub recent_after: Option<Timestamp>,
+}
+
+impl ClickHouseQuery {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
