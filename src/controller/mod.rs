@@ -5,11 +5,16 @@ pub mod dispatch;
 pub mod events;
 pub mod execute;
 pub mod fence;
+pub mod fetched;
 pub mod observe;
 pub mod observed;
 pub mod plan;
 pub mod relist;
 pub mod report;
+pub mod secrets;
+pub mod slim;
+pub mod timing;
+pub mod triggers;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -31,8 +36,8 @@ use crate::controller::plan::Action as Write;
 use crate::databases::Databases;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::resources::labels::Role;
 use dispatch::Requeue;
+use timing::{CONFLICT_RETRY, TRANSPORT_RETRY_MAX, WatchBackoff, backoff, spread};
 
 /// Shared by every reconcile.
 pub struct Context<D> {
@@ -82,64 +87,6 @@ impl<D> Context<D> {
             latest: Mutex::default(),
         }
     }
-}
-
-/// A decision that lost a compare-and-swap is made again this soon (the change that beat it
-/// also triggers a reconcile; this bounds the wait if that event is slow).
-const CONFLICT_RETRY: Duration = Duration::from_millis(100);
-
-/// The longest wait before retrying a reconcile the apiserver did not answer.
-const TRANSPORT_RETRY_MAX: Duration = Duration::from_secs(4);
-
-/// Reconnecting the watches after they broke: 250 ms doubling to 4 s, back to 250 ms once one
-/// succeeds. kube's default (800 ms doubling to 30 s) left the operator blind for 7 s after a
-/// 5 s apiserver restart; a watch resumes from its last version, so a retry is one cheap request.
-#[derive(Clone, Debug)]
-struct WatchBackoff {
-    next: Duration,
-}
-
-impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(4);
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let now = self.next;
-        self.next = (now * 2).min(Self::MAX);
-        Some(now)
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-/// A long wait comes up to a fifth early, at random, never late (a wait may end at a deadline
-/// such as `rollbackAfter`): many upgrades blocked together would otherwise re-check together,
-/// every minute, all their reads and futures at once. Waking early only plans again.
-pub fn spread(wait: Duration, jitter: f64) -> Duration {
-    if wait < plan::wait::POLL {
-        return wait;
-    }
-    wait.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
-}
-
-/// Exponential backoff with ±20 % jitter, 2 s doubling to 5 min.
-pub fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base = 2f64 * 2f64.powi(failures.min(8) as i32);
-    Duration::from_secs_f64(base.min(300.0) * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
 }
 
 /// `woken`: when a watch event first asked for this run (for the log).
@@ -301,7 +248,7 @@ async fn reconcile_once<D: Databases>(
             match reported.version {
                 Some(version) if !executed.contains(&Write::RemoveFinalizer) => {
                     let written = reported.object.zip(upgrade.resource_version()).map(|(mut o, from)| {
-                        cache::slim(&mut o);
+                        slim::slim(&mut o);
                         (from, Arc::new(o))
                     });
                     known.insert(key, Known { version, written })
@@ -381,27 +328,6 @@ fn error_policy<D: Databases>(upgrade: Arc<LangfuseUpgrade>, error: &Error, ctx:
     Requeue::After(delay)
 }
 
-/// A watch's objects as the upgrades they wake; a watch error is logged and the watch goes on
-/// (it retries with `WatchBackoff`).
-fn triggers_of<K, S>(
-    stream: S,
-    wakes: impl Fn(K) -> Vec<ObjectRef<LangfuseUpgrade>> + Send + 'static,
-) -> futures::stream::BoxStream<'static, Vec<ObjectRef<LangfuseUpgrade>>>
-where
-    S: futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
-    K: Send + 'static,
-{
-    stream
-        .map(move |event| match event {
-            Ok(object) => wakes(object),
-            Err(e) => {
-                tracing::debug!(error = %e, "watch error; retrying");
-                Vec::new()
-            }
-        })
-        .boxed()
-}
-
 /// Run the controller until SIGTERM/SIGINT. `client` serves the watches (no answer timeout: a
 /// quiet watch sends nothing for minutes); reconciles use the context's. `namespace`: watch
 /// one namespace only.
@@ -436,60 +362,19 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     let (store, writer) = reflector::store();
     let own = watcher(upgrades, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
-        .modify(cache::slim);
+        .modify(slim::slim);
     // Triggered after the store applied each event, a list's objects at its end.
     let own = {
         let mut hold = relist::ListHold::default();
         reflector::reflector(writer, own).map(move |event| event.map(|e| hold.after(&e)))
     };
-    let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
     // One watch per related kind, cached (observe reads from it) and a trigger: a change to
     // an object wakes the upgrades that name it.
     let (caches, feeds) = cache::Caches::new(&client, namespace.as_deref(), store.clone());
     if ctx.caches.set(caches).is_err() {
         warn!("the watch caches were already set; observe keeps the first ones");
     }
-    let refs = |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
-        it.map(|u| ObjectRef::from(u.as_ref())).collect()
-    };
-    let triggers = futures::stream::select_all([
-        triggers_of(own, |keys| keys),
-        triggers_of(feeds.deployments, move |d| {
-            refs(&mut cache::upgrades_naming_deployment(
-                &s1,
-                d.namespace(),
-                &d.name_any(),
-            ))
-        }),
-        triggers_of(feeds.services, move |s| {
-            refs(&mut cache::upgrades_naming_service(&s2, s.namespace(), &s.name_any()))
-        }),
-        triggers_of(feeds.slices, move |s| {
-            let service = s.labels().get(cache::SERVICE_NAME_LABEL).cloned().unwrap_or_default();
-            refs(&mut cache::upgrades_naming_service(&s3, s.namespace(), &service))
-        }),
-        // A v3 web pod that an EndpointSlice lists before the pod's own event arrived is not
-        // yet counted as v3: its event must wake the upgrade again.
-        triggers_of(feeds.v3_pods, move |p| {
-            use crate::resources::labels::{COMPONENT_LABEL, UPGRADE_LABEL};
-            let web = p.labels().get(COMPONENT_LABEL).map(String::as_str) == Some(Role::Web.as_str());
-            let upgrade = p.labels().get(UPGRADE_LABEL).filter(|_| web);
-            upgrade
-                .map(|u| ObjectRef::new(u).within(&p.namespace().unwrap_or_default()))
-                .into_iter()
-                .collect()
-        }),
-        // An HPA made on v2 wakes its upgrade: retirement waits for it to go.
-        triggers_of(feeds.hpas, move |h| {
-            let target = h.spec.as_ref().map(|s| &s.scale_target_ref);
-            let deployment = target.filter(|t| t.kind == "Deployment").map(|t| t.name.clone());
-            refs(&mut cache::upgrades_naming_deployment(
-                &s4,
-                h.namespace(),
-                deployment.as_deref().unwrap_or_default(),
-            ))
-        }),
-    ]);
+    let triggers = triggers::of(own, feeds, &store);
     dispatch::run(
         triggers,
         store,
@@ -508,41 +393,4 @@ pub async fn run<D: Databases>(client: Client, namespace: Option<String>, ctx: A
     .await;
     info!("controller stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn watches_reconnect_from_250_ms_doubling_to_4_s_and_start_over_after_a_success() {
-        use kube::runtime::utils::Backoff;
-        let mut b = super::WatchBackoff::default();
-        let first: Vec<u64> = b.by_ref().take(7).map(|d| d.as_millis() as u64).collect();
-        assert_eq!(first, vec![250, 500, 1000, 2000, 4000, 4000, 4000]);
-        b.reset();
-        assert_eq!(b.next(), Some(Duration::from_millis(250)));
-    }
-
-    #[test]
-    fn long_waits_are_spread_early_never_late_and_short_ones_kept() {
-        use super::spread;
-        let minute = Duration::from_secs(60);
-        assert_eq!(spread(minute, 0.0), minute);
-        assert_eq!(spread(minute, 1.0), Duration::from_secs(48));
-        assert!(spread(minute, 0.5) < minute);
-        // A short wait is a database poll or a deadline close by: kept as planned.
-        let poll = Duration::from_millis(250);
-        assert_eq!(spread(poll, 1.0), poll);
-        assert_eq!(spread(Duration::from_secs(9), 1.0), Duration::from_secs(9));
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        assert!(backoff(1, 0.0) >= Duration::from_millis(3200) && backoff(1, 1.0) <= Duration::from_millis(4800));
-        assert!(backoff(3, 0.5) > backoff(2, 0.5));
-        assert!(backoff(50, 1.0) <= Duration::from_secs(360));
-        assert_ne!(backoff(4, 0.0), backoff(4, 1.0));
-    }
 }
