@@ -14,10 +14,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules.
-unit:
+# No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules; and the
+# shape of src/ (make shape).
+unit: shape
 	$(CARGO) test --locked --lib --bins --test crd --test shipping --test fuzz_corpus
 	$(CARGO) test --locked -p lfu-testkit --lib
+
+# The shape of src/, guarded: no production file over 450 lines, no function in the plan over
+# 60 lines, no import circle between modules (tests/shape.rs, from the source text).
+.PHONY: shape
+shape:
+	$(CARGO) test --locked --test shape
 
 # Real PostgreSQL and ClickHouse engine (tests/db/up.sh starts them, always stopped after).
 db:

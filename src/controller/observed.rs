@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::databases::{RedisFacts, RedisProblem, S3Facts, S3Problem, SecretString};
 use crate::migrations::PostgresFacts;
+use crate::resources::labels::Role;
 use crate::verify::ClickHouseFacts;
 
 /// One endpoint of the source Service, by the pod behind it.
@@ -70,6 +71,14 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The v3/v4 web or worker Deployment.
+    pub fn deployment(&self, role: Role) -> Option<&Deployment> {
+        match role {
+            Role::Web => self.web.as_ref(),
+            Role::Worker => self.worker.as_ref(),
+        }
+    }
+
     /// The cluster's objects as `fresh` read them, the database and store facts kept: an
     /// irreversible decision is made again on the API's view (a watch cache can lag behind a
     /// revert it has not replayed yet) without reading the databases twice.

@@ -55,25 +55,7 @@ impl Action {
             Action::RecordFacts => ("FactsRecorded", "recorded the facts the next write depends on".into()),
             Action::AddFinalizer => ("FinalizerAdded", "added the rollback finalizer".into()),
             Action::RemoveFinalizer => ("FinalizerRemoved", "removed the rollback finalizer".into()),
-            Action::ApplyDeployment(d) => {
-                let name = d.metadata.name.clone().unwrap_or_default();
-                let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or_default();
-                let image = d
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.template.spec.as_ref())
-                    .and_then(|p| p.containers.first())
-                    .and_then(|c| c.image.clone())
-                    .unwrap_or_default();
-                let migrations = crate::resources::deployments::migrations_enabled(d);
-                (
-                    "DeploymentApplied",
-                    format!(
-                        "applied Deployment {name}: {image}, {replicas} replicas, background migrations {}",
-                        if migrations { "on" } else { "off" }
-                    ),
-                )
-            }
+            Action::ApplyDeployment(d) => ("DeploymentApplied", applied_text(d)),
             Action::DeleteDeployment(name) => ("DeploymentDeleted", format!("deleted v3 Deployment {name}")),
             Action::ReleaseDeployment(name) => (
                 "DeploymentReleased",
@@ -88,45 +70,60 @@ impl Action {
                 "SourceDeleted",
                 "deleted the v2 Deployment (spec.strategy.deleteSource)".into(),
             ),
-            Action::SetImage(c) => (
-                "ImageSet",
-                format!(
-                    "set Deployment {} container {} to {}{}",
-                    c.deployment,
-                    c.container,
-                    c.image,
-                    match c.env.len() {
-                        0 => String::new(),
-                        _ => format!(
-                            " with {}",
-                            c.env
-                                .iter()
-                                .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    }
-                ),
-            ),
-            Action::Remedy(r) => (
-                "RemedyApplied",
-                match r {
-                    Remedy::SetBatchSize { name, size } => {
-                        format!("set args.batchSize = {size} on background migration {name}")
-                    }
-                    Remedy::ClearFailure { name } => format!(
-                        "cleared failed_at and failed_reason on background migration {name}: it resumes from its cursor"
-                    ),
-                    Remedy::RerunWindow {
-                        name,
-                        max_date,
-                        max_rows,
-                    } => format!(
-                        "re-running background migration {name} for the {max_rows} rows v2 wrote after the migrations started (up to {max_date})"
-                    ),
-                },
-            ),
+            Action::SetImage(c) => ("ImageSet", image_text(c)),
+            Action::Remedy(r) => ("RemedyApplied", remedy_text(r)),
         }
+    }
+}
+
+fn applied_text(d: &Deployment) -> String {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or_default();
+    let image = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let migrations = match crate::resources::deployments::migrations_enabled(d) {
+        true => "on",
+        false => "off",
+    };
+    format!("applied Deployment {name}: {image}, {replicas} replicas, background migrations {migrations}")
+}
+
+fn image_text(c: &ImageChange) -> String {
+    let env = match c.env.len() {
+        0 => String::new(),
+        _ => {
+            let pairs: Vec<String> = c
+                .env
+                .iter()
+                .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+                .collect();
+            format!(" with {}", pairs.join(", "))
+        }
+    };
+    format!(
+        "set Deployment {} container {} to {}{env}",
+        c.deployment, c.container, c.image
+    )
+}
+
+fn remedy_text(r: &Remedy) -> String {
+    match r {
+        Remedy::SetBatchSize { name, size } => format!("set args.batchSize = {size} on background migration {name}"),
+        Remedy::ClearFailure { name } => {
+            format!("cleared failed_at and failed_reason on background migration {name}: it resumes from its cursor")
+        }
+        Remedy::RerunWindow {
+            name,
+            max_date,
+            max_rows,
+        } => format!(
+            "re-running background migration {name} for the {max_rows} rows v2 wrote after the migrations started (up to {max_date})"
+        ),
     }
 }
 

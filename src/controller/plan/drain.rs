@@ -1,6 +1,7 @@
 //! Draining: v2 has stopped writing once the newest `created_at` has not moved for
 //! `drainPeriod`; the cut-off is recorded then.
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::reading::postgres;
@@ -28,6 +29,22 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
         }
     };
     let (newest, read_at) = (pg.newest_write, pg.newest_write_read_at);
+    let quiet_for = quiet_for(p, newest, read_at);
+    if quiet_for < settings.drain_period {
+        let left = settings.drain_period - quiet_for;
+        return Err(Hold::new(
+            Phase::Draining,
+            reason::DRAINING,
+            waiting_text(p, newest),
+            left.min(wait::DRAIN_WATCH),
+        ));
+    }
+    p.status.cutoff = Some(p.now_time());
+    Ok(())
+}
+
+/// How long v2 has been quiet, the quiet period (re)started when a newer row is seen.
+fn quiet_for(p: &mut Planner, newest: Option<Timestamp>, read_at: Option<Timestamp>) -> std::time::Duration {
     // Compared and recorded at status precision, rounded up: the same row read again is never
     // "newer", and the quiet period never starts before the write (see `crate::precision`).
     let seen = newest.map(newest_seen);
@@ -46,29 +63,19 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
         _ => None,
     };
     let whole = p.since(&p.status.drain_quiet_since).unwrap_or_default();
-    let quiet_for = precise.map_or(whole, |q| q.max(whole));
-    if quiet_for < settings.drain_period {
-        let left = settings.drain_period - quiet_for;
-        return Err(Hold::new(
-            Phase::Draining,
-            reason::DRAINING,
-            // No countdown and no milliseconds in the words: v2 writing on, polled several times
-            // a second, rewrites the status at most once a second.
-            format!(
-                "waiting for v2 to stop writing: newest row at {} (to the second), none newer seen since {}; needs {} of quiet",
-                newest
-                    .map(|t| bound_after(t).to_string())
-                    .unwrap_or_else(|| "none".into()),
-                p.status
-                    .drain_quiet_since
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default(),
-                p.spec.strategy.drain_period
-            ),
-            left.min(wait::DRAIN_WATCH),
-        ));
-    }
-    p.status.cutoff = Some(p.now_time());
-    Ok(())
+    precise.map_or(whole, |q| q.max(whole))
+}
+
+/// No countdown and no milliseconds in the words: v2 writing on, polled several times a second,
+/// rewrites the status at most once a second.
+fn waiting_text(p: &Planner, newest: Option<Timestamp>) -> String {
+    let since = p.status.drain_quiet_since.as_ref().map(|t| t.0.to_string());
+    format!(
+        "waiting for v2 to stop writing: newest row at {} (to the second), none newer seen since {}; needs {} of quiet",
+        newest
+            .map(|t| bound_after(t).to_string())
+            .unwrap_or_else(|| "none".into()),
+        since.unwrap_or_default(),
+        p.spec.strategy.drain_period
+    )
 }

@@ -1,6 +1,7 @@
 //! Migrating: the background migrations are turned on (a worker restart) and watched to the
 //! end, with the documented remedies (`remedies.rs`), each bounded, before a person is asked.
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::reading::postgres;
@@ -173,51 +174,8 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
     p.status.migrations = rows
         .iter()
         .map(|r| {
-            let state = r.state_with(now, &gates);
             let before = previous.iter().find(|m| m.name == r.name);
-            // A running copy's cursor and percentage are shown once a second at most: polled ten
-            // times a second, a copy of quick batches would otherwise rewrite the status at each
-            // poll. Its state (finished, failed) and its start cursor below are never held back.
-            let shown_this_second = before.filter(|b| {
-                state == RowState::Running
-                    && b.state == state.as_str()
-                    && b.cursor_since.as_ref().is_some_and(|t| t.0 == now)
-            });
-            let (cursor, progress_percent) = match shown_this_second {
-                Some(b) => (b.cursor.clone(), b.progress_percent),
-                None => (
-                    r.cursor.map(|c| c.to_string()),
-                    r.progress(start).map(|x| (x * 100.0).floor() as i32),
-                ),
-            };
-            let cursor_since = match before {
-                Some(b) if b.cursor == cursor && b.cursor_since.is_some() => b.cursor_since.clone(),
-                _ => cursor.as_ref().map(|_| Time(now)),
-            };
-            // Only a cursor seen while the copy runs bounds its start; a finished copy's cursor
-            // is its oldest row.
-            // Recorded at status precision, rounded down: a row in that second counts as
-            // possibly uncopied (a bounded re-copy), never as copied (`crate::precision`).
-            let seen = (r.state(now) == RowState::Running)
-                .then_some(r.cursor)
-                .flatten()
-                .map(bound_after);
-            let start_cursor = match (before.and_then(|b| b.start_cursor.clone()), seen) {
-                (Some(prev), Some(c)) if prev.0 >= c => Some(prev),
-                (_, Some(c)) => Some(Time(c)),
-                (prev, None) => prev,
-            };
-            MigrationStatus {
-                name: r.name.clone(),
-                state: state.as_str().into(),
-                start_cursor,
-                estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
-                cursor,
-                progress_percent,
-                failed_reason: r.failed_reason.clone(),
-                cursor_since,
-                batch_size: r.batch_size,
-            }
+            row_status(r, before, r.state_with(now, &gates), start, now, estimates)
         })
         .collect();
     // Dormant rows are not part of the work: neither counted nor averaged.
@@ -240,4 +198,56 @@ pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates:
         n => live.iter().map(|r| i64::from(shown(r))).sum::<i64>() / n as i64,
     };
     p.status.migration_progress = Some(format!("{finished}/{} ({mean}%)", live.len()));
+}
+
+/// One row as status shows it, from the row read now and what status showed `before`.
+fn row_status(
+    r: &MigrationRow,
+    before: Option<&MigrationStatus>,
+    state: RowState,
+    start: Option<Timestamp>,
+    now: Timestamp,
+    estimates: &EstimatedRows,
+) -> MigrationStatus {
+    // A running copy's cursor and percentage are shown once a second at most: polled ten
+    // times a second, a copy of quick batches would otherwise rewrite the status at each
+    // poll. Its state (finished, failed) and its start cursor below are never held back.
+    let shown_this_second = before.filter(|b| {
+        state == RowState::Running && b.state == state.as_str() && b.cursor_since.as_ref().is_some_and(|t| t.0 == now)
+    });
+    let (cursor, progress_percent) = match shown_this_second {
+        Some(b) => (b.cursor.clone(), b.progress_percent),
+        None => (
+            r.cursor.map(|c| c.to_string()),
+            r.progress(start).map(|x| (x * 100.0).floor() as i32),
+        ),
+    };
+    let cursor_since = match before {
+        Some(b) if b.cursor == cursor && b.cursor_since.is_some() => b.cursor_since.clone(),
+        _ => cursor.as_ref().map(|_| Time(now)),
+    };
+    // Only a cursor seen while the copy runs bounds its start; a finished copy's cursor
+    // is its oldest row.
+    // Recorded at status precision, rounded down: a row in that second counts as
+    // possibly uncopied (a bounded re-copy), never as copied (`crate::precision`).
+    let seen = (r.state(now) == RowState::Running)
+        .then_some(r.cursor)
+        .flatten()
+        .map(bound_after);
+    let start_cursor = match (before.and_then(|b| b.start_cursor.clone()), seen) {
+        (Some(prev), Some(c)) if prev.0 >= c => Some(prev),
+        (_, Some(c)) => Some(Time(c)),
+        (prev, None) => prev,
+    };
+    MigrationStatus {
+        name: r.name.clone(),
+        state: state.as_str().into(),
+        start_cursor,
+        estimated_rows: table_for_migration(&r.name).and_then(|t| estimates.for_table(t)),
+        cursor,
+        progress_percent,
+        failed_reason: r.failed_reason.clone(),
+        cursor_since,
+        batch_size: r.batch_size,
+    }
 }

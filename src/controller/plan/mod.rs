@@ -59,45 +59,47 @@ fn walk(p: &mut Planner) -> Hold {
 }
 
 fn gates(p: &mut Planner) -> Gate {
-    if p.status.completed_at.is_some() {
-        return Err(retire::after_completion(p));
-    }
-    if p.status.rolled_back_at.is_some() && in_place::in_place_source(&p.status) {
-        return Err(Hold::new(
-            Phase::RolledBack,
-            reason::ROLLED_BACK,
-            format!(
-                "aborted: Langfuse runs {}; delete this object, or create a new one to try again",
-                p.status.target_version.clone().unwrap_or_default()
-            ),
-            wait::IDLE,
-        ));
-    }
-    if p.status.rolled_back_at.is_some() {
-        if let Some(hold) = rollback::after_rollback(p) {
-            return Err(hold);
-        }
-        return Err(Hold::new(
-            Phase::RolledBack,
-            reason::ROLLED_BACK,
-            format!(
-                "rolled back to v2: {}; delete this object, or create a new one to try again",
-                p.status
-                    .rollback
-                    .as_ref()
-                    .and_then(|r| r.reason.clone())
-                    .unwrap_or_default()
-            ),
-            wait::IDLE,
-        ));
-    }
+    ended(p)?;
     if !p.has_finalizer() {
         p.act(Action::AddFinalizer);
     }
     preflight::read_source_version(p);
-    if in_place::in_place_source(&p.status) {
-        return in_place_gates(p);
+    match in_place::in_place_source(&p.status) {
+        true => in_place_gates(p),
+        false => beside_v2_gates(p),
     }
+}
+
+/// Completed or rolled back: what is left to watch (the Service, what the rollback put back).
+fn ended(p: &mut Planner) -> Gate {
+    if p.status.completed_at.is_some() {
+        return Err(retire::after_completion(p));
+    }
+    if p.status.rolled_back_at.is_none() {
+        return Ok(());
+    }
+    let message = match in_place::in_place_source(&p.status) {
+        true => format!(
+            "aborted: Langfuse runs {}; delete this object, or create a new one to try again",
+            p.status.target_version.clone().unwrap_or_default()
+        ),
+        false => {
+            if let Some(hold) = rollback::after_rollback(p) {
+                return Err(hold);
+            }
+            let why = p.status.rollback.as_ref().and_then(|r| r.reason.clone());
+            format!(
+                "rolled back to v2: {}; delete this object, or create a new one to try again",
+                why.unwrap_or_default()
+            )
+        }
+    };
+    Err(Hold::new(Phase::RolledBack, reason::ROLLED_BACK, message, wait::IDLE))
+}
+
+/// The road from v2: v3 beside it, the switch, the drain, the copy, its proof, v2 retired, then
+/// the in-place hops on what the upgrade made.
+fn beside_v2_gates(p: &mut Planner) -> Gate {
     if p.spec.abort {
         return rollback::abort(p);
     }
@@ -108,6 +110,18 @@ fn gates(p: &mut Planner) -> Gate {
     preflight::gate(p, &settings)?;
     shift::record_ahead(p);
     let ready = workloads::ensure(p, &settings)?;
+    promotion(p)?;
+    shift::gate(p, &ready)?;
+    rollback::after_shift(p, &settings, &ready)?;
+    drain::drain(p, &settings)?;
+    migrate::migrate(p, &settings, &ready)?;
+    verify::verify(p)?;
+    retire::retire(p, &settings)?;
+    in_place::walk(p, &settings, in_place::Walker::Owned)
+}
+
+/// `promotion: Manual`: the switch waits for a person's approval.
+fn promotion(p: &Planner) -> Gate {
     if p.spec.strategy.promotion == Promotion::Manual && p.status.traffic_shifted_at.is_none() && !p.approved() {
         return Err(Hold::new(
             Phase::AwaitingPromotion,
@@ -118,13 +132,7 @@ fn gates(p: &mut Planner) -> Gate {
             wait::IDLE,
         ));
     }
-    shift::gate(p, &ready)?;
-    rollback::after_shift(p, &settings, &ready)?;
-    drain::drain(p, &settings)?;
-    migrate::migrate(p, &settings, &ready)?;
-    verify::verify(p)?;
-    retire::retire(p, &settings)?;
-    in_place::walk(p, &settings, in_place::Walker::Owned)
+    Ok(())
 }
 
 /// A source already on v3 or v4: preflight, then the in-place hops, nothing beside it.

@@ -144,33 +144,10 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
     }
     n.error_ratio = error_ratio(spec, s, now);
     match stage_of(spec, s) {
-        Stage::Preflight => {
-            n.hpas = true;
-            n.secrets = true;
-            n.postgres.server_version = true;
-            n.postgres.migrations = true;
-            // Only 3.29.0's copies stall on such groups: not scanned for a source on v3/v4.
-            if !super::in_place::in_place_source(s) {
-                n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
-                // v3's Redis and S3 settings come from this spec only on the road from v2.
-                n.stores = true;
-                n.s3_marker = true;
-            }
-            n.clickhouse.server = true;
-            n.clickhouse.objects = true;
-        }
+        Stage::Preflight => preflight_needs(&mut n, s),
         Stage::Draining => n.postgres.newest_write = true,
         Stage::Migrating => n.postgres.migrations = true,
-        Stage::Verifying => {
-            let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
-            n.postgres.counts_until = until;
-            n.postgres.late_writes_after = verify::late_window(s).or(until.map(crate::databases::LateWindow::uniform));
-            n.postgres.late_writes_until = Some(now);
-            n.clickhouse.counts_until = until;
-            let recent = until.and(verify::recent_window_start(s));
-            n.postgres.recent_after = recent;
-            n.clickhouse.recent_after = recent;
-        }
+        Stage::Verifying => verifying_needs(&mut n, s, now),
         // HorizontalPodAutoscalers on v2 matter to retirement and after it.
         Stage::Retiring | Stage::Completing => n.hpas = true,
         // A hop's gates are read again before it starts: infrastructure can change on the way.
@@ -189,6 +166,36 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
         Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
     }
     n
+}
+
+/// Preflight reads everything its checks judge.
+fn preflight_needs(n: &mut Needs, s: &LangfuseUpgradeStatus) {
+    n.hpas = true;
+    n.secrets = true;
+    n.postgres.server_version = true;
+    n.postgres.migrations = true;
+    // Only 3.29.0's copies stall on such groups: not scanned for a source on v3/v4.
+    if !super::in_place::in_place_source(s) {
+        n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
+        // v3's Redis and S3 settings come from this spec only on the road from v2.
+        n.stores = true;
+        n.s3_marker = true;
+    }
+    n.clickhouse.server = true;
+    n.clickhouse.objects = true;
+}
+
+/// Verification counts both databases up to the cut-off (or the late writes covered), the late
+/// writes after the copy's start, and the recent window where rows behind the cursor land.
+fn verifying_needs(n: &mut Needs, s: &LangfuseUpgradeStatus, now: Timestamp) {
+    let until = s.late_writes_covered_until.as_ref().or(s.cutoff.as_ref()).map(|t| t.0);
+    n.postgres.counts_until = until;
+    n.postgres.late_writes_after = verify::late_window(s).or(until.map(crate::databases::LateWindow::uniform));
+    n.postgres.late_writes_until = Some(now);
+    n.clickhouse.counts_until = until;
+    let recent = until.and(verify::recent_window_start(s));
+    n.postgres.recent_after = recent;
+    n.clickhouse.recent_after = recent;
 }
 
 /// An in-place hop started and not yet finished.

@@ -237,47 +237,9 @@ impl<'a> Planner<'a> {
     /// the fact alone and does not change between reconciles.
     pub(super) fn step_conditions_from_facts(&mut self, settle: bool) {
         let s = self.status.clone();
-        let fact = |t: &Option<Time>| t.as_ref().map(|t| t.0.to_string());
-        let pairs: [(&'static str, Option<String>, Reason, Reason, &'static str); 5] = [
-            (
-                cond::PREFLIGHT_PASSED,
-                fact(&s.provisioning_started_at),
-                reason::CHECKS_PASSED,
-                reason::PREFLIGHT_RUNNING,
-                "preflight checks passed at",
-            ),
-            (
-                cond::TRAFFIC_SHIFTED,
-                fact(&s.traffic_shifted_at),
-                reason::SHIFTED,
-                reason::NOT_SHIFTED,
-                "the Service selects only v3 web pods since",
-            ),
-            (
-                cond::MIGRATIONS_COMPLETE,
-                fact(&s.migrations_finished_at),
-                reason::MIGRATIONS_FINISHED,
-                reason::NOT_STARTED,
-                "all background migrations finished at",
-            ),
-            (
-                cond::VERIFIED,
-                fact(&s.verified_at),
-                reason::COUNTS_MATCH,
-                reason::NOT_STARTED,
-                "Postgres and ClickHouse counts agreed at",
-            ),
-            (
-                cond::SOURCE_RETIRED,
-                fact(&s.source_retired_at),
-                reason::RETIRED,
-                reason::NOT_STARTED,
-                "v2 has had no pods since",
-            ),
-        ];
         // A source already on v3/v4 has no shift, drain, copy or retirement: only preflight.
         let in_place = in_place::in_place_source(&self.status);
-        for (type_, at, yes, no, text) in pairs {
+        for (type_, at, yes, no, text) in fact_conditions(&s) {
             if in_place && type_ != cond::PREFLIGHT_PASSED {
                 continue;
             }
@@ -364,3 +326,48 @@ impl<'a> Planner<'a> {
         }
     }
 }
+
+/// The step conditions that recorded facts make True: (type, the fact's time, reason when
+/// true, reason while not, the words before the time).
+fn fact_conditions(s: &LangfuseUpgradeStatus) -> [FactCondition; 5] {
+    let fact = |t: &Option<Time>| t.as_ref().map(|t| t.0.to_string());
+    [
+        (
+            cond::PREFLIGHT_PASSED,
+            fact(&s.provisioning_started_at),
+            reason::CHECKS_PASSED,
+            reason::PREFLIGHT_RUNNING,
+            "preflight checks passed at",
+        ),
+        (
+            cond::TRAFFIC_SHIFTED,
+            fact(&s.traffic_shifted_at),
+            reason::SHIFTED,
+            reason::NOT_SHIFTED,
+            "the Service selects only v3 web pods since",
+        ),
+        (
+            cond::MIGRATIONS_COMPLETE,
+            fact(&s.migrations_finished_at),
+            reason::MIGRATIONS_FINISHED,
+            reason::NOT_STARTED,
+            "all background migrations finished at",
+        ),
+        (
+            cond::VERIFIED,
+            fact(&s.verified_at),
+            reason::COUNTS_MATCH,
+            reason::NOT_STARTED,
+            "Postgres and ClickHouse counts agreed at",
+        ),
+        (
+            cond::SOURCE_RETIRED,
+            fact(&s.source_retired_at),
+            reason::RETIRED,
+            reason::NOT_STARTED,
+            "v2 has had no pods since",
+        ),
+    ]
+}
+
+type FactCondition = (&'static str, Option<String>, Reason, Reason, &'static str);

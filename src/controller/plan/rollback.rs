@@ -373,18 +373,7 @@ fn error_ratio(p: &mut Planner, settings: &Settings) -> Gate {
                 "v3 web's error ratio stayed above {} for {window} (lowest of {points} points: {lowest:.4})",
                 a.threshold
             );
-            p.condition(
-                crate::api::conditions::ERROR_RATIO_HEALTHY,
-                false,
-                reason::ERROR_RATIO_SUSTAINED,
-                why.clone(),
-            );
-            p.status.rollback = Some(RollbackStatus {
-                reason: Some(why),
-                started_at: Some(p.now_time()),
-                ..Default::default()
-            });
-            roll_back(p, V3After::KeepAtZero)
+            sustained(p, why)
         }
         Verdict::Above { now } => {
             p.condition(
@@ -417,4 +406,20 @@ fn error_ratio(p: &mut Planner, settings: &Settings) -> Gate {
             Ok(())
         }
     }
+}
+
+/// The error ratio stayed high for the whole window: the rollback starts, its reason recorded.
+fn sustained(p: &mut Planner, why: String) -> Gate {
+    p.condition(
+        crate::api::conditions::ERROR_RATIO_HEALTHY,
+        false,
+        reason::ERROR_RATIO_SUSTAINED,
+        why.clone(),
+    );
+    p.status.rollback = Some(RollbackStatus {
+        reason: Some(why),
+        started_at: Some(p.now_time()),
+        ..Default::default()
+    });
+    roll_back(p, V3After::KeepAtZero)
 }

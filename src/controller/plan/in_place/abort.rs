@@ -18,22 +18,7 @@ pub(crate) fn abort(p: &mut Planner) -> Gate {
         .filter(|h| h.mode == HopMode::InPlace)
         .find(|h| recorded(&p.status, h).is_some_and(|s| s.started_at.is_some() && s.finished_at.is_none()));
     let Some(hop) = current.cloned() else {
-        let reached = p
-            .status
-            .road
-            .iter()
-            .rev()
-            .find(|s| s.finished_at.is_some())
-            .map(|s| s.version.clone())
-            .or(p.status.source_version.clone())
-            .unwrap_or_default();
-        p.status.rolled_back_at = Some(p.now_time());
-        return Err(Hold::new(
-            Phase::RolledBack,
-            reason::ROLLED_BACK,
-            format!("aborted with no hop under way: Langfuse stays on {reached}, nothing was changed"),
-            wait::IDLE,
-        ));
+        return Err(nothing_under_way(p));
     };
     if let Err(why) = reversible(p, &hop) {
         return Err(Hold::new(
@@ -46,18 +31,48 @@ pub(crate) fn abort(p: &mut Planner) -> Gate {
             wait::IDLE,
         ));
     }
+    set_back(p, &hop)?;
+    p.status.rolled_back_at = Some(p.now_time());
+    Err(Hold::new(
+        Phase::RolledBack,
+        reason::ROLLED_BACK,
+        format!("aborted: web and worker run {} again", hop.from),
+        wait::IDLE,
+    ))
+}
+
+/// No hop under way: nothing to undo, the upgrade ends where Langfuse stands.
+fn nothing_under_way(p: &mut Planner) -> Hold {
+    let reached = p
+        .status
+        .road
+        .iter()
+        .rev()
+        .find(|s| s.finished_at.is_some())
+        .map(|s| s.version.clone())
+        .or(p.status.source_version.clone())
+        .unwrap_or_default();
+    p.status.rolled_back_at = Some(p.now_time());
+    Hold::new(
+        Phase::RolledBack,
+        reason::ROLLED_BACK,
+        format!("aborted with no hop under way: Langfuse stays on {reached}, nothing was changed"),
+        wait::IDLE,
+    )
+}
+
+/// The images set back to the hop's release and rolled out, the worker first going down: the
+/// newer web keeps serving until the worker runs the old code.
+fn set_back(p: &mut Planner, hop: &Hop) -> Gate {
     let back = Hop {
         from: hop.to,
         to: hop.from,
         ..hop.clone()
     };
-    // Worker first going down: the newer web keeps serving until the worker runs the old code.
     for role in [Role::Worker, Role::Web] {
-        let d = match role {
-            Role::Web => p.obs.web.clone(),
-            Role::Worker => p.obs.worker.clone(),
+        let Some(d) = p.obs.deployment(role).cloned() else {
+            continue;
         };
-        let Some(d) = d else { continue };
         if let Some(mut change) = wanted_change(p, &d, role, &back) {
             change.env.clear();
             if p.spec.strategy.image_changes == ImageChanges::User {
@@ -79,13 +94,7 @@ pub(crate) fn abort(p: &mut Planner) -> Gate {
             ));
         }
     }
-    p.status.rolled_back_at = Some(p.now_time());
-    Err(Hold::new(
-        Phase::RolledBack,
-        reason::ROLLED_BACK,
-        format!("aborted: web and worker run {} again", hop.from),
-        wait::IDLE,
-    ))
+    Ok(())
 }
 
 /// Whether the hop can still be undone; why not, when it cannot.

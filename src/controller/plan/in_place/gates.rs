@@ -3,7 +3,7 @@
 
 use super::Walker;
 use super::road::record;
-use super::rows::rows_settled;
+use super::rows::{Unsettled, rows_settled};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::Catalog;
@@ -13,35 +13,71 @@ use crate::resources::deployments::views::{Role, image_for, langfuse_container, 
 use crate::resources::v4_env;
 use crate::version::Version;
 
-/// What keeps a hop from starting now, in words; empty when it may start.
-pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<String> {
+/// One gate a hop does not meet yet, by kind: what holds it is chosen (and shown in preflight's
+/// lines) by the kind, and told to a person in its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Unmet {
+    /// ClickHouse or PostgreSQL below the minimum of the release, or its version not read.
+    Infrastructure(String),
+    /// The hop drops data and its backup was not acknowledged.
+    Backup(String),
+    /// The release left has not run to its end (rows not registered, schema not raised).
+    NotRan(String),
+    /// Its background migrations have not settled.
+    Migrations(Unsettled),
+    /// The v4 flags as the worker would run them, or one that cannot be judged.
+    V4Flags(String),
+}
+
+impl std::fmt::Display for Unmet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unmet::Infrastructure(why) | Unmet::Backup(why) | Unmet::NotRan(why) | Unmet::V4Flags(why) => {
+                f.write_str(why)
+            }
+            Unmet::Migrations(why) => why.fmt(f),
+        }
+    }
+}
+
+/// The gates' words, one after the other.
+pub(crate) fn words(unmet: &[Unmet]) -> String {
+    unmet.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// What keeps a hop from starting now; empty when it may start.
+pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<Unmet> {
     let mut unmet = Vec::new();
     for gate in &hop.gates {
         match gate {
             HopGate::MigrationsFinished => {
-                unmet.extend(release_ran(p, hop.from));
+                unmet.extend(release_ran(p, hop.from).into_iter().map(Unmet::NotRan));
                 if let Err(why) = rows_settled(p, &hop.from.to_string()) {
-                    unmet.push(why.to_string());
+                    unmet.push(Unmet::Migrations(why));
                 }
             }
             HopGate::Infrastructure {
                 clickhouse, postgres, ..
-            } => unmet.extend(infrastructure_unmet(p, hop, clickhouse, postgres)),
+            } => unmet.extend(
+                infrastructure_unmet(p, hop, clickhouse, postgres)
+                    .into_iter()
+                    .map(Unmet::Infrastructure),
+            ),
             HopGate::Backup { drops } => {
                 if !p.spec.backup.acknowledged_hops.contains(&hop.to.to_string()) {
-                    unmet.push(format!(
+                    unmet.push(Unmet::Backup(format!(
                         "{} -> {} drops {drops}: take backups of PostgreSQL and ClickHouse, then add \"{}\" to spec.backup.acknowledgedHops",
                         hop.from, hop.to, hop.to
-                    ));
+                    )));
                 }
             }
         }
     }
     if hop.to.major >= 4 {
         if let Some(why) = v4_env::worker_exit_reason(&v4_values(p)) {
-            unmet.push(why);
+            unmet.push(Unmet::V4Flags(why));
         }
-        unmet.extend(v4_flags_from_references(p));
+        unmet.extend(v4_flags_from_references(p).into_iter().map(Unmet::V4Flags));
     }
     unmet
 }
@@ -211,7 +247,7 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
                 cond::ROAD_FOLLOWED,
                 false,
                 reason::HOP_BLOCKED,
-                format!("{} was started before its gates held: {}", hop.to, unmet.join("; ")),
+                format!("{} was started before its gates held: {}", hop.to, words(&unmet)),
             );
         }
     } else if !unmet.is_empty() {
@@ -223,7 +259,7 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
     Ok(())
 }
 
-fn blocked(p: &mut Planner, hop: &Hop, unmet: &[String]) -> Hold {
+fn blocked(p: &mut Planner, hop: &Hop, unmet: &[Unmet]) -> Hold {
     p.hold_step(
         cond::ROAD_FOLLOWED,
         Phase::Blocked,
@@ -232,7 +268,7 @@ fn blocked(p: &mut Planner, hop: &Hop, unmet: &[String]) -> Hold {
             "the hop {} -> {} waits, nothing was changed: {}",
             hop.from,
             hop.to,
-            unmet.join("; ")
+            words(unmet)
         ),
         wait::PERSON,
     )

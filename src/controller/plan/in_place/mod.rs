@@ -12,7 +12,7 @@ mod roll;
 mod rows;
 
 pub(crate) use abort::{abort, reversible};
-pub(crate) use gates::{release_ran, unmet_gates};
+pub(crate) use gates::{Unmet, release_ran, unmet_gates, words};
 pub(crate) use road::{destination, in_place_source, planned, recorded, release_now, stop_of};
 pub(crate) use rows::rows_settled;
 

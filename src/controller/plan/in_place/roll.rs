@@ -31,11 +31,7 @@ pub(super) fn roll(p: &mut Planner, settings: &Settings, hop: &Hop, walker: Walk
         ));
     }
     for role in [Role::Web, Role::Worker] {
-        let d = match role {
-            Role::Web => p.obs.web.clone(),
-            Role::Worker => p.obs.worker.clone(),
-        };
-        let Some(d) = d else {
+        let Some(d) = p.obs.deployment(role).cloned() else {
             return Err(p.hold_step(
                 cond::ROAD_FOLLOWED,
                 Phase::Blocked,
@@ -44,56 +40,73 @@ pub(super) fn roll(p: &mut Planner, settings: &Settings, hop: &Hop, walker: Walk
                 wait::ROLLOUT,
             ));
         };
-        let name = d.metadata.name.clone().unwrap_or_default();
-        if let Some(change) = wanted_change(p, &d, role, hop) {
-            if p.spec.strategy.image_changes == ImageChanges::User {
-                let env = match change.env.as_slice() {
-                    [] => String::new(),
-                    vars => format!(
-                        " and its env {} (v3 behaviour on v4; set your own values in spec.target.extraEnv to opt in)",
-                        vars.iter()
-                            .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                };
-                return Err(p.hold_step(
-                    cond::ROAD_FOLLOWED,
-                    Phase::Finalizing,
-                    reason::AWAITING_IMAGE_CHANGE,
-                    format!(
-                        "{} -> {}: set the {} image of Deployment {name} to {}{env}",
-                        hop.from,
-                        hop.to,
-                        role.as_str(),
-                        change.image
-                    ),
-                    wait::POLL,
-                ));
-            }
-            p.act(Action::SetImage(Box::new(change)));
-        }
-        if running_version(Some(&d), role) != Some(hop.to) || !crate::controller::plan::workloads::settled(&d) {
-            let (available, want) = availability(&d);
-            return Err(p.hold_step(
-                cond::ROAD_FOLLOWED,
-                Phase::Finalizing,
-                reason::HOPPING,
-                format!(
-                    "{} -> {}: rolling {} {name} ({available}/{want} available at the new release){}",
-                    hop.from,
-                    hop.to,
-                    role.as_str(),
-                    match role {
-                        Role::Web => ", one new pod at a time; the worker follows",
-                        Role::Worker => "",
-                    }
-                ),
-                wait::ROLLOUT,
-            ));
-        }
+        set_image(p, &d, role, hop)?;
+        rolled_out(p, &d, role, hop)?;
     }
     Ok(())
+}
+
+/// The image written, or (`imageChanges: User`) the person told which one to set.
+fn set_image(p: &mut Planner, d: &Deployment, role: Role, hop: &Hop) -> Gate {
+    let Some(change) = wanted_change(p, d, role, hop) else {
+        return Ok(());
+    };
+    if p.spec.strategy.image_changes != ImageChanges::User {
+        p.act(Action::SetImage(Box::new(change)));
+        return Ok(());
+    }
+    let env = match change.env.as_slice() {
+        [] => String::new(),
+        vars => {
+            let pairs: Vec<String> = vars
+                .iter()
+                .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+                .collect();
+            format!(
+                " and its env {} (v3 behaviour on v4; set your own values in spec.target.extraEnv to opt in)",
+                pairs.join(", ")
+            )
+        }
+    };
+    let name = d.metadata.name.clone().unwrap_or_default();
+    Err(p.hold_step(
+        cond::ROAD_FOLLOWED,
+        Phase::Finalizing,
+        reason::AWAITING_IMAGE_CHANGE,
+        format!(
+            "{} -> {}: set the {} image of Deployment {name} to {}{env}",
+            hop.from,
+            hop.to,
+            role.as_str(),
+            change.image
+        ),
+        wait::POLL,
+    ))
+}
+
+/// Every replica Available at the hop's release.
+fn rolled_out(p: &mut Planner, d: &Deployment, role: Role, hop: &Hop) -> Gate {
+    if running_version(Some(d), role) == Some(hop.to) && crate::controller::plan::workloads::settled(d) {
+        return Ok(());
+    }
+    let (available, want) = availability(d);
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let then = match role {
+        Role::Web => ", one new pod at a time; the worker follows",
+        Role::Worker => "",
+    };
+    Err(p.hold_step(
+        cond::ROAD_FOLLOWED,
+        Phase::Finalizing,
+        reason::HOPPING,
+        format!(
+            "{} -> {}: rolling {} {name} ({available}/{want} available at the new release){then}",
+            hop.from,
+            hop.to,
+            role.as_str(),
+        ),
+        wait::ROLLOUT,
+    ))
 }
 
 /// The write that puts `d` at the hop's release, if it is not there yet.

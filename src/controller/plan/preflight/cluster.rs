@@ -1,8 +1,12 @@
 //! The checks of the cluster side: versions, the v2 Deployment and Service, names, Secrets,
 //! settings, HorizontalPodAutoscalers and the backup.
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+
 use crate::controller::plan::workloads::source_selector;
 use crate::resources::deployments::views::source_container;
+use crate::resources::labels::Labels;
 
 use crate::api::{CheckId, CheckResult, PARALLEL_VERSION, WaivableCheck};
 use crate::resources::deployments::{applied_hash, deployment_name};
@@ -101,71 +105,79 @@ pub(super) fn source_version(r: &mut Report, c: &Ctx) {
 
 /// The Service selects v2 by a selector, targets a port v3 web will serve, and selects no v3 pod.
 pub(super) fn service(r: &mut Report, c: &Ctx) {
+    let Some(svc) = &c.obs.service else {
+        let missing = format!("Service {:?} not found in this namespace", c.spec.source.service);
+        r.line(CheckId::Service, CheckResult::Fail, missing);
+        return;
+    };
+    let selector = selector_of(svc);
+    selects_v2(r, c, svc, &selector);
+    if let Some(d) = c.source {
+        selects_no_v3(r, c.upgrade, &selector, d);
+    }
+}
+
+/// A selector (the operator switches only selectors) that selects the v2 pods, on a port v3 web
+/// will serve.
+fn selects_v2(r: &mut Report, c: &Ctx, svc: &Service, selector: &Labels) {
     use CheckResult::*;
-    let Ctx {
-        upgrade,
-        spec,
-        obs,
-        source,
-        container,
-        ..
-    } = *c;
-    match &obs.service {
-        None => r.line(
+    let pod_labels = c
+        .source
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    if selector.is_empty() {
+        r.line(
             CheckId::Service,
             Fail,
-            format!("Service {:?} not found in this namespace", spec.source.service),
-        ),
-        Some(svc) => {
-            let selector = selector_of(svc);
-            let pod_labels = source
-                .and_then(|d| d.spec.as_ref())
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            if selector.is_empty() {
-                r.line(
-                    CheckId::Service,
-                    Fail,
-                    "the Service has no selector (endpoints managed by hand); the operator can only switch a selector",
-                );
-            } else if source.is_some() && !selector_matches(&selector, &pod_labels) {
-                r.line(
-                    CheckId::Service,
-                    Fail,
-                    format!(
-                        "the Service selector {} does not select the v2 pods",
-                        crate::controller::plan::labels_text(&selector)
-                    ),
-                );
-            } else if let Some(c) = container {
-                match resolve_web_port(svc, c) {
-                    Ok(port) => r.line(
-                        CheckId::Service,
-                        Pass,
-                        format!("targets port {} ({}) which v3 web will serve", port.name, port.number),
-                    ),
-                    Err(e) => r.line(CheckId::Service, Fail, e),
-                }
-            }
-            if let Some(d) = source {
-                let v2_selector = source_selector(d);
-                let leaks: Vec<&str> = [Role::Web, Role::Worker]
-                    .into_iter()
-                    .filter(|role| selector_matches(&selector, &v3_pod_labels(upgrade, *role, &v2_selector)))
-                    .map(|role| role.as_str())
-                    .collect();
-                if leaks.is_empty() {
-                    r.line(
-                        CheckId::SelectorIsolation,
-                        Pass,
-                        "the v2 Service selector matches no v3 pod",
-                    );
-                } else {
-                    r.line(CheckId::SelectorIsolation, Fail, format!("the Service selector {} would also select v3 {} pods; narrow it to the v2 Deployment's selector", crate::controller::plan::labels_text(&selector), leaks.join(" and ")));
-                }
-            }
+            "the Service has no selector (endpoints managed by hand); the operator can only switch a selector",
+        );
+    } else if c.source.is_some() && !selector_matches(selector, &pod_labels) {
+        r.line(
+            CheckId::Service,
+            Fail,
+            format!(
+                "the Service selector {} does not select the v2 pods",
+                crate::controller::plan::labels_text(selector)
+            ),
+        );
+    } else if let Some(container) = c.container {
+        match resolve_web_port(svc, container) {
+            Ok(port) => r.line(
+                CheckId::Service,
+                Pass,
+                format!("targets port {} ({}) which v3 web will serve", port.name, port.number),
+            ),
+            Err(e) => r.line(CheckId::Service, Fail, e),
         }
+    }
+}
+
+/// Invariant 1 before anything runs: the v2 selector can match no v3 pod.
+fn selects_no_v3(r: &mut Report, upgrade: &str, selector: &Labels, source: &Deployment) {
+    let v2_selector = source_selector(source);
+    let leaks: Vec<&str> = [Role::Web, Role::Worker]
+        .into_iter()
+        .filter(|role| selector_matches(selector, &v3_pod_labels(upgrade, *role, &v2_selector)))
+        .map(|role| role.as_str())
+        .collect();
+    if leaks.is_empty() {
+        r.line(
+            CheckId::SelectorIsolation,
+            CheckResult::Pass,
+            "the v2 Service selector matches no v3 pod",
+        );
+    } else {
+        r.line(
+            CheckId::SelectorIsolation,
+            CheckResult::Fail,
+            format!(
+                "the Service selector {} would also select v3 {} pods; narrow it to the v2 Deployment's selector",
+                crate::controller::plan::labels_text(selector),
+                leaks.join(" and ")
+            ),
+        );
     }
 }
 

@@ -5,10 +5,11 @@
 
 use crate::api::{CheckId, CheckResult, PreflightCheck};
 use crate::catalog::Catalog;
-use crate::catalog::road::{HopGate, HopMode};
+use crate::catalog::road::{Hop, HopGate, HopMode};
 use crate::controller::plan::Planner;
-use crate::controller::plan::in_place;
+use crate::controller::plan::in_place::{self, Unmet};
 use crate::resources::deployments::views::{Role, langfuse_container, running_version, worker_name};
+use crate::version::Version;
 
 fn line(id: CheckId, result: CheckResult, message: impl Into<String>) -> PreflightCheck {
     PreflightCheck {
@@ -20,10 +21,9 @@ fn line(id: CheckId, result: CheckResult, message: impl Into<String>) -> Preflig
 
 /// The lines about the road; empty while the source's version is unknown (its own line says so).
 pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
-    use CheckResult::*;
     let hops = match in_place::planned(p) {
         Ok(h) => h,
-        Err(e) => return vec![line(CheckId::Road, Fail, e.to_string())],
+        Err(e) => return vec![line(CheckId::Road, CheckResult::Fail, e.to_string())],
     };
     if p.status
         .source_version
@@ -33,44 +33,46 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
     {
         return Vec::new();
     }
-    let mut out = Vec::new();
+    let mut out = vec![road_line(p, &hops)];
+    out.extend(gate_lines(p, &hops));
+    if in_place::in_place_source(&p.status) {
+        out.extend(in_place_source_lines(p));
+    }
+    out
+}
+
+/// The stops, in order.
+fn road_line(p: &Planner, hops: &[Hop]) -> PreflightCheck {
     let stops: Vec<String> = hops.iter().map(|h| h.to.to_string()).collect();
-    out.push(match stops.as_slice() {
-        [] => line(
-            CheckId::Road,
-            Pass,
-            format!("already at {}: nothing to do", in_place::destination(p.spec)),
+    let words = match stops.as_slice() {
+        [] => format!("already at {}: nothing to do", in_place::destination(p.spec)),
+        _ => format!(
+            "{} -> {} ({} hop{})",
+            p.status.source_version.clone().unwrap_or_default(),
+            stops.join(" -> "),
+            stops.len(),
+            if stops.len() == 1 { "" } else { "s" }
         ),
-        _ => line(
-            CheckId::Road,
-            Pass,
-            format!(
-                "{} -> {} ({} hop{})",
-                p.status.source_version.clone().unwrap_or_default(),
-                stops.join(" -> "),
-                stops.len(),
-                if stops.len() == 1 { "" } else { "s" }
-            ),
-        ),
-    });
+    };
+    line(CheckId::Road, CheckResult::Pass, words)
+}
+
+/// The gates of the whole road known now: infrastructure for every in-place major, a backup
+/// for every hop that drops data.
+fn gate_lines(p: &Planner, hops: &[Hop]) -> Vec<PreflightCheck> {
+    use CheckResult::*;
+    let mut out = Vec::new();
     let mut infra = Vec::new();
     let mut backups = Vec::new();
-    for hop in &hops {
+    for hop in hops {
+        let unmet = in_place::unmet_gates(p, hop);
         for gate in &hop.gates {
             match gate {
                 HopGate::Infrastructure { .. } if hop.mode == HopMode::InPlace => {
-                    infra.extend(
-                        in_place::unmet_gates(p, hop)
-                            .into_iter()
-                            .filter(|u| u.contains("older than") || u.contains("could not be read")),
-                    );
+                    infra.extend(unmet.iter().filter(|u| matches!(u, Unmet::Infrastructure(_))).cloned());
                 }
                 HopGate::Backup { .. } if !p.spec.backup.acknowledged_hops.contains(&hop.to.to_string()) => {
-                    backups.extend(
-                        in_place::unmet_gates(p, hop)
-                            .into_iter()
-                            .filter(|u| u.contains("acknowledgedHops")),
-                    );
+                    backups.extend(unmet.iter().filter(|u| matches!(u, Unmet::Backup(_))).cloned());
                 }
                 _ => {}
             }
@@ -86,7 +88,7 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
                 Pass,
                 "ClickHouse and PostgreSQL meet every major on the road",
             ),
-            unmet => line(CheckId::Infrastructure, Fail, unmet.join("; ")),
+            unmet => line(CheckId::Infrastructure, Fail, in_place::words(unmet)),
         });
     }
     let drops_data = hops
@@ -99,11 +101,8 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
                 Pass,
                 format!("acknowledged: {}", p.spec.backup.acknowledged_hops.join(", ")),
             ),
-            unmet => line(CheckId::HopBackups, Fail, unmet.join("; ")),
+            unmet => line(CheckId::HopBackups, Fail, in_place::words(unmet)),
         });
-    }
-    if in_place::in_place_source(&p.status) {
-        out.extend(in_place_source_lines(p));
     }
     out
 }
@@ -111,56 +110,81 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
 /// A source on v3/v4: web and worker found at one exact release, ClickHouse clean at a height
 /// that release knows, and nothing of that release still migrating.
 fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
-    use CheckResult::*;
-    let mut out = Vec::new();
     let web = running_version(p.obs.web.as_ref(), Role::Web);
+    vec![worker_line(p, web), clickhouse_line(p, web), ran_line(p, web)]
+}
+
+/// The worker found, with a Langfuse container, at the web's exact release.
+fn worker_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
+    use CheckResult::*;
     let worker_name = worker_name(p.spec).unwrap_or_default();
-    out.push(
-        match (
-            p.obs.worker.as_ref(),
-            running_version(p.obs.worker.as_ref(), Role::Worker),
-        ) {
-            (None, _) => line(
-                CheckId::SourceWorker,
-                Fail,
-                format!("worker Deployment {worker_name:?} not found; name it in spec.source.worker"),
+    let worker = p.obs.worker.as_ref();
+    match (worker, running_version(worker, Role::Worker)) {
+        (None, _) => line(
+            CheckId::SourceWorker,
+            Fail,
+            format!("worker Deployment {worker_name:?} not found; name it in spec.source.worker"),
+        ),
+        (Some(d), None) if langfuse_container(d, Role::Worker).is_none() => line(
+            CheckId::SourceWorker,
+            Fail,
+            format!("{worker_name} has no Langfuse worker container"),
+        ),
+        (Some(_), v) if v != web => line(
+            CheckId::SourceWorker,
+            Fail,
+            format!(
+                "the worker runs {} and web runs {}: finish that rollout first (both the same exact release)",
+                v.map(|v| v.to_string()).unwrap_or("a floating tag".into()),
+                web.map(|v| v.to_string()).unwrap_or("a floating tag".into())
             ),
-            (Some(d), None) if langfuse_container(d, Role::Worker).is_none() => line(
-                CheckId::SourceWorker,
-                Fail,
-                format!("{worker_name} has no Langfuse worker container"),
-            ),
-            (Some(_), v) if v != web => line(
-                CheckId::SourceWorker,
-                Fail,
-                format!(
-                    "the worker runs {} and web runs {}: finish that rollout first (both the same exact release)",
-                    v.map(|v| v.to_string()).unwrap_or("a floating tag".into()),
-                    web.map(|v| v.to_string()).unwrap_or("a floating tag".into())
-                ),
-            ),
-            (Some(_), _) => line(
-                CheckId::SourceWorker,
-                Pass,
-                format!("{worker_name} runs the web's release"),
-            ),
-        },
-    );
+        ),
+        (Some(_), _) => line(
+            CheckId::SourceWorker,
+            Pass,
+            format!("{worker_name} runs the web's release"),
+        ),
+    }
+}
+
+/// ClickHouse's schema clean, at a height the running release knows.
+fn clickhouse_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
+    use CheckResult::*;
     match &p.obs.clickhouse {
         Some(Ok(ch)) => {
             let known = web.map(|v| Catalog::current().schema_height(v) as i64);
-            out.push(match (ch.schema, known) {
-                (Some((v, true)), _) => line(CheckId::Clickhouse, Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
-                (Some((v, _)), Some(k)) if v > k => line(CheckId::Clickhouse, Warn, format!("schema_migrations is at {v}, above the {k} the running release ships: a newer image ran here, or the release catalog lacks a migration")),
+            match (ch.schema, known) {
+                (Some((v, true)), _) => line(
+                    CheckId::Clickhouse,
+                    Fail,
+                    format!(
+                        "schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes"
+                    ),
+                ),
+                (Some((v, _)), Some(k)) if v > k => line(
+                    CheckId::Clickhouse,
+                    Warn,
+                    format!(
+                        "schema_migrations is at {v}, above the {k} the running release ships: a newer image ran here, or the release catalog lacks a migration"
+                    ),
+                ),
                 (Some((v, _)), _) => line(CheckId::Clickhouse, Pass, format!("schema_migrations at {v}, clean")),
-                (None, _) => line(CheckId::Clickhouse, Fail, "ClickHouse has no schema_migrations: a v3 web creates it; is spec.clickhouse the database this Langfuse uses?"),
-            });
+                (None, _) => line(
+                    CheckId::Clickhouse,
+                    Fail,
+                    "ClickHouse has no schema_migrations: a v3 web creates it; is spec.clickhouse the database this Langfuse uses?",
+                ),
+            }
         }
-        Some(Err(e)) => out.push(line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}"))),
-        None => out.push(line(CheckId::Clickhouse, Fail, "ClickHouse was not observed")),
+        Some(Err(e)) => line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
+        None => line(CheckId::Clickhouse, Fail, "ClickHouse was not observed"),
     }
+}
+
+/// The release must have run to the end: both rolled out, its rows registered, its schema.
+fn ran_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
+    use CheckResult::*;
     let release = web.map(|v| v.to_string()).unwrap_or_default();
-    // The release must have run to the end: both rolled out, its rows registered, its schema.
     let mut unmet: Vec<String> = [(p.obs.web.as_ref(), "web"), (p.obs.worker.as_ref(), "worker")]
         .into_iter()
         .filter(|(d, _)| d.is_some_and(|d| !crate::controller::plan::workloads::settled(d)))
@@ -170,13 +194,12 @@ fn in_place_source_lines(p: &Planner) -> Vec<PreflightCheck> {
     if let Err(why) = in_place::rows_settled(p, &release) {
         unmet.push(why.to_string());
     }
-    out.push(match unmet.as_slice() {
+    match unmet.as_slice() {
         [] => line(
             CheckId::SourceMigrations,
             Pass,
             format!("{release} ran to the end: every background migration its worker runs has finished"),
         ),
         _ => line(CheckId::SourceMigrations, Fail, unmet.join("; ")),
-    });
-    out
+    }
 }

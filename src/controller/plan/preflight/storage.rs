@@ -2,7 +2,7 @@
 
 use crate::api::{CheckId, CheckResult, WaivableCheck};
 use crate::controller::observed::PostgresError;
-use crate::migrations::{DEFAULT_BATCH_SIZE, V3_MIGRATIONS};
+use crate::migrations::{DEFAULT_BATCH_SIZE, PostgresFacts, V3_MIGRATIONS};
 use crate::verify::SCHEMA_VERSION_3_29;
 
 use super::MIN_SOURCE;
@@ -39,46 +39,58 @@ pub(super) fn postgres(r: &mut Report, c: &Ctx) {
             } else {
                 r.line(CheckId::Postgres, Fail, format!("background_migrations lacks {}; only v2 >= {MIN_SOURCE}'s Prisma migrations insert them (upgrade v2, do not insert by hand)", missing.join(", ")));
             }
-            match pg.server_version_num {
-                Some(n) if n < MIN_POSTGRES_NUM => r.waivable(
-                    WaivableCheck::PostgresVersion,
-                    Fail,
-                    format!("Postgres {} is older than 12", n / 10000),
-                ),
-                // The compatibility matrix users follow lists 14 to 16 for v3 (v4 needs 15+,
-                // checked on the road).
-                Some(n) if !(LISTED_POSTGRES.0..=LISTED_POSTGRES.1).contains(&(n / 10000)) => r.waivable(
-                    WaivableCheck::PostgresVersion,
-                    Warn,
-                    format!(
-                        "Postgres {}: outside {}-{}, the majors Langfuse v3's compatibility matrix lists",
-                        n / 10000,
-                        LISTED_POSTGRES.0,
-                        LISTED_POSTGRES.1
-                    ),
-                ),
-                Some(n) => r.waivable(WaivableCheck::PostgresVersion, Pass, format!("Postgres {}", n / 10000)),
-                None => r.waivable(WaivableCheck::PostgresVersion, Warn, "server version unknown"),
-            }
-            let groups: Vec<String> = pg
-                .same_created_at_groups
-                .iter()
-                .map(|(t, n)| format!("{t}: {n} rows"))
-                .collect();
-            if groups.is_empty() {
-                r.waivable(
-                    WaivableCheck::StuckCursorScan,
-                    Pass,
-                    format!("no {DEFAULT_BATCH_SIZE}+ rows share one created_at"),
-                );
-            } else {
-                let largest = pg.same_created_at_groups.iter().map(|(_, n)| *n).max().unwrap_or(0);
-                r.waivable(WaivableCheck::StuckCursorScan,
-                    Warn,
-                    format!("rows sharing one created_at ({}) would stall a {DEFAULT_BATCH_SIZE}-row batch; planned args.batchSize {}", groups.join(", "), largest + 1),
-                );
-            }
+            postgres_version(r, pg.server_version_num);
+            same_created_at(r, pg);
         }
+    }
+}
+
+/// The Postgres major against what v3 runs on.
+fn postgres_version(r: &mut Report, server_version_num: Option<i64>) {
+    use CheckResult::*;
+    match server_version_num {
+        Some(n) if n < MIN_POSTGRES_NUM => r.waivable(
+            WaivableCheck::PostgresVersion,
+            Fail,
+            format!("Postgres {} is older than 12", n / 10000),
+        ),
+        // The compatibility matrix users follow lists 14 to 16 for v3 (v4 needs 15+,
+        // checked on the road).
+        Some(n) if !(LISTED_POSTGRES.0..=LISTED_POSTGRES.1).contains(&(n / 10000)) => r.waivable(
+            WaivableCheck::PostgresVersion,
+            Warn,
+            format!(
+                "Postgres {}: outside {}-{}, the majors Langfuse v3's compatibility matrix lists",
+                n / 10000,
+                LISTED_POSTGRES.0,
+                LISTED_POSTGRES.1
+            ),
+        ),
+        Some(n) => r.waivable(WaivableCheck::PostgresVersion, Pass, format!("Postgres {}", n / 10000)),
+        None => r.waivable(WaivableCheck::PostgresVersion, Warn, "server version unknown"),
+    }
+}
+
+/// Groups of rows sharing one `created_at` that would stall 3.29.0's copies.
+fn same_created_at(r: &mut Report, pg: &PostgresFacts) {
+    use CheckResult::*;
+    let groups: Vec<String> = pg
+        .same_created_at_groups
+        .iter()
+        .map(|(t, n)| format!("{t}: {n} rows"))
+        .collect();
+    if groups.is_empty() {
+        r.waivable(
+            WaivableCheck::StuckCursorScan,
+            Pass,
+            format!("no {DEFAULT_BATCH_SIZE}+ rows share one created_at"),
+        );
+    } else {
+        let largest = pg.same_created_at_groups.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        r.waivable(WaivableCheck::StuckCursorScan,
+            Warn,
+            format!("rows sharing one created_at ({}) would stall a {DEFAULT_BATCH_SIZE}-row batch; planned args.batchSize {}", groups.join(", "), largest + 1),
+        );
     }
 }
 
