@@ -101,7 +101,8 @@ fuzz:
 
 # Argo Rollouts' blue-green switch and resting cost on the local control plane (measured, not
 # asserted): benches/peers/run.sh, table in target/bench-peers/argo.md. BENCH_RUNS (20),
-# BENCH_REST_SECONDS (300; e.g. 60 for a trial).
+# BENCH_REST_SECONDS (300; e.g. 60 for a trial), BENCH_BEFORE_REV (an earlier commit timed in the
+# same runs: target/bench-peers/before-after.md).
 .PHONY: bench-peers
 bench-peers:
 	benches/peers/run.sh

@@ -27,6 +27,10 @@
 #     v2 Deployment, Service and Secrets) and the rest window is measured again;
 #   - target/bench-peers/ours.md, ours-blocked.md and peers.md (both side by side, with ours /
 #     theirs).
+#   - BENCH_BEFORE_REV=<git rev>: an earlier build of ours too, in the same runs (each run its
+#     switch beside ours, their order alternated), for "before/after from one run": built once
+#     from a git worktree into target/bench-peers/before-<rev> (BENCH_BEFORE_TARGET_DIR to reuse
+#     a build), the switch figures of both in target/bench-peers/before-after.md;
 #   - ours is the image's static musl release build; BENCH_OURS_TARGET=gnu the host's glibc
 #     build, whose allocator keeps the high-water mark of a burst (about 18 MiB more at rest
 #     after 100 upgrades turned Blocked at once).
@@ -77,6 +81,17 @@ if [[ "$ours" == 1 ]]; then
     && nice -n 10 cargo test --locked --test e2e --no-run >&2)
   ours_bin="$repo/target/${triple:+$triple/}release/langfuse-upgrade-operator"
   rest_bin="$ours_bin"
+  before_bin=""
+  if [[ -n ${BENCH_BEFORE_REV:-} ]]; then
+    before_rev="$(git -C "$repo" rev-parse --short "$BENCH_BEFORE_REV")" || die "BENCH_BEFORE_REV: no such commit"
+    before_src="$out/before-src-$before_rev"
+    before_target="${BENCH_BEFORE_TARGET_DIR:-$out/before-$before_rev}"
+    [[ -d $before_src ]] || git -C "$repo" worktree add --detach "$before_src" "$before_rev" >&2
+    log "building the operator at $before_rev (release${triple:+, $triple}) for before/after"
+    (cd "$before_src" && CARGO_TARGET_DIR="$before_target" nice -n 10 cargo build --release --locked \
+      "${target_args[@]}" --bin langfuse-upgrade-operator >&2)
+    before_bin="$before_target/${triple:+$triple/}release/langfuse-upgrade-operator"
+  fi
   if [[ ${BENCH_OURS_HEAPTRACK:-0} == 1 ]]; then
     command -v heaptrack >/dev/null || die "BENCH_OURS_HEAPTRACK=1 needs heaptrack (apt-get install heaptrack)"
     (cd "$repo" && nice -n 10 cargo build --profile profiling --locked --bin langfuse-upgrade-operator >&2)
@@ -201,19 +216,54 @@ ours_switch() { # ours_switch <run>
     }' <<<"$t"
 }
 
+# before_after: the switch figures of the earlier build and ours from the same runs (p50, p90,
+# max, nearest rank; and every value sorted), as markdown.
+before_after() {
+  stats() { # stats <tsv> <column>
+    awk -F'\t' -v c="$2" 'NR > 1 && $2 == 1 && $c != "" { print $c }' "$1" | sort -g | awk '
+      { v[NR] = $1 } END {
+        if (NR == 0) { print "-\t-\t-\t"; exit }
+        p50 = v[int((NR * 50 + 99) / 100)]; p90 = v[int((NR * 90 + 99) / 100)]
+        all = ""; for (i = 1; i <= NR; i++) all = all (i > 1 ? " " : "") sprintf("%.1f", v[i])
+        printf "%.1f\t%.1f\t%.1f\t%s\n", p50, p90, v[NR], all }'
+  }
+  echo "## Before ($before_rev) and after ($(git -C "$repo" rev-parse --short HEAD)), the same $runs runs ($(date -u +%Y-%m-%d))"
+  echo
+  echo "| | before p50 / p90 / max | after p50 / p90 / max | after / before p50 |"
+  echo "|---|---|---|---|"
+  for col in 5:"v3 Available -> selector switched" 6:"switched -> EndpointSlices only v3"; do
+    IFS=$'\t' read -r b50 b90 bmax _ < <(stats "$out/before-runs.tsv" "${col%%:*}")
+    IFS=$'\t' read -r a50 a90 amax _ < <(stats "$out/ours-runs.tsv" "${col%%:*}")
+    ratio="$(awk -v a="$a50" -v b="$b50" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+    echo "| ${col#*:} | $b50 / $b90 / $bmax ms | $a50 / $a90 / $amax ms | $ratio |"
+  done
+  echo
+  echo "Sorted (ms), selector switch: before $(stats "$out/before-runs.tsv" 5 | cut -f4); after $(stats "$out/ours-runs.tsv" 5 | cut -f4)."
+}
+
 if [[ "$ours" == 1 ]]; then
-  log "$runs blue-green switches of Argo, each followed by one upgrade of ours"
+  log "$runs blue-green switches of Argo, each followed by one upgrade of ours${before_bin:+ and one of $before_rev}"
   header="run	ok	patch_to_rs_created_ms	patch_to_rs_available_ms	a_available_to_switched_ms	b_switched_to_endpoints_ms	svc_watch_lag_ms	note"
   echo "$header" >"$out/argo-runs.tsv"
   echo "$header" >"$out/ours-runs.tsv"
+  [[ -z ${before_bin:-} ]] || echo "$header" >"$out/before-runs.tsv"
   for i in $(seq 1 "$runs"); do
     run_args=("${switch_args[@]}")
     [[ "$scope" == namespaced ]] || run_args=(-namespace "argo-run-$i" -namespace-per-run)
     "$driver" switch -kubeconfig "$KUBECONFIG" "${run_args[@]}" -runs 1 \
       -audit "$LFU_AUDIT_LOG" -audit-user lfu-operator -out "$work/argo-run.tsv"
     tail -n +2 "$work/argo-run.tsv" | awk -v run="$i" 'BEGIN { FS = OFS = "\t" } { $1 = run; print }' >>"$out/argo-runs.tsv"
-    ours_switch "$i" | tee -a "$out/ours-runs.tsv" | awk -F'\t' '{ printf "bench-peers: ours %s/'"$runs"': available->switched %s ms, switched->endpoints only v3 %s ms %s\n", $1, $5, $6, $8 }' >&2
+    ours_one() { ours_switch "$i" | tee -a "$out/ours-runs.tsv" | awk -F'\t' '{ printf "bench-peers: ours %s/'"$runs"': available->switched %s ms, switched->endpoints only v3 %s ms %s\n", $1, $5, $6, $8 }' >&2; }
+    before_one() { LFU_OPERATOR_BIN="$before_bin" ours_switch "$i" | tee -a "$out/before-runs.tsv" | awk -F'\t' '{ printf "bench-peers: before %s/'"$runs"': available->switched %s ms, switched->endpoints only v3 %s ms %s\n", $1, $5, $6, $8 }' >&2; }
+    if [[ -z $before_bin ]]; then
+      ours_one
+    elif (( i % 2 )); then
+      ours_one; before_one
+    else
+      before_one; ours_one
+    fi
   done
+  [[ -z $before_bin ]] || before_after >"$out/before-after.md"
 else
   log "$runs blue-green switches"
   "$driver" switch -kubeconfig "$KUBECONFIG" "${switch_args[@]}" -runs "$runs" \
@@ -464,3 +514,4 @@ report ours "langfuse-upgrade-operator" "$ours_rss_idle" "$ours_rss_paused" "$ou
   echo "target/bench-peers/ours-blocked.md."
 } >"$out/peers.md"
 cat "$out/peers.md"
+[[ ! -f $out/before-after.md || -z ${before_bin:-} ]] || cat "$out/before-after.md"
