@@ -66,6 +66,7 @@ cli-fixtures:
 crd:
 	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- crd > crds/langfuseupgrades.yaml
 	cp crds/langfuseupgrades.yaml charts/langfuse-upgrade-operator/crds/langfuseupgrades.yaml
+	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- reference > docs/reference.md
 
 # A control plane and the test databases that stay up for manual work (`make env-down` stops
 # them). Then: `. $(LFU_ENV_DIR)/cluster/env; . $(LFU_ENV_DIR)/db/env` and e.g.

@@ -34,6 +34,8 @@ struct Cli {
 enum Command {
     /// Print the LangfuseUpgrade CRD as YAML.
     Crd,
+    /// Print the spec and status reference (docs/reference.md) as Markdown.
+    Reference,
     /// Print the compiled-in release catalog (a starting point for `run --catalog`).
     Catalog,
     /// Run the controller against the cluster (in-cluster config or the current kubeconfig).
@@ -71,6 +73,10 @@ struct RunArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Reference => {
+            print!("{}", langfuse_upgrade_operator::api::reference::reference_markdown());
+            ExitCode::SUCCESS
+        }
         Command::Crd => {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS

@@ -17,6 +17,15 @@ fn committed_crd_matches_the_types() {
 }
 
 #[test]
+fn the_reference_page_matches_the_types() {
+    let committed = include_str!("../docs/reference.md");
+    assert!(
+        committed == langfuse_upgrade_operator::api::reference::reference_markdown(),
+        "docs/reference.md is stale: run `make crd`"
+    );
+}
+
+#[test]
 fn the_chart_ships_the_same_crd() {
     assert!(COMMITTED == IN_CHART, "the chart's CRD is stale: run `make crd`");
 }

@@ -1,6 +1,7 @@
 //! The `LangfuseUpgrade` custom resource: spec, status and conditions.
 
 pub mod conditions;
+pub mod reference;
 pub mod remedies;
 pub mod spec;
 pub mod status;

@@ -199,6 +199,24 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .expect("namespace");
+        // Pods are refused until the namespace's "default" ServiceAccount exists, and the
+        // controller-manager that makes it can be a minute behind after an apiserver restart
+        // (a fault case before this one): made here, as a cluster's namespace tooling does.
+        let default_sa = k8s_openapi::api::core::v1::ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some("default".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match Api::namespaced(client.clone(), &name)
+            .create(&PostParams::default(), &default_sa)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("the default ServiceAccount of {name}: {e}"),
+        }
         TestNs { name, client }
     }
 
