@@ -1,5 +1,5 @@
 //! langfuse-upgrade-operator: upgrades a running self-hosted Langfuse v2 to v3 with no downtime
-//! and no lost data. See DESIGN in the README for the flow and its invariants.
+//! and no lost data. See docs/how-it-works.md for the flow and its invariants, docs/architecture.md for where each rule lives.
 
 pub mod analysis;
 pub mod api;

@@ -1770,7 +1770,7 @@ async fn worker_killed_during_the_copies() -> Duration {
     total
 }
 
-/// The fault table (README): each database stopped in the phase that reads it, on the real
+/// The fault table (docs/measurements.md): each database stopped in the phase that reads it, on the real
 /// servers. Run alone (`tests/e2e/run.sh` runs it after the others): it stops the servers
 /// every test shares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

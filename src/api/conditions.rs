@@ -328,12 +328,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reason_is_documented_in_the_readme() {
-        let readme = include_str!("../../README.md");
+    fn every_reason_is_explained_in_the_operating_page() {
+        let page = include_str!("../../docs/operating.md");
         for r in Reason::ALL {
             assert!(
-                readme.contains(&format!("`{r}`")),
-                "{r} is not in the README's condition reasons"
+                page.contains(&format!("| `{r}` |")),
+                "{r} is not explained in docs/operating.md (what it means, what to do)"
             );
         }
     }
