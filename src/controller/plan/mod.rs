@@ -37,9 +37,19 @@ pub use stage::Stage;
 
 pub use preflight::checks as preflight_checks;
 
-/// Decide the next step for one `LangfuseUpgrade`.
+/// Decide the next step for one `LangfuseUpgrade`, over the catalog the operator runs with.
 pub fn plan(upgrade: &LangfuseUpgrade, obs: &Observed, now: Timestamp) -> Decision {
-    let mut p = Planner::new(upgrade, obs, now);
+    plan_over(upgrade, obs, crate::catalog::Catalog::current(), now)
+}
+
+/// [`plan`] over a given release catalog.
+pub fn plan_over(
+    upgrade: &LangfuseUpgrade,
+    obs: &Observed,
+    catalog: &crate::catalog::Catalog,
+    now: Timestamp,
+) -> Decision {
+    let mut p = Planner::new(upgrade, obs, catalog, now);
     p.step_conditions_from_facts(false);
     if upgrade.metadata.deletion_timestamp.is_some() {
         let hold = rollback::cleanup(&mut p);

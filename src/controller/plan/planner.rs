@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::*;
 use crate::api::conditions::{self as cond, Desired, Reason, reason};
 use crate::api::{APPROVE_ANNOTATION, FINALIZER, LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase};
+use crate::catalog::Catalog;
 use crate::controller::observed::Observed;
 
 /// The plan's answer.
@@ -80,6 +81,8 @@ pub(crate) struct Planner<'a> {
     pub upgrade: &'a LangfuseUpgrade,
     pub spec: &'a LangfuseUpgradeSpec,
     pub obs: &'a Observed,
+    /// The releases the road is planned over: an input, so tests can vary it.
+    pub catalog: &'a Catalog,
     pub now: Timestamp,
     pub status: LangfuseUpgradeStatus,
     pub actions: Vec<Action>,
@@ -117,13 +120,14 @@ impl Hold {
 }
 
 impl<'a> Planner<'a> {
-    pub(super) fn new(upgrade: &'a LangfuseUpgrade, obs: &'a Observed, now: Timestamp) -> Self {
+    pub(super) fn new(upgrade: &'a LangfuseUpgrade, obs: &'a Observed, catalog: &'a Catalog, now: Timestamp) -> Self {
         let mut status = upgrade.status.clone().unwrap_or_default();
         status.observed_generation = upgrade.metadata.generation;
         Self {
             upgrade,
             spec: &upgrade.spec,
             obs,
+            catalog,
             now,
             status,
             actions: Vec::new(),

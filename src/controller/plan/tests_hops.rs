@@ -660,3 +660,25 @@ fn a_destination_changed_mid_hop_or_below_what_ran_is_refused() {
     w.upgrade = u;
     w.run_until(Phase::Completed, 10);
 }
+
+/// The catalog is an input of the plan: the same cluster, planned over a catalog whose v4 needs
+/// a newer ClickHouse, is held at the infrastructure gate; over the installed one it is not.
+#[test]
+fn the_plan_follows_the_catalog_it_is_given() {
+    let w = Chart::new(chart_spec("4.16.0"), "3.225.4");
+    let obs = w.observe();
+    let infrastructure = |d: &Decision| {
+        let line = d.status.checks.iter().find(|c| c.name == "infrastructure").cloned();
+        line.map(|c| (c.result, c.message)).expect("an infrastructure line")
+    };
+    let installed = crate::catalog::Catalog::current();
+    let (result, _) = infrastructure(&super::plan_over(&w.upgrade, &obs, installed, t(0)));
+    assert_eq!(result, crate::api::CheckResult::Pass);
+    let mut stricter = installed.clone();
+    for r in stricter.requirements.iter_mut().filter(|r| r.major == 4) {
+        r.clickhouse = "27.1".into();
+    }
+    let (result, message) = infrastructure(&super::plan_over(&w.upgrade, &obs, &stricter, t(0)));
+    assert_eq!(result, crate::api::CheckResult::Fail);
+    assert!(message.contains("ClickHouse 26.4.1.1 is older than 27.1"), "{message}");
+}

@@ -4,7 +4,6 @@ use super::road::{planned, recorded};
 use super::roll::wanted_change;
 use crate::api::conditions::reason;
 use crate::api::{ImageChanges, Phase};
-use crate::catalog::Catalog;
 use crate::catalog::road::{Hop, HopMode};
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
 use crate::resources::deployments::views::{Role, running_version};
@@ -102,7 +101,7 @@ pub(crate) fn reversible(p: &Planner, hop: &Hop) -> Result<(), String> {
     if let Some(drops) = &hop.irreversible {
         return Err(format!("it dropped {drops}"));
     }
-    let catalog = Catalog::current();
+    let catalog = p.catalog;
     let known = catalog.schema_height(hop.from) as i64;
     match &p.obs.clickhouse {
         Some(Ok(ch)) => match ch.schema {

@@ -2,7 +2,6 @@
 
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
-use crate::catalog::Catalog;
 use crate::catalog::road::Hop;
 use crate::controller::plan::{Gate, Planner, wait};
 use crate::resources::deployments::views::{Role, running_version};
@@ -24,7 +23,8 @@ pub(super) fn flag_off_road(p: &mut Planner, hop: &Hop) -> Gate {
                 .as_deref()
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default();
-            let dropped: Vec<String> = Catalog::current()
+            let dropped: Vec<String> = p
+                .catalog
                 .irreversible_between(hop.to, v)
                 .map(|i| format!("{} ({})", i.drops, i.at))
                 .collect();

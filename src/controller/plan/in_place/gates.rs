@@ -6,7 +6,6 @@ use super::road::record;
 use super::rows::{Unsettled, rows_settled};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
-use crate::catalog::Catalog;
 use crate::catalog::road::{Hop, HopGate};
 use crate::controller::plan::{Gate, Hold, Planner, wait};
 use crate::resources::deployments::views::{Role, image_for, langfuse_container, running_version};
@@ -101,7 +100,7 @@ fn v4_flags_from_references(p: &Planner) -> Vec<String> {
 /// Whether `release` really ran to the end here: its web registered its background migrations
 /// and raised ClickHouse to its schema height (a rollout still under way has not).
 pub(crate) fn release_ran(p: &Planner, release: Version) -> Vec<String> {
-    let catalog = Catalog::current();
+    let catalog = p.catalog;
     let mut unmet = Vec::new();
     if release > catalog.newest_of(release.major).unwrap_or(release) {
         return unmet;

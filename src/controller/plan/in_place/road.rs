@@ -3,7 +3,6 @@
 
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase, RoadStop, StopMode, StopState};
-use crate::catalog::Catalog;
 use crate::catalog::road::{Hop, HopMode, RoadError, road};
 use crate::controller::plan::{Gate, Planner, wait};
 use crate::version::Version;
@@ -27,7 +26,7 @@ pub(crate) fn planned(p: &Planner) -> Result<Vec<Hop>, RoadError> {
     let (Some(from), Some(to)) = (from, Version::parse(destination(p.spec))) else {
         return Ok(Vec::new());
     };
-    road(Catalog::current(), from, to, p.spec.target.accept_unknown_release)
+    road(p.catalog, from, to, p.spec.target.accept_unknown_release)
 }
 
 /// The recorded stop of a hop (times), if any.

@@ -6,7 +6,6 @@ use super::gates::v4_values;
 use super::rows::{rows_of, settled_rows};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
-use crate::catalog::Catalog;
 use crate::catalog::road::Hop;
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
 use crate::controller::validate::Settings;
@@ -139,7 +138,7 @@ pub(super) fn wanted_change(p: &Planner, d: &Deployment, role: Role, hop: &Hop) 
 pub(super) fn settled(p: &mut Planner, hop: &Hop) -> Gate {
     let to = hop.to.to_string();
     let rows = rows_of(p).map_err(|(r, why)| Hold::new(Phase::Finalizing, r, why, wait::POLL))?;
-    let catalog = Catalog::current();
+    let catalog = p.catalog;
     if hop.to <= catalog.newest_of(hop.to.major).unwrap_or(hop.to) {
         let missing: Vec<&str> = catalog
             .rows_at(hop.to)

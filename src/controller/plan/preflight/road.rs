@@ -4,7 +4,6 @@
 //! its background migrations: the in-place hops need nothing else.
 
 use crate::api::{CheckId, CheckResult, PreflightCheck};
-use crate::catalog::Catalog;
 use crate::catalog::road::{Hop, HopGate, HopMode};
 use crate::controller::plan::Planner;
 use crate::controller::plan::in_place::{self, Unmet};
@@ -152,7 +151,7 @@ fn clickhouse_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
     use CheckResult::*;
     match &p.obs.clickhouse {
         Some(Ok(ch)) => {
-            let known = web.map(|v| Catalog::current().schema_height(v) as i64);
+            let known = web.map(|v| p.catalog.schema_height(v) as i64);
             match (ch.schema, known) {
                 (Some((v, true)), _) => line(
                     CheckId::Clickhouse,
