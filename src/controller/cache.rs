@@ -60,6 +60,16 @@ pub struct Caches {
     fetched_services: Arc<Fetched<Service>>,
 }
 
+/// The watches that fill the caches, each with its "current" flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watch {
+    Deployments,
+    Services,
+    Slices,
+    V3Pods,
+    Hpas,
+}
+
 const WATCHES: usize = 5;
 
 type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
@@ -93,7 +103,7 @@ fn feed<K>(
     mut keep: impl FnMut(Event<K>) -> Option<Event<K>> + Send + 'static,
     shape: fn(&mut K),
     current: Arc<[AtomicBool; WATCHES]>,
-    which: usize,
+    which: Watch,
 ) -> (Store<K>, Feed<K>)
 where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
@@ -123,14 +133,14 @@ where
                 Ok(Event::InitApply(_)) => None,
             };
             if let Some(now) = now {
-                current[which].store(now, Ordering::Release);
+                current[which as usize].store(now, Ordering::Release);
             }
         })
         .reflect(writer)
         .touched_objects()
         // A watch that ends follows nothing more: its cache is not current from then on.
         .chain(
-            futures::stream::once(async move { ended[which].store(false, Ordering::Release) })
+            futures::stream::once(async move { ended[which as usize].store(false, Ordering::Release) })
                 .filter_map(|()| future::ready(None)),
         )
         .boxed();
@@ -199,7 +209,7 @@ impl Caches {
             }),
             slim,
             current.clone(),
-            0,
+            Watch::Deployments,
         );
         let (services, s) = feed(
             watcher(scoped(client, namespace), config()),
@@ -211,7 +221,7 @@ impl Caches {
             }),
             slim,
             current.clone(),
-            1,
+            Watch::Services,
         );
         let (slices, e) = feed(
             watcher(scoped(client, namespace), config()),
@@ -219,7 +229,7 @@ impl Caches {
             Some,
             slim_slice,
             current.clone(),
-            2,
+            Watch::Slices,
         );
         // Metadata only: the names and labels say which pods are v3 web.
         let (v3_pods, p) = feed(
@@ -231,7 +241,7 @@ impl Caches {
             Some,
             slim,
             current.clone(),
-            3,
+            Watch::V3Pods,
         );
         let (hpas, h) = feed(
             watcher(scoped(client, namespace), config()),
@@ -239,7 +249,7 @@ impl Caches {
             Some,
             slim_hpa,
             current.clone(),
-            4,
+            Watch::Hpas,
         );
         let caches = Caches {
             deployments,
@@ -335,9 +345,9 @@ mod tests {
     async fn a_watch_is_current_from_its_list_until_it_relists_or_ends() {
         let (events, source) = futures::channel::mpsc::unbounded::<watcher::Result<Event<Service>>>();
         let current: Arc<[AtomicBool; WATCHES]> = Arc::default();
-        let (store, stream) = feed(source, None, Some, |_| {}, current.clone(), 2);
+        let (store, stream) = feed(source, None, Some, |_| {}, current.clone(), Watch::Slices);
         let drained = tokio::spawn(stream.for_each(|_| future::ready(())));
-        let now = || current[2].load(Ordering::Acquire);
+        let now = || current[Watch::Slices as usize].load(Ordering::Acquire);
         let settled = |want: bool, what: &'static str| {
             let now = &now;
             async move {
@@ -368,7 +378,7 @@ mod tests {
             current
                 .iter()
                 .enumerate()
-                .all(|(i, c)| i == 2 || !c.load(Ordering::Acquire)),
+                .all(|(i, c)| i == Watch::Slices as usize || !c.load(Ordering::Acquire)),
             "another watch's flag moved"
         );
     }
