@@ -2739,6 +2739,20 @@ fn v2_is_never_recorded_retired_before_it_was_verified() {
 }
 
 #[test]
+#[should_panic(expected = "two different applies of Deployment")]
+fn a_second_different_apply_of_one_deployment_is_caught() {
+    let u = upgrade(spec(), Default::default());
+    let obs = untouched();
+    let mut p = Planner::new(&u, &obs, crate::catalog::Catalog::current(), t(40));
+    let mut d = k8s_openapi::api::apps::v1::Deployment::default();
+    d.metadata.name = Some("prod-langfuse-web".into());
+    p.act(Action::ApplyDeployment(Box::new(d.clone())));
+    p.act(Action::ApplyDeployment(Box::new(d.clone())));
+    d.metadata.labels = Some([("changed".to_string(), "yes".to_string())].into());
+    p.act(Action::ApplyDeployment(Box::new(d)));
+}
+
+#[test]
 fn the_migrations_are_not_turned_on_before_the_shift_and_the_cutoff() {
     let clears: [(&str, ClearFact); 2] = [
         ("the traffic shift", |s| s.traffic_shifted_at = None),
