@@ -30,7 +30,8 @@
 #   - BENCH_BEFORE_REV=<git rev>: an earlier build of ours too, in the same runs (each run its
 #     switch beside ours, their order alternated), for "before/after from one run": built once
 #     from a git worktree into target/bench-peers/before-<rev> (BENCH_BEFORE_TARGET_DIR to reuse
-#     a build), the switch figures of both in target/bench-peers/before-after.md;
+#     a build; BENCH_BEFORE_BIN=<binary> uses one made beforehand), the switch figures of both
+#     in target/bench-peers/before-after.md;
 #   - ours is the image's static musl release build; BENCH_OURS_TARGET=gnu the host's glibc
 #     build, whose allocator keeps the high-water mark of a burst (about 18 MiB more at rest
 #     after 100 upgrades turned Blocked at once).
@@ -82,7 +83,12 @@ if [[ "$ours" == 1 ]]; then
   ours_bin="$repo/target/${triple:+$triple/}release/langfuse-upgrade-operator"
   rest_bin="$ours_bin"
   before_bin=""
-  if [[ -n ${BENCH_BEFORE_REV:-} ]]; then
+  if [[ -n ${BENCH_BEFORE_BIN:-} ]]; then
+    # A build made beforehand (the same target as ours), labelled by BENCH_BEFORE_REV.
+    [[ -x $BENCH_BEFORE_BIN ]] || die "BENCH_BEFORE_BIN: not an executable: $BENCH_BEFORE_BIN"
+    before_bin="$BENCH_BEFORE_BIN"
+    before_rev="${BENCH_BEFORE_REV:-before}"
+  elif [[ -n ${BENCH_BEFORE_REV:-} ]]; then
     before_rev="$(git -C "$repo" rev-parse --short "$BENCH_BEFORE_REV")" || die "BENCH_BEFORE_REV: no such commit"
     before_src="$out/before-src-$before_rev"
     before_target="${BENCH_BEFORE_TARGET_DIR:-$out/before-$before_rev}"
