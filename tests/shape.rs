@@ -50,11 +50,10 @@ fn production(text: &str) -> Vec<&str> {
     text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).collect()
 }
 
-/// Files that are tests themselves (`tests.rs`, `tests_*.rs`) or the shared test fixtures.
+/// Files that are tests themselves (`tests.rs`, `tests_*.rs`, anything under a `tests/` folder)
+/// or the shared test fixtures.
 fn is_test_file(module: &[String]) -> bool {
-    module
-        .last()
-        .is_some_and(|m| m == "tests" || m.starts_with("tests_") || m == "testing")
+    module.iter().any(|m| m == "tests" || m.starts_with("tests_")) || module.last().is_some_and(|m| m == "testing")
 }
 
 #[test]
