@@ -142,6 +142,12 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// How long a laid-out Langfuse may take to roll out. Seconds when the cluster is calm; after a
+/// fault case restarted the apiserver, the controller-manager, the scheduler and kwok resync
+/// their watches with backoff, and a loaded machine once took 61 s to mark the next case's v2
+/// pods running (kwok patched them 60 s after they were created).
+const LAYOUT_ROLLOUT: &str = "--timeout=180s";
+
 /// `kubectl` against the test cluster; panics with its stderr on failure.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     let (out, ok) = kubectl_status(args, stdin);
@@ -241,7 +247,7 @@ impl TestNs {
                     "rollout",
                     "status",
                     "deploy/prod-langfuse",
-                    "--timeout=60s",
+                    LAYOUT_ROLLOUT,
                 ],
                 None,
             );
@@ -272,7 +278,7 @@ impl TestNs {
                 "rollout",
                 "status",
                 "deploy/prod-langfuse",
-                "--timeout=60s",
+                LAYOUT_ROLLOUT,
             ],
             None,
         );
@@ -289,7 +295,7 @@ impl TestNs {
         self.secret("langfuse-db", "url", database_url);
         self.use_test_stores();
         for d in ["deploy/langfuse-web", "deploy/langfuse-worker"] {
-            kubectl(&["-n", &self.name, "rollout", "status", d, "--timeout=60s"], None);
+            kubectl(&["-n", &self.name, "rollout", "status", d, LAYOUT_ROLLOUT], None);
         }
     }
 
