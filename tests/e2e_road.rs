@@ -399,10 +399,9 @@ async fn images_changed_by_a_person_are_gated_and_watched_never_written() {
     w.finish().await;
 }
 
-/// The release an image names, as numbers ("langfuse/langfuse:4.16.0" -> [4, 16, 0]).
-fn release(image: &str) -> Vec<u64> {
-    let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
-    tag.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+/// The release an image names, as the operator reads it.
+fn release(image: &str) -> Option<langfuse_upgrade_operator::version::Version> {
+    langfuse_upgrade_operator::version::image_tag(image).and_then(langfuse_upgrade_operator::version::Version::parse)
 }
 
 /// Safety review #1, interleaving B (a thawed replica writes an older release): replica A's
@@ -445,13 +444,13 @@ async fn a_held_image_change_that_lands_after_the_next_hop_never_takes_web_back(
     // followed it has been seen by the watch.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let seen = order.stop();
-    let mut reached: Vec<u64> = Vec::new();
+    let mut reached = None;
     for (name, image, _) in seen.iter().filter(|(n, ..)| n == "langfuse-web") {
         let r = release(image);
         assert!(r >= reached, "{name} went from {reached:?} back to {image}: {seen:?}");
         reached = r;
     }
-    assert_eq!(reached, vec![4, 16, 0]);
+    assert_eq!(reached, release("langfuse/langfuse:4.16.0"));
     assert_eq!(image(&w.deployment("langfuse-web").await), "langfuse/langfuse:4.16.0");
     eprintln!("held image change: {before} request(s) held, released after the v4 hop");
     a.kill9();

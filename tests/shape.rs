@@ -78,7 +78,7 @@ fn functions(lines: &[&str]) -> Vec<(String, usize, usize)> {
         let sig = ["fn ", "pub fn ", "async fn ", "pub async fn ", "const fn "]
             .iter()
             .any(|p| line.starts_with(p))
-            || (line.starts_with("pub(") && line.contains(") fn ") || line.contains(") async fn "));
+            || (line.starts_with("pub(") && (line.contains(") fn ") || line.contains(") async fn ")));
         if !sig || line.starts_with("//") {
             i += 1;
             continue;
