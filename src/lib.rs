@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod migrations;
 pub mod precision;
+pub mod reading;
 pub mod resources;
 pub mod telemetry;
 pub mod verify;

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::*;
+use crate::controller::observed::Reading;
 use crate::controller::observed::{Endpoint, Observed};
 use crate::migrations::{MigrationRow, PostgresFacts, TableCounts, V3_MIGRATIONS};
 use crate::resources::labels::Labels;
@@ -259,9 +260,9 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
         recent_counts: None,
         missing_tables: Vec::new(),
         // What an admin user shows.
-        grants: Some(Ok(crate::verify::grants::Grants::parse(&[
+        grants: Reading::Answered(crate::verify::grants::Grants::parse(&[
             "GRANT SELECT, INSERT, ALTER, CREATE, DROP ON *.* TO default".to_string(),
-        ]))),
+        ])),
     }
 }
 
@@ -280,15 +281,15 @@ pub fn untouched() -> Observed {
                 ready: true,
             },
         ],
-        postgres: Some(Ok(healthy_postgres())),
-        clickhouse: Some(Ok(healthy_clickhouse())),
-        redis: Some(Ok(crate::databases::RedisFacts {
+        postgres: Reading::Answered(healthy_postgres()),
+        clickhouse: Reading::Answered(healthy_clickhouse()),
+        redis: Reading::Answered(crate::databases::RedisFacts {
             version: "7.2.4".into(),
             tls: false,
-        })),
-        s3: Some(Ok(crate::databases::S3Facts {
+        }),
+        s3: Reading::Answered(crate::databases::S3Facts {
             marker: Some("events/lfu-preflight-0".into()),
-        })),
+        }),
         ..Default::default()
     }
 }

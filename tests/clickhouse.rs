@@ -60,8 +60,9 @@ async fn server_version_and_the_fixture_schema() {
     // test's own database (an unparsed answer would lack everything).
     let grants = facts
         .grants
-        .expect("grants read with the server facts")
-        .expect("grants readable");
+        .answered()
+        .cloned()
+        .expect("grants read with the server facts, and readable");
     let database = db.ch.database.clone().unwrap_or_else(|| "default".into());
     assert_eq!(grants.missing_on(&database), vec![]);
     // The test endpoint's knob: this database alone plays an older ClickHouse.
@@ -73,7 +74,10 @@ async fn server_version_and_the_fixture_schema() {
     let older = read(&live, &db, server.clone()).await;
     assert_eq!(older.version.as_deref(), Some("25.3.6.56"));
     // A hop reads the server alone: no tables, no grants.
-    assert_eq!((older.grants.is_none(), older.missing_tables.is_empty()), (true, true));
+    assert_eq!(
+        (!older.grants.is_asked(), older.missing_tables.is_empty()),
+        (true, true)
+    );
     let other = TestDb::new("ch_version_other").await;
     assert_eq!(read(&live, &other, server).await.version, Some(version));
     other.finish().await;
@@ -148,7 +152,7 @@ async fn an_empty_database_has_no_schema_and_no_tables() {
         .await
         .unwrap();
     assert!(facts.missing_tables.is_empty(), "{:?}", facts.missing_tables);
-    assert!(facts.grants.is_some(), "grants read with the tables");
+    assert!(facts.grants.is_asked(), "grants read with the tables");
     db.ch_exec("DROP TABLE scores").await;
     let facts = live
         .clickhouse(

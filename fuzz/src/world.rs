@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use langfuse_upgrade_operator::api::{LangfuseUpgrade, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase};
-use langfuse_upgrade_operator::controller::observe::{Endpoint, Observed};
+use langfuse_upgrade_operator::controller::observe::{Endpoint, Observed, Reading};
 use langfuse_upgrade_operator::controller::plan::{Action, Decision, Needs, look_ahead, needs, plan, second_look};
 use langfuse_upgrade_operator::controller::report::next_status;
 use langfuse_upgrade_operator::databases::{Remedy, SecretString};
@@ -119,7 +119,7 @@ fn clickhouse() -> ClickHouseFacts {
         counts: None,
         recent_counts: None,
         missing_tables: Vec::new(),
-        grants: None,
+        grants: Reading::NotAsked,
     }
 }
 
@@ -145,9 +145,9 @@ pub fn clusters() -> &'static [Observed] {
                     ready: true,
                 },
             ],
-            postgres: Some(Ok(healthy)),
+            postgres: Reading::Answered(healthy),
             postgres_url: Some(SecretString::new("postgres://langfuse@postgres/langfuse")),
-            clickhouse: Some(Ok(clickhouse())),
+            clickhouse: Reading::Answered(clickhouse()),
             ..Default::default()
         };
         let v3 = Observed {
@@ -199,8 +199,8 @@ impl World {
         upgrade.metadata.uid = Some("1b4e28ba-2fa1-11d2-883f-0016d3cca427".into());
         upgrade.metadata.generation = Some(1);
         let mut cluster = clusters()[1].clone();
-        cluster.postgres = None;
-        cluster.clickhouse = None;
+        cluster.postgres = Reading::NotAsked;
+        cluster.clickhouse = Reading::NotAsked;
         World {
             upgrade,
             cluster,
@@ -219,8 +219,8 @@ impl World {
             return Observed::default();
         }
         let mut obs = self.cluster.clone();
-        obs.postgres = (!n.postgres.is_empty()).then(|| {
-            Ok(PostgresFacts {
+        if !n.postgres.is_empty() {
+            obs.postgres = Reading::Answered(PostgresFacts {
                 server_version_num: Some(150008),
                 migrations: if n.postgres.migrations {
                     self.rows.clone()
@@ -231,20 +231,20 @@ impl World {
                 counts: n.postgres.counts_until.map(|_| counts()),
                 late_writes: n.postgres.late_writes_after.map(|_| TableCounts::default()),
                 ..Default::default()
-            })
-        });
-        obs.clickhouse = (!n.clickhouse.is_empty()).then(|| {
-            Ok(ClickHouseFacts {
+            });
+        }
+        if !n.clickhouse.is_empty() {
+            obs.clickhouse = Reading::Answered(ClickHouseFacts {
                 counts: n.clickhouse.counts_until.map(|_| counts()),
                 ..clickhouse()
-            })
-        });
+            });
+        }
         if n.stores {
-            obs.redis = Some(Ok(langfuse_upgrade_operator::databases::RedisFacts {
+            obs.redis = Reading::Answered(langfuse_upgrade_operator::databases::RedisFacts {
                 version: "7.2.4".into(),
                 tls: false,
-            }));
-            obs.s3 = Some(Ok(langfuse_upgrade_operator::databases::S3Facts { marker: None }));
+            });
+            obs.s3 = Reading::Answered(langfuse_upgrade_operator::databases::S3Facts { marker: None });
         }
         obs
     }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod execute;
 pub mod fence;
 pub mod fetched;
+pub mod objects;
 pub mod observe;
 pub mod observed;
 pub mod plan;

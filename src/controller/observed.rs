@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::databases::{RedisFacts, RedisProblem, S3Facts, S3Problem, SecretString};
 use crate::migrations::PostgresFacts;
+pub use crate::reading::Reading;
 use crate::resources::labels::Role;
 use crate::verify::ClickHouseFacts;
 
@@ -53,16 +54,13 @@ pub struct Observed {
     pub missing_secret_keys: Vec<String>,
     /// HorizontalPodAutoscalers that scale the v2 Deployment.
     pub hpas_on_source: Vec<String>,
-    /// `None`: not asked this reconcile.
-    pub postgres: Option<std::result::Result<PostgresFacts, PostgresError>>,
+    pub postgres: Reading<PostgresFacts, PostgresError>,
     /// The connection those facts were read with, for the remedies the executor writes.
     pub postgres_url: Option<SecretString>,
-    pub clickhouse: Option<std::result::Result<ClickHouseFacts, String>>,
-    /// `None`: not asked.
-    pub redis: Option<std::result::Result<RedisFacts, RedisProblem>>,
-    pub s3: Option<std::result::Result<S3Facts, S3Problem>>,
-    /// `None`: not asked.
-    pub error_ratio: Option<std::result::Result<crate::analysis::ErrorRatioFacts, String>>,
+    pub clickhouse: Reading<ClickHouseFacts>,
+    pub redis: Reading<RedisFacts, RedisProblem>,
+    pub s3: Reading<S3Facts, S3Problem>,
+    pub error_ratio: Reading<crate::analysis::ErrorRatioFacts>,
     /// When the last read came back (to the millisecond; `None` when nothing was read): every
     /// fact above was true by then, and no later than the plan's decision.
     pub read_at: Option<Timestamp>,
@@ -97,8 +95,8 @@ impl Observed {
     /// A read that failed here and had not failed in `before` (answered, or not asked): a look
     /// ahead that met it keeps the decision made without it (`plan::look_ahead`).
     pub fn failed_where_answered(&self, before: &Observed) -> bool {
-        fn newly<T, E>(now: &Option<std::result::Result<T, E>>, then: &Option<std::result::Result<T, E>>) -> bool {
-            matches!(now, Some(Err(_))) && !matches!(then, Some(Err(_)))
+        fn newly<T, E>(now: &Reading<T, E>, then: &Reading<T, E>) -> bool {
+            now.failed().is_some() && then.failed().is_none()
         }
         newly(&self.postgres, &before.postgres)
             || newly(&self.clickhouse, &before.clickhouse)

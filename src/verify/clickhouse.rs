@@ -176,13 +176,12 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
     let user_grants = async {
         match query.objects {
             // Not fatal to the observation: a server that cannot say still runs Langfuse.
-            true => Some(
-                grants(client)
-                    .await
-                    .map(|rows| super::grants::Grants::parse(&rows))
-                    .map_err(|e| format!("{}: {}", e.what, e.source.to_string().trim())),
-            ),
-            false => None,
+            true => grants(client)
+                .await
+                .map(|rows| super::grants::Grants::parse(&rows))
+                .map_err(|e| format!("{}: {}", e.what, e.source.to_string().trim()))
+                .into(),
+            false => crate::reading::Reading::NotAsked,
         }
     };
     let (tables, server, user_grants) = tokio::join!(tables, server, user_grants);

@@ -23,7 +23,7 @@ pub struct ClickHouseFacts {
     /// facts and before counting).
     pub missing_tables: Vec<crate::migrations::Table>,
     /// `SHOW GRANTS FINAL` (read with the server facts), or why it could not be read.
-    pub grants: Option<Result<grants::Grants, String>>,
+    pub grants: crate::reading::Reading<grants::Grants>,
 }
 
 /// One table's verdict: ClickHouse holds every Postgres row up to the cut-off, or some are

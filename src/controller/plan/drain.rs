@@ -8,6 +8,7 @@ use super::reading::postgres;
 use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::reason;
+use crate::controller::observed::Reading;
 use crate::controller::validate::Settings;
 use crate::precision::{bound_after, newest_seen};
 
@@ -22,7 +23,7 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
             // A window that could not be read is not quiet: writes held by v2's clients may land
             // when Postgres answers again, carrying `created_at`s from before the outage. The
             // quiet period starts again at the first read that answers.
-            if matches!(p.obs.postgres, Some(Err(_))) {
+            if matches!(p.obs.postgres, Reading::Failed(_)) {
                 p.status.drain_quiet_since = None;
             }
             return Err(hold);

@@ -3,19 +3,20 @@
 use super::{Hold, Planner, wait};
 use crate::api::Phase;
 use crate::api::conditions::reason;
+use crate::controller::observed::Reading;
 use crate::migrations::{PostgresFacts, Table};
 
 pub(super) fn postgres<'a>(p: &'a Planner, phase: Phase) -> Result<&'a PostgresFacts, Hold> {
     match &p.obs.postgres {
-        Some(Ok(pg)) => Ok(pg),
-        Some(Err(e)) => Err(Hold::new(
+        Reading::Answered(pg) => Ok(pg),
+        Reading::Failed(e) => Err(Hold::new(
             phase,
             reason::POSTGRES_UNAVAILABLE,
             format!("cannot read Postgres: {e}"),
             wait::DB_RETRY,
         )),
         // The facts that call for Postgres were recorded this very reconcile: read it next.
-        None => Err(Hold::new(phase, reason::PENDING, "reading Postgres next", wait::NOW)),
+        Reading::NotAsked => Err(Hold::new(phase, reason::PENDING, "reading Postgres next", wait::NOW)),
     }
 }
 

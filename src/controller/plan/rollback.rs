@@ -7,6 +7,7 @@ use super::workloads::{Desire, Readiness, build, version_now};
 use super::{Action, Gate, Hold, Planner, wait};
 use crate::api::conditions::reason;
 use crate::api::{FINALIZER, Phase, RollbackStatus};
+use crate::controller::observed::Reading;
 use crate::controller::validate::Settings;
 use crate::resources::deployments::applied_hash;
 use crate::resources::labels::{Role, v3_selector};
@@ -355,8 +356,13 @@ pub(super) fn after_shift(p: &mut Planner, settings: &Settings, ready: &Readines
 /// whole window. It never holds the upgrade: the other steps go on while it watches.
 fn error_ratio(p: &mut Planner, settings: &Settings) -> Gate {
     use crate::analysis::{Verdict, judge};
-    let (Some(a), Some(facts)) = (&settings.analysis, &p.obs.error_ratio) else {
+    let Some(a) = &settings.analysis else {
         return Ok(());
+    };
+    let facts = match &p.obs.error_ratio {
+        Reading::NotAsked => return Ok(()),
+        Reading::Answered(f) => Ok(f.clone()),
+        Reading::Failed(why) => Err(why.clone()),
     };
     // Judged again every step of the window (one status event wakes nothing when it is calm).
     p.requeue_at_most(crate::analysis::step(a.window).max(std::time::Duration::from_secs(1)));
@@ -367,7 +373,7 @@ fn error_ratio(p: &mut Planner, settings: &Settings) -> Gate {
         .as_ref()
         .map(|x| x.window.clone())
         .unwrap_or_default();
-    match judge(a.threshold, a.window, facts) {
+    match judge(a.threshold, a.window, &facts) {
         Verdict::Sustained { lowest, points } => {
             let why = format!(
                 "v3 web's error ratio stayed above {} for {window} (lowest of {points} points: {lowest:.4})",

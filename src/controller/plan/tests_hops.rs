@@ -12,6 +12,7 @@ use crate::api::conditions as c;
 use crate::api::{ImageChanges, LangfuseUpgradeSpec, StopState};
 use crate::catalog::Catalog;
 use crate::controller::observed::Observed;
+use crate::controller::observed::Reading;
 use crate::controller::report::{next_status, transitions};
 use crate::migrations::{MigrationRow, PostgresFacts};
 use crate::testing::*;
@@ -160,20 +161,24 @@ impl Chart {
         };
         obs.source = Some(self.web.clone());
         if !n.postgres.is_empty() {
-            obs.postgres = Some(Ok(PostgresFacts {
+            obs.postgres = Reading::Answered(PostgresFacts {
                 server_version_num: Some(self.pg_major * 10000 + 8),
                 migrations: self.rows.clone(),
                 ..healthy_postgres()
-            }));
+            });
         }
         if !n.clickhouse.is_empty() {
-            obs.clickhouse = Some(Ok(ClickHouseFacts {
+            obs.clickhouse = Reading::Answered(ClickHouseFacts {
                 version: Some(self.ch_version.clone()),
                 schema: Some((self.ch_height, false)),
                 // As the live reader: grants only when asked for (preflight).
-                grants: healthy_clickhouse().grants.filter(|_| n.clickhouse.objects),
+                grants: if n.clickhouse.objects {
+                    healthy_clickhouse().grants
+                } else {
+                    Reading::NotAsked
+                },
                 ..healthy_clickhouse()
-            }));
+            });
         }
         obs
     }

@@ -8,6 +8,7 @@ use super::remedies::bump;
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{LangfuseUpgradeStatus, Phase, RemedyKind, TableVerification};
+use crate::controller::observed::Reading;
 use crate::databases::{LateWindow, Remedy};
 use crate::migrations::{Table, TableCounts, migration_for_table};
 use crate::verify::Verdict;
@@ -130,8 +131,8 @@ fn postgres_counts(p: &Planner) -> Result<(TableCounts, Option<TableCounts>), Ho
 /// ClickHouse's counts up to the cut-off; a missing table keeps v2 (the schema is not v3's).
 fn clickhouse_counts(p: &mut Planner) -> Result<TableCounts, Hold> {
     let ch = match &p.obs.clickhouse {
-        Some(Ok(ch)) => ch.clone(),
-        Some(Err(e)) => {
+        Reading::Answered(ch) => ch.clone(),
+        Reading::Failed(e) => {
             return Err(Hold::new(
                 Phase::Verifying,
                 reason::CLICKHOUSE_UNAVAILABLE,
@@ -139,7 +140,7 @@ fn clickhouse_counts(p: &mut Planner) -> Result<TableCounts, Hold> {
                 wait::DB_RETRY,
             ));
         }
-        None => Default::default(),
+        Reading::NotAsked => Default::default(),
     };
     if !ch.missing_tables.is_empty() {
         let message = format!(
@@ -172,8 +173,8 @@ fn clickhouse_counts(p: &mut Planner) -> Result<TableCounts, Hold> {
 /// rows up to the cut-off, as many as Postgres has there. Bounded with the late-write re-runs;
 /// `None` when it does not apply (the mismatch is older, or the budget is spent).
 fn late_arrivals(p: &mut Planner, pg: &TableCounts, ch: &TableCounts) -> Option<Gate> {
-    let pg_recent = p.obs.postgres.as_ref()?.as_ref().ok()?.recent_counts.clone()?;
-    let ch_recent = p.obs.clickhouse.as_ref()?.as_ref().ok()?.recent_counts.clone()?;
+    let pg_recent = p.obs.postgres.answered()?.recent_counts.clone()?;
+    let ch_recent = p.obs.clickhouse.answered()?.recent_counts.clone()?;
     let until = p
         .status
         .late_writes_covered_until

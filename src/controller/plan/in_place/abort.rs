@@ -5,6 +5,7 @@ use super::roll::wanted_change;
 use crate::api::conditions::reason;
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::road::{Hop, HopMode};
+use crate::controller::observed::Reading;
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
 use crate::resources::deployments::views::{Role, running_version};
 
@@ -104,7 +105,7 @@ pub(crate) fn reversible(p: &Planner, hop: &Hop) -> Result<(), String> {
     let catalog = p.catalog;
     let known = catalog.schema_height(hop.from) as i64;
     match &p.obs.clickhouse {
-        Some(Ok(ch)) => match ch.schema {
+        Reading::Answered(ch) => match ch.schema {
             Some((height, _)) if height > known => {
                 return Err(format!(
                     "ClickHouse's schema is at {height} and {} knows only up to {known}",
@@ -115,7 +116,7 @@ pub(crate) fn reversible(p: &Planner, hop: &Hop) -> Result<(), String> {
         },
         _ => return Err("ClickHouse's schema height could not be read".into()),
     }
-    let Some(Ok(pg)) = &p.obs.postgres else {
+    let Reading::Answered(pg) = &p.obs.postgres else {
         return Err("the background migrations could not be read".into());
     };
     {

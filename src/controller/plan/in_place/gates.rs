@@ -7,6 +7,7 @@ use super::rows::{Unsettled, rows_settled};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::road::{Hop, HopGate};
+use crate::controller::observed::Reading;
 use crate::controller::plan::{Gate, Hold, Planner, wait};
 use crate::resources::deployments::views::{Role, image_for, langfuse_container, running_version};
 use crate::resources::v4_env;
@@ -105,7 +106,7 @@ pub(crate) fn release_ran(p: &Planner, release: Version) -> Vec<String> {
     if release > catalog.newest_of(release.major).unwrap_or(release) {
         return unmet;
     }
-    if let Some(Ok(pg)) = &p.obs.postgres {
+    if let Reading::Answered(pg) = &p.obs.postgres {
         let missing: Vec<&str> = catalog
             .rows_at(release)
             .map(|m| m.name.as_str())
@@ -119,7 +120,7 @@ pub(crate) fn release_ran(p: &Planner, release: Version) -> Vec<String> {
         }
     }
     let height = catalog.schema_height(release) as i64;
-    if let Some(Ok(ch)) = &p.obs.clickhouse {
+    if let Reading::Answered(ch) = &p.obs.clickhouse {
         match ch.schema {
             Some((h, false)) if h >= height => {}
             Some((h, true)) => unmet.push(format!("ClickHouse's schema_migrations is dirty at {h}: fix it first")),
@@ -140,7 +141,7 @@ fn infrastructure_unmet(p: &Planner, hop: &Hop, clickhouse: &str, postgres: &str
         Some((it.next()?.parse::<u64>().ok()?, it.next()?.parse::<u64>().ok()?))
     };
     let ch_version = match &p.obs.clickhouse {
-        Some(Ok(ch)) => ch.version.clone(),
+        Reading::Answered(ch) => ch.version.clone(),
         _ => None,
     };
     match (ch_version.as_deref().and_then(major_minor), major_minor(clickhouse)) {
@@ -156,7 +157,7 @@ fn infrastructure_unmet(p: &Planner, hop: &Hop, clickhouse: &str, postgres: &str
         )),
     }
     let pg_major = match &p.obs.postgres {
-        Some(Ok(pg)) => pg.server_version_num.map(|n| n / 10000),
+        Reading::Answered(pg) => pg.server_version_num.map(|n| n / 10000),
         _ => None,
     };
     let need: i64 = postgres.parse().unwrap_or(0);
@@ -212,7 +213,7 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
     // was observed without it. Read it before judging the gates, rather than flash Blocked.
     // A step hold: the road is not followed to its end yet (a plain hold would leave the
     // previous hop's "reached" in RoadFollowed for this one write).
-    if p.obs.clickhouse.is_none() || p.obs.postgres.is_none() {
+    if !p.obs.clickhouse.is_asked() || !p.obs.postgres.is_asked() {
         return Err(p.hold_step(
             cond::ROAD_FOLLOWED,
             Phase::Finalizing,

@@ -3,14 +3,15 @@
 
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
+use crate::controller::observed::Reading;
 use crate::controller::plan::{Gate, Hold, Planner, wait};
 use crate::migrations::{MigrationRow, RowState};
 
 pub(super) fn rows_of(p: &Planner) -> Result<Vec<MigrationRow>, (crate::api::conditions::Reason, String)> {
     match &p.obs.postgres {
-        Some(Ok(pg)) => Ok(pg.migrations.clone()),
-        Some(Err(e)) => Err((reason::POSTGRES_UNAVAILABLE, format!("cannot read Postgres: {e}"))),
-        None => Err((reason::FINALIZING, "reading the background migrations".into())),
+        Reading::Answered(pg) => Ok(pg.migrations.clone()),
+        Reading::Failed(e) => Err((reason::POSTGRES_UNAVAILABLE, format!("cannot read Postgres: {e}"))),
+        Reading::NotAsked => Err((reason::FINALIZING, "reading the background migrations".into())),
     }
 }
 
@@ -75,7 +76,7 @@ pub(crate) fn rows_settled(p: &Planner, release: &str) -> Result<(), Unsettled> 
 /// As [`rows_settled`], with progress reported, as a hold.
 pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]) -> Gate {
     let estimates = match &p.obs.postgres {
-        Some(Ok(pg)) => pg.estimated_rows.clone().unwrap_or_default(),
+        Reading::Answered(pg) => pg.estimated_rows.clone().unwrap_or_default(),
         _ => Default::default(),
     };
     crate::controller::plan::migrate::report_progress(p, rows, &estimates);

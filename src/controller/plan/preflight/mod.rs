@@ -17,6 +17,7 @@ use stores::*;
 
 use crate::api::{CheckId, CheckResult, LangfuseUpgradeSpec, Phase, PreflightCheck, WaivableCheck};
 use crate::controller::observed::Observed;
+use crate::controller::observed::Reading;
 use crate::controller::validate::Settings;
 use crate::resources::images::v3_images;
 use crate::version::{ImageVersion, Version, image_version};
@@ -86,7 +87,7 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         .or(Some(1));
     // Rows sharing one created_at beyond the batch size would stall the copy: plan a batch
     // size above the largest group, set before the migrations start.
-    if let Some(Ok(pg)) = &p.obs.postgres {
+    if let Reading::Answered(pg) = &p.obs.postgres {
         for (table, group) in &pg.same_created_at_groups {
             let name = crate::migrations::migration_for_table(*table);
             p.status.planned_batch_sizes.insert(name.to_string(), group + 1);

@@ -5,6 +5,7 @@
 
 use crate::api::{CheckId, CheckResult, PreflightCheck};
 use crate::catalog::road::{Hop, HopGate, HopMode};
+use crate::controller::observed::Reading;
 use crate::controller::plan::Planner;
 use crate::controller::plan::in_place::{self, Unmet};
 use crate::resources::deployments::views::{Role, langfuse_container, running_version, worker_name};
@@ -150,7 +151,7 @@ fn worker_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
 fn clickhouse_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
     use CheckResult::*;
     match &p.obs.clickhouse {
-        Some(Ok(ch)) => {
+        Reading::Answered(ch) => {
             let known = web.map(|v| p.catalog.schema_height(v) as i64);
             match (ch.schema, known) {
                 (Some((v, true)), _) => line(
@@ -175,8 +176,8 @@ fn clickhouse_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
                 ),
             }
         }
-        Some(Err(e)) => line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
-        None => line(CheckId::Clickhouse, Fail, "ClickHouse was not observed"),
+        Reading::Failed(e) => line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
+        Reading::NotAsked => line(CheckId::Clickhouse, Fail, "ClickHouse was not observed"),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::verify::SCHEMA_VERSION_3_29;
 
 use super::MIN_SOURCE;
 use super::{Ctx, Report};
+use crate::controller::observed::Reading;
 
 const MIN_POSTGRES_NUM: i64 = 120000;
 const LISTED_POSTGRES: (i64, i64) = (14, 16);
@@ -19,16 +20,16 @@ pub(super) fn postgres(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { obs, .. } = *c;
     match &obs.postgres {
-        None => r.line(CheckId::Postgres, Fail, "Postgres was not observed"),
-        Some(Err(PostgresError::Settings(e))) => r.line(
+        Reading::NotAsked => r.line(CheckId::Postgres, Fail, "Postgres was not observed"),
+        Reading::Failed(PostgresError::Settings(e)) => r.line(
             CheckId::Postgres,
             Fail,
             format!("Postgres connection settings missing: {e}"),
         ),
-        Some(Err(PostgresError::Unreachable(e))) => {
+        Reading::Failed(PostgresError::Unreachable(e)) => {
             r.line(CheckId::Postgres, Fail, format!("Postgres unreachable: {e}"))
         }
-        Some(Ok(pg)) => {
+        Reading::Answered(pg) => {
             let missing: Vec<&str> = V3_MIGRATIONS
                 .iter()
                 .copied()
@@ -99,9 +100,9 @@ pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
     use CheckResult::*;
     let Ctx { obs, .. } = *c;
     match &obs.clickhouse {
-        None => r.line(CheckId::Clickhouse, Fail, "ClickHouse was not observed"),
-        Some(Err(e)) => r.line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
-        Some(Ok(ch)) => {
+        Reading::NotAsked => r.line(CheckId::Clickhouse, Fail, "ClickHouse was not observed"),
+        Reading::Failed(e) => r.line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
+        Reading::Answered(ch) => {
             match ch.schema {
                 Some((v, true)) => r.line(CheckId::Clickhouse, Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
                 Some((v, _)) if v > SCHEMA_VERSION_3_29 => r.line(CheckId::Clickhouse,
@@ -141,25 +142,25 @@ pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
                 None => (Warn, "ClickHouse version unknown".to_string()),
             };
             r.waivable(WaivableCheck::ClickHouseVersion, result, message);
-            clickhouse_grants(r, c, ch.grants.as_ref());
+            clickhouse_grants(r, c, &ch.grants);
         }
     }
 }
 
 /// The ClickHouse user holds what Langfuse's docs ask for on its database; if not, the GRANT
 /// that fixes it (the user is named by its Secret, never printed).
-fn clickhouse_grants(r: &mut Report, c: &Ctx, grants: Option<&Result<crate::verify::grants::Grants, String>>) {
+fn clickhouse_grants(r: &mut Report, c: &Ctx, grants: &Reading<crate::verify::grants::Grants>) {
     use CheckResult::*;
     let database = c.spec.clickhouse.database.as_deref().unwrap_or("default");
     let (result, message) = match grants {
-        None => return,
-        Some(Err(e)) => (
+        Reading::NotAsked => return,
+        Reading::Failed(e) => (
             Warn,
             format!(
                 "could not read the ClickHouse user's grants ({e}); check by hand that it has SELECT, INSERT, ALTER, CREATE TABLE and ALTER DELETE on {database}.*"
             ),
         ),
-        Some(Ok(g)) => match g.missing_on(database).as_slice() {
+        Reading::Answered(g) => match g.missing_on(database).as_slice() {
             [] => (
                 Pass,
                 format!("the ClickHouse user has SELECT, INSERT, ALTER, CREATE TABLE and ALTER DELETE on {database}.*"),

@@ -6,6 +6,7 @@ use crate::api::{CheckResult, WaivableCheck};
 use crate::databases::stores::{redis_fix, redis_major_minor, s3_fix};
 
 use super::{Ctx, Report};
+use crate::controller::observed::Reading;
 
 /// v3 needs Redis 7 (BullMQ); the compatibility matrix users follow lists 7.0 to 7.4.
 const MIN_REDIS: (u64, u64) = (7, 0);
@@ -16,12 +17,12 @@ pub(super) fn redis(r: &mut Report, c: &Ctx) {
     let line = WaivableCheck::Redis;
     match &c.obs.redis {
         // The secrets line already says which Secret key is missing.
-        None => r.waivable(
+        Reading::NotAsked => r.waivable(
             line,
             Fail,
             "not checked: the Redis settings are incomplete (see the secrets line)",
         ),
-        Some(Err(e)) => r.waivable(
+        Reading::Failed(e) => r.waivable(
             line,
             Fail,
             format!(
@@ -29,7 +30,7 @@ pub(super) fn redis(r: &mut Report, c: &Ctx) {
                 redis_fix(e, c.spec.redis.connection_string_secret_ref.is_some())
             ),
         ),
-        Some(Ok(facts)) => {
+        Reading::Answered(facts) => {
             let tls = if facts.tls { ", over TLS" } else { "" };
             match redis_major_minor(&facts.version) {
                 Some(v) if v < MIN_REDIS => r.waivable(
@@ -61,20 +62,20 @@ pub(super) fn s3(r: &mut Report, c: &Ctx) {
     let line = WaivableCheck::S3;
     let bucket = &c.spec.s3.bucket;
     match &c.obs.s3 {
-        None if c.spec.s3.access_key_id_secret_ref.is_none() => r.waivable(
+        Reading::NotAsked if c.spec.s3.access_key_id_secret_ref.is_none() => r.waivable(
             line,
             Warn,
             format!(
                 "bucket {bucket} not checked: v3 uses its pods' ambient identity, which the operator does not have"
             ),
         ),
-        None => r.waivable(
+        Reading::NotAsked => r.waivable(
             line,
             Fail,
             "not checked: the S3 credentials are incomplete (see the secrets line)",
         ),
-        Some(Err(e)) => r.waivable(line, Fail, format!("{e}: {}", s3_fix(e))),
-        Some(Ok(facts)) => match &facts.marker {
+        Reading::Failed(e) => r.waivable(line, Fail, format!("{e}: {}", s3_fix(e))),
+        Reading::Answered(facts) => match &facts.marker {
             Some(marker) => r.waivable(
                 line,
                 Pass,

@@ -1,6 +1,7 @@
 //! Deleting an upgrade, an invalid spec, preflight failures and waivers.
 
 use super::*;
+use crate::controller::observed::Reading;
 
 #[test]
 fn deleting_an_unfinished_upgrade_rolls_back_then_lets_go() {
@@ -211,14 +212,14 @@ fn clickhouse_schema_past_3_29_blocks() {
     let mut w = World::new(spec());
     let obs = {
         let mut o = w.observe();
-        o.clickhouse = Some(Ok(ClickHouseFacts {
+        o.clickhouse = Reading::Answered(ClickHouseFacts {
             version: Some("25.3.1".into()),
             schema: Some((9, false)),
             counts: None,
             recent_counts: None,
             missing_tables: Vec::new(),
-            grants: None,
-        }));
+            grants: Reading::NotAsked,
+        });
         o
     };
     let d = plan(&w.upgrade, &obs, t(0));

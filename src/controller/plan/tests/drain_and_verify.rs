@@ -2,6 +2,7 @@
 
 use super::migrations::remedies_applied;
 use super::*;
+use crate::controller::observed::Reading;
 
 #[test]
 fn paused_makes_no_writes() {
@@ -46,11 +47,11 @@ fn the_drain_ends_to_the_millisecond_after_the_newest_row() {
     let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap();
     let read = |w: &World, read_ms: i64| {
         let mut obs = w.cluster.clone();
-        obs.postgres = Some(Ok(PostgresFacts {
+        obs.postgres = Reading::Answered(PostgresFacts {
             newest_write: Some(at(row)),
             newest_write_read_at: Some(at(read_ms)),
             ..Default::default()
-        }));
+        });
         let now = crate::precision::bound_after(at(read_ms));
         (plan(&w.upgrade, &obs, now), now)
     };

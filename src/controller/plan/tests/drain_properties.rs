@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::controller::observed::Reading;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
@@ -30,11 +31,11 @@ proptest! {
             let now = crate::precision::bound_after(Timestamp::from_millisecond(clock).unwrap());
             let newest = writes.iter().copied().filter(|x| *x <= clock).max().unwrap_or(history);
             let mut obs = w.cluster.clone();
-            obs.postgres = Some(Ok(PostgresFacts {
+            obs.postgres = Reading::Answered(PostgresFacts {
                 newest_write: Some(Timestamp::from_millisecond(newest).unwrap()),
                 newest_write_read_at: Some(Timestamp::from_millisecond(clock).unwrap()),
                 ..Default::default()
-            }));
+            });
             let d = plan(&w.upgrade, &obs, now);
             let status = api_round_trip(&next_status(&w.upgrade, &d, now));
             if let Some(cutoff) = &status.cutoff {

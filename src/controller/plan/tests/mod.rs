@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{CheckResult, LangfuseUpgradeSpec, LangfuseUpgradeStatus, WaivableCheck};
 use crate::controller::observed::Endpoint;
+use crate::controller::observed::Reading;
 use crate::controller::report::next_status;
 use crate::migrations::{MigrationRow, PostgresFacts, TableCounts};
 use crate::resources::deployments::{MIGRATIONS_ENV, migrations_enabled};
@@ -318,7 +319,7 @@ impl World {
             return Observed::default();
         }
         let mut obs = self.cluster.clone();
-        obs.postgres = (!n.postgres.is_empty()).then(|| {
+        obs.postgres = Reading::when(!n.postgres.is_empty(), || {
             if self.postgres_down {
                 return Err(crate::controller::observed::PostgresError::Unreachable(
                     "connection refused".to_string(),
@@ -349,7 +350,7 @@ impl World {
             }
             Ok(pg)
         });
-        obs.clickhouse = (!n.clickhouse.is_empty()).then(|| {
+        obs.clickhouse = Reading::when(!n.clickhouse.is_empty(), || {
             if self.clickhouse_down {
                 return Err("connection refused".to_string());
             }
@@ -362,28 +363,32 @@ impl World {
             }
             // As the live reader: grants only when asked for (preflight).
             if !n.clickhouse.objects {
-                ch.grants = None;
+                ch.grants = Reading::NotAsked;
             }
             Ok(ch)
         });
         if let Some(q) = &n.error_ratio {
             // The window is read only once the shift is a whole window old.
-            obs.error_ratio = Some(self.error_ratio.clone().map(|mut f| {
-                if q.window.is_none() {
-                    f.window_min = None;
-                    f.window_points = None;
-                }
-                f
-            }));
+            obs.error_ratio = self
+                .error_ratio
+                .clone()
+                .map(|mut f| {
+                    if q.window.is_none() {
+                        f.window_min = None;
+                        f.window_points = None;
+                    }
+                    f
+                })
+                .into();
         }
         if n.stores {
-            obs.redis = Some(Ok(crate::databases::RedisFacts {
+            obs.redis = Reading::Answered(crate::databases::RedisFacts {
                 version: "7.2.4".into(),
                 tls: false,
-            }));
-            obs.s3 = Some(Ok(crate::databases::S3Facts {
+            });
+            obs.s3 = Reading::Answered(crate::databases::S3Facts {
                 marker: Some("events/lfu-preflight-0".into()),
-            }));
+            });
         }
         obs
     }

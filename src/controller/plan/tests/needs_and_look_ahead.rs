@@ -144,7 +144,7 @@ fn a_missing_clickhouse_table_keeps_v2_with_the_reason() {
     w.look_ahead = false;
     w.run_until(Phase::Verifying, 400);
     let mut obs = w.observe();
-    if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
+    if let Some(ch) = obs.clickhouse.answered_mut() {
         ch.missing_tables = vec![crate::migrations::Table::Scores];
         ch.counts = None;
     }
@@ -159,7 +159,7 @@ fn a_missing_clickhouse_table_keeps_v2_with_the_reason() {
 fn a_damaged_clickhouse_schema_blocks_preflight() {
     let w = World::new(spec());
     let mut obs = w.observe();
-    if let Some(Ok(ch)) = obs.clickhouse.as_mut() {
+    if let Some(ch) = obs.clickhouse.answered_mut() {
         ch.missing_tables = vec![crate::migrations::Table::Traces];
     }
     let d = plan(&w.upgrade, &obs, t(0));

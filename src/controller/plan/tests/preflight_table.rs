@@ -1,6 +1,7 @@
 //! Each preflight check as a table.
 
 use super::*;
+use crate::controller::observed::Reading;
 
 /// One row per preflight finding: a change to the spec or the observation, and the line it
 /// must produce (check, result, words of the message). Every other line stays as it was.
@@ -25,10 +26,10 @@ fn each_preflight_check_as_a_table() {
         pod.containers[0].image = Some(image.into());
     }
     fn pg(o: &mut Observed) -> &mut PostgresFacts {
-        o.postgres.as_mut().unwrap().as_mut().unwrap()
+        o.postgres.answered_mut().unwrap()
     }
     fn ch(o: &mut Observed) -> &mut ClickHouseFacts {
-        o.clickhouse.as_mut().unwrap().as_mut().unwrap()
+        o.clickhouse.answered_mut().unwrap()
     }
     let cases: Vec<(&str, Change, &str, CheckResult, &str)> = vec![
         (
@@ -84,9 +85,9 @@ fn each_preflight_check_as_a_table() {
         (
             "no database settings",
             |_, o| {
-                o.postgres = Some(Err(crate::controller::observed::PostgresError::Settings(
+                o.postgres = Reading::Failed(crate::controller::observed::PostgresError::Settings(
                     "DATABASE_HOST".into(),
-                )))
+                ))
             },
             "postgres",
             Fail,
@@ -147,10 +148,10 @@ fn each_preflight_check_as_a_table() {
                 s.redis.connection_string_secret_ref = None;
                 s.redis.host = Some("redis".into());
                 s.redis.auth_secret_ref = Some(crate::testing::secret_ref("redis", "auth"));
-                o.redis = Some(Err(RedisProblem::Auth {
+                o.redis = Reading::Failed(RedisProblem::Auth {
                     target: "redis:6379".into(),
                     detail: "wrong user or password".into(),
-                }))
+                })
             },
             "redis",
             Fail,
@@ -160,10 +161,10 @@ fn each_preflight_check_as_a_table() {
             "Redis host unreachable",
             |_, o| {
                 // spec() names a connection string: its Secret is what to fix.
-                o.redis = Some(Err(RedisProblem::Unreachable {
+                o.redis = Reading::Failed(RedisProblem::Unreachable {
                     target: "redis:6379".into(),
                     detail: "connection refused".into(),
-                }))
+                })
             },
             "redis",
             Fail,
@@ -172,10 +173,10 @@ fn each_preflight_check_as_a_table() {
         (
             "Redis 6.2",
             |_, o| {
-                o.redis = Some(Ok(RedisFacts {
+                o.redis = Reading::Answered(RedisFacts {
                     version: "6.2.14".into(),
                     tls: false,
-                }))
+                })
             },
             "redis",
             Fail,
@@ -184,10 +185,10 @@ fn each_preflight_check_as_a_table() {
         (
             "Redis 8.0",
             |_, o| {
-                o.redis = Some(Ok(RedisFacts {
+                o.redis = Reading::Answered(RedisFacts {
                     version: "8.0.2".into(),
                     tls: true,
-                }))
+                })
             },
             "redis",
             Warn,
@@ -195,7 +196,7 @@ fn each_preflight_check_as_a_table() {
         ),
         (
             "a ClickHouse user that may only read",
-            |_, o| ch(o).grants = Some(Ok(Grants::parse(&["GRANT SELECT ON default.* TO ro".into()]))),
+            |_, o| ch(o).grants = Reading::Answered(Grants::parse(&["GRANT SELECT ON default.* TO ro".into()])),
             "clickhouseGrants",
             Fail,
             "lacks INSERT, ALTER, CREATE TABLE, ALTER DELETE on default.*",
@@ -204,7 +205,7 @@ fn each_preflight_check_as_a_table() {
             "grants on another database than spec.clickhouse.database",
             |s, o| {
                 s.clickhouse.database = Some("langfuse".into());
-                ch(o).grants = Some(Ok(Grants::parse(&["GRANT ALL ON default.* TO lf".into()])));
+                ch(o).grants = Reading::Answered(Grants::parse(&["GRANT ALL ON default.* TO lf".into()]));
             },
             "clickhouseGrants",
             Fail,
@@ -212,7 +213,7 @@ fn each_preflight_check_as_a_table() {
         ),
         (
             "grants unreadable",
-            |_, o| ch(o).grants = Some(Err("reading the ClickHouse user's grants: Code: 62".into())),
+            |_, o| ch(o).grants = Reading::Failed("reading the ClickHouse user's grants: Code: 62".into()),
             "clickhouseGrants",
             Warn,
             "check by hand",
@@ -221,7 +222,7 @@ fn each_preflight_check_as_a_table() {
             "grants lacking, waived",
             |s, o| {
                 s.preflight.skip = vec![WaivableCheck::ClickHouseGrants];
-                ch(o).grants = Some(Ok(Grants::default()));
+                ch(o).grants = Reading::Answered(Grants::default());
             },
             "clickhouseGrants",
             Skipped,
@@ -231,10 +232,10 @@ fn each_preflight_check_as_a_table() {
             "Redis unreachable, waived",
             |s, o| {
                 s.preflight.skip = vec![WaivableCheck::Redis];
-                o.redis = Some(Err(RedisProblem::Unreachable {
+                o.redis = Reading::Failed(RedisProblem::Unreachable {
                     target: "redis:6379".into(),
                     detail: "timed out".into(),
-                }))
+                })
             },
             "redis",
             Skipped,
@@ -243,10 +244,10 @@ fn each_preflight_check_as_a_table() {
         (
             "no bucket",
             |_, o| {
-                o.s3 = Some(Err(S3Problem::NoSuchBucket {
+                o.s3 = Reading::Failed(S3Problem::NoSuchBucket {
                     bucket: "langfuse-events".into(),
                     endpoint: "http://s3".into(),
-                }))
+                })
             },
             "s3",
             Fail,
@@ -255,12 +256,12 @@ fn each_preflight_check_as_a_table() {
         (
             "read-only key",
             |_, o| {
-                o.s3 = Some(Err(S3Problem::Denied {
+                o.s3 = Reading::Failed(S3Problem::Denied {
                     bucket: "langfuse-events".into(),
                     prefix: "events/".into(),
                     action: "write",
                     code: "AccessDenied".into(),
-                }))
+                })
             },
             "s3",
             Fail,
@@ -271,7 +272,7 @@ fn each_preflight_check_as_a_table() {
             |s, o| {
                 s.s3.access_key_id_secret_ref = None;
                 s.s3.secret_access_key_secret_ref = None;
-                o.s3 = None;
+                o.s3 = Reading::NotAsked;
             },
             "s3",
             Warn,

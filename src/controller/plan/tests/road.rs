@@ -188,7 +188,7 @@ fn a_moving_cursor_is_shown_once_a_second() {
     // The same copy, still running, its cursor moved on since.
     let moved = |w: &World| {
         let mut obs = w.observe_with(&needs(&w.upgrade, t(at)));
-        if let Some(Ok(pg)) = obs.postgres.as_mut() {
+        if let Some(pg) = obs.postgres.answered_mut() {
             let row = pg.migrations.iter_mut().find(|r| r.name == shown.name).unwrap();
             row.finished_at = None;
             row.locked_at = Some(t(at));
