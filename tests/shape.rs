@@ -392,8 +392,57 @@ fn no_import_circle_between_modules() {
     assert!(found.is_empty(), "{} import circles: {described:#?}", found.len());
 }
 
+/// The milestones in status, written only through `plan::facts` (`Fact`).
+const MILESTONES: [&str; 11] = [
+    "provisioning_started_at",
+    "traffic_shifted_at",
+    "cutoff",
+    "migrations_enabled_at",
+    "migrations_finished_at",
+    "verified_at",
+    "source_retired_at",
+    "finalized_at",
+    "completed_at",
+    "rolled_back_at",
+    "worker_restarted_at",
+];
+
+/// `status.<milestone> =` on a line (not `==`).
+fn writes_a_milestone(line: &str) -> Option<&'static str> {
+    MILESTONES.into_iter().find(|m| {
+        let at = format!(".{m} =");
+        line.find(&at).is_some_and(|i| !line[i + at.len()..].starts_with('='))
+    })
+}
+
+#[test]
+fn milestones_are_recorded_only_through_the_fact_enum() {
+    let mut found = Vec::new();
+    for (module, path) in modules() {
+        if is_test_file(&module) || module.last().is_some_and(|m| m == "facts") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, line) in production(&text).iter().enumerate() {
+            if let Some(m) = writes_a_milestone(line) {
+                found.push(format!("{}:{}: {m}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "record these through `Planner::record` and `Fact`:\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn the_checks_themselves_see_what_they_guard() {
+    assert_eq!(
+        writes_a_milestone("    p.status.verified_at = Some(t);"),
+        Some("verified_at")
+    );
+    assert_eq!(writes_a_milestone("    if s.verified_at == None {"), None);
     // A circle is found, a long function measured, braces in strings ignored.
     let a = vec!["a".to_string()];
     let b = vec!["b".to_string()];

@@ -106,6 +106,7 @@ async fn reconcile_once<D: Databases>(
             reported.object,
         );
         record_metrics(&ctx, upgrade, status, &executed);
+        ctx.metrics.reconciled(clock.started.elapsed());
         if !executed.is_empty() || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {
             clock.log(&decided, executed.len(), *looked_ahead);
         }

@@ -9,6 +9,7 @@ use super::{Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::reason;
 use crate::controller::observed::Reading;
+use crate::controller::plan::facts::Fact;
 use crate::controller::validate::Settings;
 use crate::precision::{bound_after, newest_seen};
 
@@ -40,7 +41,7 @@ pub(super) fn drain(p: &mut Planner, settings: &Settings) -> Gate {
             left.min(wait::DRAIN_WATCH),
         ));
     }
-    p.status.cutoff = Some(p.now_time());
+    p.record_now(Fact::Cutoff);
     Ok(())
 }
 

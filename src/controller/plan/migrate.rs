@@ -10,6 +10,7 @@ use super::workloads::Readiness;
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{MigrationStatus, Phase, RemedyKind};
+use crate::controller::plan::facts::Fact;
 use crate::controller::validate::Settings;
 use crate::databases::Remedy;
 use crate::migrations::{EstimatedRows, MigrationRow, OpenGates, RowState, V3_MIGRATIONS, table_for_migration};
@@ -44,7 +45,7 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
     let now = p.now;
     let state = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.state(now));
     if V3_MIGRATIONS.iter().all(|n| state(n) == Some(RowState::Finished)) {
-        p.status.migrations_finished_at = Some(p.now_time());
+        p.record_now(Fact::MigrationsFinished);
         p.condition(
             cond::MIGRATIONS_COMPLETE,
             true,
@@ -98,7 +99,7 @@ fn enable(p: &mut Planner, settings: &Settings) -> Gate {
     for (name, size) in p.status.planned_batch_sizes.clone() {
         p.act(Action::Remedy(Remedy::SetBatchSize { name, size }));
     }
-    p.status.migrations_enabled_at = Some(p.now_time());
+    p.record_now(Fact::MigrationsEnabled);
     super::workloads::ensure(p, settings)?;
     p.condition(
         cond::MIGRATIONS_COMPLETE,

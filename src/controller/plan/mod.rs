@@ -6,6 +6,7 @@
 
 mod action;
 mod drain;
+mod facts;
 pub(crate) mod in_place;
 mod migrate;
 mod needs;
@@ -28,6 +29,7 @@ use crate::api::conditions::reason;
 use crate::api::{APPROVE_ANNOTATION, LangfuseUpgrade, Phase, Promotion};
 use crate::controller::observed::Observed;
 pub use action::{Action, labels_text};
+use in_place::Road;
 pub use needs::{Needs, look_ahead, needs, second_look, stage_of};
 pub use planner::Decision;
 /// How often Postgres is polled while a copy moves (for `make bench`).
@@ -74,26 +76,25 @@ fn gates(p: &mut Planner) -> Gate {
         p.act(Action::AddFinalizer);
     }
     preflight::read_source_version(p);
-    match in_place::in_place_source(&p.status) {
-        true => in_place_gates(p),
-        false => beside_v2_gates(p),
+    match p.road() {
+        Road::InPlace => in_place_gates(p),
+        Road::BesideV2 => beside_v2_gates(p),
     }
 }
 
 /// Completed or rolled back: what is left to watch (the Service, what the rollback put back).
 fn ended(p: &mut Planner) -> Gate {
-    if p.status.completed_at.is_some() {
-        return Err(retire::after_completion(p));
+    match p.stage() {
+        Stage::Completed => return Err(retire::after_completion(p)),
+        Stage::RolledBack => {}
+        _ => return Ok(()),
     }
-    if p.status.rolled_back_at.is_none() {
-        return Ok(());
-    }
-    let message = match in_place::in_place_source(&p.status) {
-        true => format!(
+    let message = match p.road() {
+        Road::InPlace => format!(
             "aborted: Langfuse runs {}; delete this object, or create a new one to try again",
             p.status.target_version.clone().unwrap_or_default()
         ),
-        false => {
+        Road::BesideV2 => {
             if let Some(hold) = rollback::after_rollback(p) {
                 return Err(hold);
             }

@@ -134,7 +134,7 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
         return n;
     }
     // Undoing an in-place hop depends on ClickHouse's schema height.
-    if spec.abort && super::in_place::in_place_source(s) && !deleting {
+    if spec.abort && super::in_place::Road::of(s).is_in_place() && !deleting {
         n.clickhouse.server = true;
         n.postgres.migrations = true;
         return n;
@@ -155,7 +155,7 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
         // schema height says whether the hop can be undone): after v2 the hop's reconciles
         // read its Postgres rows alone, and the next hop's start waits for one more read.
         Stage::Finalizing => {
-            let in_place = super::in_place::in_place_source(s);
+            let in_place = super::in_place::Road::of(s).is_in_place();
             n.hpas = !in_place;
             n.postgres.migrations = true;
             if in_place || !hop_under_way(s) {
@@ -175,7 +175,7 @@ fn preflight_needs(n: &mut Needs, s: &LangfuseUpgradeStatus) {
     n.postgres.server_version = true;
     n.postgres.migrations = true;
     // Only 3.29.0's copies stall on such groups: not scanned for a source on v3/v4.
-    if !super::in_place::in_place_source(s) {
+    if !super::in_place::Road::of(s).is_in_place() {
         n.postgres.same_created_at_scan = Some(crate::migrations::DEFAULT_BATCH_SIZE);
         // v3's Redis and S3 settings come from this spec only on the road from v2.
         n.stores = true;
@@ -239,5 +239,5 @@ pub fn stage_of(spec: &LangfuseUpgradeSpec, status: &LangfuseUpgradeStatus) -> S
         .final_version
         .as_ref()
         .is_some_and(|v| *v != spec.target.version);
-    stage::stage(status, moves_on, super::in_place::in_place_source(status))
+    stage::stage(status, moves_on, super::in_place::Road::of(status).is_in_place())
 }

@@ -154,6 +154,11 @@ impl<'a> Planner<'a> {
         stage_of(self.spec, &self.status)
     }
 
+    /// The road, as the recorded facts say (preflight records the source this decision at most).
+    pub fn road(&self) -> in_place::Road {
+        in_place::Road::of(&self.status)
+    }
+
     /// An irreversible step checks the facts it depends on itself, whatever order the gates
     /// are walked in: a missing one holds the upgrade and nothing is written.
     pub fn require(&self, step: &str, facts: &[(&str, bool)]) -> Gate {
@@ -204,7 +209,6 @@ impl<'a> Planner<'a> {
         self.conditions.push(Desired::new(type_, status, reason, message));
     }
 
-    /// Replace an earlier write to the same object in this decision (a later gate knows better).
     /// Add a write; the same write twice is one. A second, different apply of one Deployment
     /// would silently undo the first gate's decision: a bug in the gates, caught by the tests.
     pub fn act(&mut self, action: Action) {
@@ -254,7 +258,7 @@ impl<'a> Planner<'a> {
     pub(super) fn step_conditions_from_facts(&mut self, settle: bool) {
         let s = self.status.clone();
         // A source already on v3/v4 has no shift, drain, copy or retirement: only preflight.
-        let in_place = in_place::in_place_source(&self.status);
+        let in_place = self.road() == in_place::Road::InPlace;
         for (type_, at, yes, no, text) in fact_conditions(&s) {
             if in_place && type_ != cond::PREFLIGHT_PASSED {
                 continue;
@@ -325,9 +329,9 @@ impl<'a> Planner<'a> {
             self.condition(cond::STALLED, false, reason, "not stalled");
         }
         self.status.phase = Some(phase);
-        self.status.target_version = match in_place::in_place_source(&self.status) {
-            true => in_place::release_now(&self.status),
-            false => Some(workloads::version_now(&self)),
+        self.status.target_version = match self.road() {
+            in_place::Road::InPlace => in_place::release_now(&self.status),
+            in_place::Road::BesideV2 => Some(workloads::version_now(&self)),
         };
         self.status.rollback = Some(rollback::rollback_outlook(&self));
         self.status.road = road_status::road_status(&self);

@@ -4,6 +4,7 @@
 use super::{Action, Gate, Hold, Planner, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{Phase, RemedyKind};
+use crate::controller::plan::facts::Fact;
 use crate::controller::validate::Settings;
 use crate::databases::Remedy;
 use crate::migrations::{DEFAULT_BATCH_SIZE, MigrationRow, RowState};
@@ -25,7 +26,7 @@ pub(super) fn bump(p: &mut Planner, kind: RemedyKind, max: i32) -> bool {
 /// A rollout restart of the v3 worker: the manager only looks for work at start.
 pub(super) fn restart_worker(p: &mut Planner, settings: &Settings) -> Result<(), Hold> {
     p.status.count_remedy(RemedyKind::WorkerRestart);
-    p.status.worker_restarted_at = Some(p.now_time());
+    p.record_now(Fact::WorkerRestarted);
     super::workloads::ensure(p, settings).map(|_| ())
 }
 

@@ -6,6 +6,7 @@ use super::workloads::v2_counts;
 use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
+use crate::controller::plan::facts::Fact;
 use crate::controller::validate::Settings;
 
 /// Invariant 4: only after the shift, the migrations, the verification and `retireSourceAfter`.
@@ -96,7 +97,7 @@ fn retired_at(p: &Planner) -> Time {
 fn scale_to_zero(p: &mut Planner) -> Gate {
     let (asked, pods) = v2_counts(p);
     if p.obs.source.is_none() {
-        p.status.source_retired_at = Some(retired_at(p));
+        p.record(Fact::SourceRetired, retired_at(p));
         return Ok(());
     }
     if asked > 0 {
@@ -117,7 +118,7 @@ fn scale_to_zero(p: &mut Planner) -> Gate {
             wait::ROLLOUT,
         ));
     }
-    p.status.source_retired_at = Some(retired_at(p));
+    p.record(Fact::SourceRetired, retired_at(p));
     p.condition(
         cond::SOURCE_RETIRED,
         true,
@@ -129,11 +130,11 @@ fn scale_to_zero(p: &mut Planner) -> Gate {
 
 /// Release the v3 Deployments so deleting this object can never delete production.
 pub(super) fn complete(p: &mut Planner) -> Hold {
-    if super::in_place::in_place_source(&p.status) {
+    if p.road().is_in_place() {
         if let Err(hold) = p.require("complete", &[("the last stop", p.status.finalized_at.is_some())]) {
             return hold;
         }
-        p.status.completed_at = Some(p.now_time());
+        p.record_now(Fact::Completed);
         return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
     }
     let done = [
@@ -150,7 +151,7 @@ pub(super) fn complete(p: &mut Planner) -> Hold {
     if p.spec.strategy.delete_source && p.obs.source.is_some() {
         p.act(Action::DeleteSource);
     }
-    p.status.completed_at = Some(p.now_time());
+    p.record_now(Fact::Completed);
     Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE)
 }
 
@@ -172,7 +173,7 @@ pub(super) fn owned_v3(p: &Planner) -> Vec<String> {
 }
 
 pub(super) fn completed_message(p: &Planner) -> String {
-    if super::in_place::in_place_source(&p.status) {
+    if p.road().is_in_place() {
         return format!(
             "Langfuse runs {} (from {}, every stop of the road reached)",
             super::in_place::destination(p.spec),
@@ -192,7 +193,7 @@ pub(super) fn completed_message(p: &Planner) -> String {
 /// and now reaches no ready pod (v2 is at 0), that is an outage: say so, do not fight over it.
 /// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
 pub(super) fn after_completion(p: &mut Planner) -> Hold {
-    if super::in_place::in_place_source(&p.status) {
+    if p.road().is_in_place() {
         return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
     }
     let ours = crate::resources::labels::v3_selector(p.name(), crate::resources::labels::Role::Web);

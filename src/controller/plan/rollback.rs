@@ -8,6 +8,7 @@ use super::{Action, Gate, Hold, Planner, wait};
 use crate::api::conditions::reason;
 use crate::api::{FINALIZER, Phase, RollbackStatus};
 use crate::controller::observed::Reading;
+use crate::controller::plan::facts::Fact;
 use crate::controller::validate::Settings;
 use crate::resources::deployments::applied_hash;
 use crate::resources::labels::{Role, v3_selector};
@@ -32,7 +33,7 @@ pub(super) fn abort(p: &mut Planner) -> Gate {
             started_at: Some(p.now_time()),
             ..Default::default()
         });
-        p.status.rolled_back_at = Some(p.now_time());
+        p.record_now(Fact::RolledBack);
         return Err(Hold::new(
             Phase::RolledBack,
             reason::ROLLED_BACK,
@@ -62,7 +63,7 @@ pub(super) enum V3After {
 /// otherwise v3 is scaled to 0 and kept for its logs.
 pub(super) fn roll_back(p: &mut Planner, v3: V3After) -> Gate {
     restore(p, v3)?;
-    p.status.rolled_back_at = Some(p.now_time());
+    p.record_now(Fact::RolledBack);
     let why = p
         .status
         .rollback
@@ -214,7 +215,7 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
         .source
         .as_ref()
         .is_some_and(crate::resources::deployments::views::runs_v3_or_later);
-    if super::in_place::in_place_source(&p.status) || runs_v3 {
+    if p.road().is_in_place() || runs_v3 {
         p.act(Action::RemoveFinalizer);
         return Hold::new(
             phase,
@@ -261,7 +262,7 @@ pub(super) fn cleanup(p: &mut Planner) -> Hold {
 /// What a rollback would mean now, for status.
 pub(super) fn rollback_outlook(p: &Planner) -> RollbackStatus {
     let mut out = p.status.rollback.clone().unwrap_or_default();
-    if super::in_place::in_place_source(&p.status) {
+    if p.road().is_in_place() {
         return in_place_outlook(p, out);
     }
     out.possible = p.status.source_retired_at.is_none()

@@ -3,9 +3,10 @@
 
 use super::workloads::Readiness;
 use super::{Action, Gate, Hold, Planner, labels_text, wait};
-use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
+use crate::api::{Phase, Promotion};
 use crate::controller::observed::Observed;
+use crate::controller::plan::facts::Fact;
 use crate::resources::labels::{Labels, Role, UPGRADE_LABEL, v3_selector};
 use crate::resources::service::selector_of;
 
@@ -24,7 +25,7 @@ pub fn endpoint_split(obs: &Observed) -> (usize, usize) {
     (ready_v3, other)
 }
 
-pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
+pub(super) fn gate(p: &mut Planner, ready: &Readiness) -> Gate {
     let Some(service) = p.obs.service.as_ref() else {
         return Err(Hold::new(
             Phase::Blocked,
@@ -39,6 +40,20 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
     if p.status.traffic_shifted_at.is_some() {
         return still_shifted(p, &current, &want);
     }
+    // Invariants 1 and 9: the Service moves only to a v3 that serves, stated here and not
+    // left to the order of the gates.
+    p.require(
+        "switch the Service to v3",
+        &[
+            ("preflight", p.status.provisioning_started_at.is_some()),
+            ("v3 web Available", ready.web),
+            ("v3 worker Available", ready.worker),
+            (
+                "the promotion",
+                p.spec.strategy.promotion != Promotion::Manual || p.approved(),
+            ),
+        ],
+    )?;
     record_then_switch(p, &current, &want)?;
     // 3. Done when the endpoints say so.
     let (ready_v3, other) = endpoint_split(p.obs);
@@ -52,7 +67,7 @@ pub(super) fn gate(p: &mut Planner, _ready: &Readiness) -> Gate {
             wait::ROLLOUT,
         ));
     }
-    p.status.traffic_shifted_at = Some(p.now_time());
+    p.record_now(Fact::TrafficShifted);
     p.condition(
         cond::TRAFFIC_SHIFTED,
         true,

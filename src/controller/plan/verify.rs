@@ -9,6 +9,7 @@ use super::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{LangfuseUpgradeStatus, Phase, RemedyKind, TableVerification};
 use crate::controller::observed::Reading;
+use crate::controller::plan::facts::Fact;
 use crate::databases::{LateWindow, Remedy};
 use crate::migrations::{Table, TableCounts, migration_for_table};
 use crate::verify::Verdict;
@@ -104,7 +105,7 @@ pub(super) fn verify(p: &mut Planner) -> Gate {
     let read_at = p.obs.read_at.map_or(p.now, |t| {
         jiff::Timestamp::from_millisecond(crate::precision::millis_floor(t)).unwrap_or(p.now)
     });
-    p.status.verified_at = Some(Time(read_at));
+    p.record(Fact::Verified, Time(read_at));
     p.condition(
         cond::VERIFIED,
         true,
@@ -229,8 +230,8 @@ fn late_arrivals(p: &mut Planner, pg: &TableCounts, ch: &TableCounts) -> Option<
 /// A re-run was asked for: back to Migrating, and the worker restarted (its manager looks for
 /// work only at start).
 fn copy_again(p: &mut Planner) {
-    p.status.migrations_finished_at = None;
-    p.status.worker_restarted_at = Some(p.now_time());
+    p.unrecord(Fact::MigrationsFinished);
+    p.record_now(Fact::WorkerRestarted);
     p.status.count_remedy(RemedyKind::WorkerRestart);
 }
 

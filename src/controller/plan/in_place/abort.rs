@@ -6,6 +6,7 @@ use crate::api::conditions::reason;
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::road::{Hop, HopMode};
 use crate::controller::observed::Reading;
+use crate::controller::plan::facts::Fact;
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
 use crate::resources::deployments::views::{Role, running_version};
 
@@ -32,7 +33,7 @@ pub(crate) fn abort(p: &mut Planner) -> Gate {
         ));
     }
     set_back(p, &hop)?;
-    p.status.rolled_back_at = Some(p.now_time());
+    p.record_now(Fact::RolledBack);
     Err(Hold::new(
         Phase::RolledBack,
         reason::ROLLED_BACK,
@@ -52,7 +53,7 @@ fn nothing_under_way(p: &mut Planner) -> Hold {
         .map(|s| s.version.clone())
         .or(p.status.source_version.clone())
         .unwrap_or_default();
-    p.status.rolled_back_at = Some(p.now_time());
+    p.record_now(Fact::RolledBack);
     Hold::new(
         Phase::RolledBack,
         reason::ROLLED_BACK,

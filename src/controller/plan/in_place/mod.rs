@@ -13,12 +13,13 @@ mod rows;
 
 pub(crate) use abort::{abort, reversible};
 pub(crate) use gates::{Unmet, release_ran, unmet_gates, words};
-pub(crate) use road::{destination, in_place_source, planned, recorded, release_now, stop_of};
+pub(crate) use road::{Road, destination, planned, recorded, release_now, stop_of};
 pub(crate) use rows::rows_settled;
 
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::road::HopMode;
+use crate::controller::plan::facts::Fact;
 use crate::controller::plan::{Action, Gate, Hold, Planner, Stage, wait};
 use crate::controller::validate::Settings;
 
@@ -71,7 +72,7 @@ pub(crate) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
             ),
         );
     }
-    p.status.finalized_at = Some(p.now_time());
+    p.record_now(Fact::Finalized);
     p.condition(
         cond::ROAD_FOLLOWED,
         true,

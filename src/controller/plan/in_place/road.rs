@@ -7,12 +7,32 @@ use crate::catalog::road::{Hop, HopMode, RoadError, road};
 use crate::controller::plan::{Gate, Planner, wait};
 use crate::version::Version;
 
-/// The source ran v3 or v4 when preflight read it: no v2 to run beside, only in-place hops.
-pub fn in_place_source(s: &LangfuseUpgradeStatus) -> bool {
-    s.source_version
-        .as_deref()
-        .and_then(Version::parse)
-        .is_some_and(|v| v.major >= 3)
+/// Which road the upgrade is on, from the source version preflight recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Road {
+    /// From v2: v3 beside it, the switch, the copy and its proof, v2 retired, then the hops.
+    BesideV2,
+    /// The source ran v3 or v4: no v2 to run beside, only in-place hops.
+    InPlace,
+}
+
+impl Road {
+    /// Beside v2 until preflight recorded a v3 or v4 source.
+    pub fn of(s: &LangfuseUpgradeStatus) -> Road {
+        let in_place = s
+            .source_version
+            .as_deref()
+            .and_then(Version::parse)
+            .is_some_and(|v| v.major >= 3);
+        match in_place {
+            true => Road::InPlace,
+            false => Road::BesideV2,
+        }
+    }
+
+    pub fn is_in_place(self) -> bool {
+        self == Road::InPlace
+    }
 }
 
 /// The release the upgrade ends on.

@@ -18,6 +18,7 @@ use stores::*;
 use crate::api::{CheckId, CheckResult, LangfuseUpgradeSpec, Phase, PreflightCheck, WaivableCheck};
 use crate::controller::observed::Observed;
 use crate::controller::observed::Reading;
+use crate::controller::plan::facts::Fact;
 use crate::controller::validate::Settings;
 use crate::resources::images::v3_images;
 use crate::version::{ImageVersion, Version, image_version};
@@ -45,7 +46,7 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
     if p.stage() > Stage::Preflight {
         return Ok(());
     }
-    let in_place = super::in_place::in_place_source(&p.status);
+    let in_place = p.road().is_in_place();
     let mut checks = match in_place {
         true => in_place_checks(p.name(), p.spec, p.obs),
         false => checks(p.name(), p.spec, p.obs),
@@ -69,7 +70,7 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         ));
     }
     // Every check passed: record the facts that make the upgrade resumable, then provision.
-    p.status.provisioning_started_at = Some(p.now_time());
+    p.record_now(Fact::ProvisioningStarted);
     if in_place {
         p.condition(
             cond::PREFLIGHT_PASSED,

@@ -35,7 +35,7 @@ pub(super) fn lines(p: &Planner) -> Vec<PreflightCheck> {
     }
     let mut out = vec![road_line(p, &hops)];
     out.extend(gate_lines(p, &hops));
-    if in_place::in_place_source(&p.status) {
+    if p.road().is_in_place() {
         out.extend(in_place_source_lines(p));
     }
     out

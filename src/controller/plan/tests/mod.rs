@@ -475,13 +475,15 @@ impl World {
                 let durable = self.upgrade.status.clone().unwrap_or_default();
                 let created = if is_web { c.web.is_none() } else { c.worker.is_none() };
                 assert!(
-                    !created || durable.provisioning_started_at.is_some() || super::in_place::in_place_source(&durable),
+                    !created
+                        || durable.provisioning_started_at.is_some()
+                        || super::in_place::Road::of(&durable).is_in_place(),
                     "a v3 Deployment created before provisioningStartedAt was recorded"
                 );
                 if !is_web && migrations_enabled(&d) {
                     assert!(
                         durable.cutoff.is_some() && durable.migrations_enabled_at.is_some()
-                            || super::in_place::in_place_source(&durable),
+                            || super::in_place::Road::of(&durable).is_in_place(),
                         "the migrations turned on before the cut-off was recorded"
                     );
                     self.runner.start(self.now);

@@ -93,6 +93,63 @@ fn a_second_different_apply_of_one_deployment_is_caught() {
     p.act(Action::ApplyDeployment(Box::new(d)));
 }
 
+/// The switch states its own preconditions: called without one, it holds with OutOfOrder and
+/// the Service's selector is not written.
+#[test]
+fn the_service_is_not_switched_before_preflight_a_serving_v3_and_the_promotion() {
+    let ready = workloads::Readiness {
+        web: true,
+        worker: true,
+        web_serving: true,
+    };
+    let preflighted = LangfuseUpgradeStatus {
+        provisioning_started_at: Some(time(0)),
+        ..Default::default()
+    };
+    let manual = {
+        let mut s = spec();
+        s.strategy.promotion = Promotion::Manual;
+        s
+    };
+    let cases: [(&str, LangfuseUpgradeSpec, LangfuseUpgradeStatus, workloads::Readiness); 4] = [
+        ("preflight", spec(), LangfuseUpgradeStatus::default(), ready),
+        (
+            "v3 web Available",
+            spec(),
+            preflighted.clone(),
+            workloads::Readiness { web: false, ..ready },
+        ),
+        (
+            "v3 worker Available",
+            spec(),
+            preflighted.clone(),
+            workloads::Readiness { worker: false, ..ready },
+        ),
+        ("the promotion", manual, preflighted.clone(), ready),
+    ];
+    let obs = untouched();
+    for (missing, s, status, ready) in cases {
+        let u = upgrade(s, status);
+        let (mut p, _) = planner_for(&u, &obs);
+        let hold = shift::gate(&mut p, &ready).unwrap_err();
+        assert_eq!(hold.reason, reason::OUT_OF_ORDER, "{missing}");
+        assert!(hold.message.contains(missing), "{missing}: {}", hold.message);
+        assert!(p.actions.is_empty(), "{missing}: {:?}", p.actions);
+    }
+    // With every precondition the same call writes the selector.
+    let u = upgrade(spec(), preflighted);
+    let (mut p, _) = planner_for(&u, &obs);
+    assert!(
+        shift::gate(&mut p, &ready).is_err(),
+        "waits for the endpoints after the write"
+    );
+    assert!(
+        p.actions.iter().any(|a| matches!(a, Action::ApplySelector { .. })),
+        "{:?}",
+        p.actions
+    );
+}
+
 #[test]
 fn the_migrations_are_not_turned_on_before_the_shift_and_the_cutoff() {
     let clears: [(&str, ClearFact); 2] = [
