@@ -229,18 +229,26 @@ pub fn rows(finished: bool, now: Timestamp) -> Vec<MigrationRow> {
     V3_MIGRATIONS
         .iter()
         .map(|n| MigrationRow {
-            name: n.to_string(),
             finished_at: finished.then_some(now),
-            failed_at: None,
-            failed_reason: None,
-            locked_at: None,
-            cursor: None,
-            oldest_row: None,
-            batch_size: None,
-            env_gate: None,
-            taken: false,
+            ..queued_row(n)
         })
         .collect()
+}
+
+/// A registered row no worker has taken yet.
+pub fn queued_row(name: &str) -> MigrationRow {
+    MigrationRow {
+        name: name.to_string(),
+        finished_at: None,
+        failed_at: None,
+        failed_reason: None,
+        locked_at: None,
+        cursor: None,
+        oldest_row: None,
+        batch_size: None,
+        env_gate: None,
+        taken: false,
+    }
 }
 
 /// Postgres as preflight sees a healthy v2.95.9 database.

@@ -463,6 +463,40 @@ async fn each_remedy_writes_exactly_its_columns() {
         ["args", "failed_at", "failed_reason", "state"]
     );
 
+    // FinishOrphan: a hand-run v4-preview script's row, unfinished and locked by a worker that
+    // died on it: finished_at only.
+    db.pg_exec(&format!(
+        "INSERT INTO background_migrations (id, name, script, args, state, worker_id, locked_at)
+         VALUES ('orphan-1', '20251027_backfill_events_historic', 'backfillEventsHistoric', '{{}}', '{{}}', 'w-dead', {})",
+        lit(now)
+    ))
+    .await;
+    let (before, after) = apply(
+        &live,
+        &db,
+        "20251027_backfill_events_historic",
+        Remedy::FinishOrphan {
+            name: "20251027_backfill_events_historic".into(),
+            script: "backfillEventsHistoric".into(),
+        },
+    )
+    .await;
+    assert_eq!(changed(&before, &after), ["finished_at"]);
+    // Not that row's script: refused, nothing written.
+    let all = db.migration_rows().await;
+    let err = live
+        .remedy(
+            &db.pg_url,
+            &Remedy::FinishOrphan {
+                name: TRACES.into(),
+                script: "backfillEventsHistoric".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(TRACES), "{err}");
+    assert_eq!(db.migration_rows().await, all);
+
     // Unknown rows and impossible values are refused, and nothing is written.
     let all = db.migration_rows().await;
     let err = live

@@ -319,7 +319,8 @@ impl World {
                 let name = match remedy {
                     Remedy::SetBatchSize { name, .. }
                     | Remedy::ClearFailure { name }
-                    | Remedy::RerunWindow { name, .. } => name,
+                    | Remedy::RerunWindow { name, .. }
+                    | Remedy::FinishOrphan { name, .. } => name,
                 };
                 for row in self.rows.iter_mut().filter(|r| &r.name == name) {
                     match remedy {
@@ -334,6 +335,7 @@ impl World {
                             row.failed_at = None;
                             row.failed_reason = None;
                         }
+                        Remedy::FinishOrphan { .. } => row.finished_at = Some(t(self.now)),
                     }
                 }
             }

@@ -142,6 +142,12 @@ pub enum Reason {
     StopSkipped,
     /// The images went below the release the road had reached.
     Downgraded,
+    /// `imageChanges: User`: a v4 container leaves a v4 flag unset, so its image's default
+    /// (not v3 behaviour) is in effect.
+    V4DefaultsInEffect,
+    /// An unfinished background migration whose script no release ships any more blocks the
+    /// worker's runner.
+    OrphanRow,
     /// Every stop of the road was reached.
     HopsDone,
     /// The error ratio is at or below the analysis threshold.
@@ -155,7 +161,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 49] = [
+    pub const ALL: [Reason; 51] = [
         Reason::InvalidSpec,
         Reason::ReconcileError,
         Reason::OutOfOrder,
@@ -200,6 +206,8 @@ impl Reason {
         Reason::AwaitingImageChange,
         Reason::StopSkipped,
         Reason::Downgraded,
+        Reason::V4DefaultsInEffect,
+        Reason::OrphanRow,
         Reason::HopsDone,
         Reason::ErrorRatioOk,
         Reason::ErrorRatioHigh,
@@ -253,6 +261,8 @@ impl Reason {
             Reason::AwaitingImageChange => "AwaitingImageChange",
             Reason::StopSkipped => "StopSkipped",
             Reason::Downgraded => "Downgraded",
+            Reason::V4DefaultsInEffect => "V4DefaultsInEffect",
+            Reason::OrphanRow => "OrphanRow",
             Reason::HopsDone => "HopsDone",
             Reason::ErrorRatioOk => "ErrorRatioOk",
             Reason::ErrorRatioHigh => "ErrorRatioHigh",
@@ -316,6 +326,8 @@ pub mod reason {
     pub const AWAITING_IMAGE_CHANGE: Reason = Reason::AwaitingImageChange;
     pub const STOP_SKIPPED: Reason = Reason::StopSkipped;
     pub const DOWNGRADED: Reason = Reason::Downgraded;
+    pub const V4_DEFAULTS_IN_EFFECT: Reason = Reason::V4DefaultsInEffect;
+    pub const ORPHAN_ROW: Reason = Reason::OrphanRow;
     pub const HOPS_DONE: Reason = Reason::HopsDone;
     pub const ERROR_RATIO_OK: Reason = Reason::ErrorRatioOk;
     pub const ERROR_RATIO_HIGH: Reason = Reason::ErrorRatioHigh;

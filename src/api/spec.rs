@@ -361,6 +361,11 @@ pub struct MigrationsSpec {
     #[serde(default = "default_min_batch")]
     #[schemars(range(min = 1, max = 100000))]
     pub min_batch_size: i32,
+    /// Mark an unfinished orphan row (one registered by a v4-preview script that the running
+    /// worker's release no longer ships, per the catalog's `orphanRows`) finished, so the worker
+    /// runs the rows after it. Off by default: it writes `finished_at` on that one row.
+    #[serde(default)]
+    pub finish_orphan_rows: bool,
 }
 
 impl Default for MigrationsSpec {
@@ -369,6 +374,7 @@ impl Default for MigrationsSpec {
             stuck_after: default_stuck(),
             remediation: true,
             min_batch_size: default_min_batch(),
+            finish_orphan_rows: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! required stops, irreversible steps, infrastructure minimums. Compiled in; a platform team
 //! can pass an edited copy at run time. Every catalog is checked for consistency when loaded.
 
+pub mod env_defaults;
 pub mod road;
 
 use serde::Deserialize;
@@ -22,6 +23,13 @@ pub struct Catalog {
     pub parallel_version: Version,
     pub clickhouse_heights: Vec<Height>,
     pub background_migrations: Vec<BackgroundMigration>,
+    /// Rows registered outside Prisma whose scripts a later release removed (older catalogs
+    /// without it: none known).
+    #[serde(default)]
+    pub orphan_rows: Vec<OrphanRow>,
+    /// What an unset variable is, per release (older catalogs without it: no defaults known).
+    #[serde(default)]
+    pub env_defaults: Vec<env_defaults::EnvDefault>,
     pub required_stops: Vec<RequiredStop>,
     pub irreversible: Vec<Irreversible>,
     pub requirements: Vec<Requirement>,
@@ -63,6 +71,19 @@ pub struct BackgroundMigration {
     /// The Postgres table it copies to ClickHouse, if it is a copy.
     #[serde(default)]
     pub copies: Option<String>,
+}
+
+/// A background-migration row a hand-run script registered, whose script a later release
+/// removed: unfinished, no worker from `script_removed_in` on can run it (or any row after it).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrphanRow {
+    pub name: String,
+    pub script: String,
+    #[serde(deserialize_with = "version")]
+    pub from: Version,
+    #[serde(deserialize_with = "version")]
+    pub script_removed_in: Version,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -165,6 +186,13 @@ impl Catalog {
                 ));
             }
         }
+        env_defaults::check(&self.env_defaults)?;
+        if let Some(o) = self.orphan_rows.iter().find(|o| o.script_removed_in <= o.from) {
+            return Err(format!(
+                "catalog: orphan row {} loses its script before it is added",
+                o.name
+            ));
+        }
         for s in &self.required_stops {
             if !(s.stop < s.before && knows(s.stop)) {
                 return Err(format!(
@@ -182,6 +210,13 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// The orphan row of this name whose script `worker` no longer ships.
+    pub fn orphan_for(&self, name: &str, worker: Version) -> Option<&OrphanRow> {
+        self.orphan_rows
+            .iter()
+            .find(|o| o.name == name && worker >= o.script_removed_in)
     }
 
     /// The newest release of this line the catalog knows.

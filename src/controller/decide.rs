@@ -38,15 +38,16 @@ pub async fn decide<D: Databases>(
         // (`crate::precision`).
         let now = crate::precision::bound_after(Timestamp::now());
         let needs = plan::needs(&upgrade, now);
-        let observed = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches).await?;
+        // Each observe on the heap: see `reconcile`'s test of its future's size.
+        let observed = Box::pin(observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs, caches)).await?;
         let decision = plan::plan(&upgrade, &observed, now);
         let (mut observed, mut decision, needs, looked_ahead) =
-            look_ahead(ctx, &upgrade, observed, decision, needs, now, caches).await;
+            Box::pin(look_ahead(ctx, &upgrade, observed, decision, needs, now, caches)).await;
         // A write that cannot be taken back is made only on a view of the object known to be
         // current: a `paused` or `abort` set a moment ago must stop it.
         let irreversible = decision.irreversible(&upgrade);
         if known_current && irreversible {
-            let Some(fresh) = api.get_opt(&upgrade.name_any()).await? else {
+            let Some(fresh) = Box::pin(api.get_opt(&upgrade.name_any())).await? else {
                 return Ok(None);
             };
             known_current = false;
@@ -58,7 +59,8 @@ pub async fn decide<D: Databases>(
         // And on the cluster as the API has it: a cache that resumed after a watch error may
         // not have replayed a revert yet (the Service back on v2 before v2 goes to 0).
         if irreversible && caches.is_some() {
-            let fresh = observe::observe(&ctx.client, &ctx.databases, &upgrade, &needs.cluster_only(), None).await?;
+            let cluster = needs.cluster_only();
+            let fresh = Box::pin(observe::observe(&ctx.client, &ctx.databases, &upgrade, &cluster, None)).await?;
             observed = observed.with_cluster_of(fresh);
             decision = plan::plan(&upgrade, &observed, now);
         }
@@ -88,7 +90,7 @@ async fn look_ahead<D: Databases>(
     let Some(wider) = plan::look_ahead(upgrade, &decision, &needs, now) else {
         return (observed, decision, needs, false);
     };
-    match observe::observe(&ctx.client, &ctx.databases, upgrade, &wider, caches).await {
+    match Box::pin(observe::observe(&ctx.client, &ctx.databases, upgrade, &wider, caches)).await {
         Ok(more) => match plan::second_look(upgrade, &observed, more, now) {
             Some((more, second)) => (more, second, wider, true),
             None => {

@@ -192,6 +192,7 @@ impl Metrics {
                     Remedy::SetBatchSize { .. } => "batchSize",
                     Remedy::ClearFailure { .. } => "clearFailure",
                     Remedy::RerunWindow { .. } => "rerunWindow",
+                    Remedy::FinishOrphan { .. } => "finishOrphan",
                 },
                 1,
             );

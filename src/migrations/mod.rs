@@ -82,9 +82,9 @@ pub struct MigrationRow {
     pub taken: bool,
 }
 
-/// The `LANGFUSE_BACKGROUND_MIGRATION_*` env vars that are `"true"` in the worker: the gates
-/// that are open (the manager reads exactly these; a var set from a Secret or ConfigMap is not
-/// known here and counts as closed).
+/// The `LANGFUSE_BACKGROUND_MIGRATION_*` gates open in the worker: set to `"true"`, or not set
+/// at all where the running release defaults them to `"true"` (the manager reads the validated
+/// env). A var set from a Secret or ConfigMap is not known here and counts as closed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenGates(std::collections::BTreeSet<String>);
 
@@ -96,6 +96,22 @@ impl OpenGates {
                 .map(|e| e.name.clone())
                 .collect(),
         )
+    }
+
+    /// As [`Self::from_env`], and each of `gates` the container does not name open when
+    /// `default` (the running release's) says `"true"`.
+    pub fn from_env_or_default<'a>(
+        env: &[k8s_openapi::api::core::v1::EnvVar],
+        gates: impl IntoIterator<Item = &'a str>,
+        default: impl Fn(&str) -> Option<&'a str>,
+    ) -> Self {
+        let mut open = Self::from_env(env);
+        for gate in gates {
+            if !env.iter().any(|e| e.name == gate) && default(gate) == Some("true") {
+                open.0.insert(gate.to_string());
+            }
+        }
+        open
     }
 
     pub fn is_open(&self, gate: &str) -> bool {

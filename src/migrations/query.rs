@@ -63,4 +63,7 @@ pub enum Remedy {
         max_date: Timestamp,
         max_rows: i64,
     },
+    /// An unfinished orphan row (its script gone from the running release): `finished_at =
+    /// now()` (kept where already set), only where the row runs `script`.
+    FinishOrphan { name: String, script: String },
 }

@@ -124,6 +124,9 @@ fn remedy_text(r: &Remedy) -> String {
         } => format!(
             "re-running background migration {name} for the {max_rows} rows v2 wrote after the migrations started (up to {max_date})"
         ),
+        Remedy::FinishOrphan { name, script } => format!(
+            "marked orphan background migration {name} finished: the running worker has no {script} script, and the rows after it can run"
+        ),
     }
 }
 

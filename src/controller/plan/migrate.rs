@@ -15,6 +15,7 @@ use crate::controller::validate::Settings;
 use crate::databases::Remedy;
 use crate::migrations::{EstimatedRows, MigrationRow, OpenGates, RowState, V3_MIGRATIONS, table_for_migration};
 use crate::precision::bound_after;
+use crate::resources::deployments::views::{Role, langfuse_container, running_version};
 
 /// Restarts of a stalled worker before a person is asked.
 const MAX_WORKER_RESTARTS: i32 = 2;
@@ -152,18 +153,18 @@ fn idle(p: &mut Planner, settings: &Settings, rows: &[MigrationRow]) -> Option<H
     ))
 }
 
-/// The env gates open in the v3 worker as it runs (its Langfuse container's env).
+/// The env gates open in the worker as it runs: its Langfuse container's env (the official
+/// chart puts extra containers first), an unset gate at the running release's default.
 pub(super) fn open_gates(p: &Planner) -> OpenGates {
-    let env = p
-        .obs
-        .worker
-        .as_ref()
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|pod| pod.containers.first())
+    let worker = p.obs.worker.as_ref();
+    let env = worker
+        .and_then(|d| langfuse_container(d, Role::Worker))
         .and_then(|c| c.env.clone())
         .unwrap_or_default();
-    OpenGates::from_env(&env)
+    let release = running_version(worker, Role::Worker);
+    let catalog = p.catalog;
+    let gates = catalog.background_migrations.iter().filter_map(|m| m.gate.as_deref());
+    OpenGates::from_env_or_default(&env, gates, |gate| catalog.env_default(gate, release?))
 }
 
 pub(super) fn report_progress(p: &mut Planner, rows: &[MigrationRow], estimates: &EstimatedRows) {

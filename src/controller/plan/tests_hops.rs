@@ -107,16 +107,8 @@ impl Chart {
         for m in catalog.rows_at(v) {
             if !self.rows.iter().any(|r| r.name == m.name) {
                 self.rows.push(MigrationRow {
-                    name: m.name.clone(),
-                    finished_at: None,
-                    failed_at: None,
-                    failed_reason: None,
-                    locked_at: None,
-                    cursor: None,
-                    oldest_row: None,
-                    batch_size: None,
                     env_gate: m.gate.clone(),
-                    taken: false,
+                    ..queued_row(&m.name)
                 });
             }
         }
@@ -124,8 +116,11 @@ impl Chart {
         self.ch_height = self.ch_height.max(catalog.schema_height(v) as i64);
     }
 
-    /// The worker's start: it runs every row whose gate is open in its env, to the end.
+    /// The worker's start: it runs every row whose gate is open in its env (an unset gate at
+    /// its release's default, as Langfuse's validated env has it), to the end.
     fn worker_started(&mut self) {
+        let catalog = Catalog::builtin();
+        let release = Version::parse(crate::version::image_tag(&image(&self.worker)).unwrap()).unwrap();
         let env = self
             .worker
             .spec
@@ -139,8 +134,14 @@ impl Chart {
             .env
             .clone()
             .unwrap_or_default();
-        let gates = crate::migrations::OpenGates::from_env(&env);
+        let names = catalog.background_migrations.iter().filter_map(|m| m.gate.as_deref());
+        let gates = crate::migrations::OpenGates::from_env_or_default(&env, names, |g| catalog.env_default(g, release));
+        // In name order; an unfinished row whose script this release lacks stops the runner.
+        self.rows.sort_by(|a, b| a.name.cmp(&b.name));
         for r in &mut self.rows {
+            if r.finished_at.is_none() && catalog.orphan_for(&r.name, release).is_some() {
+                break;
+            }
             if r.env_gate.as_deref().is_none_or(|g| gates.is_open(g)) {
                 r.finished_at = Some(t(self.now));
                 r.taken = true;
@@ -275,7 +276,20 @@ impl Chart {
                     self.worker_started();
                 }
             }
-            other => panic!("an in-place road writes nothing but images and the finalizer: {other:?}"),
+            // The one database write of an in-place road, and only where the spec allows it.
+            Action::Remedy(crate::databases::Remedy::FinishOrphan { name, script }) => {
+                assert!(self.upgrade.spec.migrations.finish_orphan_rows, "{name}: not allowed");
+                let orphan = Catalog::builtin()
+                    .orphan_rows
+                    .iter()
+                    .any(|o| o.name == *name && o.script == *script);
+                assert!(orphan, "{name} ({script}) is not a catalog orphan row");
+                let row = self.rows.iter_mut().find(|r| r.name == *name).unwrap();
+                row.finished_at = Some(t(self.now));
+            }
+            other => {
+                panic!("an in-place road writes nothing but images, the finalizer and allowed remedies: {other:?}")
+            }
         }
     }
 
@@ -303,6 +317,20 @@ impl Chart {
 
     fn event_reasons(&self) -> Vec<String> {
         self.events.iter().map(|(_, r, _)| r.clone()).collect()
+    }
+}
+
+/// The Langfuse container of a chart Deployment (its only one here).
+fn container(d: &mut Deployment) -> &mut Container {
+    &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0]
+}
+
+/// A person sets the four v4 flags to v3 behaviour on web and worker.
+fn keep_v3_flags(w: &mut Chart) {
+    for d in [&mut w.web, &mut w.worker] {
+        container(d).env = Some(crate::resources::v4_env::as_env(&crate::resources::v4_env::effective(
+            |_| None,
+        )));
     }
 }
 
@@ -502,20 +530,140 @@ fn images_changed_by_a_person_are_gated_watched_and_flagged_never_written() {
         "{}",
         road.message
     );
-    for name in ["langfuse-web", "langfuse-worker"] {
-        let d = if name == "langfuse-web" {
-            &mut w.web
-        } else {
-            &mut w.worker
-        };
-        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
-        c.env = Some(crate::resources::v4_env::as_env(&crate::resources::v4_env::effective(
-            |_| None,
-        )));
-    }
+    keep_v3_flags(&mut w);
     w.person_sets(false, "4.16.0");
     w.run_until(Phase::Completed, 10);
     assert_eq!(w.writes, 0, "the operator wrote no image");
+}
+
+/// `imageChanges: User`: v4 images set without the flags run at v4's defaults (`events_only`,
+/// the backfill open); the operator says so, names the rows that will run, and holds until the
+/// flags are set explicitly.
+#[test]
+fn v4_images_without_flags_are_seen_to_run_at_v4_defaults() {
+    let mut s = chart_spec("4.16.0");
+    s.strategy.image_changes = ImageChanges::User;
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.4");
+    w.run_until(Phase::Finalizing, 5);
+    w.person_sets(true, "4.16.0");
+    // The worker's image changed, its pods not started yet: the backfill rows wait to run.
+    container(&mut w.worker).image = Some("langfuse/langfuse-worker:4.16.0".into());
+    let d = w.step();
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::V4_DEFAULTS_IN_EFFECT, "{}", road.message);
+    for words in [
+        "web LANGFUSE_MIGRATION_V4_WRITE_MODE=events_only",
+        "worker LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL=true",
+        "4 background migrations will run",
+        "20260701_v4_step_1_create_root_spans_from_traces",
+        "LANGFUSE_MIGRATION_V4_WRITE_MODE=legacy",
+    ] {
+        assert!(road.message.contains(words), "{words}: {}", road.message);
+    }
+    assert!(
+        !road.message.contains("step_5"),
+        "M5 is closed by default: {}",
+        road.message
+    );
+    assert!(w.event_reasons().contains(&"V4DefaultsInEffect".to_string()));
+    // Set explicitly (here: v3 behaviour), the road goes on.
+    keep_v3_flags(&mut w);
+    w.person_sets(false, "4.16.0");
+    w.run_until(Phase::Completed, 10);
+    assert_eq!(w.writes, 0, "the operator wrote no image");
+}
+
+/// A v4 source already on its image's defaults (a chart install with no flags runs
+/// `events_only`): the operator's hop writes those values explicitly, never legacy over them.
+#[test]
+fn a_v4_source_on_its_defaults_keeps_them_across_a_hop() {
+    let mut w = Chart::new(chart_spec("4.16.0"), "4.4.0");
+    w.run_until(Phase::Completed, 40);
+    for (d, name) in [(&w.web, "web"), (&w.worker, "worker")] {
+        assert!(image(d).ends_with(":4.16.0"), "{name}: {}", image(d));
+        for (var, value) in [
+            ("LANGFUSE_MIGRATION_V4_WRITE_MODE", "events_only"),
+            ("LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR", "direct"),
+            ("LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN", "true"),
+            ("LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL", "true"),
+        ] {
+            assert_eq!(env_of(d, var).as_deref(), Some(value), "{name} {var}");
+        }
+    }
+}
+
+/// A v4-preview script's row left unfinished (run by hand on 3.140, its script removed in
+/// 3.179.0): the worker can run no row after it. The hop says so and how to fix it, and with
+/// `finishOrphanRows` the operator marks exactly that row finished and goes on.
+#[test]
+fn an_orphan_preview_row_blocks_the_hop_with_its_fix() {
+    let preview = MigrationRow {
+        taken: true,
+        ..queued_row("20251027_backfill_events_historic")
+    };
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s.clone(), "3.225.4");
+    w.rows.push(preview.clone());
+    // Caught by preflight, before anything starts.
+    let d = w.run_until(Phase::Blocked, 10);
+    let ready = d.conditions.iter().find(|c| c.type_ == c::PREFLIGHT_PASSED).unwrap();
+    assert_eq!(ready.reason, c::reason::PREFLIGHT_FAILED, "{}", ready.message);
+    for words in [
+        "20251027_backfill_events_historic",
+        "backfillEventsHistoric",
+        "3.225.4 no longer ships",
+        "UPDATE background_migrations SET finished_at = now() WHERE name = '20251027_backfill_events_historic'",
+        "finishOrphanRows",
+    ] {
+        assert!(ready.message.contains(words), "{words}: {}", ready.message);
+    }
+    assert_eq!(w.writes, 0, "nothing was changed");
+    assert!(image(&w.web).ends_with(":3.225.4"));
+    // Allowed: the operator finishes exactly that row, then the hop goes ahead.
+    s.migrations.finish_orphan_rows = true;
+    let mut w = Chart::new(s, "3.225.4");
+    w.rows.push(preview.clone());
+    w.run_until(Phase::Completed, 40);
+    let remedies: Vec<(&str, String)> = w
+        .history
+        .iter()
+        .flat_map(|d| &d.actions)
+        .filter(|a| matches!(a, Action::Remedy(_)))
+        .map(|a| a.describe())
+        .collect();
+    assert_eq!(remedies.len(), 1, "{remedies:?}");
+    assert_eq!(remedies[0].0, "RemedyApplied");
+    assert!(
+        remedies[0].1.contains("20251027_backfill_events_historic"),
+        "{}",
+        remedies[0].1
+    );
+    assert!(image(&w.web).ends_with(":4.16.0"));
+    // Upserted after preflight (a person ran an old script by hand): the hop holds at its
+    // rows with the reason and the fix, and writes nothing more.
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.4");
+    w.run_until(Phase::Finalizing, 10);
+    w.rows.push(preview);
+    let d = w.run_until(Phase::Blocked, 5);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::ORPHAN_ROW, "{}", road.message);
+    assert!(
+        road.message.contains("UPDATE background_migrations"),
+        "{}",
+        road.message
+    );
+    assert!(w.event_reasons().contains(&"OrphanRow".to_string()));
+    let again = w.step();
+    assert_eq!(
+        (again.phase, again.actions.len()),
+        (Phase::Blocked, 0),
+        "{:?}",
+        again.actions
+    );
 }
 
 #[test]

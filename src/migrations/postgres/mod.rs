@@ -372,6 +372,15 @@ pub async fn remedy(conn: &mut PgConnection, remedy: &Remedy) -> Result<()> {
             let r = sqlx::query(CLEAR_FAILURE_SQL).bind(name).execute(&mut *conn).await;
             (name, what, r)
         }
+        Remedy::FinishOrphan { name, script } => {
+            let what = format!("marking orphan background migration {name} ({script}) finished");
+            let r = sqlx::query(FINISH_ORPHAN_SQL)
+                .bind(name)
+                .bind(script)
+                .execute(&mut *conn)
+                .await;
+            (name, what, r)
+        }
         Remedy::RerunWindow {
             name,
             max_date,

@@ -89,6 +89,9 @@ pub const SET_BATCH_SIZE_SQL: &str =
     "UPDATE background_migrations SET args = jsonb_set(args, '{batchSize}', to_jsonb($2::bigint)) WHERE name = $1";
 pub const CLEAR_FAILURE_SQL: &str =
     "UPDATE background_migrations SET failed_at = NULL, failed_reason = NULL WHERE name = $1";
+/// Idempotent: a row already finished keeps its time; one running another script is not touched.
+pub const FINISH_ORPHAN_SQL: &str = "UPDATE background_migrations SET finished_at = coalesce(finished_at, now()) \
+WHERE name = $1 AND script = $2";
 pub const RERUN_WINDOW_SQL: &str = r#"
 UPDATE background_migrations
 SET state = '{}'::jsonb,

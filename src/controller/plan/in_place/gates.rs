@@ -176,18 +176,18 @@ fn infrastructure_unmet(p: &Planner, hop: &Hop, clickhouse: &str, postgres: &str
 }
 
 /// The v4 flags as the worker will see them: `extraEnv`, else what its container already sets
-/// (a chart value), else the v3-behaviour default.
+/// (a chart value), else what is in effect now (the running release's default: a v4 already
+/// on `events_only` by default stays there), else the v3-behaviour default.
 pub(super) fn v4_values(p: &Planner) -> Vec<(&'static str, String)> {
-    let live: Vec<(String, String)> = p
-        .obs
-        .worker
-        .as_ref()
+    let worker = p.obs.worker.as_ref();
+    let live: Vec<(String, String)> = worker
         .and_then(|d| langfuse_container(d, Role::Worker))
         .and_then(|c| c.env.clone())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|e| Some((e.name, e.value?)))
         .collect();
+    let running = running_version(worker, Role::Worker);
     v4_env::effective(|name| {
         p.spec
             .target
@@ -197,6 +197,7 @@ pub(super) fn v4_values(p: &Planner) -> Vec<(&'static str, String)> {
             .find(|e| e.name == name)
             .and_then(|e| e.value.as_deref())
             .or_else(|| live.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()))
+            .or_else(|| p.catalog.env_default(name, running?))
     })
 }
 
@@ -223,6 +224,7 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
         ));
     }
     let unmet = unmet_gates(p, hop);
+    orphan_first(p, &unmet)?;
     let by_user = walker == Walker::Source && p.spec.strategy.image_changes == ImageChanges::User;
     if by_user {
         let web_at = running_version(p.obs.web.as_ref(), Role::Web);
@@ -257,6 +259,17 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
     let stop = record(p, hop);
     stop.started_at = Some(now);
     Ok(())
+}
+
+/// An orphan row among the unmet gates has its own reason and fix (and remedy, where allowed).
+fn orphan_first(p: &mut Planner, unmet: &[Unmet]) -> Gate {
+    match unmet.iter().find_map(|u| match u {
+        Unmet::Migrations(Unsettled::Orphan { row, script, release }) => Some((row, script, release)),
+        _ => None,
+    }) {
+        Some((row, script, release)) => Err(super::rows::orphan(p, row, script, release)),
+        None => Ok(()),
+    }
 }
 
 fn blocked(p: &mut Planner, hop: &Hop, unmet: &[Unmet]) -> Hold {

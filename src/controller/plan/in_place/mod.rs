@@ -14,7 +14,7 @@ mod rows;
 pub(crate) use abort::{abort, reversible};
 pub(crate) use gates::{Unmet, release_ran, unmet_gates, words};
 pub(crate) use road::{Road, destination, planned, recorded, release_now, stop_of};
-pub(crate) use rows::rows_settled;
+pub(crate) use rows::{Unsettled, orphan_fix, rows_settled};
 
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
@@ -47,6 +47,9 @@ pub(crate) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
         }
         if walker == Walker::Source {
             by_person::flag_off_road(p, hop)?;
+        }
+        if walker == Walker::Source && p.spec.strategy.image_changes == ImageChanges::User {
+            by_person::v4_defaults_in_effect(p)?;
         }
         if recorded(&p.status, hop).is_none_or(|s| s.started_at.is_none()) {
             gates::start(p, hop, walker)?;

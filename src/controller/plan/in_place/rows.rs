@@ -4,8 +4,11 @@
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::observed::Reading;
-use crate::controller::plan::{Gate, Hold, Planner, wait};
+use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
+use crate::databases::Remedy;
 use crate::migrations::{MigrationRow, RowState};
+use crate::resources::deployments::views::{Role, running_version};
+use crate::version::Version;
 
 pub(super) fn rows_of(p: &Planner) -> Result<Vec<MigrationRow>, (crate::api::conditions::Reason, String)> {
     match &p.obs.postgres {
@@ -29,6 +32,13 @@ pub(crate) enum Unsettled {
     },
     /// Rows still run (or wait to).
     Running { release: String, rows: Vec<String> },
+    /// An unfinished row whose script the running worker no longer ships (catalog
+    /// `orphanRows`): the worker cannot load it, and no row after it runs.
+    Orphan {
+        row: String,
+        script: String,
+        release: String,
+    },
 }
 
 impl std::fmt::Display for Unsettled {
@@ -38,6 +48,10 @@ impl std::fmt::Display for Unsettled {
             Unsettled::Failed { row, release, reason } => {
                 write!(f, "background migration {row} failed on {release}: {reason}")
             }
+            Unsettled::Orphan { row, script, release } => write!(
+                f,
+                "background migration {row} was registered by the v4-preview script {script}, which {release} no longer ships: the worker cannot load it, and no background migration after it runs"
+            ),
             Unsettled::Running { release, rows } => write!(
                 f,
                 "{} background migrations of {release} still run ({}); the next hop waits for them",
@@ -52,6 +66,19 @@ impl std::fmt::Display for Unsettled {
 pub(crate) fn rows_settled(p: &Planner, release: &str) -> Result<(), Unsettled> {
     let rows = rows_of(p).map_err(|(_, why)| Unsettled::Unread(why))?;
     let gates = crate::controller::plan::migrate::open_gates(p);
+    let worker = running_version(p.obs.worker.as_ref(), Role::Worker).or_else(|| Version::parse(release));
+    let orphan = worker.and_then(|v| {
+        rows.iter()
+            .filter(|r| r.finished_at.is_none())
+            .find_map(|r| p.catalog.orphan_for(&r.name, v).map(|o| (o, v)))
+    });
+    if let Some((o, v)) = orphan {
+        return Err(Unsettled::Orphan {
+            row: o.name.clone(),
+            script: o.script.clone(),
+            release: v.to_string(),
+        });
+    }
     if let Some(failed) = rows.iter().find(|r| r.state(p.now) == RowState::Failed) {
         return Err(Unsettled::Failed {
             row: failed.name.clone(),
@@ -82,6 +109,7 @@ pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]
     crate::controller::plan::migrate::report_progress(p, rows, &estimates);
     match rows_settled(p, release) {
         Ok(()) => Ok(()),
+        Err(Unsettled::Orphan { row, script, release }) => Err(orphan(p, &row, &script, &release)),
         Err(failed @ Unsettled::Failed { .. }) => Err(Hold::new(
             Phase::Failed,
             reason::MIGRATION_FAILED,
@@ -108,4 +136,42 @@ pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]
             ))
         }
     }
+}
+
+/// An unfinished orphan row: marked finished when `spec.migrations.finishOrphanRows` allows it
+/// (the running release has no such script, by the catalog, so nothing it could run is lost),
+/// else the hold that says how.
+pub(crate) fn orphan(p: &mut Planner, row: &str, script: &str, release: &str) -> Hold {
+    let why = Unsettled::Orphan {
+        row: row.to_string(),
+        script: script.to_string(),
+        release: release.to_string(),
+    };
+    if p.spec.migrations.finish_orphan_rows {
+        p.act(Action::Remedy(Remedy::FinishOrphan {
+            name: row.to_string(),
+            script: script.to_string(),
+        }));
+        return p.hold_step(
+            cond::ROAD_FOLLOWED,
+            Phase::Finalizing,
+            reason::REMEDY_APPLIED,
+            format!("{why}; marking it finished (spec.migrations.finishOrphanRows)"),
+            wait::POLL,
+        );
+    }
+    p.hold_step(
+        cond::ROAD_FOLLOWED,
+        Phase::Blocked,
+        reason::ORPHAN_ROW,
+        format!("{why}. {}", orphan_fix(row)),
+        wait::PERSON,
+    )
+}
+
+/// What a person does about an unfinished orphan row.
+pub(crate) fn orphan_fix(row: &str) -> String {
+    format!(
+        "Nothing it could run is lost by marking it finished: UPDATE background_migrations SET finished_at = now() WHERE name = '{row}' AND finished_at IS NULL; or set spec.migrations.finishOrphanRows: true and the operator does exactly that"
+    )
 }

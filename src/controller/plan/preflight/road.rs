@@ -191,8 +191,27 @@ fn ran_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
         .map(|(_, role)| format!("the {role} rollout has not finished: wait for it, or finish it, first"))
         .collect();
     unmet.extend(web.map(|v| in_place::release_ran(p, v)).unwrap_or_default());
-    if let Err(why) = in_place::rows_settled(p, &release) {
-        unmet.push(why.to_string());
+    let mut warned = None;
+    match in_place::rows_settled(p, &release) {
+        Ok(()) => {}
+        // Allowed to be fixed: the operator marks it finished before the first hop.
+        Err(why @ in_place::Unsettled::Orphan { .. }) if p.spec.migrations.finish_orphan_rows => {
+            warned = Some(format!(
+                "{why}; it is marked finished before the first hop (finishOrphanRows)"
+            ));
+        }
+        Err(in_place::Unsettled::Orphan { row, script, release }) => {
+            let why = in_place::Unsettled::Orphan {
+                row: row.clone(),
+                script,
+                release,
+            };
+            unmet.push(format!("{why}. {}", in_place::orphan_fix(&row)));
+        }
+        Err(why) => unmet.push(why.to_string()),
+    }
+    if let (Some(warning), true) = (warned, unmet.is_empty()) {
+        return line(CheckId::SourceMigrations, Warn, warning);
     }
     match unmet.as_slice() {
         [] => line(
