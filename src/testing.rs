@@ -271,6 +271,7 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
         grants: Reading::Answered(crate::verify::grants::Grants::parse(&[
             "GRANT SELECT, INSERT, ALTER, CREATE, DROP ON *.* TO default".to_string(),
         ])),
+        copy_counts: None,
     }
 }
 

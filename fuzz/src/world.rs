@@ -120,6 +120,7 @@ fn clickhouse() -> ClickHouseFacts {
         recent_counts: None,
         missing_tables: Vec::new(),
         grants: Reading::NotAsked,
+        copy_counts: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 
+pub mod copies;
 pub mod postgres;
 pub mod query;
 pub mod table;
@@ -226,4 +227,6 @@ pub struct PostgresFacts {
     /// Postgres's own row estimates (`pg_class.reltuples`, free to read), read with the
     /// migrations; `None` for a table never analyzed.
     pub estimated_rows: Option<EstimatedRows>,
+    /// The copies' source tables, when asked for.
+    pub copy_sources: Option<copies::CopySources>,
 }

@@ -19,6 +19,8 @@ pub struct PostgresQuery {
     /// Count late rows up to this instant only (the decision's `now`), so a re-copy bounded by
     /// it takes exactly the rows counted; `None`: no upper bound.
     pub late_writes_until: Option<Timestamp>,
+    /// Count these copies' source tables (before a hop that drops them).
+    pub copy_sources: Vec<super::copies::CopiedTable>,
 }
 
 /// Per table, the instant after which a Postgres row was not copied by the migration.

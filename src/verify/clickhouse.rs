@@ -62,7 +62,7 @@ pub struct QueryError {
 
 type Result<T> = std::result::Result<T, QueryError>;
 
-fn err(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
+pub(super) fn err(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
     move |source| QueryError { what, source }
 }
 
@@ -198,6 +198,9 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
         if let Some(after) = query.recent_after {
             facts.recent_counts = Some(counts_between(client, after, cutoff).await?);
         }
+    }
+    if !query.copy_counts.is_empty() {
+        facts.copy_counts = Some(super::copies::copy_counts(client, &query.copy_counts).await?);
     }
     Ok(facts)
 }

@@ -3,6 +3,7 @@
 use crate::migrations::TableCounts;
 
 pub mod clickhouse;
+pub mod copies;
 pub mod grants;
 pub mod query;
 
@@ -24,6 +25,8 @@ pub struct ClickHouseFacts {
     pub missing_tables: Vec<crate::migrations::Table>,
     /// `SHOW GRANTS FINAL` (read with the server facts), or why it could not be read.
     pub grants: crate::reading::Reading<grants::Grants>,
+    /// Each copied table counted over its window, when asked for.
+    pub copy_counts: Option<Vec<(crate::migrations::copies::CopiedTable, i64)>>,
 }
 
 /// One table's verdict: ClickHouse holds every Postgres row up to the cut-off, or some are

@@ -12,6 +12,8 @@ pub struct ClickHouseQuery {
     pub counts_until: Option<Timestamp>,
     /// Also count the rows in (`recent_after`, `counts_until`], as Postgres does.
     pub recent_after: Option<Timestamp>,
+    /// Count these copied tables, each over its window (before a hop that drops the source).
+    pub copy_counts: Vec<crate::migrations::copies::CopyWindow>,
 }
 
 impl ClickHouseQuery {

@@ -92,6 +92,13 @@ impl Needs {
 
     /// Both sets of reads, or `None` where the two ask one read with different bounds.
     fn widened_by(&self, other: &Needs) -> Option<Needs> {
+        fn list<T: Clone + PartialEq>(a: &[T], b: &[T]) -> Option<Vec<T>> {
+            match (a.is_empty(), b.is_empty()) {
+                (_, true) => Some(a.to_vec()),
+                (true, false) => Some(b.to_vec()),
+                _ => (a == b).then(|| a.to_vec()),
+            }
+        }
         fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
             match (a, b) {
                 (Some(x), Some(y)) if x != y => None,
@@ -113,12 +120,14 @@ impl Needs {
                 recent_after: one(&p.recent_after, &q.recent_after)?,
                 late_writes_after: one(&p.late_writes_after, &q.late_writes_after)?,
                 late_writes_until: one(&p.late_writes_until, &q.late_writes_until)?,
+                copy_sources: list(&p.copy_sources, &q.copy_sources)?,
             },
             clickhouse: ClickHouseQuery {
                 server: c.server || d.server,
                 objects: c.objects || d.objects,
                 counts_until: one(&c.counts_until, &d.counts_until)?,
                 recent_after: one(&c.recent_after, &d.recent_after)?,
+                copy_counts: list(&c.copy_counts, &d.copy_counts)?,
             },
             stores: self.stores || other.stores,
             s3_marker: self.s3_marker || other.s3_marker,

@@ -27,6 +27,7 @@ use crate::migrations::Table;
 /// Statement timeout for the one-off full-index reads (preflight scan, verification counts).
 pub const LONG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+mod copies;
 mod sql;
 
 pub use sql::*;
@@ -341,6 +342,9 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
     }
     if let Some(after) = query.late_writes_after {
         facts.late_writes = Some(late_writes_after(conn, &after, query.late_writes_until).await?);
+    }
+    if !query.copy_sources.is_empty() {
+        facts.copy_sources = Some(copies::copy_sources(conn, &query.copy_sources, Timestamp::now()).await?);
     }
     Ok(facts)
 }

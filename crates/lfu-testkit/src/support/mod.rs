@@ -302,6 +302,12 @@ impl TestDb {
                    FROM generate_series(0, $2::bigint - 1) AS i,
                         LATERAL (SELECT timestamp 'epoch' + ($3::bigint + i * $4::bigint) * interval '1 millisecond' AS ts) AS t"#
             }
+            "dataset_run_items" => {
+                r#"INSERT INTO dataset_run_items (id, project_id, dataset_run_id, dataset_item_id, trace_id, created_at, updated_at)
+                   SELECT $1 || '-' || i, $5, 'run-' || (i % 4), 'item-' || (i % 50), 'trace-' || i, t.ts, t.ts
+                   FROM generate_series(0, $2::bigint - 1) AS i,
+                        LATERAL (SELECT timestamp 'epoch' + ($3::bigint + i * $4::bigint) * interval '1 millisecond' AS ts) AS t"#
+            }
             other => panic!("no such table {other}"),
         };
         sqlx::query(AssertSqlSafe(sql))

@@ -215,10 +215,7 @@ fn clickhouse_schema_past_3_29_blocks() {
         o.clickhouse = Reading::Answered(ClickHouseFacts {
             version: Some("25.3.1".into()),
             schema: Some((9, false)),
-            counts: None,
-            recent_counts: None,
-            missing_tables: Vec::new(),
-            grants: Reading::NotAsked,
+            ..ClickHouseFacts::default()
         });
         o
     };
