@@ -7,6 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::migrations_spec::MigrationsSpec;
 use super::status::{CheckId, LangfuseUpgradeStatus};
 
 /// The only v3 version that runs safely next to v2 (invariant 3).
@@ -345,48 +346,6 @@ fn default_retire() -> String {
 }
 fn default_rollback() -> String {
     "5m".into()
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MigrationsSpec {
-    /// A migration whose cursor has not moved this long while its lock is fresh is stuck.
-    #[serde(default = "default_stuck")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
-    pub stuck_after: String,
-    /// Apply the documented remedies (batch size, resume from cursor) automatically.
-    #[serde(default = "default_true")]
-    pub remediation: bool,
-    /// The smallest `args.batchSize` a remedy may set.
-    #[serde(default = "default_min_batch")]
-    #[schemars(range(min = 1, max = 100000))]
-    pub min_batch_size: i32,
-    /// Mark an unfinished orphan row (one registered by a v4-preview script that the running
-    /// worker's release no longer ships, per the catalog's `orphanRows`) finished, so the worker
-    /// runs the rows after it. Off by default: it writes `finished_at` on that one row.
-    #[serde(default)]
-    pub finish_orphan_rows: bool,
-}
-
-impl Default for MigrationsSpec {
-    fn default() -> Self {
-        Self {
-            stuck_after: default_stuck(),
-            remediation: true,
-            min_batch_size: default_min_batch(),
-            finish_orphan_rows: false,
-        }
-    }
-}
-
-fn default_stuck() -> String {
-    "10m".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_min_batch() -> i32 {
-    250
 }
 
 /// A preflight check a person may waive. Safety checks that guard an invariant cannot be waived.

@@ -328,6 +328,35 @@ pub struct RoadStop {
     /// runs had finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// A hop that drops the PostgreSQL source of copies: each copy counted on both sides
+    /// before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyCount>,
+}
+
+/// One copy counted before the hop that drops its source: PostgreSQL's rows created in
+/// (`since`, `until`] against ClickHouse's over the same window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyCount {
+    /// The PostgreSQL table (`traces`, `observations`, `scores`, `dataset_run_items`).
+    pub table: String,
+    /// Rows created before it are not compared: the shortest data retention of any project
+    /// may have deleted them from ClickHouse. Absent: no project has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// The newest PostgreSQL row's `created_at`, rounded up to the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    /// Absent until PostgreSQL was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<i64>,
+    /// Absent until ClickHouse was counted (again at each look before the hop starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<i64>,
+    /// `Match`, `Missing <n>`, or `Accepted <n>` (within `spec.migrations.acceptCopyShortfall`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -179,6 +179,16 @@ impl Catalog {
             ));
         }
         for m in &self.background_migrations {
+            if let Some(t) = m
+                .copies
+                .as_deref()
+                .filter(|t| crate::migrations::copies::CopiedTable::parse(t).is_none())
+            {
+                return Err(format!(
+                    "catalog: background migration {} copies {t:?}, not one of traces, observations, scores, dataset_run_items",
+                    m.name
+                ));
+            }
             if m.removed_in.is_some_and(|r| r <= m.from) {
                 return Err(format!(
                     "catalog: background migration {} is removed before it is added",

@@ -2,6 +2,7 @@
 //! what must hold before it is taken. Pure: the catalog and two versions in, the road (or why
 //! there is none) out. Nothing is touched to compute it.
 
+use crate::migrations::copies::CopiedTable;
 use std::fmt;
 
 use super::Catalog;
@@ -30,6 +31,9 @@ pub enum HopGate {
     },
     /// The hop cannot be undone: a backup acknowledged for this hop, saying what is dropped.
     Backup { drops: String },
+    /// The hop deletes the rows of copies and drops their PostgreSQL source: ClickHouse must
+    /// hold every row of it, counted on both sides.
+    CopiesVerified { tables: Vec<CopiedTable> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +69,11 @@ impl fmt::Display for HopGate {
             HopGate::Backup { drops } => write!(
                 f,
                 "a backup of PostgreSQL and ClickHouse acknowledged for this hop (it drops {drops})"
+            ),
+            HopGate::CopiesVerified { tables } => write!(
+                f,
+                "ClickHouse holds every PostgreSQL row of the copies whose source it drops ({}), counted on both sides",
+                tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
             ),
         }
     }
@@ -179,6 +188,17 @@ fn in_place(c: &Catalog, from: Version, to: Version, required_because: Option<St
     // Only a drop of data needs a backup; a drop of what v2 alone reads does not, once v2 is gone.
     if let Some(drops) = words(true) {
         gates.push(HopGate::Backup { drops });
+    }
+    let mut tables: Vec<CopiedTable> = c
+        .background_migrations
+        .iter()
+        .filter(|m| m.removed_in.is_some_and(|r| from < r && r <= to))
+        .filter_map(|m| m.copies.as_deref().and_then(CopiedTable::parse))
+        .collect();
+    tables.sort();
+    tables.dedup();
+    if !tables.is_empty() {
+        gates.push(HopGate::CopiesVerified { tables });
     }
     Hop {
         from,

@@ -266,6 +266,20 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
     if spec.migrations.min_batch_size < 1 {
         return Err(invalid("spec.migrations.minBatchSize", "must be at least 1"));
     }
+    for (table, rows) in &spec.migrations.accept_copy_shortfall {
+        if crate::migrations::copies::CopiedTable::parse(table).is_none() {
+            return Err(invalid(
+                "spec.migrations.acceptCopyShortfall",
+                format!("{table:?} is not a copied table: use traces, observations, scores or dataset_run_items"),
+            ));
+        }
+        if *rows < 0 {
+            return Err(invalid(
+                "spec.migrations.acceptCopyShortfall",
+                format!("{table}: a number of rows, at least 0"),
+            ));
+        }
+    }
     Ok(Settings {
         target,
         final_version,

@@ -53,18 +53,10 @@ pub const COUNT_BETWEEN_SQL: &str = "SELECT \
      assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
      assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores";
 
-/// A query that failed, with what it was reading.
-#[derive(Debug)]
-pub struct QueryError {
-    pub what: &'static str,
-    pub source: clickhouse::error::Error,
-}
+pub use super::query_error::QueryError;
+use super::query_error::err;
 
 type Result<T> = std::result::Result<T, QueryError>;
-
-pub(super) fn err(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> QueryError {
-    move |source| QueryError { what, source }
-}
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct SchemaRow {

@@ -4,7 +4,7 @@
 
 use clickhouse::Client;
 
-use super::clickhouse::{QueryError, err};
+use super::query_error::{QueryError, err};
 use crate::migrations::copies::{CopiedTable, CopyWindow};
 use crate::precision::millis_floor;
 

@@ -6,6 +6,7 @@ pub mod clickhouse;
 pub mod copies;
 pub mod grants;
 pub mod query;
+pub mod query_error;
 
 /// The ClickHouse schema version a v3.29.0 web leaves behind; anything newer crash-loops 3.29.x.
 pub const SCHEMA_VERSION_3_29: i64 = 8;

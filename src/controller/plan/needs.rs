@@ -171,6 +171,7 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
                 n.postgres.server_version = true;
                 n.clickhouse.server = true;
             }
+            (n.postgres.copy_sources, n.clickhouse.copy_counts) = super::in_place::copies::needed(s);
         }
         Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
     }

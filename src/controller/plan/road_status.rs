@@ -42,6 +42,9 @@ pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
             } else if let Some(b) = before {
                 stop.started_at = b.started_at.clone();
                 stop.finished_at = b.finished_at.clone();
+                if !b.copies.is_empty() {
+                    stop.copies = b.copies.clone();
+                }
             }
             stop
         })

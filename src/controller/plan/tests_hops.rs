@@ -2,6 +2,7 @@
 //! out (`langfuse-web`, `langfuse-worker`), simulated the way Kubernetes and Langfuse's releases
 //! behave (the release catalog says what each web registers and each schema height).
 
+use crate::migrations::copies::{CopiedTable, CopySources, SourceCount};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -71,6 +72,11 @@ struct Chart {
     /// Every image the web Deployment was set to, in order, with the worker's at that moment.
     web_images: Vec<(String, String)>,
     writes: usize,
+    /// The copied tables' rows, in PostgreSQL and in ClickHouse (a day-old copy, complete).
+    pg_copies: std::collections::BTreeMap<CopiedTable, i64>,
+    ch_copies: std::collections::BTreeMap<CopiedTable, i64>,
+    /// How many times ClickHouse was asked to count the copies.
+    copy_counts_read: usize,
 }
 
 impl Chart {
@@ -92,6 +98,9 @@ impl Chart {
             events: Vec::new(),
             web_images: Vec::new(),
             writes: 0,
+            pg_copies: CopiedTable::ALL.into_iter().zip([1_000, 3_000, 500, 200]).collect(),
+            ch_copies: CopiedTable::ALL.into_iter().zip([1_000, 3_000, 500, 200]).collect(),
+            copy_counts_read: 0,
         };
         chart.upgrade.metadata.finalizers = None;
         let v = Version::parse(running).unwrap();
@@ -153,6 +162,21 @@ impl Chart {
         self.observe_with(&needs(&self.upgrade, t(self.now)))
     }
 
+    /// PostgreSQL's side of the copies: the rows and the newest one (a day old).
+    fn copy_sources(&self, tables: &[CopiedTable]) -> Option<CopySources> {
+        (!tables.is_empty()).then(|| CopySources {
+            since: None,
+            tables: tables
+                .iter()
+                .map(|&table| SourceCount {
+                    table,
+                    rows: self.pg_copies[&table],
+                    newest: Some(t(self.now - 86_400)),
+                })
+                .collect(),
+        })
+    }
+
     fn observe_with(&self, n: &Needs) -> Observed {
         let mut obs = Observed {
             source: Some(self.web.clone()),
@@ -165,6 +189,7 @@ impl Chart {
             obs.postgres = Reading::Answered(PostgresFacts {
                 server_version_num: Some(self.pg_major * 10000 + 8),
                 migrations: self.rows.clone(),
+                copy_sources: self.copy_sources(&n.postgres.copy_sources),
                 ..healthy_postgres()
             });
         }
@@ -178,6 +203,13 @@ impl Chart {
                 } else {
                     Reading::NotAsked
                 },
+                copy_counts: (!n.clickhouse.copy_counts.is_empty()).then(|| {
+                    n.clickhouse
+                        .copy_counts
+                        .iter()
+                        .map(|w| (w.table, self.ch_copies[&w.table]))
+                        .collect()
+                }),
                 ..healthy_clickhouse()
             });
         }
@@ -185,6 +217,7 @@ impl Chart {
     }
 
     fn step(&mut self) -> Decision {
+        self.copy_counts_read += usize::from(!needs(&self.upgrade, t(self.now)).clickhouse.copy_counts.is_empty());
         // The Deployment controller finishes what the last step started.
         for d in [&mut self.web, &mut self.worker] {
             *d = rolled_out(d.clone());
@@ -238,6 +271,21 @@ impl Chart {
         panic!(
             "never reached {phase}; last: {:?}",
             self.history.last().map(|d| (d.phase, d.conditions.clone()))
+        );
+    }
+
+    /// Steps until RoadFollowed's message says `words`.
+    fn run_until_road(&mut self, words: &str, max: usize) -> Decision {
+        for _ in 0..max {
+            let d = self.step();
+            let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED);
+            if road.is_some_and(|c| c.message.contains(words)) {
+                return d;
+            }
+        }
+        panic!(
+            "never said {words:?}; last: {:?}",
+            self.history.last().map(|d| d.conditions.clone())
         );
     }
 
@@ -505,13 +553,9 @@ fn images_changed_by_a_person_are_gated_watched_and_flagged_never_written() {
         d.conditions
     );
     w.person_sets(false, "3.225.4");
-    let d = w.run_until(Phase::Finalizing, 5);
-    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
-    assert!(
-        road.message.contains("safe to take the next stop now"),
-        "{}",
-        road.message
-    );
+    // Once the copies the v4 hop drops are counted (two looks), it is safe to go on.
+    let d = w.run_until_road("safe to take the next stop now", 3);
+    assert_eq!(d.phase, Phase::Finalizing);
     // Going back below the stop reached: flagged as a downgrade.
     w.person_sets(true, "3.100.0");
     let d = w.step();
@@ -664,6 +708,84 @@ fn an_orphan_preview_row_blocks_the_hop_with_its_fix() {
         "{:?}",
         again.actions
     );
+}
+
+/// Before v4.0.0 drops the PostgreSQL sources, each copy is counted on both sides: a copy that
+/// lost rows holds the hop (each of the four tables), with the counts, the reset of its copy
+/// and the way to accept deleted rows; once ClickHouse has them again the hop goes ahead.
+#[test]
+fn the_v4_hop_is_held_on_a_copy_that_lost_rows_in_each_table() {
+    let rows = [
+        (CopiedTable::Traces, "20241024_1730_migrate_traces_from_pg_to_ch"),
+        (
+            CopiedTable::Observations,
+            "20241024_1737_migrate_observations_from_pg_to_ch",
+        ),
+        (CopiedTable::Scores, "20241024_1738_migrate_scores_from_pg_to_ch"),
+        (
+            CopiedTable::DatasetRunItems,
+            "20250814_1001_migrate_dataset_run_items_rmt_pg_to_ch",
+        ),
+    ];
+    for (table, row) in rows {
+        let mut s = chart_spec("4.16.0");
+        s.backup.acknowledged_hops = vec!["4.16.0".into()];
+        let mut w = Chart::new(s, "3.225.4");
+        *w.ch_copies.get_mut(&table).unwrap() -= 40;
+        let d = w.run_until(Phase::Blocked, 10);
+        let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+        assert_eq!(road.reason, c::reason::HOP_BLOCKED, "{table}: {}", road.message);
+        let pg = w.pg_copies[&table];
+        for words in [
+            format!("{table}: PostgreSQL {pg}, ClickHouse {}, 40 missing", pg - 40),
+            format!("WHERE name = '{row}'"),
+            format!("acceptCopyShortfall: {{{table}: 40}}"),
+            "4.16.0 drops the PostgreSQL tables".to_string(),
+        ] {
+            assert!(road.message.contains(&words), "{table}: {words}: {}", road.message);
+        }
+        let stop = w.status().road.into_iter().find(|r| r.version == "4.16.0").unwrap();
+        let copy = stop.copies.iter().find(|c| c.table == table.name()).unwrap();
+        assert_eq!(
+            (copy.postgres, copy.clickhouse, copy.verdict.as_deref()),
+            (Some(pg), Some(pg - 40), Some("Missing 40"))
+        );
+        assert!(
+            stop.copies
+                .iter()
+                .filter(|c| c.table != table.name())
+                .all(|c| c.verdict.as_deref() == Some("Match"))
+        );
+        assert_eq!(w.writes, 0, "{table}: nothing was changed");
+        // The copy re-run (by a person): ClickHouse has every row again; the hop goes ahead.
+        *w.ch_copies.get_mut(&table).unwrap() += 40;
+        w.run_until(Phase::Completed, 20);
+        assert!(image(&w.web).ends_with(":4.16.0"), "{table}");
+    }
+}
+
+/// Rows deleted in Langfuse after the copy ran: accepted up to the number a person gives, not
+/// one more; a matching table is counted in ClickHouse only until it matches.
+#[test]
+fn a_shortfall_is_accepted_only_up_to_the_rows_a_person_named() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    s.migrations.accept_copy_shortfall = [("observations".to_string(), 39)].into();
+    let mut w = Chart::new(s.clone(), "3.225.4");
+    *w.ch_copies.get_mut(&CopiedTable::Observations).unwrap() -= 40;
+    w.run_until(Phase::Blocked, 10);
+    let blocked_reads = w.copy_counts_read;
+    w.run_until(Phase::Blocked, 3);
+    assert!(
+        w.copy_counts_read > blocked_reads,
+        "a shortfall is counted again at each look"
+    );
+    s.migrations.accept_copy_shortfall = [("observations".to_string(), 40)].into();
+    w.upgrade.spec = s;
+    w.run_until(Phase::Completed, 20);
+    let stop = w.status().road.into_iter().find(|r| r.version == "4.16.0").unwrap();
+    let copy = stop.copies.iter().find(|c| c.table == "observations").unwrap();
+    assert_eq!(copy.verdict.as_deref(), Some("Accepted 40"));
 }
 
 #[test]

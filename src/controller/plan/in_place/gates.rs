@@ -4,6 +4,7 @@
 use super::Walker;
 use super::road::record;
 use super::rows::{Unsettled, rows_settled};
+pub(crate) use super::unmet::{Unmet, words};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};
 use crate::catalog::road::{Hop, HopGate};
@@ -12,38 +13,6 @@ use crate::controller::plan::{Gate, Hold, Planner, wait};
 use crate::resources::deployments::views::{Role, image_for, langfuse_container, running_version};
 use crate::resources::v4_env;
 use crate::version::Version;
-
-/// One gate a hop does not meet yet, by kind: what holds it is chosen (and shown in preflight's
-/// lines) by the kind, and told to a person in its words.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Unmet {
-    /// ClickHouse or PostgreSQL below the minimum of the release, or its version not read.
-    Infrastructure(String),
-    /// The hop drops data and its backup was not acknowledged.
-    Backup(String),
-    /// The release left has not run to its end (rows not registered, schema not raised).
-    NotRan(String),
-    /// Its background migrations have not settled.
-    Migrations(Unsettled),
-    /// The v4 flags as the worker would run them, or one that cannot be judged.
-    V4Flags(String),
-}
-
-impl std::fmt::Display for Unmet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unmet::Infrastructure(why) | Unmet::Backup(why) | Unmet::NotRan(why) | Unmet::V4Flags(why) => {
-                f.write_str(why)
-            }
-            Unmet::Migrations(why) => why.fmt(f),
-        }
-    }
-}
-
-/// The gates' words, one after the other.
-pub(crate) fn words(unmet: &[Unmet]) -> String {
-    unmet.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
 
 /// What keeps a hop from starting now; empty when it may start.
 pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<Unmet> {
@@ -63,6 +32,7 @@ pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<Unmet> {
                     .into_iter()
                     .map(Unmet::Infrastructure),
             ),
+            HopGate::CopiesVerified { .. } => unmet.extend(super::copies::unmet(p, hop)),
             HopGate::Backup { drops } => {
                 if !p.spec.backup.acknowledged_hops.contains(&hop.to.to_string()) {
                     unmet.push(Unmet::Backup(format!(
@@ -223,8 +193,9 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
             wait::NOW,
         ));
     }
+    super::copies::record_counts(p, hop);
     let unmet = unmet_gates(p, hop);
-    orphan_first(p, &unmet)?;
+    own_holds(p, hop, &unmet)?;
     let by_user = walker == Walker::Source && p.spec.strategy.image_changes == ImageChanges::User;
     if by_user {
         let web_at = running_version(p.obs.web.as_ref(), Role::Web);
@@ -261,18 +232,32 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
     Ok(())
 }
 
-/// An orphan row among the unmet gates has its own reason and fix (and remedy, where allowed).
-fn orphan_first(p: &mut Planner, unmet: &[Unmet]) -> Gate {
-    match unmet.iter().find_map(|u| match u {
+/// The unmet gates with a hold of their own: an orphan row (its reason, fix and remedy where
+/// allowed), and copies still to count alone (read at once, not a block).
+fn own_holds(p: &mut Planner, hop: &Hop, unmet: &[Unmet]) -> Gate {
+    let orphan = unmet.iter().find_map(|u| match u {
         Unmet::Migrations(Unsettled::Orphan { row, script, release }) => Some((row, script, release)),
         _ => None,
-    }) {
-        Some((row, script, release)) => Err(super::rows::orphan(p, row, script, release)),
-        None => Ok(()),
+    });
+    if let Some((row, script, release)) = orphan {
+        return Err(super::rows::orphan(p, row, script, release));
     }
+    if let [Unmet::CopiesPending(what)] = unmet {
+        let message = format!("{} -> {}: {what}", hop.from, hop.to);
+        return Err(p.hold_step(
+            cond::ROAD_FOLLOWED,
+            Phase::Finalizing,
+            reason::HOPPING,
+            message,
+            wait::NOW,
+        ));
+    }
+    Ok(())
 }
 
 fn blocked(p: &mut Planner, hop: &Hop, unmet: &[Unmet]) -> Hold {
+    // Counts still to read come at once, whatever else waits for a person.
+    let pending = unmet.iter().any(|u| matches!(u, Unmet::CopiesPending(_)));
     p.hold_step(
         cond::ROAD_FOLLOWED,
         Phase::Blocked,
@@ -283,6 +268,6 @@ fn blocked(p: &mut Planner, hop: &Hop, unmet: &[Unmet]) -> Hold {
             hop.to,
             words(unmet)
         ),
-        wait::PERSON,
+        if pending { wait::NOW } else { wait::PERSON },
     )
 }

@@ -6,10 +6,12 @@
 
 mod abort;
 mod by_person;
+pub(crate) mod copies;
 mod gates;
 pub(crate) mod road;
 mod roll;
 mod rows;
+mod unmet;
 
 pub(crate) use abort::{abort, reversible};
 pub(crate) use gates::{Unmet, release_ran, unmet_gates, words};

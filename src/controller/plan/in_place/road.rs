@@ -2,8 +2,8 @@
 //! from the recorded source, each hop's stop, the release that runs now.
 
 use crate::api::conditions::{self as cond, reason};
-use crate::api::{LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase, RoadStop, StopMode, StopState};
-use crate::catalog::road::{Hop, HopMode, RoadError, road};
+use crate::api::{CopyCount, LangfuseUpgradeSpec, LangfuseUpgradeStatus, Phase, RoadStop, StopMode, StopState};
+use crate::catalog::road::{Hop, HopGate, HopMode, RoadError, road};
 use crate::controller::plan::{Gate, Planner, wait};
 use crate::version::Version;
 
@@ -80,6 +80,23 @@ pub(crate) fn stop_of(hop: &Hop, state: StopState) -> RoadStop {
         irreversible: hop.irreversible.clone(),
         started_at: None,
         finished_at: None,
+        // One entry per copy to count; the counts come before the hop starts.
+        copies: hop
+            .gates
+            .iter()
+            .flat_map(|g| match g {
+                HopGate::CopiesVerified { tables } => tables.clone(),
+                _ => Vec::new(),
+            })
+            .map(|t| CopyCount {
+                table: t.name().to_string(),
+                since: None,
+                until: None,
+                postgres: None,
+                clickhouse: None,
+                verdict: None,
+            })
+            .collect(),
     }
 }
 

@@ -230,6 +230,30 @@ impl Runner {
     }
 }
 
+/// The copies' tables as counted before the v4 hop, from the three tables' counts.
+fn copies_of(
+    counts: &TableCounts,
+    tables: &[crate::migrations::copies::CopiedTable],
+) -> crate::migrations::copies::CopySources {
+    use crate::migrations::copies::{CopiedTable, CopySources, SourceCount};
+    CopySources {
+        since: None,
+        tables: tables
+            .iter()
+            .map(|&table| SourceCount {
+                table,
+                rows: match table {
+                    CopiedTable::Traces => counts.traces,
+                    CopiedTable::Observations => counts.observations,
+                    CopiedTable::Scores => counts.scores,
+                    CopiedTable::DatasetRunItems => 0,
+                },
+                newest: Some(t(-600)),
+            })
+            .collect(),
+    }
+}
+
 /// A status as it comes back from the apiserver (JSON; `metav1.Time` keeps whole seconds).
 fn api_round_trip(status: &LangfuseUpgradeStatus) -> LangfuseUpgradeStatus {
     serde_json::from_value(serde_json::to_value(status).unwrap()).unwrap()
@@ -350,6 +374,10 @@ impl World {
             if n.postgres.late_writes_after.is_some() {
                 pg.late_writes = Some(self.late_writes.clone());
             }
+            // Before the v4 hop: the copies' sources (no dataset run items in this v2).
+            if !n.postgres.copy_sources.is_empty() {
+                pg.copy_sources = Some(copies_of(&self.pg, &n.postgres.copy_sources));
+            }
             Ok(pg)
         });
         obs.clickhouse = Reading::when(!n.clickhouse.is_empty(), || {
@@ -362,6 +390,11 @@ impl World {
             if n.clickhouse.counts_until.is_some() {
                 ch.counts = Some(self.ch.clone());
                 ch.recent_counts = n.clickhouse.recent_after.map(|_| self.ch_recent.clone());
+            }
+            if !n.clickhouse.copy_counts.is_empty() {
+                let tables: Vec<_> = n.clickhouse.copy_counts.iter().map(|w| w.table).collect();
+                let counted = copies_of(&self.ch, &tables);
+                ch.copy_counts = Some(counted.tables.iter().map(|s| (s.table, s.rows)).collect());
             }
             // As the live reader: grants only when asked for (preflight).
             if !n.clickhouse.objects {

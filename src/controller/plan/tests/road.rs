@@ -143,17 +143,39 @@ fn the_reconcile_that_sees_the_copies_end_verifies_them() {
     assert!(!phases(&w).contains(&Phase::Verifying), "{:?}", phases(&w));
 }
 
-/// v2 to v4: the reconcile that sees a hop's rows settle reads the next hop's gates too and
-/// starts it (its start recorded before its first image).
+/// v2 to v4: the reconcile that sees a hop's rows settle reads the next hop's gates too; the
+/// v4 hop first counts the copies it drops the source of (PostgreSQL, then ClickHouse, each
+/// read at once, no wait between), and the reconcile that has both counts starts it (its start
+/// recorded before its first image).
 #[test]
-fn a_settled_hop_starts_the_next_in_the_same_reconcile() {
+fn a_settled_hop_starts_the_next_as_soon_as_its_copies_are_counted() {
     let w = v2_to_v4_completed();
-    let settled = w
+    let at = w
         .history
         .iter()
-        .find(|d| d.status.road.get(1).is_some_and(|r| r.finished_at.is_some()))
+        .position(|d| d.status.road.get(1).is_some_and(|r| r.finished_at.is_some()))
         .expect("3.225.4 reached");
-    assert!(settled.status.road[2].started_at.is_some(), "{:?}", settled.status.road);
+    let counting = &w.history[at..];
+    let start = counting
+        .iter()
+        .position(|d| d.status.road[2].started_at.is_some())
+        .expect("4.16.0 started");
+    assert!(start <= 2, "two reads, at most: {start} decisions");
+    for d in &counting[..start] {
+        assert_eq!(
+            d.requeue,
+            std::time::Duration::ZERO,
+            "counted at once: {:?}",
+            d.conditions
+        );
+    }
+    let settled = &counting[start];
+    let copies = &settled.status.road[2].copies;
+    assert_eq!(copies.len(), 4, "{copies:?}");
+    assert!(
+        copies.iter().all(|c| c.verdict.as_deref() == Some("Match")),
+        "{copies:?}"
+    );
     assert_eq!(
         settled.actions.first(),
         Some(&Action::RecordFacts),
