@@ -9,7 +9,8 @@
 //!
 //! Per size it prints the median / p90 of: one poll as the controller makes it while migrating
 //! (`background_migrations` with each table's oldest row, plus the newest write), the late-write
-//! count, the preflight same-created_at scan and the verification counts; and `EXPLAIN
+//! count, the preflight same-created_at scan, the verification counts and the copy check
+//! before the v4 hop (PostgreSQL, then ClickHouse with the same rows); and `EXPLAIN
 //! (ANALYZE, BUFFERS)` of the poll queries to show they are index-backed. What a poll costs
 //! Postgres: statements and execution time from pg_stat_statements, the serving backend's CPU
 //! from /proc. Last, a Markdown table with the date and commit, for the README.
@@ -20,7 +21,8 @@ use support::process;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use langfuse_upgrade_operator::databases::{Databases, LateWindow, Live, PostgresQuery};
+use langfuse_upgrade_operator::databases::{ClickHouseQuery, Databases, LateWindow, Live, PostgresQuery};
+use langfuse_upgrade_operator::migrations::copies::{CopiedTable, CopyWindow};
 use langfuse_upgrade_operator::migrations::postgres::{
     LATE_WRITES_SQL, MIGRATIONS_SQL, NEWEST_WRITE_SQL, SAME_CREATED_AT_SQL, millis_floor,
 };
@@ -71,6 +73,8 @@ struct Summary {
     late: (Duration, Duration),
     scan: (Duration, Duration),
     counts: Duration,
+    /// The copy check before the v4 hop: PostgreSQL, ClickHouse.
+    copies: (Duration, Duration),
 }
 
 /// What one poll costs Postgres, averaged over the timed polls.
@@ -105,14 +109,14 @@ fn print_summary(summary: &[Summary], commit: &str) {
     );
     println!(
         "| traces rows | load | poll | queries / poll | PG exec / poll | backend CPU / poll \
-         | at {:.0} polls/s: queries/s, CPU | late writes | preflight scan | verification counts |",
+         | at {:.0} polls/s: queries/s, CPU | late writes | preflight scan | verification counts | copy check PG / CH |",
         polls_per_second()
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for s in summary {
         println!(
             "| {} | {:.0} s | {:.2} / {:.2} ms | {:.1} | {:.3} ms | {:.2} ms | {:.0}/s, {:.1} ms/s | {:.2} / {:.2} ms \
-             | {:.0} / {:.0} ms | {:.0} ms |",
+             | {:.0} / {:.0} ms | {:.0} ms | {:.0} / {:.0} ms |",
             s.rows,
             s.load.as_secs_f64(),
             ms(s.poll.0),
@@ -126,7 +130,9 @@ fn print_summary(summary: &[Summary], commit: &str) {
             ms(s.late.1),
             ms(s.scan.0),
             ms(s.scan.1),
-            ms(s.counts)
+            ms(s.counts),
+            ms(s.copies.0),
+            ms(s.copies.1)
         );
     }
 }
@@ -351,6 +357,7 @@ async fn bench_size(n: i64, polls: usize) -> Summary {
     })
     .await;
     println!("  verification counts (3 tables): median {:.0} ms", ms(counts_median));
+    let copies = copy_check(&db, &live, n).await;
 
     explain(&db, "migrations poll", MIGRATIONS_SQL, &[]).await;
     explain(&db, "newest write", NEWEST_WRITE_SQL, &[]).await;
@@ -369,5 +376,59 @@ async fn bench_size(n: i64, polls: usize) -> Summary {
         late: (late_median, late_p90),
         scan: (scan_median, scan_p90),
         counts: counts_median,
+        copies,
     }
+}
+
+/// The copy check before the v4 hop: PostgreSQL's four source tables (here `traces` holds the
+/// rows), then ClickHouse's copies over the same window, the same rows loaded there.
+async fn copy_check(db: &TestDb, live: &Live, n: i64) -> (Duration, Duration) {
+    let pg_q = PostgresQuery {
+        copy_sources: CopiedTable::ALL.to_vec(),
+        ..Default::default()
+    };
+    let sources = live
+        .postgres(&db.pg_url, &pg_q)
+        .await
+        .expect("copy sources")
+        .copy_sources
+        .expect("asked for");
+    let (pg, _) = time(3, || async {
+        live.postgres(&db.pg_url, &pg_q).await.expect("copy sources");
+    })
+    .await;
+    let started = Instant::now();
+    db.ch_exec(&format!(
+        "INSERT INTO traces (id, project_id, timestamp, name, public, bookmarked, created_at, updated_at, event_ts, is_deleted) \
+         SELECT concat('b-', toString(number)), 'lfu-test-project', t, 'trace', false, false, t, t, t, 0 \
+         FROM (SELECT number, fromUnixTimestamp64Milli(toInt64({START_MS} + 1 + intDiv(number * {YEAR_MS}, {n}))) AS t FROM numbers({n}))"
+    ))
+    .await;
+    println!("  ClickHouse: {n} traces loaded in {:.1}s", started.elapsed().as_secs_f64());
+    let ch_q = ClickHouseQuery {
+        copy_counts: sources
+            .tables
+            .iter()
+            .filter_map(|s| {
+                Some(CopyWindow {
+                    table: s.table,
+                    since: sources.since,
+                    until: s.newest?,
+                })
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let counted = live.clickhouse(&db.ch, &ch_q).await.expect("copy counts").copy_counts;
+    println!("  copy check: PostgreSQL {:?}, ClickHouse {counted:?}", sources.tables);
+    let (ch, _) = time(3, || async {
+        live.clickhouse(&db.ch, &ch_q).await.expect("copy counts");
+    })
+    .await;
+    println!(
+        "  copy check (4 tables): PostgreSQL median {:.0} ms, ClickHouse median {:.0} ms",
+        ms(pg),
+        ms(ch)
+    );
+    (pg, ch)
 }
