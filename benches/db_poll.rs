@@ -404,7 +404,10 @@ async fn copy_check(db: &TestDb, live: &Live, n: i64) -> (Duration, Duration) {
          FROM (SELECT number, fromUnixTimestamp64Milli(toInt64({START_MS} + 1 + intDiv(number * {YEAR_MS}, {n}))) AS t FROM numbers({n}))"
     ))
     .await;
-    println!("  ClickHouse: {n} traces loaded in {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "  ClickHouse: {n} traces loaded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let ch_q = ClickHouseQuery {
         copy_counts: sources
             .tables

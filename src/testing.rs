@@ -209,6 +209,7 @@ pub fn spec() -> LangfuseUpgradeSpec {
             acknowledged: true,
             reference: Some("snap-1".into()),
             acknowledged_hops: Vec::new(),
+            hop_backups: Vec::new(),
         },
         paused: false,
         abort: false,

@@ -383,11 +383,30 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     /// Hops that drop data (v4.0.0 drops the Postgres tracing tables), each named by the
-    /// release it goes to, e.g. `4.16.0`: "I have backups of Postgres and ClickHouse taken
-    /// right before this hop". A hop that drops data waits for its name here.
+    /// release it goes to, e.g. `4.16.0`, acknowledged in advance: the backup's time is not
+    /// known, so status says it may predate the hop. Prefer `hopBackups`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub acknowledged_hops: Vec<String>,
+    /// Backups of PostgreSQL and ClickHouse taken right before a hop that drops data, once the
+    /// stop it leaves has finished: a hop that drops data waits for one (or for its name in
+    /// `acknowledgedHops`). One taken before that stop finished is refused: a restore from it
+    /// would lose what ran since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub hop_backups: Vec<HopBackup>,
+}
+
+/// One backup taken for a hop.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HopBackup {
+    /// The release the hop goes to, e.g. `4.16.0`.
+    pub hop: String,
+    /// Where the backups are (snapshot ids, a path): recorded for the audit trail.
+    pub reference: String,
+    /// When they were taken, RFC 3339 (e.g. `2026-12-05T10:00:00Z`).
+    pub taken_at: String,
 }
 
 /// A waived check is the status line of the same name.

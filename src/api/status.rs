@@ -328,6 +328,10 @@ pub struct RoadStop {
     /// runs had finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// The backup a hop that drops data waits for: which one, and whether it was taken after
+    /// the stop it leaves finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
     /// A hop that drops the PostgreSQL source of copies: each copy counted on both sides
     /// before it starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -266,6 +266,29 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
     if spec.migrations.min_batch_size < 1 {
         return Err(invalid("spec.migrations.minBatchSize", "must be at least 1"));
     }
+    for b in &spec.backup.hop_backups {
+        if crate::version::Version::parse(&b.hop).is_none() {
+            return Err(invalid(
+                "spec.backup.hopBackups",
+                format!("hop {:?} is not a release like 4.16.0", b.hop),
+            ));
+        }
+        if b.taken_at.parse::<jiff::Timestamp>().is_err() {
+            return Err(invalid(
+                "spec.backup.hopBackups",
+                format!(
+                    "takenAt {:?} of {} is not an RFC 3339 time like 2026-12-05T10:00:00Z",
+                    b.taken_at, b.hop
+                ),
+            ));
+        }
+        if b.reference.trim().is_empty() {
+            return Err(invalid(
+                "spec.backup.hopBackups",
+                format!("{}: say where the backups are in reference", b.hop),
+            ));
+        }
+    }
     for (table, rows) in &spec.migrations.accept_copy_shortfall {
         if crate::migrations::copies::CopiedTable::parse(table).is_none() {
             return Err(invalid(

@@ -36,6 +36,7 @@ pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
                 _ => StopState::Next,
             };
             let mut stop = stop_of(hop, state);
+            stop.backup = crate::controller::plan::in_place::backup::note(p, hop);
             if hop.mode == HopMode::BesideV2 {
                 stop.started_at = p.status.provisioning_started_at.clone();
                 stop.finished_at = p.status.source_retired_at.clone();

@@ -492,7 +492,7 @@ fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_nothing_touch
     );
     let backup = d.status.checks.iter().find(|c| c.name == "hopBackups").unwrap();
     assert!(
-        backup.message.contains("acknowledgedHops") && backup.message.contains("dataset_run_items"),
+        backup.message.contains("spec.backup.hopBackups") && backup.message.contains("dataset_run_items"),
         "{}",
         backup.message
     );
@@ -505,6 +505,87 @@ fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_nothing_touch
     u.spec.backup.acknowledged_hops = vec!["4.16.0".into()];
     w.upgrade = u;
     w.run_until(Phase::Completed, 30);
+}
+
+/// The v4 hop's backup is taken right before it: preflight only warns, the road runs to the
+/// required stop, and the v4 hop waits for a backup taken after that stop finished (one taken
+/// before is refused, saying why). An acknowledgement in advance is allowed, and said so.
+#[test]
+fn the_v4_hop_waits_for_a_backup_taken_after_the_stop_before_it() {
+    let mut w = Chart::new(chart_spec("4.16.0"), "3.100.0");
+    let d = w.run_until(Phase::Blocked, 40);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::HOP_BLOCKED, "{}", road.message);
+    assert!(road.message.contains("spec.backup.hopBackups"), "{}", road.message);
+    assert!(
+        image(&w.web).ends_with(":3.225.4"),
+        "ran to the stop: {}",
+        image(&w.web)
+    );
+    assert!(w.event_reasons().contains(&"HopBlocked".to_string()));
+    let stop = w.status().road.into_iter().find(|r| r.version == "3.225.4").unwrap();
+    let finished = stop.finished_at.expect("the stop finished").0;
+    // Taken a minute before the stop finished: refused.
+    let mut u = w.upgrade.clone();
+    let early = crate::api::HopBackup {
+        hop: "4.16.0".into(),
+        reference: "snap-early".into(),
+        taken_at: (finished - jiff::SignedDuration::from_secs(60)).to_string(),
+    };
+    u.spec.backup.hop_backups = vec![early];
+    w.upgrade = u;
+    let d = w.run_until(Phase::Blocked, 3);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert!(
+        road.message.contains("snap-early") && road.message.contains("before 3.225.4 finished"),
+        "{}",
+        road.message
+    );
+    let note = w
+        .status()
+        .road
+        .into_iter()
+        .find(|r| r.version == "4.16.0")
+        .unwrap()
+        .backup;
+    assert!(note.as_deref().is_some_and(|n| n.ends_with("refused")), "{note:?}");
+    // Taken after: the hop goes, and status names it.
+    let mut u = w.upgrade.clone();
+    u.spec.backup.hop_backups.push(crate::api::HopBackup {
+        hop: "4.16.0".into(),
+        reference: "snap-after".into(),
+        taken_at: (finished + jiff::SignedDuration::from_secs(60)).to_string(),
+    });
+    w.upgrade = u;
+    w.run_until(Phase::Completed, 20);
+    let note = w
+        .status()
+        .road
+        .into_iter()
+        .find(|r| r.version == "4.16.0")
+        .unwrap()
+        .backup;
+    assert!(
+        note.as_deref()
+            .is_some_and(|n| n.starts_with("snap-after") && n.contains("after 3.225.4 finished")),
+        "{note:?}"
+    );
+    // Acknowledged in advance: allowed, and status says the backup may predate the hop.
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.100.0");
+    w.run_until(Phase::Completed, 60);
+    let note = w
+        .status()
+        .road
+        .into_iter()
+        .find(|r| r.version == "4.16.0")
+        .unwrap()
+        .backup;
+    assert!(
+        note.as_deref().is_some_and(|n| n.contains("may predate this hop")),
+        "{note:?}"
+    );
 }
 
 #[test]

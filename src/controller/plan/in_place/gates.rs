@@ -33,14 +33,7 @@ pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<Unmet> {
                     .map(Unmet::Infrastructure),
             ),
             HopGate::CopiesVerified { .. } => unmet.extend(super::copies::unmet(p, hop)),
-            HopGate::Backup { drops } => {
-                if !p.spec.backup.acknowledged_hops.contains(&hop.to.to_string()) {
-                    unmet.push(Unmet::Backup(format!(
-                        "{} -> {} drops {drops}: take backups of PostgreSQL and ClickHouse, then add \"{}\" to spec.backup.acknowledgedHops",
-                        hop.from, hop.to, hop.to
-                    )));
-                }
-            }
+            HopGate::Backup { drops } => unmet.extend(super::backup::unmet(p, hop, drops)),
         }
     }
     if hop.to.major >= 4 {

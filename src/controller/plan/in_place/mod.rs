@@ -5,6 +5,7 @@
 //! says when it is safe and flags what leaves the road.
 
 mod abort;
+pub(crate) mod backup;
 mod by_person;
 pub(crate) mod copies;
 mod gates;

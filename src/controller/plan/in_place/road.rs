@@ -55,6 +55,12 @@ pub(crate) fn recorded<'s>(status: &'s LangfuseUpgradeStatus, hop: &Hop) -> Opti
     status.road.iter().find(|s| s.from == from && s.version == to)
 }
 
+/// The recorded stop that ends at `version`.
+pub(crate) fn recorded_to(status: &LangfuseUpgradeStatus, version: Version) -> Option<&RoadStop> {
+    let v = version.to_string();
+    status.road.iter().find(|s| s.version == v)
+}
+
 pub(super) fn record<'p>(p: &'p mut Planner, hop: &Hop) -> &'p mut RoadStop {
     let (from, to) = (hop.from.to_string(), hop.to.to_string());
     match p.status.road.iter().position(|s| s.from == from && s.version == to) {
@@ -80,6 +86,7 @@ pub(crate) fn stop_of(hop: &Hop, state: StopState) -> RoadStop {
         irreversible: hop.irreversible.clone(),
         started_at: None,
         finished_at: None,
+        backup: None,
         // One entry per copy to count; the counts come before the hop starts.
         copies: hop
             .gates

@@ -91,6 +91,20 @@ fn invalid_spec_is_reported_with_the_field_and_nothing_is_touched() {
             Box::new(|s| s.clickhouse.url = "clickhouse:8123".into()),
         ),
         (
+            "spec.backup.hopBackups",
+            Box::new(|s| {
+                s.backup.hop_backups = vec![crate::api::HopBackup {
+                    hop: "4.16.0".into(),
+                    reference: "snap-1".into(),
+                    taken_at: "yesterday".into(),
+                }]
+            }),
+        ),
+        (
+            "spec.migrations.acceptCopyShortfall",
+            Box::new(|s| s.migrations.accept_copy_shortfall = [("events".to_string(), 10)].into()),
+        ),
+        (
             "spec.target.extraEnv[0]",
             Box::new(|s| {
                 s.target.extra_env = vec![k8s_openapi::api::core::v1::EnvVar {

@@ -22,6 +22,7 @@ fn a_hop_under_way_reads_clickhouse_only_when_its_rollback_depends_on_it() {
         irreversible: None,
         started_at: started.map(time),
         finished_at: finished.map(time),
+        backup: None,
         copies: Vec::new(),
     };
     let needs_with = |source: Option<&str>, road: crate::api::RoadStop| {
