@@ -267,9 +267,10 @@ async fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_and_a_d
         "{}",
         infra.message
     );
+    // The backup belongs right before the hop: a warning at preflight, the hop itself waits.
     let backup = line(&to_v4, "hopBackups");
     assert!(
-        backup.message.contains("acknowledgedHops") && backup.message.contains("traces"),
+        backup.message.contains("spec.backup.hopBackups") && backup.message.contains("traces"),
         "{}",
         backup.message
     );
@@ -286,8 +287,8 @@ async fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_and_a_d
         assert_eq!(now.metadata.generation, old.metadata.generation, "{name} changed");
         assert!(!managers(&now).contains(FIELD_MANAGER), "{name}: {:?}", managers(&now));
     }
-    // A person fixes ClickHouse and acknowledges the backup: the hop goes (web registers v4's
-    // rows and drops the Postgres tracing tables as v4.0.0 does).
+    // A person fixes ClickHouse and records the backup taken now: the hop goes (web registers
+    // v4's rows and drops the Postgres tracing tables as v4.0.0 does).
     w.db.ch_exec("DROP TABLE __lfu_test_reported_version").await;
     let web = play_web(&w.ns, &w.db, "langfuse-web");
     let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
@@ -301,11 +302,35 @@ async fn the_v4_hop_is_blocked_by_an_old_clickhouse_and_a_missing_backup_and_a_d
             "--type",
             "merge",
             "-p",
-            r#"{"spec":{"backup":{"acknowledgedHops":["4.16.0"]}}}"#,
+            &format!(
+                r#"{{"spec":{{"backup":{{"hopBackups":[{{"hop":"4.16.0","reference":"snap-e2e","takenAt":"{}"}}]}}}}}}"#,
+                jiff::Timestamp::now()
+            ),
         ],
         None,
     );
     let u = w.ns.wait_phase("to-v4", Phase::Completed, FLOW).await;
+    let stop = u
+        .status
+        .as_ref()
+        .unwrap()
+        .road
+        .iter()
+        .find(|r| r.version == "4.16.0")
+        .unwrap()
+        .clone();
+    assert!(
+        stop.backup
+            .as_deref()
+            .is_some_and(|b| b.starts_with("snap-e2e taken at")),
+        "{:?}",
+        stop.backup
+    );
+    assert!(
+        stop.copies.len() == 4 && stop.copies.iter().all(|c| c.verdict.as_deref() == Some("Match")),
+        "{:?}",
+        stop.copies
+    );
     assert_eq!(u.status.unwrap().target_version.as_deref(), Some("4.16.0"));
     let worker_d = w.deployment("langfuse-worker").await;
     let env = worker_d.spec.unwrap().template.spec.unwrap().containers[0]
