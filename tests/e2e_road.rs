@@ -713,3 +713,117 @@ fn tempdir(label: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// `n` rows of `table` as the background migrations copy them to ClickHouse: same ids and
+/// created_at as `TestDb::insert_rows` gives PostgreSQL (prefix, start, step).
+async fn copied(db: &TestDb, table: &str, n: u64, first_ms: i64, step_ms: i64) {
+    let at = format!("fromUnixTimestamp64Milli(toInt64({first_ms} + number * {step_ms}))");
+    let project = support::PROJECT;
+    let sql = match table {
+        "traces" => format!(
+            "INSERT INTO traces (id, project_id, timestamp, name, public, bookmarked, created_at, updated_at, event_ts, is_deleted) \
+             SELECT concat('pg-', toString(number)), '{project}', {at}, 'trace', false, false, {at}, {at}, {at}, 0 FROM numbers({n})"
+        ),
+        "observations" => format!(
+            "INSERT INTO observations (id, trace_id, project_id, type, start_time, name, level, created_at, updated_at, event_ts, is_deleted) \
+             SELECT concat('pg-', toString(number)), 't', '{project}', 'GENERATION', {at}, 'g', 'DEFAULT', {at}, {at}, {at}, 0 FROM numbers({n})"
+        ),
+        "scores" => format!(
+            "INSERT INTO scores (id, project_id, trace_id, timestamp, name, value, data_type, source, created_at, updated_at, event_ts, is_deleted) \
+             SELECT concat('pg-', toString(number)), '{project}', 't', {at}, 'q', 1, 'NUMERIC', 'API', {at}, {at}, {at}, 0 FROM numbers({n})"
+        ),
+        _ => format!(
+            "INSERT INTO dataset_run_items_rmt (id, project_id, dataset_run_id, dataset_item_id, dataset_id, trace_id, created_at, updated_at, event_ts, is_deleted) \
+             SELECT concat('pg-', toString(number)), '{project}', 'run', 'item', 'ds', 't', {at}, {at}, {at}, 0 FROM numbers({n})"
+        ),
+    };
+    db.ch_exec(&sql).await;
+}
+
+/// Before v4.0.0 drops the PostgreSQL sources: an orphan v4-preview row fails preflight (then
+/// is marked finished where the spec allows it), and a copy that lost rows in ClickHouse holds
+/// the v4 hop with its counts and the fix; accepted, the hop goes. Nothing moves meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn the_v4_hop_is_held_on_an_orphan_row_and_a_short_copy_until_fixed() {
+    let w = Road::new("copies", "3.225.4").await;
+    const T0: i64 = 1_709_251_200_000; // 2024-03-01, copied long ago
+    for (table, n, in_ch) in [
+        ("traces", 1_000, 1_000),
+        ("observations", 30_000, 27_600),
+        ("scores", 500, 500),
+        ("dataset_run_items", 200, 200),
+    ] {
+        w.db.insert_rows(table, "pg", n, support::t_ms(T0), 37).await;
+        copied(&w.db, table, in_ch, T0, 37).await;
+    }
+    w.db.pg_exec(
+        "INSERT INTO background_migrations (id, name, script, args, worker_id, locked_at)
+         VALUES ('preview', '20251027_backfill_events_historic', 'backfillEventsHistoric', '{}', 'w-gone', now() - interval '3 days')",
+    )
+    .await;
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade("to-v4", "4.16.0");
+    up["spec"]["backup"]["hopBackups"] =
+        json!([{ "hop": "4.16.0", "reference": "snap-e2e", "takenAt": jiff::Timestamp::now().to_string() }]);
+    w.apply(&up);
+    let u = w.ns.wait_phase("to-v4", Phase::Blocked, Duration::from_secs(60)).await;
+    let ready = u.status.as_ref().unwrap().condition("Ready").unwrap().message.clone();
+    assert!(
+        ready.contains("20251027_backfill_events_historic") && ready.contains("finishOrphanRows"),
+        "{ready}"
+    );
+    // Allowed: the operator marks exactly that row finished; then the copies are counted.
+    let patch = |body: &str| {
+        kubectl(
+            &["-n", &w.ns.name, "patch", "lfu", "to-v4", "--type", "merge", "-p", body],
+            None,
+        )
+    };
+    patch(r#"{"spec":{"migrations":{"finishOrphanRows":true}}}"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let u = w.ns.upgrade("to-v4").await;
+        let road = u
+            .status
+            .as_ref()
+            .and_then(|s| s.condition("RoadFollowed"))
+            .map(|c| c.message.clone());
+        if road
+            .as_deref()
+            .is_some_and(|m| m.contains("observations: PostgreSQL 30000, ClickHouse 27600, 2400 missing"))
+        {
+            break u;
+        }
+        assert!(std::time::Instant::now() < deadline, "never held on the copy: {road:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(held.status.as_ref().unwrap().phase, Some(Phase::Blocked));
+    let orphan = w.db.migration_row("20251027_backfill_events_historic").await;
+    assert!(!orphan["finished_at"].is_null(), "{orphan}");
+    let web = w.deployment("langfuse-web").await;
+    assert!(image(&web).ends_with(":3.225.4"), "nothing moved: {}", image(&web));
+    // Rows deleted in Langfuse since the copy: accepted by a person, the hop goes.
+    let web_play = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker_play = play_worker(&w.ns, &w.db, "langfuse-worker");
+    patch(r#"{"spec":{"migrations":{"acceptCopyShortfall":{"observations":2400}}}}"#);
+    let u = w.ns.wait_phase("to-v4", Phase::Completed, FLOW).await;
+    let stop = u
+        .status
+        .unwrap()
+        .road
+        .into_iter()
+        .find(|r| r.version == "4.16.0")
+        .unwrap();
+    let verdicts: Vec<(String, Option<String>)> = stop.copies.into_iter().map(|c| (c.table, c.verdict)).collect();
+    assert!(
+        verdicts.contains(&("observations".into(), Some("Accepted 2400".into()))),
+        "{verdicts:?}"
+    );
+    let reasons: Vec<String> = w.events().await.into_iter().filter_map(|e| e.reason).collect();
+    for r in ["RemedyApplied", "HopBlocked", "HopFinished"] {
+        assert!(reasons.iter().any(|x| x == r), "{r}: {reasons:?}");
+    }
+    drop((web_play, worker_play));
+    w.finish().await;
+}
