@@ -869,6 +869,64 @@ fn a_shortfall_is_accepted_only_up_to_the_rows_a_person_named() {
     assert_eq!(copy.verdict.as_deref(), Some("Accepted 40"));
 }
 
+/// A row of the new release taken by another worker that then died: Langfuse's worker looks for
+/// rows only when it starts, so nobody runs it. After the grace the hop says nothing runs and
+/// how to restart the worker (`Stalled=True`), never `Hopping` forever; restarted, it completes.
+#[test]
+fn a_row_nobody_runs_after_a_hop_is_said_to_stall_with_the_restart_to_do() {
+    let mut w = Chart::new(chart_spec("3.225.4"), "3.100.0");
+    for _ in 0..40 {
+        w.step();
+        if image(&w.worker).ends_with(":3.225.4") {
+            break;
+        }
+    }
+    let name = "20260106_encrypt_blob_storage_secrets";
+    let row = w
+        .rows
+        .iter_mut()
+        .find(|r| r.name == name)
+        .expect("registered by 3.144.0");
+    (row.finished_at, row.locked_at, row.taken) = (None, Some(t(w.now - 300)), true);
+    let d = w.run_until(Phase::Blocked, 300);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::MIGRATION_STALLED, "{}", road.message);
+    for words in [
+        name,
+        "rollout restart deployment/langfuse-worker",
+        "only when it starts",
+    ] {
+        assert!(road.message.contains(words), "{words}: {}", road.message);
+    }
+    let stalled = d.conditions.iter().find(|c| c.type_ == c::STALLED).unwrap();
+    assert!(stalled.status, "{stalled:?}");
+    let hop_start = w
+        .status()
+        .road
+        .iter()
+        .find(|r| r.version == "3.225.4")
+        .unwrap()
+        .started_at
+        .clone()
+        .unwrap();
+    // Decided at the clock before the step's requeue moved it on.
+    let held_at = t(w.now).as_second() - d.requeue.as_secs().clamp(1, 60) as i64;
+    assert!(
+        held_at - hop_start.0.as_second() >= 120,
+        "held {} s after the hop started",
+        held_at - hop_start.0.as_second()
+    );
+    let before = &w.history[w.history.len() - 2];
+    assert_eq!(before.phase, Phase::Finalizing, "said only once the grace passed");
+    assert_eq!(
+        w.writes, 2,
+        "the hop's two image writes, no restart of a Deployment it does not own"
+    );
+    // A person restarts the worker: it picks the row up and the hop finishes.
+    w.worker_started();
+    w.run_until(Phase::Completed, 10);
+}
+
 #[test]
 fn abort_undoes_a_reversible_hop_and_refuses_one_that_dropped_data() {
     // 3.100.0 -> 3.150.0: ClickHouse moved from 26 to 33, which 3.100.0 cannot run on.

@@ -9,6 +9,7 @@ pub(crate) mod backup;
 mod by_person;
 pub(crate) mod copies;
 mod gates;
+mod idle;
 pub(crate) mod road;
 mod roll;
 mod rows;
@@ -65,7 +66,7 @@ pub(crate) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
             }
         }
         roll::roll(p, settings, hop, walker)?;
-        roll::settled(p, hop)?;
+        roll::settled(p, settings, hop, walker)?;
         let now = p.now_time();
         road::record(p, hop).finished_at = Some(now);
         p.condition(

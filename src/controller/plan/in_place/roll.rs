@@ -135,7 +135,7 @@ pub(super) fn wanted_change(p: &Planner, d: &Deployment, role: Role, hop: &Hop) 
 
 /// The hop's release's background migrations: registered (web's start does that) and every
 /// row the worker runs finished.
-pub(super) fn settled(p: &mut Planner, hop: &Hop) -> Gate {
+pub(super) fn settled(p: &mut Planner, settings: &Settings, hop: &Hop, walker: Walker) -> Gate {
     let to = hop.to.to_string();
     let rows = rows_of(p).map_err(|(r, why)| Hold::new(Phase::Finalizing, r, why, wait::POLL))?;
     let catalog = p.catalog;
@@ -146,6 +146,9 @@ pub(super) fn settled(p: &mut Planner, hop: &Hop) -> Gate {
             .filter(|n| !rows.iter().any(|r| r.name == *n))
             .collect();
         if !missing.is_empty() {
+            if let Some(hold) = super::idle::never_registered(p, hop, &missing) {
+                return Err(hold);
+            }
             return Err(p.hold_step(
                 cond::ROAD_FOLLOWED,
                 Phase::Finalizing,
@@ -156,6 +159,24 @@ pub(super) fn settled(p: &mut Planner, hop: &Hop) -> Gate {
                 ),
                 wait::POLL,
             ));
+        }
+    }
+    // Only rows that simply wait (not a failed or an orphan row: those have their own holds).
+    let running = rows
+        .iter()
+        .any(|r| r.state(p.now) == crate::migrations::RowState::Running);
+    if let (Err(super::rows::Unsettled::Running { .. }), false) = (super::rows::rows_settled(p, &to), running) {
+        let gates = crate::controller::plan::migrate::open_gates(p);
+        let waiting: Vec<_> = rows
+            .iter()
+            .filter(|r| {
+                use crate::migrations::RowState::{Queued, Stalled};
+                matches!(r.state_with(p.now, &gates), Queued | Stalled)
+            })
+            .cloned()
+            .collect();
+        if let Some(hold) = super::idle::idle(p, settings, hop, walker, &waiting) {
+            return Err(hold);
         }
     }
     settled_rows(p, &to, &rows)
