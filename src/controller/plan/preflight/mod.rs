@@ -2,6 +2,7 @@
 //! all pass; once provisioning starts they are not re-run (v3 web itself moves the schemas).
 
 mod cluster;
+mod floating;
 mod road;
 mod storage;
 mod stores;
@@ -52,6 +53,11 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         false => checks(p.name(), p.spec, p.obs),
     };
     checks.extend(road::lines(p));
+    // A floating tag on a database a v3/v4 migrated: its own refusal replaces the v2 warning.
+    if let Some(floating) = floating::line(p) {
+        checks.retain(|c| c.name != floating.name);
+        checks.push(floating);
+    }
     let failed: Vec<&PreflightCheck> = checks.iter().filter(|c| c.result == CheckResult::Fail).collect();
     let summary = failed
         .iter()

@@ -240,6 +240,69 @@ fn clickhouse_schema_past_3_29_blocks() {
     w.step();
 }
 
+/// `langfuse:3` on a database a v3 migrated: which release runs cannot be known (`:3` served a
+/// v4 in September 2026), so preflight refuses, even with the version check waived, and names
+/// the releases ClickHouse's height allows and how to pin one. On a v2 the warning stays.
+#[test]
+fn a_floating_tag_on_a_migrated_database_is_refused_with_the_releases_it_can_be() {
+    for (tag, waived) in [("3", false), ("latest", true)] {
+        let mut s = spec();
+        if waived {
+            s.preflight.skip.push(crate::api::WaivableCheck::SourceVersion);
+        }
+        let mut w = World::new(s);
+        let pod = w
+            .cluster
+            .source
+            .as_mut()
+            .unwrap()
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap();
+        pod.containers[0].image = Some(format!("ghcr.io/langfuse/langfuse:{tag}"));
+        w.ch_height = 37;
+        let d = w.run_until(Phase::Blocked, 3);
+        let line = d.status.checks.iter().find(|l| l.name == "sourceVersion").unwrap();
+        assert_eq!(line.result, CheckResult::Fail, "{tag}: {}", line.message);
+        for words in [
+            "height 37",
+            "releases 3.223.0 up to, not including, 4.0.0",
+            "set image deployment/prod-langfuse",
+        ] {
+            assert!(line.message.contains(words), "{tag}: {words}: {}", line.message);
+        }
+        assert!(w.cluster.web.is_none(), "{tag}: nothing provisioned");
+    }
+    // A v2 on a floating tag (no ClickHouse schema yet): a warning, as before.
+    let mut w = World::new(spec());
+    let pod = w
+        .cluster
+        .source
+        .as_mut()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap();
+    pod.containers[0].image = Some("ghcr.io/langfuse/langfuse:2".into());
+    w.ch_height = 0;
+    w.step();
+    let line = w
+        .status()
+        .checks
+        .into_iter()
+        .find(|l| l.name == "sourceVersion")
+        .unwrap();
+    assert_eq!(line.result, CheckResult::Warn, "{}", line.message);
+}
+
 #[test]
 fn hpa_on_v2_is_reported_not_touched() {
     let mut w = World::new(spec());
