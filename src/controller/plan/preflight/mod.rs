@@ -43,11 +43,8 @@ pub(super) fn read_source_version(p: &mut Planner) {
     });
 }
 
-pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
-    if p.stage() > Stage::Preflight {
-        return Ok(());
-    }
-    let in_place = p.road().is_in_place();
+/// Every line of the report: the road's own checks, then the road and its gates.
+fn all_lines(p: &Planner, in_place: bool) -> Vec<PreflightCheck> {
     let mut checks = match in_place {
         true => in_place_checks(p.name(), p.spec, p.obs),
         false => checks(p.name(), p.spec, p.obs),
@@ -58,6 +55,15 @@ pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
         checks.retain(|c| c.name != floating.name);
         checks.push(floating);
     }
+    checks
+}
+
+pub(super) fn gate(p: &mut Planner, _settings: &Settings) -> Gate {
+    if p.stage() > Stage::Preflight {
+        return Ok(());
+    }
+    let in_place = p.road().is_in_place();
+    let checks = all_lines(p, in_place);
     let failed: Vec<&PreflightCheck> = checks.iter().filter(|c| c.result == CheckResult::Fail).collect();
     let summary = failed
         .iter()
