@@ -398,12 +398,22 @@ async fn copy_check(db: &TestDb, live: &Live, n: i64) -> (Duration, Duration) {
     })
     .await;
     let started = Instant::now();
-    db.ch_exec(&format!(
-        "INSERT INTO traces (id, project_id, timestamp, name, public, bookmarked, created_at, updated_at, event_ts, is_deleted) \
-         SELECT concat('b-', toString(number)), 'lfu-test-project', t, 'trace', false, false, t, t, t, 0 \
-         FROM (SELECT number, fromUnixTimestamp64Milli(toInt64({START_MS} + 1 + intDiv(number * {YEAR_MS}, {n}))) AS t FROM numbers({n}))"
-    ))
-    .await;
+    // The rows `load` gave PostgreSQL, with the same created_at: the legacy group, then the rest
+    // spread over the year.
+    let legacy = LEGACY_GROUP.min(n);
+    let rest = n - legacy;
+    for (count, first, spread) in [(legacy, START_MS, 0), (rest, START_MS + 1, YEAR_MS)] {
+        let at = match spread {
+            0 => format!("fromUnixTimestamp64Milli(toInt64({first}))"),
+            _ => format!("fromUnixTimestamp64Milli(toInt64({first} + intDiv(number * {spread}, {count})))"),
+        };
+        db.ch_exec(&format!(
+            "INSERT INTO traces (id, project_id, timestamp, name, public, bookmarked, created_at, updated_at, event_ts, is_deleted) \
+             SELECT concat('b{first}-', toString(number)), 'lfu-test-project', {at}, 'trace', false, false, {at}, {at}, {at}, 0 \
+             FROM numbers({count})"
+        ))
+        .await;
+    }
     println!(
         "  ClickHouse: {n} traces loaded in {:.1}s",
         started.elapsed().as_secs_f64()

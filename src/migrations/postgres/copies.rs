@@ -40,7 +40,14 @@ pub async fn copy_sources(conn: &mut PgConnection, tables: &[CopiedTable], now: 
         Err(e) if absent(&e) => None,
         Err(e) => return Err(e),
     };
-    let since = days.and_then(|d| now.checked_sub(SignedDuration::from_hours(d.saturating_mul(24))).ok());
+    // The window starts a little after the horizon (two days, or half the retention when it is
+    // shorter): ClickHouse is counted a moment later, or again after a person fixed something,
+    // and retention must not have trimmed the window in between.
+    let since = days.and_then(|d| {
+        let hours = d.saturating_mul(24);
+        let slack = (hours / 2).min(48);
+        now.checked_sub(SignedDuration::from_hours(hours - slack)).ok()
+    });
     let since_ms = since.map(|t| t.as_millisecond());
     let mut out = CopySources {
         since,
