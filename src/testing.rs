@@ -296,6 +296,7 @@ pub fn untouched() -> Observed {
         redis: Reading::Answered(crate::databases::RedisFacts {
             version: "7.2.4".into(),
             tls: false,
+            eviction_policy: Some("noeviction".into()),
         }),
         s3: Reading::Answered(crate::databases::S3Facts {
             marker: Some("events/lfu-preflight-0".into()),

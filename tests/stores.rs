@@ -50,6 +50,23 @@ async fn redis_is_reached_as_v3_would_and_each_wrong_setting_says_what_to_fix() 
     let (major, _) = langfuse_upgrade_operator::databases::stores::redis_major_minor(&ok.version).unwrap();
     assert!(major >= 7, "Debian's Redis is 7.x: {ok:?}");
     assert!(!ok.tls);
+    assert_eq!(ok.eviction_policy.as_deref(), Some("noeviction"), "Redis's default");
+    // A Redis that evicts (allkeys-lru, as caches are often set up) is read as such.
+    let set_policy = async |policy: &str| {
+        let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    set_policy("allkeys-lru").await;
+    let evicting = live.redis(&redis(&env.redis_url)).await.expect("the right settings");
+    set_policy("noeviction").await;
+    assert_eq!(evicting.eviction_policy.as_deref(), Some("allkeys-lru"));
 
     let (host, port, pw) = (&env.redis_host, &env.redis_port, &env.redis_password);
     type Case = (&'static str, String, fn(&RedisProblem) -> bool, &'static str);

@@ -244,6 +244,7 @@ impl World {
             obs.redis = Reading::Answered(langfuse_upgrade_operator::databases::RedisFacts {
                 version: "7.2.4".into(),
                 tls: false,
+                eviction_policy: Some("noeviction".into()),
             });
             obs.s3 = Reading::Answered(langfuse_upgrade_operator::databases::S3Facts { marker: None });
         }

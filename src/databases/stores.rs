@@ -15,6 +15,8 @@ pub struct RedisFacts {
     /// `redis_version` of `INFO server`.
     pub version: String,
     pub tls: bool,
+    /// `maxmemory_policy` of `INFO memory` (`None`: the server did not say).
+    pub eviction_policy: Option<String>,
 }
 
 /// Why Redis could not be checked, each with the setting a person fixes.

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::databases::stores::{RedisFacts, RedisProblem, RedisTarget};
 
-/// One connection, one `INFO server`, within `budget`; the password never leaves `target.url`.
+/// One connection, `INFO server` and `INFO memory` (read where `CONFIG GET` is refused, as
+/// managed services do), within `budget`; the password never leaves `target.url`.
 pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts, RedisProblem> {
     let client = redis::Client::open(target.url.expose()).map_err(|e| RedisProblem::Other {
         target: "(unparsable URL)".into(),
@@ -21,7 +22,15 @@ pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts,
     };
     let work = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("INFO").arg("server").query_async::<String>(&mut conn).await
+        let server = redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut conn)
+            .await?;
+        let memory = redis::cmd("INFO")
+            .arg("memory")
+            .query_async::<String>(&mut conn)
+            .await?;
+        Ok::<_, redis::RedisError>(format!("{server}\n{memory}"))
     };
     let info = match tokio::time::timeout(budget, work).await {
         Ok(Ok(info)) => info,
@@ -33,12 +42,16 @@ pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts,
             });
         }
     };
-    let version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default();
-    Ok(RedisFacts { version, tls })
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    Ok(RedisFacts {
+        version: field("redis_version:").unwrap_or_default(),
+        tls,
+        eviction_policy: field("maxmemory_policy:"),
+    })
 }
 
 fn problem(target: &str, tls: bool, e: &redis::RedisError) -> RedisProblem {

@@ -30,6 +30,16 @@ pub(super) fn redis(r: &mut Report, c: &Ctx) {
                 redis_fix(e, c.spec.redis.connection_string_secret_ref.is_some())
             ),
         ),
+        Reading::Answered(facts) if facts.eviction_policy.as_deref().is_some_and(|p| p != "noeviction") => {
+            r.waivable(
+                line,
+                Fail,
+                format!(
+                    "Redis runs maxmemory-policy {}: Langfuse needs noeviction (its queues lose jobs when keys are evicted); set maxmemory-policy noeviction (redis.conf, CONFIG SET, or your provider's parameter group)",
+                    facts.eviction_policy.as_deref().unwrap_or_default()
+                ),
+            )
+        }
         Reading::Answered(facts) => {
             let tls = if facts.tls { ", over TLS" } else { "" };
             match redis_major_minor(&facts.version) {

@@ -176,6 +176,7 @@ fn each_preflight_check_as_a_table() {
                 o.redis = Reading::Answered(RedisFacts {
                     version: "6.2.14".into(),
                     tls: false,
+                    eviction_policy: Some("noeviction".into()),
                 })
             },
             "redis",
@@ -183,11 +184,25 @@ fn each_preflight_check_as_a_table() {
             "older than 7.0",
         ),
         (
+            "a Redis that evicts keys",
+            |_, o| {
+                o.redis = Reading::Answered(RedisFacts {
+                    version: "7.2.4".into(),
+                    tls: false,
+                    eviction_policy: Some("allkeys-lru".into()),
+                })
+            },
+            "redis",
+            Fail,
+            "maxmemory-policy allkeys-lru: Langfuse needs noeviction",
+        ),
+        (
             "Redis 8.0",
             |_, o| {
                 o.redis = Reading::Answered(RedisFacts {
                     version: "8.0.2".into(),
                     tls: true,
+                    eviction_policy: Some("noeviction".into()),
                 })
             },
             "redis",
