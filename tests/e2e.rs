@@ -1287,11 +1287,46 @@ async fn v2_goes_to_v4_through_every_stop_with_every_invariant_watched() {
     let web = e2e_support::play_web(&w.ns, &w.db, "prod-langfuse-web");
     let mut up = w.upgrade();
     up["spec"]["target"]["finalVersion"] = json!("4.16.0");
-    up["spec"]["backup"]["acknowledgedHops"] = json!(["4.16.0"]);
     w.apply(&up);
+    // No backup for the v4 hop yet: the road runs to the required stop and holds there.
+    let held = w.ns.wait_phase(UPGRADE, Phase::Blocked, FLOW).await;
+    let road = held.status.as_ref().unwrap().condition("RoadFollowed").unwrap().clone();
+    assert!(
+        road.reason == "HopBlocked" && road.message.contains("spec.backup.hopBackups"),
+        "{road:?}"
+    );
+    let at_stop = pod_spec(&w, "prod-langfuse-web").await;
+    assert_eq!(
+        at_stop.containers[0].image.as_deref(),
+        Some("langfuse/langfuse:3.225.4")
+    );
+    // The backup taken now, after the stop finished: the hop goes.
+    let patch = format!(
+        r#"{{"spec":{{"backup":{{"hopBackups":[{{"hop":"4.16.0","reference":"snap-after-stop","takenAt":"{}"}}]}}}}}}"#,
+        jiff::Timestamp::now()
+    );
+    e2e_support::kubectl(
+        &[
+            "-n", &w.ns.name, "patch", "lfu", UPGRADE, "--type", "merge", "-p", &patch,
+        ],
+        None,
+    );
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
     assert_clean(&w, &observer);
     let s = u.status.unwrap();
+    let v4 = s.road.iter().find(|r| r.version == "4.16.0").unwrap();
+    assert!(
+        v4.backup
+            .as_deref()
+            .is_some_and(|b| b.contains("snap-after-stop") && b.contains("after 3.225.4 finished")),
+        "{:?}",
+        v4.backup
+    );
+    assert!(
+        v4.copies.len() == 4 && v4.copies.iter().all(|c| c.verdict.as_deref() == Some("Match")),
+        "{:?}",
+        v4.copies
+    );
     let road: Vec<(&str, langfuse_upgrade_operator::api::StopState)> =
         s.road.iter().map(|r| (r.version.as_str(), r.state)).collect();
     use langfuse_upgrade_operator::api::StopState::Done;
