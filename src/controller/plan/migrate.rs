@@ -56,7 +56,7 @@ pub(super) fn migrate(p: &mut Planner, settings: &Settings, ready: &Readiness) -
         return Ok(());
     }
     if let Some(failed) = rows.iter().find(|r| r.state(now) == RowState::Failed) {
-        return remedy_failure(p, settings, failed);
+        return remedy_failure(p, settings, failed, super::remedies::Site::BesideV2);
     }
     if let Some(stuck) = stuck_row(p, settings, &rows) {
         return remedy_stuck(p, settings, &stuck);

@@ -23,6 +23,54 @@ pub(super) fn bump(p: &mut Planner, kind: RemedyKind, max: i32) -> bool {
     true
 }
 
+/// Where a remedy applies: the copies beside v2, or a hop's rows in place, on the operator's own
+/// Deployments or on a source's (whose worker it does not restart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Site {
+    BesideV2,
+    InPlaceOwned,
+    InPlaceSource,
+}
+
+impl Site {
+    fn condition(self) -> &'static str {
+        match self {
+            Site::BesideV2 => cond::MIGRATIONS_COMPLETE,
+            _ => cond::ROAD_FOLLOWED,
+        }
+    }
+
+    fn phase(self) -> Phase {
+        match self {
+            Site::BesideV2 => Phase::Migrating,
+            _ => Phase::Finalizing,
+        }
+    }
+}
+
+/// The worker restarted where the operator owns it; on a source's, what a person runs (the
+/// manager only looks for work at start).
+fn restart(p: &mut Planner, settings: &Settings, site: Site) -> Result<String, Hold> {
+    if site == Site::InPlaceSource {
+        return Ok(format!(
+            "; restart the worker so it picks the row up: kubectl -n {} rollout restart deployment/{}",
+            p.namespace(),
+            worker_name(p)
+        ));
+    }
+    restart_worker(p, settings)?;
+    Ok(String::new())
+}
+
+/// The worker Deployment's name, for the command a person runs.
+pub(crate) fn worker_name(p: &Planner) -> String {
+    p.obs
+        .worker
+        .as_ref()
+        .and_then(|d| d.metadata.name.clone())
+        .unwrap_or_else(|| "<worker>".into())
+}
+
 /// A rollout restart of the v3 worker: the manager only looks for work at start.
 pub(super) fn restart_worker(p: &mut Planner, settings: &Settings) -> Result<(), Hold> {
     p.status.count_remedy(RemedyKind::WorkerRestart);
@@ -31,22 +79,21 @@ pub(super) fn restart_worker(p: &mut Planner, settings: &Settings) -> Result<(),
 }
 
 pub(super) fn remedied(p: &mut Planner, what: &str) -> Gate {
-    p.condition(
-        cond::MIGRATIONS_COMPLETE,
-        false,
-        reason::REMEDY_APPLIED,
-        what.to_string(),
-    );
+    remedied_at(p, Site::BesideV2, what)
+}
+
+fn remedied_at(p: &mut Planner, site: Site, what: &str) -> Gate {
+    p.condition(site.condition(), false, reason::REMEDY_APPLIED, what.to_string());
     Err(Hold::new(
-        Phase::Migrating,
+        site.phase(),
         reason::REMEDY_APPLIED,
         what.to_string(),
         wait::ROLLOUT,
     ))
 }
 
-pub(super) fn give_up(p: &mut Planner, reason: crate::api::conditions::Reason, message: String) -> Gate {
-    p.condition(cond::MIGRATIONS_COMPLETE, false, reason, message.clone());
+fn give_up(p: &mut Planner, site: Site, reason: crate::api::conditions::Reason, message: String) -> Gate {
+    p.condition(site.condition(), false, reason, message.clone());
     Err(Hold::new(Phase::Failed, reason, message, wait::POLL))
 }
 
@@ -71,14 +118,14 @@ pub fn short_reason(reason: Option<&str>) -> String {
     }
 }
 
-pub(super) fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow) -> Gate {
+pub(crate) fn remedy_failure(p: &mut Planner, settings: &Settings, row: &MigrationRow, site: Site) -> Gate {
     let why = short_reason(row.failed_reason.as_deref());
     let name = row.name.clone();
     let manual = format!(
         "background migration {name} failed: {why}. Fix the cause, then clear failed_at and failed_reason on that row (keep state, so it resumes from its cursor); the operator restarts the worker"
     );
     if !p.spec.migrations.remediation {
-        return give_up(p, reason::MIGRATION_FAILED, manual);
+        return give_up(p, site, reason::MIGRATION_FAILED, manual);
     }
     if why.contains("napi string") {
         let current = row.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
@@ -94,16 +141,18 @@ pub(super) fn remedy_failure(p: &mut Planner, settings: &Settings, row: &Migrati
                 }));
                 p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
                 bump(p, RemedyKind::Napi(&name), i32::MAX);
-                restart_worker(p, settings)?;
-                remedied(
+                let then = restart(p, settings, site)?;
+                remedied_at(
                     p,
+                    site,
                     &format!(
-                        "{name} hit the Node string limit at batch size {current}; lowered args.batchSize to {size} and resumed from the cursor"
+                        "{name} hit the Node string limit at batch size {current}; lowered args.batchSize to {size} and resumed from the cursor{then}"
                     ),
                 )
             }
             None => give_up(
                 p,
+                site,
                 reason::MIGRATION_FAILED,
                 format!(
                     "{manual}. The batch size is already {current}, at the floor spec.migrations.minBatchSize {floor}"
@@ -113,11 +162,16 @@ pub(super) fn remedy_failure(p: &mut Planner, settings: &Settings, row: &Migrati
     }
     if bump(p, RemedyKind::Resume(&name), MAX_RESUMES) {
         p.act(Action::Remedy(Remedy::ClearFailure { name: name.clone() }));
-        restart_worker(p, settings)?;
-        return remedied(p, &format!("{name} failed ({why}); resumed it once from its cursor"));
+        let then = restart(p, settings, site)?;
+        return remedied_at(
+            p,
+            site,
+            &format!("{name} failed ({why}); resumed it once from its cursor{then}"),
+        );
     }
     give_up(
         p,
+        site,
         reason::MIGRATION_FAILED,
         format!("{manual}. One automatic resume was already tried"),
     )
@@ -164,6 +218,7 @@ pub(super) fn remedy_stuck(p: &mut Planner, settings: &Settings, row: &Migration
     }
     give_up(
         p,
+        Site::BesideV2,
         reason::MIGRATION_STUCK,
         format!(
             "{name} is stuck at {cursor} for {} with a fresh lock: more rows share that created_at than args.batchSize {current}; raise it above that group (UPDATE background_migrations SET args = jsonb_set(args, '{{batchSize}}', '<n>') WHERE name = '{name}') and restart the worker",

@@ -335,6 +335,11 @@ impl Chart {
                 let row = self.rows.iter_mut().find(|r| r.name == *name).unwrap();
                 row.finished_at = Some(t(self.now));
             }
+            // Resume a failed row from its cursor (allowed by invariant 5: failed_at, failed_reason).
+            Action::Remedy(crate::databases::Remedy::ClearFailure { name }) => {
+                let row = self.rows.iter_mut().find(|r| r.name == *name).unwrap();
+                (row.failed_at, row.failed_reason) = (None, None);
+            }
             other => {
                 panic!("an in-place road writes nothing but images, the finalizer and allowed remedies: {other:?}")
             }
@@ -869,11 +874,8 @@ fn a_shortfall_is_accepted_only_up_to_the_rows_a_person_named() {
     assert_eq!(copy.verdict.as_deref(), Some("Accepted 40"));
 }
 
-/// A row of the new release taken by another worker that then died: Langfuse's worker looks for
-/// rows only when it starts, so nobody runs it. After the grace the hop says nothing runs and
-/// how to restart the worker (`Stalled=True`), never `Hopping` forever; restarted, it completes.
-#[test]
-fn a_row_nobody_runs_after_a_hop_is_said_to_stall_with_the_restart_to_do() {
+/// A chart install from 3.100.0 whose worker already runs the 3.225.4 stop.
+fn worker_on_the_stop() -> Chart {
     let mut w = Chart::new(chart_spec("3.225.4"), "3.100.0");
     for _ in 0..40 {
         w.step();
@@ -881,6 +883,15 @@ fn a_row_nobody_runs_after_a_hop_is_said_to_stall_with_the_restart_to_do() {
             break;
         }
     }
+    w
+}
+
+/// A row of the new release taken by another worker that then died: Langfuse's worker looks for
+/// rows only when it starts, so nobody runs it. After the grace the hop says nothing runs and
+/// how to restart the worker (`Stalled=True`), never `Hopping` forever; restarted, it completes.
+#[test]
+fn a_row_nobody_runs_after_a_hop_is_said_to_stall_with_the_restart_to_do() {
+    let mut w = worker_on_the_stop();
     let name = "20260106_encrypt_blob_storage_secrets";
     let row = w
         .rows
@@ -925,6 +936,56 @@ fn a_row_nobody_runs_after_a_hop_is_said_to_stall_with_the_restart_to_do() {
     // A person restarts the worker: it picks the row up and the hop finishes.
     w.worker_started();
     w.run_until(Phase::Completed, 10);
+}
+
+/// A row of the new release fails: resumed once from its cursor (the documented remedy, an
+/// Event), with the worker restart a person runs on a source's Deployment; failing again, the
+/// hop stops with the manual fix, never a second automatic try.
+#[test]
+fn a_failed_row_in_place_is_resumed_once_then_handed_to_a_person() {
+    let mut w = worker_on_the_stop();
+    let name = "20260106_encrypt_blob_storage_secrets";
+    let fail = |w: &mut Chart| {
+        let now = t(w.now);
+        let row = w.rows.iter_mut().find(|r| r.name == name).unwrap();
+        (row.finished_at, row.failed_at, row.taken) = (None, Some(now), true);
+        row.failed_reason = Some("Error: connect ETIMEDOUT 10.0.0.7:5432".into());
+    };
+    fail(&mut w);
+    let d = w.step();
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::REMEDY_APPLIED, "{}", road.message);
+    assert!(
+        road.message.contains("resumed it once from its cursor"),
+        "{}",
+        road.message
+    );
+    assert!(
+        road.message.contains("rollout restart deployment/langfuse-worker"),
+        "{}",
+        road.message
+    );
+    let cleared = d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Remedy(crate::databases::Remedy::ClearFailure { name: n }) if n == name));
+    assert!(cleared, "{:?}", d.actions);
+    // The person restarts the worker; it fails again: handed over, no second resume.
+    w.worker_started();
+    fail(&mut w);
+    let d = w.step();
+    assert_eq!(d.phase, Phase::Failed, "{:?}", d.conditions);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert!(
+        road.message.contains("One automatic resume was already tried"),
+        "{}",
+        road.message
+    );
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Remedy(_))),
+        "{:?}",
+        d.actions
+    );
 }
 
 #[test]

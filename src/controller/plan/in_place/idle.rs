@@ -62,12 +62,7 @@ pub(super) fn idle(
             wait::ROLLOUT,
         ));
     }
-    let worker = p
-        .obs
-        .worker
-        .as_ref()
-        .and_then(|d| d.metadata.name.clone())
-        .unwrap_or_else(|| "<worker>".into());
+    let worker = crate::controller::plan::remedies::worker_name(p);
     Some(p.hold_step(
         cond::ROAD_FOLLOWED,
         Phase::Blocked,

@@ -179,5 +179,9 @@ pub(super) fn settled(p: &mut Planner, settings: &Settings, hop: &Hop, walker: W
             return Err(hold);
         }
     }
-    settled_rows(p, &to, &rows)
+    let site = match walker {
+        Walker::Owned => crate::controller::plan::remedies::Site::InPlaceOwned,
+        Walker::Source => crate::controller::plan::remedies::Site::InPlaceSource,
+    };
+    settled_rows(p, settings, site, &to, &rows)
 }

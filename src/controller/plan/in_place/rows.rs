@@ -4,7 +4,9 @@
 use crate::api::Phase;
 use crate::api::conditions::{self as cond, reason};
 use crate::controller::observed::Reading;
+use crate::controller::plan::remedies::{Site, remedy_failure};
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
+use crate::controller::validate::Settings;
 use crate::databases::Remedy;
 use crate::migrations::{MigrationRow, RowState};
 use crate::resources::deployments::views::{Role, running_version};
@@ -101,7 +103,13 @@ pub(crate) fn rows_settled(p: &Planner, release: &str) -> Result<(), Unsettled> 
 }
 
 /// As [`rows_settled`], with progress reported, as a hold.
-pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]) -> Gate {
+pub(crate) fn settled_rows(
+    p: &mut Planner,
+    settings: &Settings,
+    site: Site,
+    release: &str,
+    rows: &[MigrationRow],
+) -> Gate {
     let estimates = match &p.obs.postgres {
         Reading::Answered(pg) => pg.estimated_rows.clone().unwrap_or_default(),
         _ => Default::default(),
@@ -110,12 +118,12 @@ pub(crate) fn settled_rows(p: &mut Planner, release: &str, rows: &[MigrationRow]
     match rows_settled(p, release) {
         Ok(()) => Ok(()),
         Err(Unsettled::Orphan { row, script, release }) => Err(orphan(p, &row, &script, &release)),
-        Err(failed @ Unsettled::Failed { .. }) => Err(Hold::new(
-            Phase::Failed,
-            reason::MIGRATION_FAILED,
-            failed.to_string(),
-            wait::POLL,
-        )),
+        // The documented remedies, bounded, as beside v2 (a source's worker is not restarted:
+        // the message says how).
+        Err(Unsettled::Failed { row, .. }) => match rows.iter().find(|r| r.name == row) {
+            Some(failed) => remedy_failure(p, settings, &failed.clone(), site),
+            None => Err(Hold::new(Phase::Failed, reason::MIGRATION_FAILED, row, wait::POLL)),
+        },
         Err(why) => {
             let gates = crate::controller::plan::migrate::open_gates(p);
             let dormant = rows
