@@ -273,6 +273,7 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
             "GRANT SELECT, INSERT, ALTER, CREATE, DROP ON *.* TO default".to_string(),
         ])),
         copy_counts: None,
+        v4: Reading::NotAsked,
     }
 }
 

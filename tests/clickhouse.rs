@@ -343,3 +343,47 @@ async fn errors_name_the_server_and_never_the_password() {
     assert!(!err.contains(&password), "password leaked: {err}");
     db.finish().await;
 }
+
+/// What v4 needs beyond its database, read as Langfuse will: the time zone, each system table
+/// tried as the user (a refused one named, the others not), the grants, and the disk figures.
+#[tokio::test]
+#[ignore = "needs the test databases: run `make db` (tests/db/run-tests.sh), which starts them and passes --include-ignored"]
+async fn what_v4_needs_of_the_server_is_read_as_the_user() {
+    let db = TestDb::new("ch_v4_readiness").await;
+    let live = Live::default();
+    let query = ClickHouseQuery {
+        v4_readiness: true,
+        ..Default::default()
+    };
+    let facts = read(&live, &db, query.clone()).await;
+    let r = facts.v4.answered().cloned().expect("read");
+    assert!(!r.timezone.is_empty());
+    assert_eq!(
+        r.denied_tables,
+        Vec::<String>::new(),
+        "an admin reads every system table"
+    );
+    assert!(r.grants.gives_on(&["CLUSTER"], None, None), "the admin holds ALL");
+    assert!(r.free_bytes.is_some_and(|f| f > 0), "{:?}", r.free_bytes);
+    // The fixture's observations are on disk: their parts are counted.
+    assert!(
+        r.observations_bytes.is_some_and(|b| b > 0),
+        "{:?}",
+        r.observations_bytes
+    );
+    // A user without two of the grants: exactly those two named, the read still answers.
+    lfu_testkit::e2e_support::deny_system_tables(&db, &["parts", "query_log"]).await;
+    let denied = read(&live, &db, query).await.v4.answered().cloned().expect("read");
+    assert_eq!(denied.denied_tables, vec!["parts".to_string(), "query_log".to_string()]);
+    // Not asked: not read.
+    let plain = read(
+        &live,
+        &db,
+        ClickHouseQuery {
+            server: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(!plain.v4.is_asked());
+}

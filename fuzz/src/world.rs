@@ -121,6 +121,7 @@ fn clickhouse() -> ClickHouseFacts {
         missing_tables: Vec::new(),
         grants: Reading::NotAsked,
         copy_counts: None,
+        v4: Reading::NotAsked,
     }
 }
 

@@ -119,6 +119,8 @@ pub enum CheckId {
     S3,
     /// The ClickHouse user holds the privileges Langfuse needs on its database.
     ClickhouseGrants,
+    /// Before a v4 hop: ClickHouse's free disk against the backfill's writes, and Redis read.
+    V4Headroom,
 }
 
 impl CheckId {
@@ -148,6 +150,7 @@ impl CheckId {
             CheckId::Redis => "redis",
             CheckId::S3 => "s3",
             CheckId::ClickhouseGrants => "clickhouseGrants",
+            CheckId::V4Headroom => "v4Headroom",
         }
     }
 }

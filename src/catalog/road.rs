@@ -63,7 +63,9 @@ impl fmt::Display for HopGate {
                 "ClickHouse >= {clickhouse}, PostgreSQL >= {postgres}{}",
                 redis
                     .as_ref()
-                    .map(|r| format!(" (and Redis >= {r}: not read by the operator yet, check it yourself)"))
+                    .map(|r| format!(
+                        ", Redis >= {r} with noeviction, ClickHouse in UTC with the system and cluster grants v4 uses"
+                    ))
                     .unwrap_or_default()
             ),
             HopGate::Backup { drops } => write!(

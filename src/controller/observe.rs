@@ -156,7 +156,7 @@ async fn databases<D: Databases>(
     }
     // Redis and S3, Postgres and ClickHouse answer independently: read them all at once.
     let stores = async {
-        if !needs.stores {
+        if !needs.stores && !needs.redis {
             return Ok::<_, crate::error::Error>((None, None));
         }
         let r = &spec.redis;
@@ -165,10 +165,14 @@ async fn databases<D: Databases>(
             read_opt(secrets, r.auth_secret_ref.as_ref()).await?,
         );
         let s3 = &spec.s3;
-        let (key, secret) = (
-            read_opt(secrets, s3.access_key_id_secret_ref.as_ref()).await?,
-            read_opt(secrets, s3.secret_access_key_secret_ref.as_ref()).await?,
-        );
+        // The bucket's Secrets only when the bucket is to be read (not for a v4 hop's Redis).
+        let (key, secret) = match needs.stores {
+            true => (
+                read_opt(secrets, s3.access_key_id_secret_ref.as_ref()).await?,
+                read_opt(secrets, s3.secret_access_key_secret_ref.as_ref()).await?,
+            ),
+            false => (None, None),
+        };
         // A missing Secret key is the secrets line's failure; no probe without the settings.
         let redis = async {
             match redis_target(r, conn, auth) {

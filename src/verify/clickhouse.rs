@@ -11,7 +11,7 @@ use crate::migrations::{Table, TableCounts};
 use crate::precision::millis_floor;
 
 pub const VERSION_SQL: &str = "SELECT version()";
-pub const GRANTS_SQL: &str = "SHOW GRANTS FINAL";
+pub use super::grants::GRANTS_SQL;
 
 pub const HAS_SCHEMA_MIGRATIONS_SQL: &str =
     "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'schema_migrations'";
@@ -176,7 +176,17 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
             false => crate::reading::Reading::NotAsked,
         }
     };
-    let (tables, server, user_grants) = tokio::join!(tables, server, user_grants);
+    let v4 = async {
+        match query.v4_readiness {
+            true => super::readiness::read(client)
+                .await
+                .map_err(|e| format!("{}: {}", e.what, e.source.to_string().trim()))
+                .into(),
+            false => crate::reading::Reading::NotAsked,
+        }
+    };
+    let (tables, server, user_grants, v4) = tokio::join!(tables, server, user_grants, v4);
+    facts.v4 = v4;
     facts.missing_tables = tables?;
     if let Some((version, schema)) = server? {
         facts.version = Some(version);

@@ -2,6 +2,9 @@
 //! merged; needs no privilege, unlike `system.grants`), judged against what Langfuse's docs ask
 //! of it: SELECT, INSERT, ALTER, CREATE and DELETE on its database. Pure: text in, verdict out.
 
+/// The user's own grants with its roles' merged in; needs no privilege.
+pub const GRANTS_SQL: &str = "SHOW GRANTS FINAL";
+
 /// A privilege Langfuse needs on its database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Needed {
@@ -64,6 +67,8 @@ struct Line {
     database: Option<String>,
     /// `None` is `*` (every table).
     table: Option<String>,
+    /// `ON REMOTE`, `ON S3`: a source (ClickHouse 25.x's source grants), not a table.
+    source: Option<String>,
 }
 
 /// The parsed output of `SHOW GRANTS FINAL`.
@@ -91,8 +96,44 @@ impl Grants {
             .collect()
     }
 
+    /// Whether one of `privileges` (as `SHOW GRANTS` spells them; ALL always counts) is granted
+    /// on `database.table` and not revoked there. `None` asks for `*`: a grant on one database
+    /// or table does not cover every one.
+    pub fn gives_on(&self, privileges: &[&str], database: Option<&str>, table: Option<&str>) -> bool {
+        let named = |l: &Line| l.privileges.iter().any(|p| is_one_of(p, privileges));
+        let covers = |have: &Option<String>, want: Option<&str>| match (have, want) {
+            (None, _) => true,
+            (Some(h), Some(w)) => h == w,
+            (Some(_), None) => false,
+        };
+        let place = |l: &Line| l.source.is_none() && covers(&l.database, database) && covers(&l.table, table);
+        let granted = self.lines.iter().any(|l| !l.revoke && place(l) && named(l));
+        let revoked = self.lines.iter().any(|l| {
+            l.revoke && l.source.is_none() && named(l) && {
+                // A revoke narrower than what is asked still takes part of it away.
+                let hits = |have: &Option<String>, want: Option<&str>| match (have, want) {
+                    (Some(h), Some(w)) => h == w,
+                    _ => true,
+                };
+                hits(&l.database, database) && hits(&l.table, table)
+            }
+        });
+        granted && !revoked
+    }
+
+    /// Whether one of `privileges` is granted on the source `source` (`READ ON REMOTE`), or
+    /// one of `legacy` on `*.*` (before 25.x a source was one privilege: `REMOTE ON *.*`).
+    pub fn gives_source(&self, privileges: &[&str], source: &str, legacy: &[&str]) -> bool {
+        let on_source = self.lines.iter().any(|l| {
+            !l.revoke
+                && l.source.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(source))
+                && l.privileges.iter().any(|p| is_one_of(p, privileges))
+        });
+        on_source || self.gives_on(legacy, None, None)
+    }
+
     fn gives(&self, need: Needed, database: &str) -> bool {
-        let on_database = |l: &Line| l.database.as_deref().is_none_or(|d| d == database);
+        let on_database = |l: &Line| l.source.is_none() && l.database.as_deref().is_none_or(|d| d == database);
         let covers = |l: &Line| l.privileges.iter().any(|p| need.covered_by(p));
         let granted = self
             .lines
@@ -101,6 +142,14 @@ impl Grants {
         let revoked = self.lines.iter().any(|l| l.revoke && on_database(l) && covers(l));
         granted && !revoked
     }
+}
+
+/// `privilege` as written is ALL or one of `names` (a column-restricted `SELECT(a, b)` counts as
+/// SELECT: Langfuse's docs grant the system tables it reads column by column).
+fn is_one_of(privilege: &str, names: &[&str]) -> bool {
+    let p = privilege.trim();
+    let bare = p.split('(').next().unwrap_or(p).trim().to_ascii_uppercase();
+    bare == "ALL" || bare == "ALL PRIVILEGES" || names.iter().any(|n| n.eq_ignore_ascii_case(&bare))
 }
 
 fn parse_line(row: &str) -> Option<Line> {
@@ -113,12 +162,26 @@ fn parse_line(row: &str) -> Option<Line> {
     let (privileges, rest) = split_keyword(rest, " ON ")?;
     let target_end = if revoke { " FROM " } else { " TO " };
     let (target, _) = split_keyword(rest, target_end)?;
-    let (database, table) = parse_target(target.trim())?;
+    let target = target.trim();
+    let privileges = split_top_level(privileges);
+    // A bare word is a source (`ON REMOTE`); `*` alone (table engines) is none of ours.
+    if !target.contains('.') {
+        let source = target.trim_matches('`');
+        return (source != "*" && !source.is_empty()).then(|| Line {
+            revoke,
+            privileges,
+            database: None,
+            table: None,
+            source: Some(source.to_string()),
+        });
+    }
+    let (database, table) = parse_target(target)?;
     Some(Line {
         revoke,
-        privileges: split_top_level(privileges),
+        privileges,
         database,
         table,
+        source: None,
     })
 }
 
@@ -244,6 +307,36 @@ mod tests {
         );
         assert_eq!(g.missing_on("lf"), vec![Needed::Delete]);
         assert_eq!(g.missing_on("other"), vec![Needed::Insert]);
+    }
+
+    #[test]
+    fn system_tables_cluster_and_sources_as_v4_needs_them() {
+        let g = grants(
+            "GRANT SELECT(name, active, rows, bytes_on_disk) ON system.parts TO u\n\
+             GRANT SELECT ON system.processes TO u\n\
+             GRANT CLUSTER ON *.* TO u\n\
+             GRANT READ ON REMOTE TO u\n\
+             GRANT ALTER SETTINGS ON lf.observations_pid_tid_sorting TO u",
+        );
+        assert!(g.gives_on(&["SELECT"], Some("system"), Some("parts")));
+        assert!(!g.gives_on(&["SELECT"], Some("system"), Some("mutations")));
+        assert!(g.gives_on(&["CLUSTER"], None, None));
+        assert!(g.gives_source(&["READ"], "REMOTE", &["REMOTE"]));
+        assert!(g.gives_on(
+            &["ALTER SETTINGS", "ALTER"],
+            Some("lf"),
+            Some("observations_pid_tid_sorting")
+        ));
+        assert!(!g.gives_on(&["ALTER SETTINGS", "ALTER"], Some("lf"), None));
+        // The grant on one table is not a source, nor a grant on *.*.
+        assert!(!grants("GRANT SELECT ON lf.* TO u").gives_on(&["CLUSTER"], None, None));
+        assert!(!grants("GRANT CLUSTER ON lf.* TO u").gives_on(&["CLUSTER"], None, None));
+        // Before sources had their own grants: REMOTE on *.*.
+        assert!(grants("GRANT REMOTE ON *.* TO u").gives_source(&["READ"], "REMOTE", &["REMOTE"]));
+        assert!(grants("GRANT ALL ON *.* TO u").gives_on(&["SYSTEM MERGES"], Some("lf"), Some("t")));
+        let revoked = grants("GRANT SELECT ON *.* TO u\nREVOKE SELECT ON system.query_log FROM u");
+        assert!(!revoked.gives_on(&["SELECT"], Some("system"), Some("query_log")));
+        assert!(revoked.gives_on(&["SELECT"], Some("system"), Some("parts")));
     }
 
     #[test]

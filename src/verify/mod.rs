@@ -7,6 +7,7 @@ pub mod copies;
 pub mod grants;
 pub mod query;
 pub mod query_error;
+pub mod readiness;
 
 /// The ClickHouse schema version a v3.29.0 web leaves behind; anything newer crash-loops 3.29.x.
 pub const SCHEMA_VERSION_3_29: i64 = 8;
@@ -28,6 +29,8 @@ pub struct ClickHouseFacts {
     pub grants: crate::reading::Reading<grants::Grants>,
     /// Each copied table counted over its window, when asked for.
     pub copy_counts: Option<Vec<(crate::migrations::copies::CopiedTable, i64)>>,
+    /// What v4 needs of the server beyond its database, when asked for.
+    pub v4: crate::reading::Reading<readiness::V4Readiness>,
 }
 
 /// One table's verdict: ClickHouse holds every Postgres row up to the cut-off, or some are

@@ -14,6 +14,9 @@ pub struct ClickHouseQuery {
     pub recent_after: Option<Timestamp>,
     /// Count these copied tables, each over its window (before a hop that drops the source).
     pub copy_counts: Vec<crate::migrations::copies::CopyWindow>,
+    /// The time zone, system-table access, grants and disk v4 needs: preflight and between
+    /// hops (eight small queries at once).
+    pub v4_readiness: bool,
 }
 
 impl ClickHouseQuery {

@@ -181,6 +181,12 @@ REPORTED_VERSION_TABLE = "__lfu_test_reported_version"
 STATE_CHANGING_RE = re.compile(
     r"^(?:\s|--[^\n]*\n|/\*.*?\*/)*(SET|USE|CREATE|DROP|UNDROP|RENAME|EXCHANGE|ATTACH|DETACH|ALTER)\b",
     re.IGNORECASE | re.DOTALL)
+# TEST KNOB: a database holding this table (one String column `t`) refuses, as a server without
+# the grant would (Code 497, ACCESS_DENIED), every query naming `system.<t>` for a listed `t`:
+# a test plays a ClickHouse user without the system-table grants Langfuse v4 needs. Access
+# control is a server's, which cannot run here; chdb's session has every privilege.
+DENIED_SYSTEM_TABLES = "__lfu_test_denied_system_tables"
+SYSTEM_TABLE_RE = re.compile(r"\bsystem\.`?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 VERSION_QUERY_RE = re.compile(r"^\s*SELECT\s+version\(\)\s*(?P<fmt>FORMAT\s+\w+)?\s*;?\s*$", re.IGNORECASE)
 
 
@@ -297,6 +303,25 @@ class Engine:
             if self.generation == generation:
                 self.knob[database] = present
         return present
+
+    def denied_system_tables(self, database):
+        """The system tables the denial knob of `database` lists (empty without the knob)."""
+        key = (DENIED_SYSTEM_TABLES, database)
+        with self.lock:
+            if key in self.knob:
+                return self.knob[key]
+            generation = self.generation
+        out, _ = self.run(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = "
+            + sql_literal(DENIED_SYSTEM_TABLES), "TabSeparated", database, {}, {})
+        denied = set()
+        if out.strip() not in (b"", b"0"):
+            rows, _ = self.run(f"SELECT t FROM {DENIED_SYSTEM_TABLES}", "TabSeparated", database, {}, {})
+            denied = {r.strip().lower() for r in rows.decode().splitlines() if r.strip()}
+        with self.lock:
+            if self.generation == generation:
+                self.knob[key] = denied
+        return denied
 
     def close(self):
         with self.lock:
@@ -464,6 +489,12 @@ class Handler(BaseHTTPRequestHandler):
             if not STARTS_WITH_INSERT_RE.match(sql) and has_multiple_statements(sql):
                 raise ClickHouseError("Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed). "
                                       "(SYNTAX_ERROR)")
+            named = {m.lower() for m in SYSTEM_TABLE_RE.findall(sql)}
+            refused = sorted(named & self.engine.denied_system_tables(database)) if named else []
+            if refused:
+                raise ClickHouseError(
+                    f"Code: 497. DB::Exception: {self.user}: Not enough privileges. To execute this query, "
+                    f"it's necessary to have the grant SELECT ON system.{refused[0]}. (ACCESS_DENIED)")
             version_query = VERSION_QUERY_RE.match(sql)
             if version_query and self.engine.reported_version(database):
                 # Test knob: a test plays an older ClickHouse for its own database only.

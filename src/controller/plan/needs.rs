@@ -21,6 +21,8 @@ pub struct Needs {
     pub clickhouse: ClickHouseQuery,
     /// Reach Redis and the S3 event bucket with the settings v3 will get.
     pub stores: bool,
+    /// Reach Redis alone (`spec.redis`), for a v4 hop's gates.
+    pub redis: bool,
     /// Write and delete a marker object in the bucket (not from `kubectl lfu plan`).
     pub s3_marker: bool,
     /// v3 web's error ratio, from the shift until v2 is retired (`strategy.analysis`).
@@ -128,8 +130,10 @@ impl Needs {
                 counts_until: one(&c.counts_until, &d.counts_until)?,
                 recent_after: one(&c.recent_after, &d.recent_after)?,
                 copy_counts: list(&c.copy_counts, &d.copy_counts)?,
+                v4_readiness: c.v4_readiness || d.v4_readiness,
             },
             stores: self.stores || other.stores,
+            redis: self.redis || other.redis,
             s3_marker: self.s3_marker || other.s3_marker,
             error_ratio: one(&self.error_ratio, &other.error_ratio)?,
         })
@@ -171,6 +175,11 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
                 n.postgres.server_version = true;
                 n.clickhouse.server = true;
             }
+            // What a v4 hop needs beyond versions, read while the next hop waits to start.
+            if !hop_under_way(s) {
+                n.clickhouse.v4_readiness = true;
+                n.redis = true;
+            }
             (n.postgres.copy_sources, n.clickhouse.copy_counts) = super::in_place::copies::needed(s);
         }
         Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
@@ -193,6 +202,8 @@ fn preflight_needs(n: &mut Needs, s: &LangfuseUpgradeStatus) {
     }
     n.clickhouse.server = true;
     n.clickhouse.objects = true;
+    n.clickhouse.v4_readiness = true;
+    n.redis = true;
 }
 
 /// Verification counts both databases up to the cut-off (or the late writes covered), the late

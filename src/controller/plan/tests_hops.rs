@@ -77,6 +77,9 @@ struct Chart {
     ch_copies: std::collections::BTreeMap<CopiedTable, i64>,
     /// How many times ClickHouse was asked to count the copies.
     copy_counts_read: usize,
+    /// Redis's `maxmemory-policy`, and what v4 needs of ClickHouse beyond its database.
+    redis_policy: String,
+    v4: crate::verify::readiness::V4Readiness,
 }
 
 impl Chart {
@@ -101,6 +104,14 @@ impl Chart {
             pg_copies: CopiedTable::ALL.into_iter().zip([1_000, 3_000, 500, 200]).collect(),
             ch_copies: CopiedTable::ALL.into_iter().zip([1_000, 3_000, 500, 200]).collect(),
             copy_counts_read: 0,
+            redis_policy: "noeviction".into(),
+            v4: crate::verify::readiness::V4Readiness {
+                timezone: "UTC".into(),
+                denied_tables: Vec::new(),
+                grants: crate::verify::grants::Grants::parse(&["GRANT ALL ON *.* TO default".to_string()]),
+                free_bytes: Some(200 << 30),
+                observations_bytes: Some(20 << 30),
+            },
         };
         chart.upgrade.metadata.finalizers = None;
         let v = Version::parse(running).unwrap();
@@ -185,6 +196,13 @@ impl Chart {
             ..untouched()
         };
         obs.source = Some(self.web.clone());
+        obs.redis = Reading::when(n.redis || n.stores, || {
+            Ok(crate::databases::RedisFacts {
+                version: "7.2.4".into(),
+                tls: false,
+                eviction_policy: Some(self.redis_policy.clone()),
+            })
+        });
         if !n.postgres.is_empty() {
             obs.postgres = Reading::Answered(PostgresFacts {
                 server_version_num: Some(self.pg_major * 10000 + 8),
@@ -203,6 +221,7 @@ impl Chart {
                 } else {
                     Reading::NotAsked
                 },
+                v4: Reading::when(n.clickhouse.v4_readiness, || Ok(self.v4.clone())),
                 copy_counts: (!n.clickhouse.copy_counts.is_empty()).then(|| {
                     n.clickhouse
                         .copy_counts
@@ -1156,4 +1175,138 @@ fn the_plan_follows_the_catalog_it_is_given() {
     let (result, message) = infrastructure(&super::plan_over(&w.upgrade, &obs, &stricter, t(0)));
     assert_eq!(result, crate::api::CheckResult::Fail);
     assert!(message.contains("ClickHouse 26.4.1.1 is older than 27.1"), "{message}");
+}
+
+/// What v4 needs beyond the versions, read before its hop from any source: Redis with
+/// noeviction, ClickHouse in UTC, the system tables v4 reads; each unmet one named with its fix
+/// in preflight and again at the hop, nothing touched until all hold.
+#[test]
+fn the_v4_hop_waits_for_noeviction_utc_and_the_system_grants_v4_uses() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.4");
+    w.redis_policy = "allkeys-lru".into();
+    w.v4.timezone = "Europe/Berlin".into();
+    w.v4.denied_tables = vec!["parts".into(), "query_log".into()];
+    w.v4.free_bytes = Some(30 << 30);
+    let d = w.run_until(Phase::Blocked, 5);
+    assert_eq!(w.writes, 0);
+    let infra = d.status.checks.iter().find(|c| c.name == "infrastructure").unwrap();
+    for words in [
+        "maxmemory-policy allkeys-lru",
+        "noeviction",
+        "time zone Europe/Berlin",
+        "GRANT SELECT ON system.parts TO <user>",
+        "GRANT SELECT ON system.query_log TO <user>",
+    ] {
+        assert!(infra.message.contains(words), "{words}: {}", infra.message);
+    }
+    assert!(!infra.message.contains("system.mutations"), "{}", infra.message);
+    let disk = d.status.checks.iter().find(|c| c.name == "v4Headroom").unwrap();
+    assert_eq!(disk.result, crate::api::CheckResult::Warn, "{}", disk.message);
+    assert!(
+        disk.message.contains("30.0 GiB free") && disk.message.contains("observations takes 20.0 GiB"),
+        "{}",
+        disk.message
+    );
+    // Fixed one by one: still refused while any remains, then it goes.
+    w.redis_policy = "noeviction".into();
+    w.v4.timezone = "UTC".into();
+    let d = w.run_until(Phase::Blocked, 3);
+    let infra = d.status.checks.iter().find(|c| c.name == "infrastructure").unwrap();
+    assert!(infra.message.contains("system.parts"), "{}", infra.message);
+    assert!(!infra.message.contains("noeviction"), "{}", infra.message);
+    assert_eq!(w.writes, 0);
+    w.v4.denied_tables.clear();
+    w.run_until(Phase::Completed, 30);
+}
+
+/// Judged again right before the hop, not only at preflight: Redis changed to evict keys while
+/// the road walked to the stop holds the v4 hop there.
+#[test]
+fn an_eviction_policy_set_on_the_way_holds_the_v4_hop_at_the_stop() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.100.0");
+    for _ in 0..60 {
+        w.step();
+        if image(&w.web).ends_with(":3.225.4") {
+            break;
+        }
+    }
+    w.redis_policy = "volatile-lru".into();
+    let d = w.run_until(Phase::Blocked, 60);
+    let road = d.conditions.iter().find(|c| c.type_ == c::ROAD_FOLLOWED).unwrap();
+    assert_eq!(road.reason, c::reason::HOP_BLOCKED, "{}", road.message);
+    assert!(
+        road.message.contains("maxmemory-policy volatile-lru"),
+        "{}",
+        road.message
+    );
+    assert!(image(&w.web).ends_with(":3.225.4"), "{}", image(&w.web));
+    w.redis_policy = "noeviction".into();
+    w.run_until(Phase::Completed, 30);
+    assert!(image(&w.web).ends_with(":4.16.0"), "{}", image(&w.web));
+}
+
+/// Where the cluster is on, v4 needs the cluster grants; where the historic backfill will run,
+/// its grants on the sorting table: each missing one is its GRANT.
+#[test]
+fn cluster_and_backfill_grants_are_asked_only_where_they_are_used() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    s.clickhouse.cluster_enabled = true;
+    s.clickhouse.database = Some("lf".into());
+    let mut w = Chart::new(s, "3.225.4");
+    w.v4.grants =
+        crate::verify::grants::Grants::parse(&["GRANT SELECT, INSERT, ALTER, CREATE ON lf.* TO u".to_string()]);
+    let d = w.run_until(Phase::Blocked, 5);
+    let infra = d.status.checks.iter().find(|c| c.name == "infrastructure").unwrap();
+    assert!(
+        infra.message.contains("GRANT CLUSTER ON *.* TO <user>"),
+        "{}",
+        infra.message
+    );
+    assert!(
+        infra.message.contains("GRANT READ ON REMOTE TO <user>"),
+        "{}",
+        infra.message
+    );
+    assert!(
+        !infra.message.contains("SYSTEM MERGES"),
+        "the backfill is off: {}",
+        infra.message
+    );
+    // The backfill turned on: its grants too (ALTER on lf.* already covers ALTER SETTINGS).
+    let mut u = w.upgrade.clone();
+    u.spec.target.extra_env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: crate::resources::v4_env::HISTORIC_BACKFILL.into(),
+        value: Some("true".into()),
+        value_from: None,
+    });
+    u.spec.clickhouse.cluster_enabled = false;
+    w.upgrade = u;
+    w.v4.grants = crate::verify::grants::Grants::parse(&[
+        "GRANT SELECT, INSERT, ALTER, CREATE ON lf.* TO u".to_string(),
+        "GRANT CLUSTER ON *.* TO u".to_string(),
+    ]);
+    let d = w.run_until(Phase::Blocked, 3);
+    let infra = d.status.checks.iter().find(|c| c.name == "infrastructure").unwrap();
+    assert!(
+        infra
+            .message
+            .contains("GRANT SYSTEM SYNC REPLICA ON lf.observations_pid_tid_sorting TO <user>")
+            && infra
+                .message
+                .contains("GRANT SYSTEM MERGES ON lf.observations_pid_tid_sorting TO <user>"),
+        "{}",
+        infra.message
+    );
+    assert!(!infra.message.contains("ALTER SETTINGS"), "{}", infra.message);
+    assert!(
+        !infra.message.contains("REMOTE"),
+        "the cluster is off: {}",
+        infra.message
+    );
+    assert_eq!(w.writes, 0);
 }

@@ -873,6 +873,19 @@ pub async fn report_clickhouse_version(db: &crate::support::TestDb, version: &st
         .await;
 }
 
+/// The test endpoint's other knob: this database's user is refused `system.<t>` for each of
+/// `tables`, as a ClickHouse user without those grants (one statement: the knob is read again
+/// after a CREATE).
+pub async fn deny_system_tables(db: &crate::support::TestDb, tables: &[&str]) {
+    db.ch_exec("DROP TABLE IF EXISTS __lfu_test_denied_system_tables").await;
+    let rows: Vec<String> = tables.iter().map(|t| format!("'{t}'")).collect();
+    db.ch_exec(&format!(
+        "CREATE TABLE __lfu_test_denied_system_tables ENGINE = Memory AS SELECT arrayJoin([{}]) AS t",
+        rows.join(", ")
+    ))
+    .await;
+}
+
 /// What a release that already ran leaves behind: its rows registered and finished (its worker
 /// ran them), ClickHouse at its schema height.
 pub async fn as_if_ran(db: &crate::support::TestDb, version: &str) {

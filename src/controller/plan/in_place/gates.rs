@@ -2,6 +2,7 @@
 //! in words a person can act on, and the recorded start once they are met.
 
 use super::Walker;
+use super::flags::v4_values;
 use super::road::record;
 use super::rows::{Unsettled, rows_settled};
 pub(crate) use super::unmet::{Unmet, words};
@@ -26,12 +27,16 @@ pub(crate) fn unmet_gates(p: &Planner, hop: &Hop) -> Vec<Unmet> {
                 }
             }
             HopGate::Infrastructure {
-                clickhouse, postgres, ..
-            } => unmet.extend(
-                infrastructure_unmet(p, hop, clickhouse, postgres)
-                    .into_iter()
-                    .map(Unmet::Infrastructure),
-            ),
+                clickhouse,
+                postgres,
+                redis,
+            } => {
+                let mut infra = infrastructure_unmet(p, hop, clickhouse, postgres);
+                if let Some(redis) = redis {
+                    infra.extend(super::v4_infra::unmet(p, hop.to, redis));
+                }
+                unmet.extend(infra.into_iter().map(Unmet::Infrastructure));
+            }
             HopGate::CopiesVerified { .. } => unmet.extend(super::copies::unmet(p, hop)),
             HopGate::Backup { drops } => unmet.extend(super::backup::unmet(p, hop, drops)),
         }
@@ -136,32 +141,6 @@ fn infrastructure_unmet(p: &Planner, hop: &Hop, clickhouse: &str, postgres: &str
         )),
     }
     unmet
-}
-
-/// The v4 flags as the worker will see them: `extraEnv`, else what its container already sets
-/// (a chart value), else what is in effect now (the running release's default: a v4 already
-/// on `events_only` by default stays there), else the v3-behaviour default.
-pub(super) fn v4_values(p: &Planner) -> Vec<(&'static str, String)> {
-    let worker = p.obs.worker.as_ref();
-    let live: Vec<(String, String)> = worker
-        .and_then(|d| langfuse_container(d, Role::Worker))
-        .and_then(|c| c.env.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| Some((e.name, e.value?)))
-        .collect();
-    let running = running_version(worker, Role::Worker);
-    v4_env::effective(|name| {
-        p.spec
-            .target
-            .extra_env
-            .iter()
-            .rev()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.as_deref())
-            .or_else(|| live.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()))
-            .or_else(|| p.catalog.env_default(name, running?))
-    })
 }
 
 pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {

@@ -8,12 +8,14 @@ mod abort;
 pub(crate) mod backup;
 mod by_person;
 pub(crate) mod copies;
+mod flags;
 mod gates;
 mod idle;
 pub(crate) mod road;
 mod roll;
 mod rows;
 mod unmet;
+pub(crate) mod v4_infra;
 
 pub(crate) use abort::{abort, reversible};
 pub(crate) use gates::{Unmet, release_ran, unmet_gates, words};

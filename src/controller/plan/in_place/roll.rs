@@ -2,7 +2,7 @@
 //! background migration the release runs settled.
 
 use super::Walker;
-use super::gates::v4_values;
+use super::flags::v4_values;
 use super::rows::{rows_of, settled_rows};
 use crate::api::conditions::{self as cond, reason};
 use crate::api::{ImageChanges, Phase};

@@ -86,10 +86,13 @@ fn gate_lines(p: &Planner, hops: &[Hop]) -> Vec<PreflightCheck> {
             [] => line(
                 CheckId::Infrastructure,
                 Pass,
-                "ClickHouse and PostgreSQL meet every major on the road",
+                "ClickHouse, PostgreSQL and Redis meet every major on the road",
             ),
             unmet => line(CheckId::Infrastructure, Fail, in_place::words(unmet)),
         });
+    }
+    if hops.iter().any(|h| h.to.major >= 4 && h.mode == HopMode::InPlace) {
+        out.extend(v4_headroom_line(p));
     }
     let drops_data = hops
         .iter()
@@ -110,6 +113,29 @@ fn gate_lines(p: &Planner, hops: &[Hop]) -> Vec<PreflightCheck> {
         });
     }
     out
+}
+
+/// Before a v4 hop: the disk figures (a warning when short: the backfill is a later choice),
+/// and Redis, which the operator reads only where spec.redis names it.
+fn v4_headroom_line(p: &Planner) -> Option<PreflightCheck> {
+    use CheckResult::*;
+    let disk = in_place::v4_infra::disk_headroom(p);
+    let redis_unread = !p.obs.redis.is_asked();
+    let mut words: Vec<String> = disk.iter().map(|(_, w)| w.clone()).collect();
+    if redis_unread {
+        words.push(
+            "Redis not checked (spec.redis names none): Langfuse v4 needs Redis >= 7.0 with maxmemory-policy noeviction; name it in spec.redis for the operator to check, or check it yourself".into(),
+        );
+    }
+    let short = disk.as_ref().is_some_and(|(enough, _)| !enough);
+    match (words.is_empty(), short || redis_unread) {
+        (true, _) => None,
+        (false, warn) => Some(line(
+            CheckId::V4Headroom,
+            if warn { Warn } else { Pass },
+            words.join("; "),
+        )),
+    }
 }
 
 /// A source on v3/v4: web and worker found at one exact release, ClickHouse clean at a height
