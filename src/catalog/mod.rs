@@ -248,6 +248,14 @@ impl Catalog {
             .map_or(0, |h| h.height)
     }
 
+    /// The first release whose schema reaches `height`: the one that ships that migration.
+    pub fn release_of_height(&self, height: u32) -> Option<Version> {
+        self.clickhouse_heights
+            .iter()
+            .find(|h| h.height >= height)
+            .map(|h| h.from)
+    }
+
     /// The background-migration rows present in a database a release last migrated.
     pub fn rows_at(&self, v: Version) -> impl Iterator<Item = &BackgroundMigration> {
         self.background_migrations

@@ -5,6 +5,7 @@
 //! the `phase` field, or restarting the operator between any two writes, gives the same answer.
 
 mod action;
+pub(crate) mod dirty;
 mod drain;
 mod facts;
 pub(crate) mod in_place;

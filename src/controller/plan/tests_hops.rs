@@ -80,6 +80,8 @@ struct Chart {
     /// Redis's `maxmemory-policy`, and what v4 needs of ClickHouse beyond its database.
     redis_policy: String,
     v4: crate::verify::readiness::V4Readiness,
+    /// golang-migrate's dirty flag: a web pod stopped in the middle of a migration.
+    ch_dirty: bool,
 }
 
 impl Chart {
@@ -105,6 +107,7 @@ impl Chart {
             ch_copies: CopiedTable::ALL.into_iter().zip([1_000, 3_000, 500, 200]).collect(),
             copy_counts_read: 0,
             redis_policy: "noeviction".into(),
+            ch_dirty: false,
             v4: crate::verify::readiness::V4Readiness {
                 timezone: "UTC".into(),
                 denied_tables: Vec::new(),
@@ -214,7 +217,7 @@ impl Chart {
         if !n.clickhouse.is_empty() {
             obs.clickhouse = Reading::Answered(ClickHouseFacts {
                 version: Some(self.ch_version.clone()),
-                schema: Some((self.ch_height, false)),
+                schema: Some((self.ch_height, self.ch_dirty)),
                 // As the live reader: grants only when asked for (preflight).
                 grants: if n.clickhouse.objects {
                     healthy_clickhouse().grants
@@ -323,6 +326,18 @@ impl Chart {
                 for var in &change.env {
                     env.retain(|e| e.name != var.name);
                     env.push(var.clone());
+                }
+                // Server-side apply: the probe and its annotation are the operator's; an apply
+                // without them takes away what it had given.
+                let annotations = d.metadata.annotations.get_or_insert_with(Default::default);
+                let key = crate::resources::deployments::STARTUP_PROBE_ANNOTATION;
+                match &change.startup_probe {
+                    Some(probe) => {
+                        c.startup_probe = Some(probe.clone());
+                        annotations.insert(key.into(), "ours".into());
+                    }
+                    None if annotations.remove(key).is_some() => c.startup_probe = None,
+                    None => {}
                 }
                 // A new ReplicaSet: nothing of it available until the next step.
                 d.metadata.generation = Some(d.metadata.generation.unwrap_or(1) + 1);
@@ -441,10 +456,19 @@ fn a_chart_on_3_100_walks_to_the_newest_v3_then_to_v4_web_first_each_hop() {
                 "langfuse/langfuse:4.16.0".to_string(),
                 "langfuse/langfuse-worker:3.225.4".to_string()
             ),
+            // The road done: web applied once more at the release it runs, without the
+            // startup probe the hops gave it.
+            (
+                "langfuse/langfuse:4.16.0".to_string(),
+                "langfuse/langfuse-worker:4.16.0".to_string()
+            ),
         ]
     );
     assert_eq!(image(&w.worker), "langfuse/langfuse-worker:4.16.0");
-    assert_eq!(w.writes, 4, "one image write per Deployment per hop");
+    assert_eq!(
+        w.writes, 5,
+        "one image write per Deployment per hop, and the probe taken away"
+    );
     // v4 keeps v3 behaviour: legacy writes, dual-write OTel, no preview, no backfill.
     for d in [&w.web, &w.worker] {
         assert_eq!(
@@ -1309,4 +1333,65 @@ fn cluster_and_backfill_grants_are_asked_only_where_they_are_used() {
         infra.message
     );
     assert_eq!(w.writes, 0);
+}
+
+/// The chart's web has no startup probe and a liveness probe that kills a pod migrating for
+/// 70 s: each hop's web gets the operator's (15 minutes), and once the road is done it is taken
+/// away again, at the release running; a probe of the user's own is never touched.
+#[test]
+fn the_hops_give_web_a_startup_probe_and_take_it_away_at_the_end() {
+    let mut w = Chart::new(chart_spec("3.225.4"), "3.100.0");
+    let probe_of = |d: &Deployment| {
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .startup_probe
+            .clone()
+    };
+    assert!(probe_of(&w.web).is_none(), "the chart gives none");
+    let mut seen = None;
+    for _ in 0..40 {
+        w.step();
+        if image(&w.web).ends_with(":3.225.4") {
+            seen = probe_of(&w.web);
+            break;
+        }
+    }
+    let probe = seen.expect("the hop's web apply carries a startup probe");
+    assert_eq!(probe.failure_threshold.unwrap() * probe.period_seconds.unwrap(), 900);
+    assert_eq!(
+        probe.http_get.as_ref().and_then(|h| h.path.as_deref()),
+        Some("/api/public/health")
+    );
+    let writes = w.writes;
+    w.run_until(Phase::Completed, 30);
+    assert!(probe_of(&w.web).is_none(), "taken away at the end");
+    assert!(image(&w.web).ends_with(":3.225.4"));
+    assert_eq!(w.writes, writes + 2, "the worker's image, then web without the probe");
+    // The user's own probe stays theirs: never replaced, never removed.
+    let mut w = Chart::new(chart_spec("3.225.4"), "3.100.0");
+    let own = k8s_openapi::api::core::v1::Probe {
+        period_seconds: Some(30),
+        failure_threshold: Some(60),
+        ..Default::default()
+    };
+    w.web.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].startup_probe = Some(own.clone());
+    w.run_until(Phase::Completed, 60);
+    assert_eq!(probe_of(&w.web), Some(own));
+}
+
+/// A schema left dirty by a web pod killed mid-migration: refused with the repair for its
+/// height (the release and file of that migration, the version to force), nothing touched.
+#[test]
+fn a_dirty_schema_is_refused_with_the_repair_for_its_height() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.4");
+    w.ch_dirty = true;
+    let d = w.run_until(Phase::Blocked, 5);
+    assert_eq!(w.writes, 0);
+    let line = d.status.checks.iter().find(|c| c.name == "clickhouse").unwrap();
+    for words in ["dirty at 37", "0037_*.up.sql", "VALUES (36, 0,", "Scale web to one pod"] {
+        assert!(line.message.contains(words), "{words}: {}", line.message);
+    }
+    w.ch_dirty = false;
+    w.run_until(Phase::Completed, 30);
 }

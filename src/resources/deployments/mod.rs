@@ -363,6 +363,39 @@ pub struct ImageChange {
     pub env: Vec<EnvVar>,
     /// Roll one new pod at a time (web: Prisma's migrations must not race between pods).
     pub one_pod_at_a_time: bool,
+    /// A startup probe long enough for the release's migrations (web of a hop), marked as the
+    /// operator's by [`STARTUP_PROBE_ANNOTATION`]; `None` leaves none of the operator's.
+    pub startup_probe: Option<Probe>,
+}
+
+/// On a Deployment the operator does not own: the web's startup probe is the operator's, given
+/// for a hop's migrations and taken away when the road is done.
+pub const STARTUP_PROBE_ANNOTATION: &str = "upgrades.lfu-operator.dev/startup-probe";
+
+/// The web's startup probe is the operator's (its annotation says so; managedFields are not
+/// cached).
+pub fn startup_probe_is_ours(d: &Deployment) -> bool {
+    d.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STARTUP_PROBE_ANNOTATION))
+}
+
+/// The startup probe the first pods of a hop get: Langfuse's health path on the web port (the
+/// container's first, else Langfuse's 3000), up to 15 minutes, as v3 web beside v2 gets. The
+/// official chart's web has none, and its liveness probe kills a pod migrating for 70 s.
+pub fn migration_startup_probe(web: &Container) -> Probe {
+    let port = web
+        .ports
+        .iter()
+        .flatten()
+        .next()
+        .map(|p| match &p.name {
+            Some(name) => IntOrString::String(name.clone()),
+            None => IntOrString::Int(p.container_port),
+        })
+        .unwrap_or(IntOrString::Int(3000));
+    http_probe(&format!("{}{HEALTH_PATH}", health_base_path(web)), port, 10, 90)
 }
 
 /// The server-side apply body of an [`ImageChange`]: the fields it names and nothing else, so
@@ -371,6 +404,13 @@ pub fn image_change_body(change: &ImageChange, namespace: &str) -> serde_json::V
     let mut container = serde_json::json!({ "name": change.container, "image": change.image });
     if !change.env.is_empty() {
         container["env"] = serde_json::to_value(&change.env).unwrap_or_default();
+    }
+    let mut metadata = serde_json::json!({ "name": change.deployment, "namespace": namespace });
+    if let Some(probe) = &change.startup_probe {
+        container["startupProbe"] = serde_json::to_value(probe).unwrap_or_default();
+        metadata["annotations"] = serde_json::json!({
+            STARTUP_PROBE_ANNOTATION: "the operator's, for a hop's migrations; removed when the road is done"
+        });
     }
     let mut spec = serde_json::json!({ "template": { "spec": { "containers": [container] } } });
     if change.one_pod_at_a_time {
@@ -382,7 +422,7 @@ pub fn image_change_body(change: &ImageChange, namespace: &str) -> serde_json::V
     serde_json::json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": { "name": change.deployment, "namespace": namespace },
+        "metadata": metadata,
         "spec": spec,
     })
 }

@@ -91,7 +91,11 @@ pub(crate) fn release_ran(p: &Planner, release: Version) -> Vec<String> {
     if let Reading::Answered(ch) = &p.obs.clickhouse {
         match ch.schema {
             Some((h, false)) if h >= height => {}
-            Some((h, true)) => unmet.push(format!("ClickHouse's schema_migrations is dirty at {h}: fix it first")),
+            Some((h, true)) => unmet.push(crate::controller::plan::dirty::repair(
+                catalog,
+                h,
+                p.spec.clickhouse.cluster_enabled,
+            )),
             Some((h, _)) => unmet.push(format!(
                 "ClickHouse's schema is at {h}, below the {height} {release} ships: its web has not finished its migrations"
             )),

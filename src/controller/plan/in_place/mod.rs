@@ -11,6 +11,7 @@ pub(crate) mod copies;
 mod flags;
 mod gates;
 mod idle;
+mod probe;
 pub(crate) mod road;
 mod roll;
 mod rows;
@@ -80,6 +81,9 @@ pub(crate) fn walk(p: &mut Planner, settings: &Settings, walker: Walker) -> Gate
                 hop.to
             ),
         );
+    }
+    if walker == Walker::Source && p.spec.strategy.image_changes != ImageChanges::User {
+        probe::removed(p)?;
     }
     p.record_now(Fact::Finalized);
     p.condition(

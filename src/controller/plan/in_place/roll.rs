@@ -9,9 +9,10 @@ use crate::api::{ImageChanges, Phase};
 use crate::catalog::road::Hop;
 use crate::controller::plan::{Action, Gate, Hold, Planner, wait};
 use crate::controller::validate::Settings;
-use crate::resources::deployments::ImageChange;
 use crate::resources::deployments::views::{Role, availability, image_for, langfuse_container, running_version};
+use crate::resources::deployments::{ImageChange, migration_startup_probe};
 use crate::resources::v4_env;
+use crate::version::Version;
 use k8s_openapi::api::apps::v1::Deployment;
 
 /// Web, then the worker, Available at the hop's release.
@@ -110,26 +111,34 @@ fn rolled_out(p: &mut Planner, d: &Deployment, role: Role, hop: &Hop) -> Gate {
 
 /// The write that puts `d` at the hop's release, if it is not there yet.
 pub(super) fn wanted_change(p: &Planner, d: &Deployment, role: Role, hop: &Hop) -> Option<ImageChange> {
+    let change = change_to(p, d, role, hop.to, true)?;
     let container = langfuse_container(d, role)?;
-    let image = image_for(Some(d), role, hop.to)?;
-    // Exactly the values the hop's gates judged (extraEnv, else the container's own, else
-    // v3 behaviour), always all four: a field the operator owns and leaves out of a later
-    // apply would be removed.
-    let env = match hop.to.major >= 4 {
+    let live_env = container.env.clone().unwrap_or_default();
+    let env_there = change.env.iter().all(|e| live_env.contains(e));
+    (container.image.as_deref() != Some(change.image.as_str()) || !env_there).then_some(change)
+}
+
+/// The whole apply that runs `d` at `release`: its image, the v4 flags (exactly the values the
+/// hop's gates judged, always all four: a field the operator owns and leaves out of a later
+/// apply would be removed), and for web the operator's startup probe when `probe` and the
+/// container has none of its own.
+pub(super) fn change_to(p: &Planner, d: &Deployment, role: Role, release: Version, probe: bool) -> Option<ImageChange> {
+    let container = langfuse_container(d, role)?;
+    let image = image_for(Some(d), role, release)?;
+    let env = match release.major >= 4 {
         true => v4_env::as_env(&v4_values(p)),
         false => Vec::new(),
     };
-    let live_env = container.env.clone().unwrap_or_default();
-    let env_there = env.iter().all(|e| live_env.contains(e));
-    if container.image.as_deref() == Some(image.as_str()) && env_there {
-        return None;
-    }
+    let ours = crate::resources::deployments::startup_probe_is_ours(d);
+    let startup_probe = (probe && role == Role::Web && (ours || container.startup_probe.is_none()))
+        .then(|| migration_startup_probe(container));
     Some(ImageChange {
         deployment: d.metadata.name.clone()?,
         container: container.name.clone(),
         image,
         env,
         one_pod_at_a_time: role == Role::Web,
+        startup_probe,
     })
 }
 

@@ -46,8 +46,8 @@ pub(super) fn read_source_version(p: &mut Planner) {
 /// Every line of the report: the road's own checks, then the road and its gates.
 fn all_lines(p: &Planner, in_place: bool) -> Vec<PreflightCheck> {
     let mut checks = match in_place {
-        true => in_place_checks(p.name(), p.spec, p.obs),
-        false => checks(p.name(), p.spec, p.obs),
+        true => in_place_checks(p),
+        false => checks(p.name(), p.spec, p.obs, p.catalog),
     };
     checks.extend(road::lines(p));
     // A floating tag on a database a v3/v4 migrated: its own refusal replaces the v2 warning.
@@ -153,6 +153,7 @@ pub(super) struct Ctx<'a> {
     upgrade: &'a str,
     spec: &'a LangfuseUpgradeSpec,
     obs: &'a Observed,
+    catalog: &'a crate::catalog::Catalog,
     source: Option<&'a Deployment>,
     container: Option<&'a Container>,
 }
@@ -180,21 +181,33 @@ const CHECKS: [Check; 14] = [
 /// The checks of a source already on v3/v4 that do not depend on the road (its lines follow).
 const IN_PLACE_CHECKS: [Check; 2] = [source_deployment, secrets];
 
-fn in_place_checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<PreflightCheck> {
-    run(upgrade, spec, obs, &IN_PLACE_CHECKS)
+fn in_place_checks(p: &Planner) -> Vec<PreflightCheck> {
+    run(p.name(), p.spec, p.obs, p.catalog, &IN_PLACE_CHECKS)
 }
 
 /// All preflight lines, in a fixed order.
-pub fn checks(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed) -> Vec<PreflightCheck> {
-    run(upgrade, spec, obs, &CHECKS)
+pub fn checks(
+    upgrade: &str,
+    spec: &LangfuseUpgradeSpec,
+    obs: &Observed,
+    catalog: &crate::catalog::Catalog,
+) -> Vec<PreflightCheck> {
+    run(upgrade, spec, obs, catalog, &CHECKS)
 }
 
-fn run(upgrade: &str, spec: &LangfuseUpgradeSpec, obs: &Observed, list: &[Check]) -> Vec<PreflightCheck> {
+fn run(
+    upgrade: &str,
+    spec: &LangfuseUpgradeSpec,
+    obs: &Observed,
+    catalog: &crate::catalog::Catalog,
+    list: &[Check],
+) -> Vec<PreflightCheck> {
     let source = obs.source.as_ref();
     let ctx = Ctx {
         upgrade,
         spec,
         obs,
+        catalog,
         source,
         container: source.and_then(|d| source_container(spec, d).ok()),
     };

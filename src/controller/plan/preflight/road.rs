@@ -188,9 +188,7 @@ fn clickhouse_line(p: &Planner, web: Option<Version>) -> PreflightCheck {
                 (Some((v, true)), _) => line(
                     CheckId::Clickhouse,
                     Fail,
-                    format!(
-                        "schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes"
-                    ),
+                    crate::controller::plan::dirty::repair(p.catalog, v, p.spec.clickhouse.cluster_enabled),
                 ),
                 (Some((v, _)), Some(k)) if v > k => line(
                     CheckId::Clickhouse,

@@ -104,7 +104,15 @@ pub(super) fn clickhouse(r: &mut Report, c: &Ctx) {
         Reading::Failed(e) => r.line(CheckId::Clickhouse, Fail, format!("ClickHouse unreachable: {e}")),
         Reading::Answered(ch) => {
             match ch.schema {
-                Some((v, true)) => r.line(CheckId::Clickhouse, Fail, format!("schema_migrations is dirty at version {v}: fix and force the version as the Langfuse FAQ describes")),
+                Some((v, true)) => r.line(
+                    CheckId::Clickhouse,
+                    Fail,
+                    crate::controller::plan::dirty::repair(
+                        c.catalog,
+                        v,
+                        c.spec.clickhouse.cluster_enabled,
+                    ),
+                ),
                 Some((v, _)) if v > SCHEMA_VERSION_3_29 => r.line(CheckId::Clickhouse,
                     Fail,
                     format!("schema_migrations is at {v}, past {SCHEMA_VERSION_3_29}: a newer v3 already migrated it and 3.29.0 would crash-loop"),

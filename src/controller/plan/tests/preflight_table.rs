@@ -318,12 +318,12 @@ fn each_preflight_check_as_a_table() {
             "waived",
         ),
     ];
-    let baseline = preflight_checks(UPGRADE, &spec(), &untouched());
+    let baseline = preflight_checks(UPGRADE, &spec(), &untouched(), &crate::catalog::Catalog::builtin());
     assert!(baseline.iter().all(|c| c.result == Pass), "{baseline:#?}");
     for (what, change, check, result, words) in cases {
         let (mut s, mut o) = (spec(), untouched());
         change(&mut s, &mut o);
-        let lines = preflight_checks(UPGRADE, &s, &o);
+        let lines = preflight_checks(UPGRADE, &s, &o, &crate::catalog::Catalog::builtin());
         let line = lines
             .iter()
             .find(|c| c.name == check)
