@@ -355,8 +355,19 @@ async fn what_v4_needs_of_the_server_is_read_as_the_user() {
         v4_readiness: true,
         ..Default::default()
     };
+    // Ten thousand observations, so their parts take room on disk.
+    db.ch_exec(&format!(
+        "INSERT INTO observations (id, trace_id, project_id, type, start_time, name, level, created_at, updated_at, event_ts, is_deleted) \
+         SELECT toString(number), 't', 'p', 'SPAN', {at}, 'n', 'DEFAULT', {at}, {at}, {at}, 0 FROM numbers(10000)",
+        at = dt(T0)
+    ))
+    .await;
     let facts = read(&live, &db, query.clone()).await;
-    let r = facts.v4.answered().cloned().expect("read");
+    let r = facts
+        .v4
+        .answered()
+        .cloned()
+        .unwrap_or_else(|| panic!("read: {:?}", facts.v4));
     assert!(!r.timezone.is_empty());
     assert_eq!(
         r.denied_tables,
@@ -365,7 +376,7 @@ async fn what_v4_needs_of_the_server_is_read_as_the_user() {
     );
     assert!(r.grants.gives_on(&["CLUSTER"], None, None), "the admin holds ALL");
     assert!(r.free_bytes.is_some_and(|f| f > 0), "{:?}", r.free_bytes);
-    // The fixture's observations are on disk: their parts are counted.
+    // The observations are on disk: their parts are counted.
     assert!(
         r.observations_bytes.is_some_and(|b| b > 0),
         "{:?}",

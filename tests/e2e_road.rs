@@ -827,3 +827,231 @@ async fn the_v4_hop_is_held_on_an_orphan_row_and_a_short_copy_until_fixed() {
     drop((web_play, worker_play));
     w.finish().await;
 }
+
+/// The v4 hop's infrastructure and copies from a chart source at the required stop: preflight
+/// refuses a Redis that evicts keys (a Redis of this test's own) and a ClickHouse user refused
+/// the system tables v4 reads, each with its fix; fixed, the hop is held on every one of the
+/// four copies short in ClickHouse, each with its counts, one table re-copied at a time; all
+/// four complete, the hop goes. Nothing moves until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn the_v4_hop_is_held_on_redis_grants_and_each_short_copy_until_fixed() {
+    let w = Road::new("v4-infra", "3.225.4").await;
+    const T0: i64 = 1_709_251_200_000;
+    let tables = [
+        ("traces", 1_000, 900),
+        ("observations", 3_000, 2_700),
+        ("scores", 500, 450),
+        ("dataset_run_items", 200, 180),
+    ];
+    for (table, n, in_ch) in tables {
+        w.db.insert_rows(table, "pg", n, support::t_ms(T0), 37).await;
+        copied(&w.db, table, in_ch, T0, 37).await;
+    }
+    let redis = e2e_support::own_redis::OwnRedis::start("allkeys-lru");
+    e2e_support::deny_system_tables(&w.db, &["parts", "query_log"]).await;
+    let _op = Operator::start(&w.ns.name, "a");
+    let mut up = w.upgrade("v4-infra", "4.16.0");
+    up["spec"]["redis"] = json!({ "host": "127.0.0.1", "port": redis.port });
+    up["spec"]["backup"]["hopBackups"] =
+        json!([{ "hop": "4.16.0", "reference": "snap-e2e", "takenAt": jiff::Timestamp::now().to_string() }]);
+    w.apply(&up);
+    let u =
+        w.ns.wait_phase("v4-infra", Phase::Blocked, Duration::from_secs(60))
+            .await;
+    let infra = u
+        .status
+        .as_ref()
+        .unwrap()
+        .checks
+        .iter()
+        .find(|c| c.name == "infrastructure")
+        .cloned()
+        .expect("an infrastructure line");
+    for words in [
+        "maxmemory-policy allkeys-lru",
+        "GRANT SELECT ON system.parts TO <user>",
+        "GRANT SELECT ON system.query_log TO <user>",
+    ] {
+        assert!(infra.message.contains(words), "{words}: {}", infra.message);
+    }
+    assert!(!infra.message.contains("system.mutations"), "{}", infra.message);
+    let nudge = |n: u32| {
+        kubectl(
+            &[
+                "-n",
+                &w.ns.name,
+                "annotate",
+                "lfu",
+                "v4-infra",
+                &format!("e2e/nudge={n}"),
+                "--overwrite",
+            ],
+            None,
+        )
+    };
+    let road_says = |words: Vec<String>, absent: Vec<String>| {
+        let ns = &w.ns;
+        async move {
+            support::eventually(FLOW, "the hop's words", || {
+                let (words, absent) = (words.clone(), absent.clone());
+                async move {
+                    let u = ns.upgrade("v4-infra").await;
+                    let road = u.status.as_ref()?.condition("RoadFollowed")?.message.clone();
+                    (words.iter().all(|w| road.contains(w.as_str()))
+                        && !absent.iter().any(|a| road.contains(a.as_str())))
+                    .then_some(road)
+                }
+            })
+            .await
+        }
+    };
+    // Fixed by a person: Redis keeps its keys, the grants given.
+    assert!(
+        redis
+            .cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+            .contains("OK")
+    );
+    e2e_support::allow_system_tables(&w.db).await;
+    nudge(1);
+    let shortfall = |(table, n, in_ch): (&str, i64, i64)| {
+        format!("{table}: PostgreSQL {n}, ClickHouse {in_ch}, {} missing", n - in_ch)
+    };
+    let held = road_says(
+        tables
+            .iter()
+            .map(|t| shortfall((t.0, t.1 as i64, t.2 as i64)))
+            .collect(),
+        vec![],
+    )
+    .await;
+    assert!(held.contains("Re-run the copy"), "{held}");
+    assert_eq!(
+        w.ns.upgrade("v4-infra").await.status.unwrap().phase,
+        Some(Phase::Blocked)
+    );
+    let web = w.deployment("langfuse-web").await;
+    assert!(image(&web).ends_with(":3.225.4"), "nothing moved: {}", image(&web));
+    // The copies re-run one at a time: each table leaves the message alone.
+    for (i, (table, n, _)) in tables.into_iter().take(3).enumerate() {
+        copied(&w.db, table, n as u64, T0, 37).await;
+        nudge(2 + i as u32);
+        let still: Vec<String> = tables[i + 1..].iter().map(|t| format!("{}: PostgreSQL", t.0)).collect();
+        road_says(still, vec![format!("{table}: PostgreSQL")]).await;
+    }
+    let web_play = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker_play = play_worker(&w.ns, &w.db, "langfuse-worker");
+    copied(&w.db, "dataset_run_items", 200, T0, 37).await;
+    nudge(9);
+    let u = w.ns.wait_phase("v4-infra", Phase::Completed, FLOW).await;
+    let stop = u
+        .status
+        .unwrap()
+        .road
+        .into_iter()
+        .find(|r| r.version == "4.16.0")
+        .unwrap();
+    let verdicts: Vec<Option<String>> = stop.copies.into_iter().map(|c| c.verdict).collect();
+    assert_eq!(verdicts, vec![Some("Match".to_string()); 4]);
+    drop((web_play, worker_play, redis));
+    w.finish().await;
+}
+
+/// A person takes the v4 image by hand (`imageChanges: User`) on a chart source whose pods run a
+/// sidecar first, without the v4 flags: the operator reads the Langfuse container, not the
+/// sidecar, and says that the image's defaults are in effect (the historic backfill open,
+/// `events_only`) and, once the worker runs v4, which background migrations will run; the
+/// flags set, the road completes. It never writes either Deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_v4_image_set_by_hand_without_flags_is_seen_with_its_open_backfill() {
+    let w = Road::new("v4-by-hand", "3.225.4").await;
+    for d in ["langfuse-web", "langfuse-worker"] {
+        let sidecar = json!([{ "op": "add", "path": "/spec/template/spec/containers/0",
+            "value": { "name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.22.3" } }]);
+        kubectl(
+            &[
+                "-n",
+                &w.ns.name,
+                "patch",
+                "deploy",
+                d,
+                "--field-manager=helm",
+                "--type",
+                "json",
+                "-p",
+                &sidecar.to_string(),
+            ],
+            None,
+        );
+    }
+    let _op = Operator::start(&w.ns.name, "a");
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    let mut up = w.upgrade("v4-by-hand", "4.16.0");
+    up["spec"]["strategy"] = json!({ "imageChanges": "User" });
+    up["spec"]["backup"]["hopBackups"] =
+        json!([{ "hop": "4.16.0", "reference": "snap-e2e", "takenAt": jiff::Timestamp::now().to_string() }]);
+    w.apply(&up);
+    let road = |reason: &'static str, words: &'static [&'static str]| {
+        let ns = &w.ns;
+        async move {
+            support::eventually(FLOW, reason, || async move {
+                let u = ns.upgrade("v4-by-hand").await;
+                let c = u.status.as_ref()?.condition("RoadFollowed")?.clone();
+                (c.reason == reason && words.iter().all(|w| c.message.contains(w))).then_some(c.message)
+            })
+            .await
+        }
+    };
+    road("AwaitingImageChange", &["langfuse/langfuse:4.16.0"]).await;
+    let set_image = |d: &str, image: &str| kubectl(&["-n", &w.ns.name, "set", "image", d, image], None);
+    set_image("deploy/langfuse-web", "langfuse-web=langfuse/langfuse:4.16.0");
+    let said = road(
+        "V4DefaultsInEffect",
+        &[
+            "web LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL=true",
+            "events_only",
+        ],
+    )
+    .await;
+    assert!(!said.contains("istio"), "{said}");
+    // The worker taken to v4 too, still without flags: the rows its open gate will run.
+    set_image(
+        "deploy/langfuse-worker",
+        "langfuse-worker=langfuse/langfuse-worker:4.16.0",
+    );
+    road("V4DefaultsInEffect", &["background migrations will run"]).await;
+    // The person sets the four flags the operator names: the road goes on and completes.
+    for d in ["langfuse-web", "langfuse-worker"] {
+        let mut args = vec![
+            "-n".to_string(),
+            w.ns.name.clone(),
+            "set".into(),
+            "env".into(),
+            format!("deploy/{d}"),
+            "-c".into(),
+            d.into(),
+        ];
+        args.extend(
+            langfuse_upgrade_operator::resources::v4_env::KEEP_V3_BEHAVIOUR
+                .iter()
+                .map(|(n, v)| format!("{n}={v}")),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl(&args, None);
+    }
+    w.ns.wait_phase("v4-by-hand", Phase::Completed, FLOW).await;
+    for name in ["langfuse-web", "langfuse-worker"] {
+        let d = w.deployment(name).await;
+        assert!(
+            !managers(&d).contains(FIELD_MANAGER),
+            "the operator wrote {name}: {:?}",
+            managers(&d)
+        );
+        assert_eq!(d.spec.unwrap().template.spec.unwrap().containers[0].name, "istio-proxy");
+    }
+    web.abort();
+    worker.abort();
+    w.finish().await;
+}

@@ -12,6 +12,8 @@ pub const V4_SYSTEM_TABLES: [&str; 5] = ["parts", "mutations", "tables", "proces
 
 /// ClickHouse's error code for a privilege the user lacks.
 const ACCESS_DENIED: &str = "Code: 497";
+/// A system log table (`query_log`) exists only once the server first flushed it.
+const UNKNOWN_TABLE: &str = "Code: 60";
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct V4Readiness {
@@ -79,13 +81,14 @@ pub async fn read(client: &Client) -> Result<V4Readiness, QueryError> {
     })
 }
 
-/// Whether the user may read `system.<table>`: `false` on ACCESS_DENIED, an error on anything
-/// else (the server did not answer the question).
+/// Whether the user may read `system.<table>`: `false` on ACCESS_DENIED, `true` for a log table
+/// not created yet (nothing to refuse), an error on anything else (the server did not answer).
 async fn probe(client: &Client, table: &str) -> Result<bool, QueryError> {
     let sql = format!("SELECT count() FROM system.{table} WHERE 0");
     match client.query(&sql).fetch_one::<u64>().await {
         Ok(_) => Ok(true),
         Err(e) if e.to_string().contains(ACCESS_DENIED) => Ok(false),
+        Err(e) if e.to_string().contains(UNKNOWN_TABLE) => Ok(true),
         Err(e) => Err(err("reading the system tables Langfuse v4 reads")(e)),
     }
 }

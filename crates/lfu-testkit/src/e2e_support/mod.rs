@@ -7,6 +7,7 @@
 pub mod deny;
 pub mod exporter;
 pub mod observer;
+pub mod own_redis;
 pub mod proxy;
 pub mod share;
 
@@ -580,7 +581,7 @@ pub fn play_worker_with(
                     .template
                     .spec
                     .as_ref()
-                    .and_then(|p| p.containers.first())
+                    .and_then(|p| langfuse_container(&p.containers))
                     .and_then(|c| c.env.clone())
                     .unwrap_or_default();
                 let enabled =
@@ -759,7 +760,7 @@ pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::t
                 .await
                 .ok()
                 .flatten()
-                .and_then(|d| d.spec?.template.spec?.containers.first()?.image.clone());
+                .and_then(|d| langfuse_container(&d.spec?.template.spec?.containers)?.image.clone());
             let version = image
                 .as_deref()
                 .and_then(|i| langfuse_upgrade_operator::version::image_tag(i))
@@ -884,6 +885,22 @@ pub async fn deny_system_tables(db: &crate::support::TestDb, tables: &[&str]) {
         rows.join(", ")
     ))
     .await;
+}
+
+/// The Langfuse container of a pod (a sidecar may come first, as the official chart allows):
+/// the first whose image is Langfuse's, else the first.
+fn langfuse_container(
+    containers: &[k8s_openapi::api::core::v1::Container],
+) -> Option<&k8s_openapi::api::core::v1::Container> {
+    containers
+        .iter()
+        .find(|c| c.image.as_deref().is_some_and(|i| i.contains("langfuse/langfuse")))
+        .or(containers.first())
+}
+
+/// The denial knob taken away: the user reads every system table again.
+pub async fn allow_system_tables(db: &crate::support::TestDb) {
+    db.ch_exec("DROP TABLE IF EXISTS __lfu_test_denied_system_tables").await;
 }
 
 /// What a release that already ran leaves behind: its rows registered and finished (its worker
