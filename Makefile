@@ -62,11 +62,13 @@ cli-fixtures:
 	$(CARGO) test --locked --lib generate_cli_fixtures -- --ignored
 	LFU_BLESS=1 $(CARGO) test --locked --lib cli::tests
 
-# Regenerate the committed CRD from the Rust types.
+# Regenerate the committed CRD from the Rust types (and the chart's admission policy from the
+# release catalog).
 crd:
 	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- crd > crds/langfuseupgrades.yaml
 	cp crds/langfuseupgrades.yaml charts/langfuse-upgrade-operator/crds/langfuseupgrades.yaml
 	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- reference > docs/reference.md
+	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- admission-policy > charts/langfuse-upgrade-operator/templates/admission-policy.yaml
 
 # A control plane and the test databases that stay up for manual work (`make env-down` stops
 # them). Then: `. $(LFU_ENV_DIR)/cluster/env; . $(LFU_ENV_DIR)/db/env` and e.g.

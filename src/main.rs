@@ -38,6 +38,19 @@ enum Command {
     Reference,
     /// Print the compiled-in release catalog (a starting point for `run --catalog`).
     Catalog,
+    /// Print the ValidatingAdmissionPolicy that refuses a Langfuse image change skipping a
+    /// required stop (the chart's template; with --name and --exempt, plain YAML to apply).
+    AdmissionPolicy {
+        /// Name of the policy and its binding (plain YAML).
+        #[arg(long, requires = "exempt")]
+        name: Option<String>,
+        /// The operator's ServiceAccount as `namespace:name`, whose own writes are not judged.
+        #[arg(long, requires = "name")]
+        exempt: Option<String>,
+        /// Judge this namespace only (plain YAML; default: every namespace).
+        #[arg(long, requires = "name")]
+        namespace: Option<String>,
+    },
     /// Run the controller against the cluster (in-cluster config or the current kubeconfig).
     Run(RunArgs),
 }
@@ -83,6 +96,23 @@ async fn main() -> ExitCode {
         }
         Command::Catalog => {
             print!("{}", langfuse_upgrade_operator::catalog::BUILTIN);
+            ExitCode::SUCCESS
+        }
+        Command::AdmissionPolicy {
+            name,
+            exempt,
+            namespace,
+        } => {
+            use langfuse_upgrade_operator::catalog::admission::{Scope, policy};
+            let scope = match (name, exempt) {
+                (Some(name), Some(exempt)) => Scope::Plain {
+                    name,
+                    exempt,
+                    namespace,
+                },
+                _ => Scope::Helm,
+            };
+            print!("{}", policy(&Catalog::builtin(), &scope));
             ExitCode::SUCCESS
         }
         Command::Run(args) => {

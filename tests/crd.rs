@@ -153,3 +153,14 @@ fn target_version_is_frozen_once_provisioning_started() {
     approve["spec"]["paused"] = json!(true);
     check(&approve, Some(&old)).unwrap();
 }
+
+/// The chart's admission policy is the one the release catalog generates.
+#[test]
+fn the_chart_admission_policy_is_generated_from_the_catalog() {
+    use langfuse_upgrade_operator::catalog::{Catalog, admission};
+    let committed = include_str!("../charts/langfuse-upgrade-operator/templates/admission-policy.yaml");
+    assert!(
+        committed == admission::policy(&Catalog::builtin(), &admission::Scope::Helm),
+        "charts/langfuse-upgrade-operator/templates/admission-policy.yaml is stale: run `make crd`"
+    );
+}

@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::ListParams;
 use langfuse_upgrade_operator::api::{FIELD_MANAGER, LangfuseUpgrade, Phase, StopState};
 use lfu_testkit::e2e_support::observer::Observer;
-use lfu_testkit::e2e_support::{self, Operator, TestNs, kubectl, play_web, play_worker};
+use lfu_testkit::e2e_support::{self, Operator, TestNs, kubectl, kubectl_status, play_web, play_worker};
 use lfu_testkit::support::{self, TestDb};
 use serde_json::{Value, json};
 
@@ -1053,5 +1053,94 @@ async fn a_v4_image_set_by_hand_without_flags_is_seen_with_its_open_backfill() {
     }
     web.abort();
     worker.abort();
+    w.finish().await;
+}
+
+/// The chart's admission policy, generated from the catalog, on the real apiserver: a
+/// `helm upgrade`-shaped apply of the chart's Deployments at 4.4.0 (chart 2.0.0's appVersion)
+/// over a chart install at 3.224.1 is refused with the stop named, and nothing changes; the
+/// operator's own road (3.225.4, then 4.16.0) passes under it; a person taking v4 back to v3 is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn the_admission_policy_refuses_a_skipping_helm_upgrade_and_lets_the_road_through() {
+    let w = Road::new("vap", "3.224.1").await;
+    let name = format!("lfu-road-{}", w.ns.name);
+    let policy = std::process::Command::new(env!("CARGO_BIN_EXE_langfuse-upgrade-operator"))
+        .args([
+            "admission-policy",
+            "--name",
+            &name,
+            "--exempt",
+            "nobody:nobody",
+            "--namespace",
+            &w.ns.name,
+        ])
+        .output()
+        .expect("the policy printed");
+    let policy = String::from_utf8(policy.stdout).unwrap();
+    let (out, ok) = kubectl_status(&["apply", "-f", "-"], Some(&policy));
+    assert!(ok, "{out}");
+    let chart_at = |version: &str| {
+        e2e_support::V3_CHART
+            .replace("__NAMESPACE__", &w.ns.name)
+            .replace("__VERSION__", version)
+    };
+    // What `helm upgrade` to chart 2.0.0 sends for the Deployments (names and labels unchanged).
+    let helm = |version: &str, dry: bool| {
+        let mut args = vec!["apply", "--field-manager=helm", "-f", "-"];
+        if dry {
+            args.push("--dry-run=server");
+        }
+        kubectl_status(&args, Some(&chart_at(version)))
+    };
+    // The policy takes effect once the apiserver has loaded it: tried without changing anything.
+    let refused = support::eventually(Duration::from_secs(30), "the policy in effect", || async {
+        let (out, ok) = helm("4.4.0", true);
+        (!ok).then_some(out)
+    })
+    .await;
+    assert!(refused.contains("skips the required stop 3.225.4"), "{refused}");
+    let (out, ok) = helm("4.4.0", false);
+    assert!(
+        !ok && out.contains("Langfuse 3.224.1 -> 4.4.0 skips the required stop 3.225.4: set 3.225.4 first"),
+        "{out}"
+    );
+    assert!(
+        image(&w.deployment("langfuse-web").await).ends_with(":3.224.1"),
+        "nothing changed"
+    );
+    // The operator walks the road under the policy.
+    let _op = Operator::start(&w.ns.name, "a");
+    let web = play_web(&w.ns, &w.db, "langfuse-web");
+    let worker = play_worker(&w.ns, &w.db, "langfuse-worker");
+    let mut up = w.upgrade("vap", "4.16.0");
+    up["spec"]["backup"]["acknowledgedHops"] = json!(["4.16.0"]);
+    w.apply(&up);
+    w.ns.wait_phase("vap", Phase::Completed, FLOW).await;
+    assert!(image(&w.deployment("langfuse-web").await).ends_with(":4.16.0"));
+    // Back below v4 by hand: refused, the step named.
+    let (out, ok) = kubectl_status(
+        &[
+            "-n",
+            &w.ns.name,
+            "set",
+            "image",
+            "deploy/langfuse-web",
+            "langfuse-web=langfuse/langfuse:3.225.4",
+        ],
+        None,
+    );
+    assert!(!ok && out.contains("goes below 4.0.0"), "{out}");
+    web.abort();
+    worker.abort();
+    kubectl(
+        &[
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            &name,
+        ],
+        None,
+    );
     w.finish().await;
 }

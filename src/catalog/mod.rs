@@ -3,6 +3,7 @@
 //! required stops, irreversible steps, infrastructure minimums. Compiled in; a platform team
 //! can pass an edited copy at run time. Every catalog is checked for consistency when loaded.
 
+pub mod admission;
 pub mod env_defaults;
 pub mod road;
 

@@ -265,3 +265,26 @@ fn hash_is_stable_and_tracks_what_matters() {
     assert!(d.metadata.owner_references.is_none());
     assert_eq!(a.metadata.owner_references.as_ref().unwrap()[0].uid, UID);
 }
+
+/// The official chart's web behind a sidecar injected first: its Langfuse container is the one
+/// running Langfuse's image; a pod where none does is refused with what to set.
+#[test]
+fn the_langfuse_container_is_found_behind_a_sidecar() {
+    use k8s_openapi::api::core::v1::Container;
+    let spec = crate::testing::spec();
+    let mut d = crate::testing::v2_deployment(1);
+    let pod = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    pod.containers[0].name = "langfuse-web".into();
+    pod.containers[0].image = Some("ghcr.io/langfuse/langfuse:3.225.4".into());
+    let sidecar = Container {
+        name: "istio-proxy".into(),
+        image: Some("docker.io/istio/proxyv2:1.22.3".into()),
+        ..Default::default()
+    };
+    pod.containers.insert(0, sidecar.clone());
+    assert_eq!(source_container(&spec, &d).unwrap().name, "langfuse-web");
+    let pod = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    pod.containers[1].image = Some("registry.local/mirror/other:1".into());
+    let err = source_container(&spec, &d).unwrap_err();
+    assert!(err.contains("spec.source.container"), "{err}");
+}

@@ -40,9 +40,15 @@ pub fn source_container<'d>(spec: &LangfuseUpgradeSpec, d: &'d Deployment) -> Re
     }
     match containers {
         [only] => Ok(only),
-        _ => containers.iter().find(|c| c.name == "langfuse").ok_or_else(|| {
-            "the v2 pod has several containers and none is named \"langfuse\"; set spec.source.container".into()
-        }),
+        // Named as the v2 chart names it, else the one running Langfuse's image (the official
+        // chart's `langfuse-web` behind a sidecar injected first).
+        _ => containers
+            .iter()
+            .find(|c| c.name == "langfuse")
+            .or_else(|| langfuse_container(d, Role::Web))
+            .ok_or_else(|| {
+                "the pod has several containers, none named \"langfuse\" and none running a langfuse/langfuse image; set spec.source.container".into()
+            }),
     }
 }
 
