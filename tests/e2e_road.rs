@@ -917,7 +917,11 @@ async fn the_v4_hop_is_held_on_redis_grants_and_each_short_copy_until_fixed() {
     let shortfall = |(table, n, in_ch): (&str, i64, i64)| {
         format!("{table}: PostgreSQL {n}, ClickHouse {in_ch}, {} missing", n - in_ch)
     };
-    let held = road_says(tables.iter().map(|t| shortfall((t.0, t.1, t.2))).collect(), vec![]).await;
+    let held = road_says(
+        tables.iter().map(|t| shortfall((t.0, t.1, t.2 as i64))).collect(),
+        vec![],
+    )
+    .await;
     assert!(held.contains("Re-run the copy"), "{held}");
     assert_eq!(
         w.ns.upgrade("v4-infra").await.status.unwrap().phase,
