@@ -111,10 +111,8 @@ pub fn policy(c: &Catalog, scope: &Scope) -> String {
     // The operator walks the road itself (and may take an in-place hop back while that is
     // still possible): its own writes are not judged here.
     y.push_str("  matchConditions:\n    - name: not-the-operator\n");
-    y.push_str(&format!(
-        "      expression: {}\n",
-        quoted(&format!("request.userInfo.username != '{exempt}'"))
-    ));
+    // A block scalar: the Helm template's actions inside it keep their own double quotes.
+    y.push_str(&format!("      expression: >-\n        request.userInfo.username != '{exempt}'\n"));
     y.push_str("  variables:\n");
     let vars = [
         ("image", format!("'{IMAGE_RE}'")),
