@@ -112,7 +112,9 @@ pub fn policy(c: &Catalog, scope: &Scope) -> String {
     // still possible): its own writes are not judged here.
     y.push_str("  matchConditions:\n    - name: not-the-operator\n");
     // A block scalar: the Helm template's actions inside it keep their own double quotes.
-    y.push_str(&format!("      expression: >-\n        request.userInfo.username != '{exempt}'\n"));
+    y.push_str(&format!(
+        "      expression: >-\n        request.userInfo.username != '{exempt}'\n"
+    ));
     y.push_str("  variables:\n");
     let vars = [
         ("image", format!("'{IMAGE_RE}'")),

@@ -203,7 +203,8 @@ impl Chart {
             Ok(crate::databases::RedisFacts {
                 version: "7.2.4".into(),
                 tls: false,
-                eviction_policy: Some(self.redis_policy.clone()),
+                // Empty: a managed Redis that leaves the policy out of INFO.
+                eviction_policy: Some(self.redis_policy.clone()).filter(|p| !p.is_empty()),
             })
         });
         if !n.postgres.is_empty() {
@@ -1234,6 +1235,14 @@ fn the_v4_hop_waits_for_noeviction_utc_and_the_system_grants_v4_uses() {
         disk.message
     );
     // Fixed one by one: still refused while any remains, then it goes.
+    w.redis_policy = String::new();
+    let d = w.run_until(Phase::Blocked, 3);
+    let line = d.status.checks.iter().find(|c| c.name == "v4Headroom").unwrap();
+    assert!(
+        line.message.contains("did not report its maxmemory-policy"),
+        "{}",
+        line.message
+    );
     w.redis_policy = "noeviction".into();
     w.v4.timezone = "UTC".into();
     let d = w.run_until(Phase::Blocked, 3);

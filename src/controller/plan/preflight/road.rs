@@ -127,8 +127,15 @@ fn v4_headroom_line(p: &Planner) -> Option<PreflightCheck> {
             "Redis not checked (spec.redis names none): Langfuse v4 needs Redis >= 7.0 with maxmemory-policy noeviction; name it in spec.redis for the operator to check, or check it yourself".into(),
         );
     }
+    // A managed Redis may leave maxmemory_policy out of INFO (as it refuses CONFIG GET).
+    let policy_hidden = p.obs.redis.answered().is_some_and(|r| r.eviction_policy.is_none());
+    if policy_hidden {
+        words.push(
+            "Redis did not report its maxmemory-policy (a managed Redis may hide it): make sure it is noeviction, which Langfuse needs".into(),
+        );
+    }
     let short = disk.as_ref().is_some_and(|(enough, _)| !enough);
-    match (words.is_empty(), short || redis_unread) {
+    match (words.is_empty(), short || redis_unread || policy_hidden) {
         (true, _) => None,
         (false, warn) => Some(line(
             CheckId::V4Headroom,
