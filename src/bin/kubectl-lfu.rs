@@ -85,6 +85,20 @@ enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// The road from one release to another, with nothing installed: the stops, each hop's
+    /// gates, what each destroys for good (the operator's own planner and catalog).
+    Road {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// A release catalog instead of the compiled-in one (`langfuse-upgrade-operator catalog`).
+        #[arg(long)]
+        catalog: Option<std::path::PathBuf>,
+        /// Plan to a release newer than the catalog knows (its facts from the newest known).
+        #[arg(long)]
+        accept_unknown: bool,
+    },
     /// The timeline of an upgrade: its recorded facts and Events.
     History {
         name: String,
@@ -153,6 +167,15 @@ fn terminal() -> bool {
 }
 
 async fn run(cli: Cli) -> Fallible<ExitCode> {
+    if let Command::Road {
+        from,
+        to,
+        catalog,
+        accept_unknown,
+    } = &cli.command
+    {
+        return road(from, to, catalog.as_deref(), *accept_unknown);
+    }
     if let Command::Plan {
         file: Some(path),
         offline: true,
@@ -191,6 +214,28 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Resume { name } => act(&api, &ns, name, json!({ "spec": { "paused": false } }), "resumed").await,
         Command::Abort { name, yes } => abort(&api, &ns, name, *yes).await,
         Command::History { name, output } => history(&client, &api, &ns, name, *output).await,
+        Command::Road { .. } => unreachable!("answered without a cluster above"),
+    }
+}
+
+/// The road, without a cluster: exit 0 with the road, 1 when there is none.
+fn road(from: &str, to: &str, catalog: Option<&std::path::Path>, accept_unknown: bool) -> Fallible<ExitCode> {
+    use langfuse_upgrade_operator::catalog::Catalog;
+    let catalog = match catalog {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the catalog {}: {e}", path.display()))
+            .and_then(|text| Catalog::from_yaml(&text))?,
+        None => Catalog::builtin(),
+    };
+    match langfuse_upgrade_operator::cli::road::road_text(&catalog, from, to, accept_unknown) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("no road: {why}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod history;
 pub mod render;
+pub mod road;
 pub mod view;
 
 #[cfg(test)]
