@@ -240,6 +240,28 @@ impl Catalog {
         }
     }
 
+    /// Whether the catalog can speak for `v`: a release up to the newest of its line, or a
+    /// patch release of a required stop's line above it (v3 gets security fixes after the
+    /// catalog was written: 3.225.5 ships 3.225.4's migrations, its facts are the stop's).
+    pub fn knows(&self, v: Version) -> bool {
+        self.newest_of(v.major).is_some_and(|n| v <= n) || self.patch_of_stop(v)
+    }
+
+    /// `v` is a patch above a required stop, in the stop's minor line.
+    pub fn patch_of_stop(&self, v: Version) -> bool {
+        self.required_stops
+            .iter()
+            .any(|s| s.stop.major == v.major && s.stop.minor == v.minor && v >= s.stop)
+    }
+
+    /// The stop a road takes before `s.before`: the newest release of the stop's line the
+    /// catalog knows, at least the stop itself ("the newest v3", not a fixed number).
+    pub fn stop_release(&self, s: &RequiredStop) -> Version {
+        self.newest_of(s.stop.major)
+            .filter(|n| *n > s.stop && *n < s.before)
+            .unwrap_or(s.stop)
+    }
+
     /// The ClickHouse schema height a release ships (0 before v3).
     pub fn schema_height(&self, v: Version) -> u32 {
         self.clickhouse_heights

@@ -124,10 +124,11 @@ impl fmt::Display for RoadError {
 /// The road from `from` to `to`. `accept_unknown`: the user accepts a destination newer than
 /// the catalog knows (the hop's facts then come from the newest known release of its line).
 pub fn road(c: &Catalog, from: Version, to: Version, accept_unknown: bool) -> Result<Vec<Hop>, RoadError> {
-    match c.newest_of(to.major) {
-        Some(newest) if to <= newest || accept_unknown => {}
-        newest if !accept_unknown => return Err(RoadError::Unknown { to, newest }),
-        _ => {}
+    if !c.knows(to) && !accept_unknown {
+        return Err(RoadError::Unknown {
+            to,
+            newest: c.newest_of(to.major),
+        });
     }
     if to.major < 3 {
         return Err(RoadError::NotADestination { to });
@@ -164,9 +165,12 @@ pub fn road(c: &Catalog, from: Version, to: Version, accept_unknown: bool) -> Re
         return downgrade(c, at, to).map(|hop| vec![hop]);
     }
     let start = at;
+    // Each stop is the newest of its line the catalog knows; a source at or above the stop
+    // itself (a patch of it) has taken it.
     for stop in c.required_stops.iter().filter(|s| start < s.stop && s.before <= to) {
-        hops.push(in_place(c, at, stop.stop, Some(stop.why.clone())));
-        at = stop.stop;
+        let release = c.stop_release(stop);
+        hops.push(in_place(c, at, release, Some(stop.why.clone())));
+        at = release;
     }
     if at < to {
         hops.push(in_place(c, at, to, None));
@@ -256,6 +260,27 @@ mod tests {
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
+    }
+
+    /// The required stop is a rule, "the newest v3 known, at least 3.225.4": a patch of the stop
+    /// the catalog was written before is a valid source and destination, with the stop's facts;
+    /// a catalog that knows a newer patch makes that the stop.
+    #[test]
+    fn the_required_stop_is_the_newest_v3_known_and_its_patches_are_known() {
+        let c = Catalog::builtin();
+        assert!(c.knows(v("3.225.5")) && c.knows(v("3.225.4")));
+        assert!(!c.knows(v("3.226.0")) && !c.knows(v("4.17.0")));
+        assert_eq!(c.schema_height(v("3.225.5")), c.schema_height(v("3.225.4")));
+        // A source above the stop has taken it; a destination on its line is known.
+        assert_eq!(stops("3.225.5", "4.16.0"), vec![("4.16.0".into(), HopMode::InPlace)]);
+        assert_eq!(stops("3.100.0", "3.225.6"), vec![("3.225.6".into(), HopMode::InPlace)]);
+        // A catalog that knows 3.225.5 stops there.
+        let mut newer = c.clone();
+        newer.known.v3 = v("3.225.5");
+        let road = road(&newer, v("3.100.0"), v("4.16.0"), false).unwrap();
+        let to: Vec<String> = road.iter().map(|h| h.to.to_string()).collect();
+        assert_eq!(to, ["3.225.5", "4.16.0"]);
+        assert!(road[0].required_because.is_some());
     }
 
     fn stops(from: &str, to: &str) -> Vec<(String, HopMode)> {

@@ -174,7 +174,7 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
             }
             let catalog = crate::catalog::Catalog::current();
             let newest = catalog.newest_of(parsed.major);
-            if newest.is_none_or(|n| parsed > n) && !spec.target.accept_unknown_release {
+            if !catalog.knows(parsed) && !spec.target.accept_unknown_release {
                 let unknown = crate::catalog::road::RoadError::Unknown { to: parsed, newest };
                 return Err(invalid("spec.target.finalVersion", unknown.to_string()));
             }

@@ -1404,3 +1404,25 @@ fn a_dirty_schema_is_refused_with_the_repair_for_its_height() {
     w.ch_dirty = false;
     w.run_until(Phase::Completed, 30);
 }
+
+/// A v3 patch newer than the catalog (3.225.5, a security fix) is a known source: its facts are
+/// the stop's and are checked (a row it must have registered, missing, is said), not skipped.
+#[test]
+fn a_patch_of_the_stop_is_a_source_whose_facts_are_checked() {
+    let mut s = chart_spec("4.16.0");
+    s.backup.acknowledged_hops = vec!["4.16.0".into()];
+    let mut w = Chart::new(s, "3.225.5");
+    let dropped = w.rows.pop().expect("3.225.4's rows registered").name;
+    let d = w.run_until(Phase::Blocked, 5);
+    let why: Vec<&str> = d.status.checks.iter().map(|c| c.message.as_str()).collect();
+    assert!(
+        why.iter()
+            .any(|m| m.contains("3.225.5's web has not registered") && m.contains(&dropped)),
+        "{why:#?}"
+    );
+    assert_eq!(w.writes, 0);
+    w.web_started(Version::parse("3.225.5").unwrap());
+    w.worker_started();
+    w.run_until(Phase::Completed, 30);
+    assert!(image(&w.web).ends_with(":4.16.0"));
+}

@@ -71,7 +71,7 @@ fn v4_flags_from_references(p: &Planner) -> Vec<String> {
 pub(crate) fn release_ran(p: &Planner, release: Version) -> Vec<String> {
     let catalog = p.catalog;
     let mut unmet = Vec::new();
-    if release > catalog.newest_of(release.major).unwrap_or(release) {
+    if !catalog.knows(release) {
         return unmet;
     }
     if let Reading::Answered(pg) = &p.obs.postgres {

@@ -148,7 +148,7 @@ pub(super) fn settled(p: &mut Planner, settings: &Settings, hop: &Hop, walker: W
     let to = hop.to.to_string();
     let rows = rows_of(p).map_err(|(r, why)| Hold::new(Phase::Finalizing, r, why, wait::POLL))?;
     let catalog = p.catalog;
-    if hop.to <= catalog.newest_of(hop.to.major).unwrap_or(hop.to) {
+    if catalog.knows(hop.to) {
         let missing: Vec<&str> = catalog
             .rows_at(hop.to)
             .map(|m| m.name.as_str())
