@@ -80,6 +80,13 @@ struct RunArgs {
     /// a newer Langfuse release can be followed without a new operator image.
     #[arg(long, env = "LFU_CATALOG")]
     catalog: Option<std::path::PathBuf>,
+    /// A ConfigMap (in the Lease's namespace) holding the release catalog, followed while the
+    /// operator runs: a change takes effect without a restart, an invalid one is refused.
+    #[arg(long, env = "LFU_CATALOG_CONFIGMAP", conflicts_with = "catalog")]
+    catalog_config_map: Option<String>,
+    /// The ConfigMap's key that holds the catalog YAML.
+    #[arg(long, env = "LFU_CATALOG_KEY", default_value = "langfuse.yaml")]
+    catalog_key: String,
 }
 
 #[tokio::main]
@@ -212,6 +219,16 @@ async fn run(args: RunArgs) -> Result<()> {
         controller: FIELD_MANAGER.into(),
         instance: Some(identity.clone()),
     };
+    if let Some(name) = args.catalog_config_map.clone() {
+        let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter.clone());
+        tokio::spawn(controller::catalog_watch::follow(
+            watch_client.clone(),
+            args.lease_namespace.clone(),
+            name,
+            args.catalog_key.clone(),
+            recorder,
+        ));
+    }
     let ctx = Arc::new(Context::new(client.clone(), reporter, Live::default(), metrics).with_fence(fence.clone()));
 
     let result = if args.no_leader_election {

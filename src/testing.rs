@@ -328,3 +328,10 @@ pub fn counts(n: i64) -> TableCounts {
         scores: n / 2,
     }
 }
+
+/// The compiled-in catalog, for tests that hold a planner over it.
+pub fn catalog() -> &'static crate::catalog::Catalog {
+    static BUILTIN: std::sync::LazyLock<crate::catalog::Catalog> =
+        std::sync::LazyLock::new(crate::catalog::Catalog::builtin);
+    &BUILTIN
+}

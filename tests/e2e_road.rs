@@ -1146,3 +1146,80 @@ async fn the_admission_policy_refuses_a_skipping_helm_upgrade_and_lets_the_road_
     );
     w.finish().await;
 }
+
+/// The release catalog followed from a ConfigMap: a source on 4.16.0 asked for 4.17.0, which
+/// the catalog does not know, is refused; the ConfigMap edited to know it, the running operator
+/// plans the road within seconds (no restart); an invalid edit is refused with an Event and the
+/// catalog in force kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_catalog_edit_is_followed_and_a_bad_one_refused() {
+    let w = Road::new("catalog", "4.16.0").await;
+    let catalog = |text: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "lfu-catalog", "namespace": w.ns.name },
+            "data": { "langfuse.yaml": text },
+        })
+    };
+    let builtin = langfuse_upgrade_operator::catalog::BUILTIN;
+    w.apply(&catalog(builtin));
+    let _op = Operator::start_with_args(&w.ns.name, "a", &["--catalog-config-map", "lfu-catalog"]);
+    let mut up = w.upgrade("to-next", "4.17.0");
+    up["spec"]["backup"]["acknowledged"] = json!(true);
+    w.apply(&up);
+    let road_line = |u: &LangfuseUpgrade| {
+        u.status
+            .as_ref()
+            .and_then(|s| s.checks.iter().find(|c| c.name == "road").cloned())
+    };
+    let refused = support::eventually(Duration::from_secs(60), "4.17.0 refused as unknown", || async {
+        road_line(&w.ns.upgrade("to-next").await)
+            .filter(|c| c.message.contains("newer than the operator's release catalog knows"))
+    })
+    .await;
+    assert_eq!(refused.result, langfuse_upgrade_operator::api::CheckResult::Fail);
+    // The platform team adds 4.17.0: planned without a restart.
+    let edited = std::time::Instant::now();
+    w.apply(&catalog(&builtin.replace("v4: 4.16.0", "v4: 4.17.0")));
+    let planned = support::eventually(Duration::from_secs(30), "the road to 4.17.0 planned", || async {
+        road_line(&w.ns.upgrade("to-next").await).filter(|c| c.message.contains("4.16.0 -> 4.17.0"))
+    })
+    .await;
+    eprintln!("catalog edit to road planned: {} ms", edited.elapsed().as_millis());
+    assert!(edited.elapsed() < Duration::from_secs(15), "{planned:?}");
+    // A broken edit: refused with the reason, the catalog in force kept.
+    w.apply(&catalog("known: {v2: 2.95.12}\n"));
+    let events = |reason: &'static str| {
+        let ns = &w.ns;
+        async move {
+            support::eventually(Duration::from_secs(30), reason, || async {
+                let events: Api<K8sEvent> = Api::namespaced(ns.client.clone(), &ns.name);
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("lfu-catalog")
+                })
+            })
+            .await
+        }
+    };
+    let loaded = events("CatalogLoaded").await;
+    assert!(loaded.note.unwrap_or_default().contains("v4 4.17.0"));
+    let bad = events("CatalogRefused").await;
+    assert!(
+        bad.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("catalog:") && n.contains("stays in force")),
+        "{:?}",
+        bad.note
+    );
+    kubectl(&["-n", &w.ns.name, "annotate", "lfu", "to-next", "e2e/nudge=1"], None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = road_line(&w.ns.upgrade("to-next").await).unwrap();
+    assert!(
+        still.message.contains("4.16.0 -> 4.17.0"),
+        "the last good catalog stays: {still:?}"
+    );
+    w.finish().await;
+}

@@ -143,7 +143,7 @@ pub fn version(data: &[u8]) {
     for line in text.lines().take(8) {
         read_version_string(line, &mut versions);
     }
-    roads(builtin, &versions);
+    roads(&builtin, &versions);
     // The whole input as a catalog passed with --catalog: once it loads, every road it plans.
     if text.contains("known")
         && let Ok(catalog) = Catalog::from_yaml(&text)

@@ -339,6 +339,10 @@ pub struct RoadStop {
     /// before it starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copies: Vec<CopyCount>,
+    /// The release catalog revision that planned this hop, recorded when it started (a later
+    /// catalog never moves a stop already taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
 }
 
 /// One copy counted before the hop that drops its source: PostgreSQL's rows created in

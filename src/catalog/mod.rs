@@ -17,6 +17,9 @@ pub const BUILTIN: &str = include_str!("../../catalog/langfuse.yaml");
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Catalog {
+    /// Which text this is (`rev-` and a hash of the YAML): recorded with each hop it plans.
+    #[serde(skip)]
+    pub revision: String,
     pub known: Known,
     #[serde(rename = "minimumV2", deserialize_with = "version")]
     pub minimum_v2: Version,
@@ -123,6 +126,14 @@ pub struct Requirement {
     pub redis: Option<String>,
 }
 
+/// `rev-` and twelve hex digits of the text's FNV-1a hash: stable across builds and machines.
+fn revision(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("rev-{:012x}", hash >> 16)
+}
+
 fn version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
     let text = String::deserialize(d)?;
     Version::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a version like 3.29.0")))
@@ -132,17 +143,32 @@ fn optional_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Ver
     version(d).map(Some)
 }
 
-static INSTALLED: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+/// The catalog in force; replaced whole when a new one is installed (a reconcile keeps the one
+/// it started with).
+static INSTALLED: std::sync::LazyLock<std::sync::RwLock<std::sync::Arc<Catalog>>> =
+    std::sync::LazyLock::new(|| std::sync::RwLock::new(std::sync::Arc::new(Catalog::builtin())));
+
+static CHANGES: std::sync::LazyLock<tokio::sync::watch::Sender<String>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(String::new()).0);
 
 impl Catalog {
-    /// The catalog in force: one installed at start-up (`--catalog`), else the compiled-in one.
-    pub fn current() -> &'static Catalog {
-        INSTALLED.get_or_init(Catalog::builtin)
+    /// The catalog in force: the last one installed (`--catalog`, the watched ConfigMap), else
+    /// the compiled-in one.
+    pub fn current() -> std::sync::Arc<Catalog> {
+        INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Put a (checked) catalog in force before anything reads it; false if one already is.
-    pub fn install(catalog: Catalog) -> bool {
-        INSTALLED.set(catalog).is_ok()
+    /// Put a (checked) catalog in force; the next reconcile plans with it, and every upgrade is
+    /// woken (a road the old catalog refused may exist now).
+    pub fn install(catalog: Catalog) {
+        let revision = catalog.revision.clone();
+        *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(catalog);
+        CHANGES.send_replace(revision);
+    }
+
+    /// The revision in force, told on each change.
+    pub fn changes() -> tokio::sync::watch::Receiver<String> {
+        CHANGES.subscribe()
     }
 
     /// The compiled-in catalog (checked by the tests, so this cannot fail in a release).
@@ -152,8 +178,9 @@ impl Catalog {
 
     /// A catalog from YAML, checked; the error names the first inconsistency.
     pub fn from_yaml(text: &str) -> Result<Catalog, String> {
-        let catalog: Catalog = serde_yaml::from_str(text).map_err(|e| format!("catalog: {e}"))?;
+        let mut catalog: Catalog = serde_yaml::from_str(text).map_err(|e| format!("catalog: {e}"))?;
         catalog.check()?;
+        catalog.revision = revision(text);
         Ok(catalog)
     }
 

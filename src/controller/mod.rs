@@ -1,6 +1,7 @@
 //! The controller: observe → plan → execute → report, once per reconcile.
 
 pub mod cache;
+pub mod catalog_watch;
 pub mod decide;
 pub mod dispatch;
 pub mod events;

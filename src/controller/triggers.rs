@@ -24,10 +24,25 @@ where
     S: futures::Stream<Item = std::result::Result<Vec<ObjectRef<LangfuseUpgrade>>, watcher::Error>> + Send + 'static,
 {
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store.clone());
+    // A new release catalog wakes every upgrade: a road it refused may exist now.
+    let everyone = store.clone();
+    let catalog = futures::stream::unfold(crate::catalog::Catalog::changes(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+    .map(move |()| {
+        everyone
+            .state()
+            .iter()
+            .map(|u| ObjectRef::from(u.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .boxed();
     let refs = |it: &mut dyn Iterator<Item = Arc<LangfuseUpgrade>>| -> Vec<ObjectRef<LangfuseUpgrade>> {
         it.map(|u| ObjectRef::from(u.as_ref())).collect()
     };
     futures::stream::select_all([
+        catalog,
         triggers_of(own, |keys| keys),
         triggers_of(feeds.deployments, move |d| {
             refs(&mut upgrades_naming_deployment(&s1, d.namespace(), &d.name_any()))

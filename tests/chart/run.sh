@@ -210,9 +210,12 @@ check_jq "metrics Service" "any(.[]; .kind == \"Service\" and .spec.ports[0].nam
 check_jq "dashboard ConfigMap with the grafana_dashboard label" "any(.[]; .kind == \"ConfigMap\" and .metadata.labels.grafana_dashboard == \"1\")"
 check_jq "optional objects off by default" "all(.[]; .kind != \"ServiceMonitor\" and .kind != \"PrometheusRule\" and .kind != \"NetworkPolicy\")"
 jq -s '[.[] | if .kind == "List" then .items[] else . end | select(.kind == "Deployment") | .spec.template.spec
-    | (.containers[0].args | index("--catalog=/etc/lfu/catalog/langfuse.yaml")) != null
-      and .volumes[0].configMap.name == "lfu-catalog" and .containers[0].volumeMounts[0].readOnly] | all' \
-  "$work/render/custom.json" | grep -qx true || bad "custom render: the catalog ConfigMap is not mounted read-only and passed with --catalog"
+    | (.containers[0].args | index("--catalog-config-map=lfu-catalog")) != null
+      and (.containers[0].args | index("--catalog-key=langfuse.yaml")) != null and (.volumes // []) == []] | all' \
+  "$work/render/custom.json" | grep -qx true || bad "custom render: the catalog ConfigMap is not followed with --catalog-config-map"
+jq -s '[.[] | if .kind == "List" then .items[] else . end | select(.kind == "Role" and (.metadata.name | endswith("-catalog")))
+    | .rules[0] | .resourceNames == ["lfu-catalog"] and .verbs == ["get", "list", "watch"]] | length == 1 and all' \
+  "$work/render/custom.json" | grep -qx true || bad "custom render: no Role to follow exactly the catalog ConfigMap"
 cm_dash="$(jq -r '.[] | select(.kind == "ConfigMap") | .data["langfuse-upgrade-operator.json"]' "$work/render/default.objs.json")"
 [[ "$(jq -S . <<<"$cm_dash")" == "$(jq -S . "$chart/files/dashboard.json")" ]] || bad "the dashboard ConfigMap differs from files/dashboard.json"
 log "default render: hardening, probes, env, RBAC mode, PDB, Service, dashboard checked"

@@ -42,7 +42,7 @@ pub use preflight::checks as preflight_checks;
 
 /// Decide the next step for one `LangfuseUpgrade`, over the catalog the operator runs with.
 pub fn plan(upgrade: &LangfuseUpgrade, obs: &Observed, now: Timestamp) -> Decision {
-    plan_over(upgrade, obs, crate::catalog::Catalog::current(), now)
+    plan_over(upgrade, obs, &crate::catalog::Catalog::current(), now)
 }
 
 /// [`plan`] over a given release catalog.

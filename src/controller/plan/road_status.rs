@@ -43,6 +43,11 @@ pub(super) fn road_status(p: &Planner) -> Vec<RoadStop> {
             } else if let Some(b) = before {
                 stop.started_at = b.started_at.clone();
                 stop.finished_at = b.finished_at.clone();
+                stop.catalog = b.catalog.clone();
+                // A hop taken under an older catalog keeps the gates it was judged by.
+                if hop.gates.is_empty() {
+                    stop.gates = b.gates.clone();
+                }
                 if !b.copies.is_empty() {
                     stop.copies = b.copies.clone();
                 }

@@ -1190,7 +1190,7 @@ fn the_plan_follows_the_catalog_it_is_given() {
         let line = d.status.checks.iter().find(|c| c.name == "infrastructure").cloned();
         line.map(|c| (c.result, c.message)).expect("an infrastructure line")
     };
-    let installed = crate::catalog::Catalog::current();
+    let installed = crate::testing::catalog();
     let (result, _) = infrastructure(&super::plan_over(&w.upgrade, &obs, installed, t(0)));
     assert_eq!(result, crate::api::CheckResult::Pass);
     let mut stricter = installed.clone();
@@ -1425,4 +1425,47 @@ fn a_patch_of_the_stop_is_a_source_whose_facts_are_checked() {
     w.worker_started();
     w.run_until(Phase::Completed, 30);
     assert!(image(&w.web).ends_with(":4.16.0"));
+}
+
+/// A catalog that learns a newer patch of the required stop mid-road (3.225.5) never moves a
+/// stop already taken: the rest of the road goes on from the stop reached; a road not yet under
+/// way takes the newer stop. Each hop records the catalog revision that planned it.
+#[test]
+fn a_newer_catalog_never_moves_a_stop_already_taken() {
+    let mut newer = crate::catalog::Catalog::builtin();
+    newer.known.v3 = Version::parse("3.225.5").unwrap();
+    newer.revision = "rev-newer".into();
+    let w = Chart::new(chart_spec("4.16.0"), "3.100.0");
+    let mut u = w.upgrade.clone();
+    let status = u.status.get_or_insert_with(Default::default);
+    status.source_version = Some("3.100.0".into());
+    let obs = w.observe();
+    let road_of = |u: &crate::api::LangfuseUpgrade| {
+        let p = Planner::new(u, &obs, &newer, t(0));
+        crate::controller::plan::in_place::planned(&p)
+            .unwrap()
+            .iter()
+            .map(|h| format!("{}->{}", h.from, h.to))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(road_of(&u), ["3.100.0->3.225.5", "3.225.5->4.16.0"]);
+    let hop = crate::catalog::road::road(
+        crate::testing::catalog(),
+        Version::parse("3.100.0").unwrap(),
+        Version::parse("3.225.4").unwrap(),
+        false,
+    )
+    .unwrap();
+    let mut taken = crate::controller::plan::in_place::stop_of(&hop[0], crate::api::StopState::Done);
+    (taken.started_at, taken.finished_at) = (Some(crate::testing::time(1)), Some(crate::testing::time(2)));
+    u.status.as_mut().unwrap().road = vec![taken];
+    assert_eq!(road_of(&u), ["3.100.0->3.225.4", "3.225.4->4.16.0"]);
+    // The hop's start records the revision that planned it.
+    let w = worker_on_the_stop();
+    let stop = w.status().road.into_iter().find(|r| r.version == "3.225.4").unwrap();
+    assert_eq!(
+        stop.catalog.as_deref(),
+        Some(crate::testing::catalog().revision.as_str())
+    );
+    assert!(stop.catalog.unwrap().starts_with("rev-"));
 }

@@ -432,6 +432,14 @@ impl Operator {
         op
     }
 
+    /// One elected replica started with `extra` arguments (e.g. the catalog's ConfigMap).
+    pub fn start_with_args(ns: &str, identity: &str, extra: &[&str]) -> Operator {
+        let mut op = Operator::new(ns, identity, true);
+        op.args.extend(extra.iter().map(|a| a.to_string()));
+        op.spawn();
+        op
+    }
+
     /// One elected replica that reaches the apiserver through `proxy` (same identity).
     pub fn start_through(ns: &str, identity: &str, proxy: &proxy::ApiProxy) -> Operator {
         let mut op = Operator::new(ns, identity, true);

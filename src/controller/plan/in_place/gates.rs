@@ -202,10 +202,17 @@ pub(super) fn start(p: &mut Planner, hop: &Hop, walker: Walker) -> Gate {
     } else if !unmet.is_empty() {
         return Err(blocked(p, hop, &unmet));
     }
+    record_start(p, hop);
+    Ok(())
+}
+
+/// The hop's start, with the catalog revision that planned it.
+fn record_start(p: &mut Planner, hop: &Hop) {
     let now = p.now_time();
+    let revision = p.catalog.revision.clone();
     let stop = record(p, hop);
     stop.started_at = Some(now);
-    Ok(())
+    stop.catalog = Some(revision);
 }
 
 /// The unmet gates with a hold of their own: an orphan row (its reason, fix and remedy where

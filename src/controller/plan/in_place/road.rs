@@ -46,7 +46,41 @@ pub(crate) fn planned(p: &Planner) -> Result<Vec<Hop>, RoadError> {
     let (Some(from), Some(to)) = (from, Version::parse(destination(p.spec))) else {
         return Ok(Vec::new());
     };
-    road(p.catalog, from, to, p.spec.target.accept_unknown_release)
+    let accept = p.spec.target.accept_unknown_release;
+    let fresh = road(p.catalog, from, to, accept)?;
+    // A road under way keeps the stops it took: if the catalog changed since (a newer patch of
+    // the required stop, say), the rest is planned from the last stop reached, never a hop
+    // from a release that no longer runs.
+    let taken: Vec<&RoadStop> = p.status.road.iter().filter(|s| s.finished_at.is_some()).collect();
+    let on = |s: &RoadStop| {
+        fresh
+            .iter()
+            .any(|h| h.from.to_string() == s.from && h.to.to_string() == s.version)
+    };
+    if taken.iter().all(|s| on(s)) {
+        return Ok(fresh);
+    }
+    let Some(last) = taken.iter().filter_map(|s| Version::parse(&s.version)).max() else {
+        return Ok(fresh);
+    };
+    let mut hops: Vec<Hop> = taken.iter().filter_map(|s| hop_of(s)).collect();
+    hops.extend(road(p.catalog, last, to, accept)?);
+    Ok(hops)
+}
+
+/// A hop taken, as the status records it (its gates held and are not asked again).
+fn hop_of(s: &RoadStop) -> Option<Hop> {
+    Some(Hop {
+        from: Version::parse(&s.from)?,
+        to: Version::parse(&s.version)?,
+        mode: match s.mode {
+            StopMode::BesideV2 => HopMode::BesideV2,
+            StopMode::InPlace => HopMode::InPlace,
+        },
+        gates: Vec::new(),
+        required_because: s.required_because.clone(),
+        irreversible: s.irreversible.clone(),
+    })
 }
 
 /// The recorded stop of a hop (times), if any.
@@ -87,6 +121,7 @@ pub(crate) fn stop_of(hop: &Hop, state: StopState) -> RoadStop {
         started_at: None,
         finished_at: None,
         backup: None,
+        catalog: None,
         // One entry per copy to count; the counts come before the hop starts.
         copies: hop
             .gates

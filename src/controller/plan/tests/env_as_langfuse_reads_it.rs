@@ -43,7 +43,7 @@ fn gate_open(worker: Deployment) -> bool {
         worker: Some(worker),
         ..untouched()
     };
-    let p = Planner::new(&u, &obs, crate::catalog::Catalog::current(), t(0));
+    let p = Planner::new(&u, &obs, crate::testing::catalog(), t(0));
     migrate::open_gates(&p).is_open(BACKFILL)
 }
 

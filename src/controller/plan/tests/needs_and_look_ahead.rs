@@ -24,6 +24,7 @@ fn a_hop_under_way_reads_clickhouse_only_when_its_rollback_depends_on_it() {
         finished_at: finished.map(time),
         backup: None,
         copies: Vec::new(),
+        catalog: None,
     };
     let needs_with = |source: Option<&str>, road: crate::api::RoadStop| {
         let mut st = status.clone();

@@ -21,7 +21,7 @@ pub(super) fn verified_status() -> LangfuseUpgradeStatus {
 
 fn planner_for<'a>(u: &'a LangfuseUpgrade, obs: &'a Observed) -> (Planner<'a>, crate::controller::validate::Settings) {
     (
-        Planner::new(u, obs, crate::catalog::Catalog::current(), t(100)),
+        Planner::new(u, obs, crate::testing::catalog(), t(100)),
         crate::controller::validate::validate(u).unwrap(),
     )
 }
@@ -70,11 +70,11 @@ fn v2_is_never_recorded_retired_before_it_was_verified() {
     let mut obs = untouched();
     obs.source = None;
     let settings = crate::controller::validate::validate(&u).unwrap();
-    let mut p = Planner::new(&u, &obs, crate::catalog::Catalog::current(), t(40));
+    let mut p = Planner::new(&u, &obs, crate::testing::catalog(), t(40));
     assert!(retire::retire(&mut p, &settings).is_ok());
     let retired = p.status.source_retired_at.clone().unwrap();
     assert_eq!(retired, time(41), "rounded up to the whole second after verifiedAt");
-    let mut p = Planner::new(&u, &obs, crate::catalog::Catalog::current(), t(45));
+    let mut p = Planner::new(&u, &obs, crate::testing::catalog(), t(45));
     assert!(retire::retire(&mut p, &settings).is_ok());
     assert_eq!(p.status.source_retired_at, Some(time(45)));
 }
@@ -84,7 +84,7 @@ fn v2_is_never_recorded_retired_before_it_was_verified() {
 fn a_second_different_apply_of_one_deployment_is_caught() {
     let u = upgrade(spec(), Default::default());
     let obs = untouched();
-    let mut p = Planner::new(&u, &obs, crate::catalog::Catalog::current(), t(40));
+    let mut p = Planner::new(&u, &obs, crate::testing::catalog(), t(40));
     let mut d = k8s_openapi::api::apps::v1::Deployment::default();
     d.metadata.name = Some("prod-langfuse-web".into());
     p.act(Action::ApplyDeployment(Box::new(d.clone())));
