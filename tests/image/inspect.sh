@@ -48,9 +48,11 @@ mount --bind "$work/rootfs" "$work/rootfs"
 mount -o remount,bind,ro "$work/rootfs"
 touch "$work/rootfs/probe" 2>/dev/null && bad "the root is writable"
 run() { chroot --userspec=65532:65532 "$work/rootfs" /usr/local/bin/langfuse-upgrade-operator "$@"; }
-run --version | grep -q '^langfuse-upgrade-operator ' || bad "--version"
-run crd | grep -q 'kind: CustomResourceDefinition' || bad "crd"
-run catalog | grep -q 'parallelVersion: 3.29.0' || bad "catalog"
+# Each output read whole before it is searched: `grep -q` stops reading at its first match, and
+# a CRD larger than the pipe's buffer then ends the writer with a broken pipe.
+grep -q '^langfuse-upgrade-operator ' <<<"$(run --version)" || bad "--version"
+grep -q 'kind: CustomResourceDefinition' <<<"$(run crd)" || bad "crd"
+grep -q 'parallelVersion: 3.29.0' <<<"$(run catalog)" || bad "catalog"
 # `run` without a cluster: a clear error and a non-zero exit, not a crash.
 set +e
 err="$(KUBERNETES_SERVICE_HOST= run run --no-leader-election 2>&1 >/dev/null)"; code=$?
