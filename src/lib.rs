@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod databases;
 pub mod error;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod migrations;

@@ -335,3 +335,41 @@ pub fn catalog() -> &'static crate::catalog::Catalog {
         std::sync::LazyLock::new(crate::catalog::Catalog::builtin);
     &BUILTIN
 }
+
+/// The web and worker Deployments the operator builds beside the v2 of [`v2_deployment`], at
+/// `version`.
+pub fn v3_pair(spec: &LangfuseUpgradeSpec, version: &str, migrations: bool, owner: bool) -> (Deployment, Deployment) {
+    use crate::resources::deployments::views::source_container;
+    use crate::resources::deployments::{BuildInput, web_deployment, worker_deployment};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let v2 = v2_deployment(2);
+    let container = source_container(spec, &v2).unwrap().clone();
+    let pod = v2.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let port = crate::resources::service::resolve_web_port(&v2_service(chart_selector()), &container).unwrap();
+    let selector = chart_selector();
+    let owner = owner.then(|| OwnerReference {
+        uid: UID.into(),
+        name: UPGRADE.into(),
+        ..Default::default()
+    });
+    let input = BuildInput {
+        upgrade_name: UPGRADE,
+        namespace: NS,
+        owner,
+        spec,
+        source_name: V2_NAME,
+        source_selector: &selector,
+        source_pod: &pod,
+        source_container: &container,
+        web_port: &port,
+        images: &crate::resources::images::v3_images(spec, Some(&container)).0,
+        version,
+        replicas: 2,
+        migrations_enabled: migrations,
+        restarts: 0,
+    };
+    (
+        web_deployment(&input),
+        worker_deployment(&BuildInput { replicas: 1, ..input }),
+    )
+}

@@ -1134,6 +1134,49 @@ async fn the_admission_policy_refuses_a_skipping_helm_upgrade_and_lets_the_road_
         None,
     );
     assert!(!ok && out.contains("goes below 4.0.0"), "{out}");
+    // The day after: the chart's values for what runs. This layout sets no SALT: blocked, said.
+    let (code, _, err) = lfu(&["-n", &w.ns.name, "handoff", "vap", "--chart", "2.0.0"], None);
+    assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    assert!(err.contains("SALT is not set"), "{err}");
+    // Given by reference, as a chart install would: the values reproduce what runs.
+    kubectl(
+        &[
+            "-n",
+            &w.ns.name,
+            "create",
+            "secret",
+            "generic",
+            "langfuse-auth",
+            "--from-literal=NEXTAUTH_SECRET=e2e-next",
+            "--from-literal=SALT=e2e-salt-value",
+        ],
+        None,
+    );
+    for d in ["deploy/langfuse-web", "deploy/langfuse-worker"] {
+        kubectl(
+            &["-n", &w.ns.name, "set", "env", d, "--from=secret/langfuse-auth"],
+            None,
+        );
+    }
+    let (code, values, err) = lfu(&["-n", &w.ns.name, "handoff", "vap", "--chart", "2.0.0"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !values.contains("e2e-salt-value") && !values.contains("e2e-next"),
+        "a secret in clear: {values}"
+    );
+    let v: Value = serde_yaml::from_str(&values).unwrap();
+    assert_eq!(v["langfuse"]["image"]["tag"], json!("4.16.0"));
+    assert_eq!(
+        v["langfuse"]["salt"]["secretKeyRef"],
+        json!({ "name": "langfuse-auth", "key": "SALT" })
+    );
+    assert_eq!(v["clickhouse"]["cluster"]["enabled"], json!(false));
+    let env = v["langfuse"]["additionalEnv"].as_array().unwrap();
+    let flag = env
+        .iter()
+        .find(|e| e["name"] == "LANGFUSE_MIGRATION_V4_WRITE_MODE")
+        .expect("the write mode as running");
+    assert_eq!(flag["value"], json!("legacy"));
     web.abort();
     worker.abort();
     kubectl(

@@ -226,6 +226,10 @@ pub struct LangfuseUpgradeStatus {
     pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_version: Option<String>,
+    /// Once completed: whether what runs can be handed to the official chart (`kubectl lfu
+    /// handoff NAME --chart VERSION` prints its values), or what blocks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
     /// The road from the release v2 runs to the one asked for, stop by stop (from the release

@@ -1,5 +1,5 @@
 //! `kubectl lfu`: the plugin's pure parts (what it shows, from the object and its Events).
-//! Its I/O lives in `src/bin/kubectl-lfu.rs`.
+//! Its I/O lives in `src/bin/kubectl-lfu/`.
 
 pub mod history;
 pub mod render;

@@ -135,6 +135,7 @@ pub(super) fn complete(p: &mut Planner) -> Hold {
             return hold;
         }
         p.record_now(Fact::Completed);
+        note_handoff(p);
         return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
     }
     let done = [
@@ -152,7 +153,24 @@ pub(super) fn complete(p: &mut Planner) -> Hold {
         p.act(Action::DeleteSource);
     }
     p.record_now(Fact::Completed);
+    note_handoff(p);
     Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE)
+}
+
+/// Whether what runs can go back to the official chart, or what blocks it (said from the
+/// completing decision on, and kept current while completed).
+fn note_handoff(p: &mut Planner) {
+    let (Some(web), Some(worker)) = (p.obs.web.as_ref(), p.obs.worker.as_ref()) else {
+        return;
+    };
+    let chart = crate::handoff::ChartLine::V2;
+    p.status.handoff = Some(match crate::handoff::values(chart, web, worker, p.catalog) {
+        Ok(_) => format!(
+            "possible: kubectl lfu handoff {} --chart 2.0.0 prints the official chart's values for what runs",
+            p.name()
+        ),
+        Err(blocked) => format!("blocked: {}", blocked.join("; ")),
+    });
 }
 
 /// Names of v3 Deployments that still carry this upgrade's owner reference.
@@ -193,6 +211,7 @@ pub(super) fn completed_message(p: &Planner) -> String {
 /// and now reaches no ready pod (v2 is at 0), that is an outage: say so, do not fight over it.
 /// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
 pub(super) fn after_completion(p: &mut Planner) -> Hold {
+    note_handoff(p);
     if p.road().is_in_place() {
         return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
     }

@@ -1469,3 +1469,33 @@ fn a_newer_catalog_never_moves_a_stop_already_taken() {
     );
     assert!(stop.catalog.unwrap().starts_with("rev-"));
 }
+
+/// Once completed, status says whether what runs can go back to the official chart, or what
+/// blocks it.
+#[test]
+fn completed_says_whether_the_chart_can_take_over() {
+    let mut w = Chart::new(chart_spec("3.225.4"), "3.100.0");
+    w.run_until(Phase::Completed, 40);
+    let d = w.step();
+    let note = d.status.handoff.expect("said once completed");
+    assert!(note.starts_with("blocked: SALT is not set"), "{note}");
+    let salt = |name: &str| k8s_openapi::api::core::v1::EnvVar {
+        name: name.into(),
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                name: "langfuse-app".into(),
+                key: name.to_lowercase(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+        value: None,
+    };
+    for d in [&mut w.web, &mut w.worker] {
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        c.env = Some(vec![salt("SALT"), salt("NEXTAUTH_SECRET")]);
+    }
+    let d = w.step();
+    let note = d.status.handoff.unwrap();
+    assert!(note.starts_with("possible: kubectl lfu handoff"), "{note}");
+}

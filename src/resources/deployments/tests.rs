@@ -1,41 +1,11 @@
 use super::views::source_container;
 use super::*;
 use crate::resources::labels::selector_matches;
-use crate::resources::service::resolve_web_port;
 use crate::testing::*;
 use k8s_openapi::api::core::v1::EnvVar;
 
 fn build(spec: &LangfuseUpgradeSpec, migrations: bool, owner: bool) -> (Deployment, Deployment) {
-    let v2 = v2_deployment(2);
-    let container = source_container(spec, &v2).unwrap().clone();
-    let pod = v2.spec.as_ref().unwrap().template.spec.clone().unwrap();
-    let port = resolve_web_port(&v2_service(chart_selector()), &container).unwrap();
-    let selector = chart_selector();
-    let owner = owner.then(|| OwnerReference {
-        uid: UID.into(),
-        name: UPGRADE.into(),
-        ..Default::default()
-    });
-    let input = BuildInput {
-        upgrade_name: UPGRADE,
-        namespace: NS,
-        owner,
-        spec,
-        source_name: V2_NAME,
-        source_selector: &selector,
-        source_pod: &pod,
-        source_container: &container,
-        web_port: &port,
-        images: &crate::resources::images::v3_images(spec, Some(&container)).0,
-        version: "3.29.0",
-        replicas: 2,
-        migrations_enabled: migrations,
-        restarts: 0,
-    };
-    (
-        web_deployment(&input),
-        worker_deployment(&BuildInput { replicas: 1, ..input }),
-    )
+    crate::testing::v3_pair(spec, "3.29.0", migrations, owner)
 }
 
 fn pod(d: &Deployment) -> &PodSpec {

@@ -22,6 +22,9 @@ use langfuse_upgrade_operator::controller::{observe, validate};
 use langfuse_upgrade_operator::databases::Live;
 use serde_json::json;
 
+mod handoff;
+mod road;
+
 #[derive(Parser)]
 #[command(
     name = "kubectl-lfu",
@@ -99,6 +102,14 @@ enum Command {
         #[arg(long)]
         accept_unknown: bool,
     },
+    /// The official chart's values that reproduce what runs (nothing is changed): stores
+    /// external, secrets by reference, the exact release and v4 flags as running.
+    Handoff {
+        name: String,
+        /// The official chart version to write values for (1.x or 2.x, e.g. 2.0.0).
+        #[arg(long)]
+        chart: String,
+    },
     /// The timeline of an upgrade: its recorded facts and Events.
     History {
         name: String,
@@ -174,7 +185,7 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
         accept_unknown,
     } = &cli.command
     {
-        return road(from, to, catalog.as_deref(), *accept_unknown);
+        return road::road(from, to, catalog.as_deref(), *accept_unknown);
     }
     if let Command::Plan {
         file: Some(path),
@@ -215,27 +226,7 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Abort { name, yes } => abort(&api, &ns, name, *yes).await,
         Command::History { name, output } => history(&client, &api, &ns, name, *output).await,
         Command::Road { .. } => unreachable!("answered without a cluster above"),
-    }
-}
-
-/// The road, without a cluster: exit 0 with the road, 1 when there is none.
-fn road(from: &str, to: &str, catalog: Option<&std::path::Path>, accept_unknown: bool) -> Fallible<ExitCode> {
-    use langfuse_upgrade_operator::catalog::Catalog;
-    let catalog = match catalog {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the catalog {}: {e}", path.display()))
-            .and_then(|text| Catalog::from_yaml(&text))?,
-        None => Catalog::builtin(),
-    };
-    match langfuse_upgrade_operator::cli::road::road_text(&catalog, from, to, accept_unknown) {
-        Ok(text) => {
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(why) => {
-            eprintln!("no road: {why}");
-            Ok(ExitCode::from(1))
-        }
+        Command::Handoff { name, chart } => handoff::handoff(&client, &ns, &get(&api, &ns, name).await?, chart).await,
     }
 }
 

@@ -1,0 +1,13 @@
+//! The day after: the values of the official chart that reproduce the Langfuse that runs, so an
+//! installation the operator upgraded can go back to the chart its team maintains (facts:
+//! `official-chart-v3-v4-layout.md` §3, §4, §8). Pure: the running Deployments in, the values (or
+//! what blocks them) out.
+
+pub mod chart;
+pub mod values;
+
+pub use chart::ChartLine;
+pub use values::{Handoff, values};
+
+#[cfg(test)]
+mod tests;

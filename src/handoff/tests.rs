@@ -1,0 +1,131 @@
+//! The values reproduce the operator's own Deployments: stores external, secrets by reference,
+//! the exact release, the v4 flags as running; what cannot be carried over blocks, without the
+//! secret in the words.
+
+use super::*;
+use crate::testing::{spec, v3_pair};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::EnvVar;
+use serde_json::{Value, json};
+
+fn at(release: &str) -> (Deployment, Deployment) {
+    let (mut web, mut worker) = v3_pair(&spec(), release, true, false);
+    for d in [&mut web, &mut worker] {
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        let image = c.image.clone().unwrap();
+        let repo = image.rsplit_once(':').unwrap().0.to_string();
+        c.image = Some(format!("{repo}:{release}"));
+    }
+    (web, worker)
+}
+
+fn env(values: &Value) -> Vec<(String, Value)> {
+    values["langfuse"]["additionalEnv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
+}
+
+fn set_env(d: &mut Deployment, name: &str, value: &str) {
+    let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+    let env = c.env.get_or_insert_with(Vec::new);
+    env.retain(|e| e.name != name);
+    env.push(EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    });
+}
+
+#[test]
+fn the_values_reproduce_what_runs_with_every_store_external_and_secrets_by_reference() {
+    let (web, worker) = at("3.225.4");
+    let h = values(ChartLine::V1, &web, &worker, crate::testing::catalog()).unwrap();
+    let v = &h.values;
+    for store in ["postgresql", "clickhouse", "redis", "s3"] {
+        assert_eq!(v[store]["deploy"], json!(false), "{store}");
+    }
+    assert_eq!(v["langfuse"]["image"]["tag"], json!("3.225.4"));
+    assert_eq!(
+        v["langfuse"]["salt"]["secretKeyRef"],
+        json!({ "name": "prod-langfuse-salt", "key": "salt" })
+    );
+    assert_eq!(
+        v["langfuse"]["nextauth"]["secret"]["secretKeyRef"]["name"],
+        json!("prod-langfuse-nextauth")
+    );
+    assert_eq!(v["langfuse"]["nextauth"]["url"], json!("https://langfuse.example.com"));
+    assert_eq!(
+        v["langfuse"]["serviceAccount"],
+        json!({ "create": false, "name": "prod-langfuse" })
+    );
+    assert_eq!(v["clickhouse"]["clusterEnabled"], json!(false));
+    assert_eq!(v["s3"]["eventUpload"]["bucket"], json!("langfuse-events"));
+    assert_eq!(
+        v["s3"]["eventUpload"]["accessKeyId"]["secretKeyRef"]["key"],
+        json!("access-key-id")
+    );
+    let env = env(v);
+    let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    for wanted in [
+        "DATABASE_URL",
+        "CLICKHOUSE_MIGRATION_URL",
+        "CLICKHOUSE_CLUSTER_ENABLED",
+        "REDIS_CONNECTION_STRING",
+    ] {
+        assert!(names.contains(&wanted), "{wanted}: {names:?}");
+    }
+    for structured in ["SALT", "NEXTAUTH_SECRET", "LANGFUSE_S3_EVENT_UPLOAD_BUCKET", "PORT"] {
+        assert!(!names.contains(&structured), "{structured} twice: {names:?}");
+    }
+    let db = &env.iter().find(|(n, _)| n == "DATABASE_URL").unwrap().1;
+    assert_eq!(db["valueFrom"]["secretKeyRef"]["name"], json!("prod-langfuse-db"));
+    // 2.x: the cluster switch has its own key.
+    let h2 = values(ChartLine::V2, &web, &worker, crate::testing::catalog()).unwrap();
+    assert_eq!(h2.values["clickhouse"]["cluster"]["enabled"], json!(false));
+}
+
+/// A v4 that runs on its image's defaults is handed over with them written out: the chart's
+/// pods never fall back to other defaults, and never cut a `legacy` installation over.
+#[test]
+fn the_v4_flags_are_written_as_they_run() {
+    let (mut web, mut worker) = at("4.16.0");
+    // Only the write mode set; the other three at the image's defaults.
+    for d in [&mut web, &mut worker] {
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        let flags = crate::resources::v4_env::KEEP_V3_BEHAVIOUR.map(|(n, _)| n);
+        c.env.as_mut().unwrap().retain(|e| !flags.contains(&e.name.as_str()));
+        set_env(d, crate::resources::v4_env::WRITE_MODE, "legacy");
+    }
+    let h = values(ChartLine::V2, &web, &worker, crate::testing::catalog()).unwrap();
+    let env = env(&h.values);
+    let value = |n: &str| env.iter().find(|(x, _)| x == n).map(|(_, e)| e["value"].clone());
+    assert_eq!(value(crate::resources::v4_env::WRITE_MODE), Some(json!("legacy")));
+    let catalog = crate::testing::catalog();
+    let v4 = crate::version::Version::parse("4.16.0").unwrap();
+    for (name, _) in crate::resources::v4_env::KEEP_V3_BEHAVIOUR.iter().skip(1) {
+        assert_eq!(value(name), catalog.env_default(name, v4).map(|d| json!(d)), "{name}");
+    }
+}
+
+/// A secret written as a literal is never copied: the handoff blocks and says how to fix it,
+/// without the value.
+#[test]
+fn a_secret_in_clear_blocks_without_being_printed() {
+    let (mut web, worker) = at("3.225.4");
+    set_env(&mut web, "SALT", "s3cr3t-salt-value");
+    set_env(&mut web, "DATABASE_URL", "postgres://langfuse:hunter2@db:5432/langfuse");
+    let blocked = values(ChartLine::V1, &web, &worker, crate::testing::catalog()).unwrap_err();
+    let text = blocked.join("\n");
+    assert!(text.contains("SALT is written in the pod as a literal"), "{text}");
+    assert!(text.contains("DATABASE_URL holds a password"), "{text}");
+    assert!(!text.contains("s3cr3t") && !text.contains("hunter2"), "{text}");
+    // Web and worker on different releases: nothing to hand over yet.
+    let (web, _) = at("3.225.4");
+    let (_, worker) = at("3.224.1");
+    let blocked = values(ChartLine::V1, &web, &worker, crate::testing::catalog()).unwrap_err();
+    assert!(blocked[0].contains("one exact release"), "{blocked:?}");
+    assert!(ChartLine::of("3.0.0").unwrap_err().contains("1.x and 2.x"));
+}
