@@ -1157,6 +1157,8 @@ async fn the_admission_policy_refuses_a_skipping_helm_upgrade_and_lets_the_road_
             &["-n", &w.ns.name, "set", "env", d, "--from=secret/langfuse-auth"],
             None,
         );
+        let bucket = "LANGFUSE_S3_EVENT_UPLOAD_BUCKET=langfuse-events";
+        kubectl(&["-n", &w.ns.name, "set", "env", d, bucket], None);
     }
     let (code, values, err) = lfu(&["-n", &w.ns.name, "handoff", "vap", "--chart", "2.0.0"], None);
     assert_eq!(code, 0, "{err}");

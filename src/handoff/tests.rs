@@ -129,3 +129,92 @@ fn a_secret_in_clear_blocks_without_being_printed() {
     assert!(blocked[0].contains("one exact release"), "{blocked:?}");
     assert!(ChartLine::of("3.0.0").unwrap_err().contains("1.x and 2.x"));
 }
+
+/// The operator's own web and worker at 4.16.0 with SALT from a Secret: the fixture the
+/// committed values and renders of `tests/handoff` were made from.
+fn handed_over() -> (Deployment, Deployment) {
+    let (mut web, mut worker) = at("4.16.0");
+    for d in [&mut web, &mut worker] {
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        let env = c.env.as_mut().unwrap();
+        env.retain(|e| e.name != "SALT");
+        env.push(EnvVar {
+            name: "SALT".into(),
+            value: None,
+            value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                    name: "langfuse-app".into(),
+                    key: "salt".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        });
+    }
+    (web, worker)
+}
+
+/// The values are exactly the ones the official chart was rendered from (tests/handoff), and
+/// each render runs what the operator's Deployments run: every variable with the same value or
+/// Secret reference, the same image, replicas and ServiceAccount.
+#[test]
+fn the_values_match_the_committed_renders() {
+    let (web, worker) = handed_over();
+    for (line, values_text, render_text) in [
+        (
+            ChartLine::V1,
+            include_str!("../../tests/handoff/values-1.5.41.yaml"),
+            include_str!("../../tests/handoff/render-1.5.41.yaml"),
+        ),
+        (
+            ChartLine::V2,
+            include_str!("../../tests/handoff/values-2.0.0.yaml"),
+            include_str!("../../tests/handoff/render-2.0.0.yaml"),
+        ),
+    ] {
+        let h = values(line, &web, &worker, crate::testing::catalog()).unwrap();
+        let committed: Value = serde_yaml::from_str(values_text).unwrap();
+        assert_eq!(h.values, committed, "{line:?}: regenerate tests/handoff (README.md)");
+        let rendered: Vec<Deployment> = serde_yaml::Deserializer::from_str(render_text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        for (running, suffix) in [(&web, "-web"), (&worker, "-worker")] {
+            let chart = rendered
+                .iter()
+                .find(|d| d.metadata.name.as_deref().is_some_and(|n| n.ends_with(suffix)))
+                .unwrap();
+            let pod = |d: &Deployment| d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+            let (ours, theirs) = (pod(running), pod(chart));
+            let c = |p: &k8s_openapi::api::core::v1::PodSpec| {
+                p.containers
+                    .iter()
+                    .find(|c| c.name.starts_with("langfuse-"))
+                    .cloned()
+                    .unwrap()
+            };
+            let (ours_c, theirs_c) = (c(&ours), c(&theirs));
+            assert_eq!(ours_c.image, theirs_c.image, "{line:?}{suffix}");
+            assert_eq!(ours.service_account_name, theirs.service_account_name);
+            assert_eq!(
+                running.spec.as_ref().unwrap().replicas,
+                chart.spec.as_ref().unwrap().replicas
+            );
+            // As Kubernetes reads a list with a name twice: the last one.
+            let last = |env: &[EnvVar], name: &str| env.iter().rev().find(|e| e.name == name).cloned();
+            let theirs_env = theirs_c.env.clone().unwrap_or_default();
+            for e in ours_c
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| e.name != "PORT" && e.name != "HOSTNAME")
+            {
+                assert_eq!(
+                    last(&theirs_env, &e.name).as_ref(),
+                    Some(e),
+                    "{line:?}{suffix}: {}",
+                    e.name
+                );
+            }
+        }
+    }
+}

@@ -32,11 +32,50 @@ const STRUCTURED: [&str; 8] = [
     "LANGFUSE_AUTO_CLICKHOUSE_MIGRATION_DISABLED",
 ];
 
+/// Settings the chart renders from values of its own, which refuse the same variable in
+/// `additionalEnv` (its "only one of" checks): the running value goes to the key instead.
+const FEATURES: [(&str, &[&str], Kind); 4] = [
+    (
+        "TELEMETRY_ENABLED",
+        &["langfuse", "features", "telemetryEnabled"],
+        Kind::Bool,
+    ),
+    (
+        "AUTH_DISABLE_SIGNUP",
+        &["langfuse", "features", "signUpDisabled"],
+        Kind::Bool,
+    ),
+    (
+        "ENABLE_EXPERIMENTAL_FEATURES",
+        &["langfuse", "features", "experimentalFeaturesEnabled"],
+        Kind::Bool,
+    ),
+    ("NODE_ENV", &["langfuse", "nodeEnv"], Kind::Text),
+];
+
+/// Keys whose chart default would clash with the variable passed through `additionalEnv`:
+/// emptied, so the running value is the only one.
+const CLEARED: [(&str, &[&str]); 3] = [
+    ("CLICKHOUSE_USER", &["clickhouse", "auth", "username"]),
+    ("DATABASE_USERNAME", &["postgresql", "auth", "username"]),
+    ("DATABASE_NAME", &["postgresql", "auth", "database"]),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Text,
+}
+
+/// The buckets by kind: the chart wants them as values; a kind the pods do not use is off.
+const S3_KINDS: [(&str, &str); 3] = [
+    ("LANGFUSE_S3_EVENT_UPLOAD_", "eventUpload"),
+    ("LANGFUSE_S3_BATCH_EXPORT_", "batchExport"),
+    ("LANGFUSE_S3_MEDIA_UPLOAD_", "mediaUpload"),
+];
+
 /// Redis by host (the chart builds its connection string; its validation wants `redis.host`).
 const REDIS_BY_HOST: [&str; 4] = ["REDIS_HOST", "REDIS_PORT", "REDIS_AUTH", "REDIS_TLS_ENABLED"];
-
-/// The event bucket: the chart requires it as values when its S3 is not deployed.
-const S3_EVENTS: &str = "LANGFUSE_S3_EVENT_UPLOAD_";
 
 /// The values of chart line `line` that reproduce `web` and `worker`, or what blocks them.
 pub fn values(
@@ -114,7 +153,33 @@ pub fn values(
     if redis_by_host {
         redis(&env, &mut v, &mut blocked);
     }
-    s3(&env, &mut v, &mut blocked);
+    for (prefix, kind) in S3_KINDS {
+        s3(&env, prefix, kind, &mut v, &mut blocked);
+    }
+    // Both chart lines render a media-upload bucket whatever `enabled` says (2.x a default
+    // `langfuse` bucket): one the pods lack goes to the event bucket, said in a note.
+    let no_media = literal(&env, "LANGFUSE_S3_MEDIA_UPLOAD_BUCKET").is_none();
+    if no_media {
+        if let Some(bucket) = literal(&env, "LANGFUSE_S3_EVENT_UPLOAD_BUCKET") {
+            set(&mut v, &["s3", "mediaUpload", "bucket"], json!(bucket));
+            set(&mut v, &["s3", "mediaUpload", "prefix"], json!("media/"));
+            notes.push(format!("the chart always configures media uploads and the running pods have none: the values send them to {bucket} under media/; change s3.mediaUpload if they belong elsewhere"));
+        }
+    }
+    for (name, path, kind) in FEATURES {
+        if let Some(x) = literal(&env, name) {
+            let value = match kind {
+                Kind::Bool => json!(x == "true"),
+                Kind::Text => json!(x),
+            };
+            set(&mut v, path, value);
+        }
+    }
+    for (name, path) in CLEARED {
+        if env.iter().any(|e| e.name == name) {
+            set(&mut v, path, json!(""));
+        }
+    }
     // ClickHouse rides in additionalEnv: with CLICKHOUSE_MIGRATION_URL there the chart renders
     // none of its own ClickHouse env (CLICKHOUSE_CLUSTER_ENABLED included), so all of it is ours.
     if literal(&env, "CLICKHOUSE_CLUSTER_ENABLED").is_some_and(|c| c == "true") {
@@ -125,7 +190,8 @@ pub fn values(
     let mut additional: Vec<EnvVar> = Vec::new();
     for e in &env {
         let structured = STRUCTURED.contains(&e.name.as_str())
-            || e.name.starts_with(S3_EVENTS)
+            || S3_KINDS.iter().any(|(prefix, _)| e.name.starts_with(prefix))
+            || FEATURES.iter().any(|(n, ..)| *n == e.name && e.value.is_some())
             || (redis_by_host && REDIS_BY_HOST.contains(&e.name.as_str()));
         if structured {
             continue;
@@ -216,27 +282,39 @@ fn redis(env: &[EnvVar], v: &mut Value, blocked: &mut Vec<String>) {
     }
 }
 
-fn s3(env: &[EnvVar], v: &mut Value, blocked: &mut Vec<String>) {
-    let base = ["s3", "eventUpload"];
+fn s3(env: &[EnvVar], prefix: &str, kind: &str, v: &mut Value, blocked: &mut Vec<String>) {
+    if literal(env, &format!("{prefix}BUCKET")).is_none() {
+        match kind {
+            "eventUpload" => blocked.push(format!(
+                "{prefix}BUCKET is not set in the running web container; Langfuse v3 needs its event bucket"
+            )),
+            _ => set(v, &["s3", kind, "enabled"], json!(false)),
+        }
+        return;
+    }
     for (suffix, key) in [
         ("BUCKET", "bucket"),
         ("REGION", "region"),
         ("ENDPOINT", "endpoint"),
         ("PREFIX", "prefix"),
     ] {
-        if let Some(x) = literal(env, &format!("{S3_EVENTS}{suffix}")) {
-            set(v, &[base[0], base[1], key], json!(x));
+        if let Some(x) = literal(env, &format!("{prefix}{suffix}")) {
+            set(v, &["s3", kind, key], json!(x));
         }
     }
-    if let Some(x) = literal(env, &format!("{S3_EVENTS}FORCE_PATH_STYLE")) {
-        set(v, &[base[0], base[1], "forcePathStyle"], json!(x == "true"));
+    if let Some(x) = literal(env, &format!("{prefix}FORCE_PATH_STYLE")) {
+        set(v, &["s3", kind, "forcePathStyle"], json!(x == "true"));
+        // The chart falls back to the global switch (default true) when a kind's is false.
+        if kind == "eventUpload" {
+            set(v, &["s3", "forcePathStyle"], json!(x == "true"));
+        }
     }
     for (suffix, key) in [
         ("ACCESS_KEY_ID", "accessKeyId"),
         ("SECRET_ACCESS_KEY", "secretAccessKey"),
     ] {
-        match by_reference(env, &format!("{S3_EVENTS}{suffix}")) {
-            Ok(Some(r)) => set(v, &[base[0], base[1], key], json!({ "secretKeyRef": r })),
+        match by_reference(env, &format!("{prefix}{suffix}")) {
+            Ok(Some(r)) => set(v, &["s3", kind, key], json!({ "secretKeyRef": r })),
             Ok(None) => {}
             Err(why) => blocked.push(why),
         }

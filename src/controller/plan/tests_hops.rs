@@ -1493,7 +1493,12 @@ fn completed_says_whether_the_chart_can_take_over() {
     };
     for d in [&mut w.web, &mut w.worker] {
         let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
-        c.env = Some(vec![salt("SALT"), salt("NEXTAUTH_SECRET")]);
+        let bucket = k8s_openapi::api::core::v1::EnvVar {
+            name: "LANGFUSE_S3_EVENT_UPLOAD_BUCKET".into(),
+            value: Some("langfuse-events".into()),
+            value_from: None,
+        };
+        c.env = Some(vec![salt("SALT"), salt("NEXTAUTH_SECRET"), bucket]);
     }
     let d = w.step();
     let note = d.status.handoff.unwrap();
