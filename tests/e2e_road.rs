@@ -1057,7 +1057,9 @@ async fn a_v4_image_set_by_hand_without_flags_is_seen_with_its_open_backfill() {
 /// `helm upgrade`-shaped apply of the chart's Deployments at 4.4.0 (chart 2.0.0's appVersion)
 /// over a chart install at 3.224.1 is refused with the stop named, and nothing changes; the
 /// operator's own road (3.225.4, then 4.16.0) passes under it; a person taking v4 back to v3 is
-/// refused.
+/// refused. Then the day after: `kubectl lfu handoff` blocks on a layout without SALT, prints
+/// the chart's values once SALT comes from a Secret, and `plan --helm-values` names each
+/// conflict of a naive values file and none of the generated one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
 async fn the_admission_policy_refuses_a_skipping_helm_upgrade_and_lets_the_road_through() {
@@ -1179,6 +1181,45 @@ async fn the_admission_policy_refuses_a_skipping_helm_upgrade_and_lets_the_road_
         .find(|e| e["name"] == "LANGFUSE_MIGRATION_V4_WRITE_MODE")
         .expect("the write mode as running");
     assert_eq!(flag["value"], json!("legacy"));
+    // A naive values file for `helm upgrade` is caught, conflict by conflict; the generated
+    // values have none.
+    let dir = tempdir(&w.ns.name);
+    let naive = dir.join("naive.yaml");
+    std::fs::write(
+        &naive,
+        "langfuse:\n  nextauth:\n    url: https://langfuse.example.com\n",
+    )
+    .unwrap();
+    let plan = |file: &std::path::Path| {
+        lfu(
+            &[
+                "-n",
+                &w.ns.name,
+                "plan",
+                "vap",
+                "--helm-values",
+                file.to_str().unwrap(),
+                "--chart",
+                "2.0.0",
+            ],
+            None,
+        )
+    };
+    let (code, found, _) = plan(&naive);
+    assert_eq!(code, 1, "{found}");
+    for words in [
+        "langfuse.salt is unset",
+        "postgresql.deploy is not false",
+        "langfuse.image.tag is unset: the chart then runs its appVersion 4.4.0",
+        "LANGFUSE_MIGRATION_V4_WRITE_MODE in langfuse.additionalEnv is unset",
+    ] {
+        assert!(found.contains(words), "{words}: {found}");
+    }
+    let generated = dir.join("generated.yaml");
+    std::fs::write(&generated, &values).unwrap();
+    let (code, said, err) = plan(&generated);
+    assert_eq!(code, 0, "{said}{err}");
+    assert!(said.starts_with("no conflict"), "{said}");
     web.abort();
     worker.abort();
     kubectl(

@@ -4,9 +4,11 @@
 //! what blocks them) out.
 
 pub mod chart;
+pub mod conflicts;
 pub mod values;
 
 pub use chart::ChartLine;
+pub use conflicts::conflicts;
 pub use values::{Handoff, values};
 
 #[cfg(test)]

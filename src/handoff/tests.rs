@@ -218,3 +218,39 @@ fn the_values_match_the_committed_renders() {
         }
     }
 }
+
+/// A naive values file (no salt, the default stores, no tag, no v4 flags) over a v4 that runs
+/// `legacy`: each conflict named with its fix; the generated values have none.
+#[test]
+fn a_naive_values_file_is_caught_conflict_by_conflict() {
+    let (web, worker) = handed_over();
+    let ours = values(ChartLine::V2, &web, &worker, crate::testing::catalog())
+        .unwrap()
+        .values;
+    let release = crate::version::Version::parse("4.16.0").unwrap();
+    assert_eq!(conflicts(ChartLine::V2, &ours, &ours, release), Vec::<String>::new());
+    let naive = json!({ "langfuse": { "nextauth": { "url": "https://langfuse.example.com" } } });
+    let found = conflicts(ChartLine::V2, &ours, &naive, release);
+    let text = found.join("\n");
+    for words in [
+        "langfuse.salt is unset: the chart generates a new one; a new SALT makes every API key invalid",
+        "postgresql.deploy is not false",
+        "clickhouse.deploy is not false",
+        "redis.deploy is not false",
+        "s3.deploy is not false",
+        "langfuse.image.tag is unset: the chart then runs its appVersion 4.4.0, not the 4.16.0 that runs",
+        "clickhouse.cluster.enabled is unset",
+        "LANGFUSE_MIGRATION_V4_WRITE_MODE in langfuse.additionalEnv is unset (the image's default), but legacy runs",
+    ] {
+        assert!(text.contains(words), "{words}: {text}");
+    }
+    // One line each.
+    assert!(found.iter().all(|l| !l.contains('\n')));
+    // A tag below what runs, a salt given in clear.
+    let mut lower = ours.clone();
+    lower["langfuse"]["image"]["tag"] = json!("4.4.0");
+    lower["langfuse"]["salt"] = json!({ "value": "abc" });
+    let text = conflicts(ChartLine::V2, &ours, &lower, release).join("\n");
+    assert!(text.contains("a downgrade the database refuses"), "{text}");
+    assert!(text.contains("langfuse.salt is given in clear"), "{text}");
+}

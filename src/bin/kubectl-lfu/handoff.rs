@@ -39,8 +39,12 @@ fn names(u: &LangfuseUpgrade) -> Result<(String, String), String> {
     }
 }
 
-pub async fn handoff(client: &Client, ns: &str, u: &LangfuseUpgrade, chart: &str) -> Result<ExitCode, String> {
-    let line = ChartLine::of(chart)?;
+/// The web and worker Deployments that run, read from the cluster.
+async fn running(
+    client: &Client,
+    ns: &str,
+    u: &LangfuseUpgrade,
+) -> Result<(String, String, Deployment, Deployment), String> {
     let (web, worker) = names(u)?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let get = |name: String| {
@@ -53,6 +57,47 @@ pub async fn handoff(client: &Client, ns: &str, u: &LangfuseUpgrade, chart: &str
         }
     };
     let (web_d, worker_d) = (get(web.clone()).await?, get(worker.clone()).await?);
+    Ok((web, worker, web_d, worker_d))
+}
+
+/// `plan NAME --helm-values FILE --chart VERSION`: each conflict of the file with what runs.
+pub async fn check(
+    client: &Client,
+    ns: &str,
+    u: &LangfuseUpgrade,
+    chart: &str,
+    file: &std::path::Path,
+) -> Result<ExitCode, String> {
+    let line = ChartLine::of(chart)?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let user: serde_json::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: not YAML values: {e}", file.display()))?;
+    let (_, _, web_d, worker_d) = running(client, ns, u).await?;
+    let ours = values(line, &web_d, &worker_d, &Catalog::builtin())
+        .map_err(|b| format!("what runs cannot be handed over yet: {}", b.join("; ")))?;
+    let release = langfuse_upgrade_operator::resources::deployments::views::running_version(Some(&web_d), Role::Web)
+        .ok_or("the web runs no exact release")?;
+    let found = langfuse_upgrade_operator::handoff::conflicts(line, &ours.values, &user, release);
+    if found.is_empty() {
+        println!(
+            "no conflict: helm upgrade with {} (chart {chart}) keeps what runs",
+            file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for conflict in &found {
+        println!("{conflict}");
+    }
+    eprintln!(
+        "{} conflicts: helm upgrade with these values would break what runs",
+        found.len()
+    );
+    Ok(ExitCode::from(1))
+}
+
+pub async fn handoff(client: &Client, ns: &str, u: &LangfuseUpgrade, chart: &str) -> Result<ExitCode, String> {
+    let line = ChartLine::of(chart)?;
+    let (web, worker, web_d, worker_d) = running(client, ns, u).await?;
     match values(line, &web_d, &worker_d, &Catalog::builtin()) {
         Ok(h) => {
             println!(

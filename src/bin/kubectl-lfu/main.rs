@@ -17,13 +17,15 @@ use langfuse_upgrade_operator::api::{APPROVE_ANNOTATION, CheckResult, LangfuseUp
 use langfuse_upgrade_operator::cli::history::{EventLine, history_text, timeline};
 use langfuse_upgrade_operator::cli::render::{Style, status_text};
 use langfuse_upgrade_operator::cli::view::status_view;
+use langfuse_upgrade_operator::controller::observe;
 use langfuse_upgrade_operator::controller::plan::{needs, plan};
-use langfuse_upgrade_operator::controller::{observe, validate};
 use langfuse_upgrade_operator::databases::Live;
 use serde_json::json;
 
 mod handoff;
 mod road;
+mod spec_file;
+use spec_file::{plan_offline, read_upgrade};
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +77,13 @@ enum Command {
         /// Only the spec and the road; read neither the cluster nor the databases.
         #[arg(long)]
         offline: bool,
+        /// Check a values file meant for `helm upgrade` of the official chart against what runs
+        /// (needs NAME and --chart); exit 1 with one line per conflict.
+        #[arg(long, requires_all = ["name", "chart"])]
+        helm_values: Option<std::path::PathBuf>,
+        /// The official chart version the values file is for.
+        #[arg(long, requires = "helm_values")]
+        chart: Option<String>,
     },
     /// Approve the traffic shift (`promotion: Manual`).
     Approve { name: String },
@@ -199,7 +208,15 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
     let api: Api<LangfuseUpgrade> = Api::namespaced(client.clone(), &ns);
     match &cli.command {
         Command::Status { name, watch, output } => status(&api, &ns, name, *watch, *output).await,
-        Command::Plan { file, name, offline } => {
+        Command::Plan {
+            name: Some(name),
+            helm_values: Some(values),
+            chart: Some(chart),
+            ..
+        } => handoff::check(&client, &ns, &get(&api, &ns, name).await?, chart, values).await,
+        Command::Plan {
+            file, name, offline, ..
+        } => {
             let upgrade = match (file, name) {
                 (Some(path), _) => read_upgrade(path, Some(&ns))?,
                 (None, Some(name)) => get(&api, &ns, name).await?,
@@ -228,30 +245,6 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Road { .. } => unreachable!("answered without a cluster above"),
         Command::Handoff { name, chart } => handoff::handoff(&client, &ns, &get(&api, &ns, name).await?, chart).await,
     }
-}
-
-fn read_upgrade(path: &std::path::Path, namespace: Option<&str>) -> Fallible<LangfuseUpgrade> {
-    let text = match path.to_str() {
-        Some("-") => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?,
-        _ => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-    };
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| format!("{} is not YAML: {e}", path.display()))?;
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-    if kind != "LangfuseUpgrade" {
-        return Err(format!(
-            "{} is not a LangfuseUpgrade (kind: {})",
-            path.display(),
-            if kind.is_empty() { "none" } else { kind }
-        ));
-    }
-    let mut upgrade: LangfuseUpgrade =
-        serde_yaml::from_value(value).map_err(|e| format!("{} is not a valid LangfuseUpgrade: {e}", path.display()))?;
-    if upgrade.metadata.namespace.is_none() {
-        upgrade.metadata.namespace = Some(namespace.unwrap_or("default").to_string());
-    }
-    upgrade.status = None;
-    Ok(upgrade)
 }
 
 async fn status(api: &Api<LangfuseUpgrade>, ns: &str, name: &str, watch: bool, output: Output) -> Fallible<ExitCode> {
@@ -295,22 +288,6 @@ fn print_status(u: &LangfuseUpgrade, output: Output, style: Style, frame: bool) 
     let _ = write!(out, "{text}");
     let _ = out.flush();
     Ok(())
-}
-
-fn plan_offline(u: &LangfuseUpgrade) -> Fallible<ExitCode> {
-    if let Err(e) = validate::validate(u) {
-        println!("FAIL spec: {e}");
-        return Ok(ExitCode::from(1));
-    }
-    println!(
-        "spec valid; destination {} (the road and the preflight checks need the cluster: run without --offline)",
-        u.spec
-            .target
-            .final_version
-            .clone()
-            .unwrap_or_else(|| u.spec.target.version.clone())
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The operator's own observation and plan, run once, read-only: its writes are not made.
