@@ -175,8 +175,9 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
                 n.postgres.server_version = true;
                 n.clickhouse.server = true;
             }
-            // What a v4 hop needs beyond versions, read while the next hop waits to start.
-            if !hop_under_way(s) {
+            // What a v4 hop needs beyond versions, read while a v4 hop waits to start (eight
+            // more ClickHouse queries: not on the hops that do not need them).
+            if !hop_under_way(s) && v4_hop_ahead(s) {
                 n.clickhouse.v4_readiness = true;
                 n.redis = true;
             }
@@ -217,6 +218,16 @@ fn verifying_needs(n: &mut Needs, s: &LangfuseUpgradeStatus, now: Timestamp) {
     let recent = until.and(verify::recent_window_start(s));
     n.postgres.recent_after = recent;
     n.clickhouse.recent_after = recent;
+}
+
+/// A hop into v4 recorded on the road and not started yet.
+fn v4_hop_ahead(s: &LangfuseUpgradeStatus) -> bool {
+    s.road.iter().any(|r| {
+        r.mode == crate::api::StopMode::InPlace
+            && r.started_at.is_none()
+            && crate::version::Version::parse(&r.version).is_some_and(|v| v.major >= 4)
+            && crate::version::Version::parse(&r.from).is_some_and(|v| v.major < 4)
+    })
 }
 
 /// An in-place hop started and not yet finished.

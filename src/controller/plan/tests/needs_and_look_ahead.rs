@@ -50,6 +50,24 @@ fn a_hop_under_way_reads_clickhouse_only_when_its_rollback_depends_on_it() {
         n.clickhouse.server && n.postgres.migrations,
         "a v3 source's outlook: {n:?}"
     );
+    // What v4 needs beyond versions (eight ClickHouse queries, Redis) only before a v4 hop.
+    let n = needs_with(None, stop(None, None));
+    assert!(!n.clickhouse.v4_readiness && !n.redis, "a v3 hop: {n:?}");
+    let v4 = crate::api::RoadStop {
+        from: "3.40.0".into(),
+        version: "4.16.0".into(),
+        ..stop(None, None)
+    };
+    let n = needs_with(None, v4.clone());
+    assert!(n.clickhouse.v4_readiness && n.redis, "before the v4 hop: {n:?}");
+    let n = needs_with(
+        None,
+        crate::api::RoadStop {
+            started_at: Some(time(55)),
+            ..v4
+        },
+    );
+    assert!(!n.clickhouse.v4_readiness, "the v4 hop under way: {n:?}");
 }
 
 #[test]
