@@ -570,6 +570,14 @@ async fn kubectl_lfu_plans_follows_and_acts_on_exactly_one_field() {
     w.apply(&w.upgrade("down", "3.50.0"));
     let _op = Operator::start(&w.ns.name, "a");
     w.ns.wait_phase("down", Phase::Blocked, Duration::from_secs(60)).await;
+    // Listed, one line: its phase and what it waits for.
+    let (code, listed, err) = lfu(&["-n", &ns, "list"], None);
+    assert_eq!(code, 0, "{err}");
+    let row = listed.lines().find(|l| l.starts_with("down ")).unwrap_or_default();
+    assert!(
+        row.contains("Blocked") && row.contains("-> 3.50.0") && row.contains("refusing"),
+        "{listed}"
+    );
     let actions: [(&[&str], &str); 4] = [
         (
             &["approve", "down"],

@@ -2,6 +2,7 @@
 //! Its I/O lives in `src/bin/kubectl-lfu/`.
 
 pub mod history;
+pub mod list;
 pub mod render;
 pub mod road;
 pub mod view;

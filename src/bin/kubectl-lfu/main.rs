@@ -119,6 +119,11 @@ enum Command {
         #[arg(long)]
         chart: String,
     },
+    /// Every upgrade in the namespace (or, -A, the cluster): phase, road, age, what it waits for.
+    List {
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
     /// The timeline of an upgrade: its recorded facts and Events.
     History {
         name: String,
@@ -243,6 +248,22 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Abort { name, yes } => abort(&api, &ns, name, *yes).await,
         Command::History { name, output } => history(&client, &api, &ns, name, *output).await,
         Command::Road { .. } => unreachable!("answered without a cluster above"),
+        Command::List { all_namespaces } => {
+            let scope: Api<LangfuseUpgrade> = match all_namespaces {
+                true => Api::all(client.clone()),
+                false => api.clone(),
+            };
+            let items = scope
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| api_error(e, "LangfuseUpgrades"))?
+                .items;
+            print!(
+                "{}",
+                langfuse_upgrade_operator::cli::list::list_text(&items, Timestamp::now(), *all_namespaces)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Handoff { name, chart } => handoff::handoff(&client, &ns, &get(&api, &ns, name).await?, chart).await,
     }
 }
