@@ -62,12 +62,14 @@ fn restart(p: &mut Planner, settings: &Settings, site: Site) -> Result<String, H
     Ok(String::new())
 }
 
-/// The worker Deployment's name, for the command a person runs.
+/// The worker Deployment's name, for the command a person runs: the one observed, else the
+/// one the spec names (the chart's `<fullname>-worker`).
 pub(crate) fn worker_name(p: &Planner) -> String {
     p.obs
         .worker
         .as_ref()
         .and_then(|d| d.metadata.name.clone())
+        .or_else(|| crate::resources::deployments::views::worker_name(p.spec))
         .unwrap_or_else(|| "<worker>".into())
 }
 
