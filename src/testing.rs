@@ -213,6 +213,7 @@ pub fn spec() -> LangfuseUpgradeSpec {
         },
         paused: false,
         abort: false,
+        handoff: None,
     }
 }
 

@@ -297,7 +297,7 @@ impl World {
                     c.worker = Some(d);
                 }
             }
-            Action::DeleteDeployment(name) | Action::ReleaseDeployment(name) => {
+            Action::DeleteDeployment(name) | Action::ReleaseDeployment(name) | Action::RetireDeployment(name) => {
                 for slot in [&mut c.web, &mut c.worker] {
                     if slot.as_ref().and_then(|d| d.metadata.name.as_ref()) == Some(name) {
                         *slot = None;
@@ -342,7 +342,7 @@ impl World {
                     }
                 }
             }
-            Action::SetImage(_) => {}
+            Action::SetImage(_) | Action::Protect(_) => {}
         }
     }
 

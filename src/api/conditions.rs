@@ -16,9 +16,12 @@ pub const SOURCE_RETIRED: &str = "SourceRetired";
 pub const ROAD_FOLLOWED: &str = "RoadFollowed";
 /// `strategy.analysis`: v3 web's error ratio, from the shift until v2 is retired.
 pub const ERROR_RATIO_HEALTHY: &str = "ErrorRatioHealthy";
+/// `spec.handoff`: Langfuse runs on the official chart's release and the operator's own
+/// Deployments are gone.
+pub const HANDED_OFF: &str = "HandedOff";
 
 /// Every condition type the operator writes, in the order it writes them.
-pub const ALL_TYPES: [&str; 10] = [
+pub const ALL_TYPES: [&str; 11] = [
     READY,
     RECONCILING,
     STALLED,
@@ -29,6 +32,7 @@ pub const ALL_TYPES: [&str; 10] = [
     SOURCE_RETIRED,
     ROAD_FOLLOWED,
     ERROR_RATIO_HEALTHY,
+    HANDED_OFF,
 ];
 
 /// A condition as the plan wants it; times are filled in by [`merge`].
@@ -158,10 +162,20 @@ pub enum Reason {
     ErrorRatioSustained,
     /// Prometheus gave no answer to judge by (no rollback on missing data).
     AnalysisUnavailable,
+    /// The handoff waits for the chart's web and worker Deployments to exist and be Available.
+    WaitingForChart,
+    /// The chart's pods would not run what runs (another release, flag or setting): refused.
+    ChartDiffers,
+    /// The handoff protects the old release's objects, moves the Service, or retires the operator's Deployments.
+    HandingOff,
+    /// Langfuse runs on the chart's release; the operator's Deployments are gone.
+    HandedOff,
+    /// `spec.handoff` was removed before the operator's Deployments were deleted: the Service was put back.
+    HandoffWithdrawn,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 51] = [
+    pub const ALL: [Reason; 56] = [
         Reason::InvalidSpec,
         Reason::ReconcileError,
         Reason::OutOfOrder,
@@ -213,6 +227,11 @@ impl Reason {
         Reason::ErrorRatioHigh,
         Reason::ErrorRatioSustained,
         Reason::AnalysisUnavailable,
+        Reason::WaitingForChart,
+        Reason::ChartDiffers,
+        Reason::HandingOff,
+        Reason::HandedOff,
+        Reason::HandoffWithdrawn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -268,6 +287,11 @@ impl Reason {
             Reason::ErrorRatioHigh => "ErrorRatioHigh",
             Reason::ErrorRatioSustained => "ErrorRatioSustained",
             Reason::AnalysisUnavailable => "AnalysisUnavailable",
+            Reason::WaitingForChart => "WaitingForChart",
+            Reason::ChartDiffers => "ChartDiffers",
+            Reason::HandingOff => "HandingOff",
+            Reason::HandedOff => "HandedOff",
+            Reason::HandoffWithdrawn => "HandoffWithdrawn",
         }
     }
 }
@@ -333,6 +357,11 @@ pub mod reason {
     pub const ERROR_RATIO_HIGH: Reason = Reason::ErrorRatioHigh;
     pub const ERROR_RATIO_SUSTAINED: Reason = Reason::ErrorRatioSustained;
     pub const ANALYSIS_UNAVAILABLE: Reason = Reason::AnalysisUnavailable;
+    pub const WAITING_FOR_CHART: Reason = Reason::WaitingForChart;
+    pub const CHART_DIFFERS: Reason = Reason::ChartDiffers;
+    pub const HANDING_OFF: Reason = Reason::HandingOff;
+    pub const HANDED_OFF: Reason = Reason::HandedOff;
+    pub const HANDOFF_WITHDRAWN: Reason = Reason::HandoffWithdrawn;
 }
 
 #[cfg(test)]

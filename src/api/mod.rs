@@ -1,12 +1,14 @@
 //! The `LangfuseUpgrade` custom resource: spec, status and conditions.
 
 pub mod conditions;
+pub mod handoff;
 pub mod migrations_spec;
 pub mod reference;
 pub mod remedies;
 pub mod spec;
 pub mod status;
 
+pub use handoff::{ChartHandoffStatus, HandoffSpec};
 pub use migrations_spec::MigrationsSpec;
 pub use remedies::RemedyKind;
 pub use spec::*;

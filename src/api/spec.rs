@@ -72,6 +72,9 @@ pub struct LangfuseUpgradeSpec {
     /// Roll back to v2 (possible until v2 is retired) and stop.
     #[serde(default)]
     pub abort: bool,
+    /// Once completed: hand Langfuse to a release of the official chart installed beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<super::HandoffSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -19,6 +19,8 @@ pub enum Phase {
     RetiringSource,
     Finalizing,
     Completed,
+    /// Completed, and handing Langfuse to a release of the official chart (`spec.handoff`).
+    HandingOff,
     Paused,
     Blocked,
     Degraded,
@@ -29,7 +31,7 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, once (metrics export one series per phase).
-    pub const ALL: [Phase; 16] = [
+    pub const ALL: [Phase; 17] = [
         Phase::Pending,
         Phase::Provisioning,
         Phase::AwaitingPromotion,
@@ -40,6 +42,7 @@ impl Phase {
         Phase::RetiringSource,
         Phase::Finalizing,
         Phase::Completed,
+        Phase::HandingOff,
         Phase::Paused,
         Phase::Blocked,
         Phase::Degraded,
@@ -60,6 +63,7 @@ impl Phase {
             Phase::RetiringSource => "RetiringSource",
             Phase::Finalizing => "Finalizing",
             Phase::Completed => "Completed",
+            Phase::HandingOff => "HandingOff",
             Phase::Paused => "Paused",
             Phase::Blocked => "Blocked",
             Phase::Degraded => "Degraded",
@@ -230,6 +234,9 @@ pub struct LangfuseUpgradeStatus {
     /// handoff NAME --chart VERSION` prints its values), or what blocks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// The handoff to the official chart asked for by `spec.handoff`, fact by fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_handoff: Option<super::ChartHandoffStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
     /// The road from the release v2 runs to the one asked for, stop by stop (from the release

@@ -174,7 +174,17 @@ pub fn upgrades_naming_deployment<'a>(
             && (source == name
                 || deployment_name(source, Role::Web) == name
                 || deployment_name(source, Role::Worker) == name
-                || worker_name(&u.spec).as_deref() == Some(name))
+                || worker_name(&u.spec).as_deref() == Some(name)
+                || names_chart_deployment(u, name))
+    })
+}
+
+/// `spec.handoff`: the chart release's web or worker Deployment.
+fn names_chart_deployment(u: &LangfuseUpgrade, name: &str) -> bool {
+    u.spec.handoff.as_ref().is_some_and(|h| {
+        [Role::Web, Role::Worker]
+            .into_iter()
+            .any(|role| crate::handoff::chart::deployment(&h.release, h.fullname_override.as_deref(), role) == name)
     })
 }
 

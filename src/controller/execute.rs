@@ -58,7 +58,9 @@ impl<'a> Forget<'a> {
         let source = upgrade.spec.source.deployment.as_str();
         let deployment = match action {
             Action::ApplyDeployment(d) => d.metadata.name.as_deref(),
-            Action::DeleteDeployment(name) | Action::ReleaseDeployment(name) => Some(name.as_str()),
+            Action::DeleteDeployment(name) | Action::ReleaseDeployment(name) | Action::RetireDeployment(name) => {
+                Some(name.as_str())
+            }
             Action::SetImage(change) => Some(change.deployment.as_str()),
             Action::ScaleSource(_) | Action::DeleteSource => Some(source),
             _ => None,
@@ -239,6 +241,8 @@ pub async fn execute<D: Databases>(
                     .await
                     .map_err(|e| Error::Database(e.to_string()))?;
             }
+            Action::Protect(kept) => protect(client, &ns, kept).await?,
+            Action::RetireDeployment(target) => retire(&deployments, &name, target).await?,
             Action::DeleteSource => match deployments
                 .delete(&upgrade.spec.source.deployment, &DeleteParams::background())
                 .await
@@ -255,4 +259,65 @@ pub async fn execute<D: Databases>(
         actions: done,
         resource_version: version,
     })
+}
+
+/// `helm.sh/resource-policy: keep` on one object, by a merge patch (not an apply: an object
+/// that is gone is not created again); one that is not there has nothing to keep.
+async fn protect(client: &Client, ns: &str, kept: &crate::handoff::keep::Kept) -> Result<()> {
+    use crate::handoff::keep::{KEEP_ANNOTATION, KeptKind};
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    let patch = Patch::Merge(json!({ "metadata": { "annotations": { KEEP_ANNOTATION: "keep" } } }));
+    let params = PatchParams::default();
+    let answer = match kept.kind {
+        KeptKind::Service => Api::<Service>::namespaced(client.clone(), ns)
+            .patch_metadata(&kept.name, &params, &patch)
+            .await
+            .map(|_| ()),
+        KeptKind::Secret => Api::<Secret>::namespaced(client.clone(), ns)
+            .patch_metadata(&kept.name, &params, &patch)
+            .await
+            .map(|_| ()),
+        KeptKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client.clone(), ns)
+            .patch_metadata(&kept.name, &params, &patch)
+            .await
+            .map(|_| ()),
+        KeptKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .patch_metadata(&kept.name, &params, &patch)
+            .await
+            .map(|_| ()),
+    };
+    match answer {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Delete a Deployment this upgrade made: its selector carries the upgrade's label (owner
+/// references were released at completion), and the delete names the very object (uid).
+async fn retire(deployments: &Api<Deployment>, upgrade: &str, target: &str) -> Result<()> {
+    let Some(current) = deployments.get_opt(target).await? else {
+        return Ok(());
+    };
+    let ours = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .and_then(|l| l.get(crate::resources::labels::UPGRADE_LABEL))
+        .is_some_and(|u| u == upgrade);
+    if !ours {
+        tracing::warn!(deployment = %target, "not retiring a Deployment this upgrade did not make");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: current.uid().map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match deployments.delete(target, &params).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
 }

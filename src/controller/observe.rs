@@ -96,6 +96,14 @@ async fn cluster<S: ObjectSource>(
             None => None,
         };
     }
+    let (chart_web, chart_worker) = match &spec.handoff {
+        Some(h) => {
+            let name = |role| crate::handoff::chart::deployment(&h.release, h.fullname_override.as_deref(), role);
+            let (web, worker) = (name(Role::Web), name(Role::Worker));
+            tokio::try_join!(objects.deployment(&web), objects.deployment(&worker))?
+        }
+        None => (None, None),
+    };
     let endpoints = slices
         .iter()
         .flat_map(|s| s.endpoints.iter())
@@ -122,6 +130,8 @@ async fn cluster<S: ObjectSource>(
         service,
         web,
         worker,
+        chart_web,
+        chart_worker,
         endpoints,
         v3_web_pods,
         hpas_on_source,

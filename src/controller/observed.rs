@@ -46,6 +46,9 @@ pub struct Observed {
     pub service: Option<Service>,
     pub web: Option<Deployment>,
     pub worker: Option<Deployment>,
+    /// `spec.handoff`: the chart release's web and worker Deployments.
+    pub chart_web: Option<Deployment>,
+    pub chart_worker: Option<Deployment>,
     /// Every endpoint of every EndpointSlice of the Service.
     pub endpoints: Vec<Endpoint>,
     /// Names of the pods carrying this upgrade's v3 web labels.

@@ -34,3 +34,34 @@ impl ChartLine {
         }
     }
 }
+
+/// The chart's `langfuse.fullname` for a release (names unchanged since chart 0.9.0): the
+/// override if set; the release itself if its name contains `langfuse`; else
+/// `<release>-langfuse`; at most 63 characters.
+pub fn fullname(release: &str, fullname_override: Option<&str>) -> String {
+    let full = match fullname_override {
+        Some(f) => f.to_string(),
+        None if release.contains("langfuse") => release.to_string(),
+        None => format!("{release}-langfuse"),
+    };
+    full.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+/// The chart's Deployment of `role` for a release.
+pub fn deployment(release: &str, fullname_override: Option<&str>, role: crate::resources::labels::Role) -> String {
+    format!("{}-{}", fullname(release, fullname_override), role.as_str())
+}
+
+/// The chart's web and worker selector (immutable in the chart, `app.kubernetes.io/name` from
+/// `nameOverride`, which the handoff does not set).
+pub fn selector(release: &str, role: crate::resources::labels::Role) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "langfuse".to_string()),
+        ("app.kubernetes.io/instance".to_string(), release.to_string()),
+        ("app".to_string(), role.as_str().to_string()),
+    ])
+}

@@ -4,10 +4,13 @@
 //! what blocks them) out.
 
 pub mod chart;
+pub mod compare;
 pub mod conflicts;
+pub mod keep;
 pub mod values;
 
 pub use chart::ChartLine;
+pub use compare::differences;
 pub use conflicts::conflicts;
 pub use values::{Handoff, values};
 

@@ -282,7 +282,7 @@ allowed=(
 # Never: writes it does not make, reads it does not need, anything cluster-wide.
 denied_ns=(
   "delete services" "create services" "update services" "delete pods" "create pods" "patch pods"
-  "create pods/exec" "get pods/log" "get pods" "list secrets" "watch secrets" "patch secrets"
+  "create pods/exec" "get pods/log" "get pods" "list secrets" "watch secrets"
   "create secrets" "delete secrets" "update secrets" "list configmaps" "patch configmaps"
   "update deployments.apps" "deletecollection deployments.apps" "patch deployments.apps/scale"
   "create langfuseupgrades.upgrades.lfu-operator.dev" "delete langfuseupgrades.upgrades.lfu-operator.dev"
@@ -334,6 +334,10 @@ for v in list watch; do
   done
 done
 check_denied "$SA_C" team-a
+# rbac.handoff (on here): the keep annotation on what the chart's pods use, patch only.
+for r in secrets serviceaccounts statefulsets.apps; do can yes "$SA_C" team-a patch "$r"; done
+can no "$SA_C" team-a get serviceaccounts
+can no "$SA_C" team-a get statefulsets.apps
 check_lease "$SA_C" "$RELEASE_NS" "$LEASE_C"
 # Namespaced mode: in team-b only.
 check_allowed yes "$SA_N" team-b
@@ -343,6 +347,8 @@ can no "$SA_N" -A list langfuseupgrades.upgrades.lfu-operator.dev
 can no "$SA_N" -A watch deployments.apps
 can no "$SA_N" team-a get secrets
 check_denied "$SA_N" team-b
+# rbac.handoff off in the namespaced values: nothing patched but what the upgrade needs.
+for r in secrets serviceaccounts statefulsets.apps; do can no "$SA_N" team-b patch "$r"; done
 check_lease "$SA_N" lfu-ns-system "$LEASE_N"
 
 # Nothing more: the complete rule list the API server computes for each identity.
@@ -353,7 +359,7 @@ rules_of() { # rules_of <as> <namespace>: "resource [names] verbs" lines, verbs 
     | while read -r res names verbs; do echo "$res $names $(tr ' ' '\n' <<<"$verbs" | LC_ALL=C sort | xargs)"; done \
     | LC_ALL=C sort
 }
-expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empty>
+expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empty> <handoff rules: yes|no>
   {
     if [[ "$1" == yes ]]; then
       echo "configmaps [] get"
@@ -365,7 +371,13 @@ expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empt
       echo "langfuseupgrades.upgrades.lfu-operator.dev/status [] patch"
       echo "langfuseupgrades.upgrades.lfu-operator.dev [] get list patch watch"
       echo "pods [] list watch"
-      echo "secrets [] get"
+      if [[ "${3:-no}" == yes ]]; then
+        echo "secrets [] get patch"
+        echo "serviceaccounts [] patch"
+        echo "statefulsets.apps [] patch"
+      else
+        echo "secrets [] get"
+      fi
       echo "services [] get list patch watch"
     fi
     if [[ -n "$2" ]]; then
@@ -374,15 +386,15 @@ expected_rules() { # expected_rules <operator rules: yes|no> <lease name or empt
     fi
   } | LC_ALL=C sort
 }
-compare_rules() { # compare_rules <as> <namespace> <operator rules: yes|no> <lease or empty>
-  if ! diff <(expected_rules "$3" "$4") <(rules_of "$1" "$2") >"$work/rules.diff"; then
+compare_rules() { # compare_rules <as> <namespace> <operator rules: yes|no> <lease or empty> <handoff: yes|no>
+  if ! diff <(expected_rules "$3" "$4" "${5:-no}") <(rules_of "$1" "$2") >"$work/rules.diff"; then
     bad "auth can-i --list for $1 in $2 differs from the expected rules (< expected, > actual):"
     cat "$work/rules.diff" >&2
   fi
   checks=$((checks + 1))
 }
-compare_rules "$SA_C" "$RELEASE_NS" yes "$LEASE_C"
-compare_rules "$SA_C" team-a yes ""
+compare_rules "$SA_C" "$RELEASE_NS" yes "$LEASE_C" yes
+compare_rules "$SA_C" team-a yes "" yes
 compare_rules "$SA_N" team-b yes ""
 compare_rules "$SA_N" lfu-ns-system no "$LEASE_N"
 compare_rules "$SA_N" team-a no ""

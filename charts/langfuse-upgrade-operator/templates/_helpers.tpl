@@ -141,6 +141,17 @@ checks each one with the API server's own authorization, and a list of things it
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rbac.handoff }}
+# spec.handoff: `helm.sh/resource-policy: keep` on the Secrets, ServiceAccount and bundled
+# database the chart's pods still use, by a merge patch of the annotation alone (no read, no
+# list, no create: an object that is not there is not made).
+- apiGroups: [""]
+  resources: ["secrets", "serviceaccounts"]
+  verbs: ["patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["patch"]
+{{- end }}
 {{- end }}
 
 {{- define "lfu.alertLabels" -}}

@@ -29,6 +29,12 @@ pub enum Action {
     /// An in-place hop on Deployments the operator does not own (a source already on v3/v4):
     /// only the container's image and the env the operator owns, by server-side apply.
     SetImage(Box<ImageChange>),
+    /// `spec.handoff`: mark an object `helm.sh/resource-policy: keep` (a merge patch: one that
+    /// is not there is not created).
+    Protect(crate::handoff::keep::Kept),
+    /// `spec.handoff`: delete a Deployment this upgrade made (by its upgrade label, not an
+    /// owner reference: completion released those), the very object seen (uid precondition).
+    RetireDeployment(String),
 }
 
 impl Action {
@@ -45,7 +51,9 @@ impl Action {
             | Action::ScaleSource(_)
             | Action::DeleteSource
             | Action::Remedy(_)
-            | Action::SetImage(_) => true,
+            | Action::SetImage(_)
+            | Action::RetireDeployment(_) => true,
+            Action::Protect(_) => false,
         }
     }
 
@@ -64,6 +72,14 @@ impl Action {
             Action::ApplySelector { selector } => (
                 "SelectorApplied",
                 format!("set the Service selector to {}", labels_text(selector)),
+            ),
+            Action::Protect(kept) => (
+                "Protected",
+                format!("marked {kept} helm.sh/resource-policy: keep: uninstalling the old release leaves it"),
+            ),
+            Action::RetireDeployment(name) => (
+                "DeploymentRetired",
+                format!("deleted Deployment {name}: the chart's release runs Langfuse now"),
             ),
             Action::ScaleSource(n) => ("SourceScaled", format!("scaled the v2 Deployment to {n} replicas")),
             Action::DeleteSource => (

@@ -8,6 +8,8 @@ mod action;
 pub(crate) mod dirty;
 mod drain;
 mod facts;
+mod handoff;
+mod handoff_leftovers;
 pub(crate) mod in_place;
 mod migrate;
 mod needs;

@@ -212,6 +212,9 @@ pub(super) fn completed_message(p: &Planner) -> String {
 /// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
 pub(super) fn after_completion(p: &mut Planner) -> Hold {
     note_handoff(p);
+    if let Some(hold) = super::handoff::gate(p) {
+        return hold;
+    }
     if p.road().is_in_place() {
         return Hold::new(Phase::Completed, reason::COMPLETED, completed_message(p), wait::IDLE);
     }

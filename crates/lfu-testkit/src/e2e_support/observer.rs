@@ -145,7 +145,7 @@ enum Change {
     Slice(Event<EndpointSlice>),
     Deployment(Event<Deployment>),
     Service(Event<Service>),
-    Upgrade(Event<LangfuseUpgrade>),
+    Upgrade(Box<Event<LangfuseUpgrade>>),
 }
 
 impl Observer {
@@ -171,7 +171,7 @@ impl Observer {
                 .map(|e| e.map(Change::Service))
                 .boxed(),
             watcher::watcher(Api::<LangfuseUpgrade>::namespaced(client.clone(), ns), cfg())
-                .map(|e| e.map(Change::Upgrade))
+                .map(|e| e.map(|u| Change::Upgrade(Box::new(u))))
                 .boxed(),
         ]);
         let start = Instant::now();
@@ -261,7 +261,7 @@ fn apply(snap: &mut Snapshot, change: Change, rec: &Mutex<Record>, service: &str
             }
             _ => {}
         },
-        Change::Upgrade(e) => match e {
+        Change::Upgrade(e) => match *e {
             Event::Apply(u) | Event::InitApply(u) => snap.upgrade = Some(u),
             Event::Delete(_) => snap.upgrade = None,
             Event::Init => snap.listing_upgrade = true,

@@ -299,6 +299,8 @@ struct World {
     /// A reconcile looks again when its decision only records facts (`look_ahead`); off, the
     /// walk stops in the stage between (Verifying, for the tests of the verification itself).
     look_ahead: bool,
+    /// What the handoff marked `helm.sh/resource-policy: keep`.
+    protected: Vec<String>,
     history: Vec<Decision>,
 }
 
@@ -327,6 +329,7 @@ impl World {
             v2_never_quiet: false,
             ch_version: "24.8.4.13".into(),
             ch_height: 8,
+            protected: Vec::new(),
             history: Vec::new(),
         }
     }
@@ -541,6 +544,22 @@ impl World {
                     c.worker = None;
                 }
             }
+            Action::RetireDeployment(name) => {
+                // Only after the Service's EndpointSlices listed the chart's pods alone.
+                let switched = self
+                    .upgrade
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.chart_handoff.as_ref())
+                    .is_some_and(|h| h.switched_at.is_some());
+                assert!(switched, "{name} retired before the switch to the chart was confirmed");
+                for slot in [&mut c.web, &mut c.worker] {
+                    if slot.as_ref().and_then(|d| d.metadata.name.as_ref()) == Some(name) {
+                        *slot = None;
+                    }
+                }
+            }
+            Action::Protect(kept) => self.protected.push(kept.to_string()),
             Action::ReleaseDeployment(name) => {
                 for d in [&mut c.web, &mut c.worker].into_iter().flatten() {
                     if d.metadata.name.as_ref() == Some(name) {
@@ -555,10 +574,29 @@ impl World {
                 let current = c.service.as_ref().map(selector_of).unwrap_or_default();
                 let durable = self.upgrade.status.as_ref().and_then(|s| s.previous_selector.clone());
                 let v3 = v3_selector(UPGRADE, Role::Web);
-                assert!(
-                    durable
+                // The handoff's switch: the selector it replaces is recorded first.
+                if selector.contains_key("app.kubernetes.io/instance") {
+                    let recorded = self
+                        .upgrade
+                        .status
                         .as_ref()
-                        .is_some_and(|d| *d == current || current.contains_key(UPGRADE_LABEL) || *selector != v3),
+                        .and_then(|s| s.chart_handoff.as_ref())
+                        .and_then(|h| h.previous_selector.clone());
+                    assert_eq!(recorded, Some(current.clone()), "the handoff switched before recording");
+                }
+                // A withdrawn handoff puts back ours over the chart's: the chart's selector is
+                // the one spec.handoff names, so nothing unrecorded is lost.
+                let withdrawing = current.get("app.kubernetes.io/instance").is_some_and(|r| {
+                    self.upgrade
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.chart_handoff.as_ref())
+                        .is_some_and(|h| &h.release == r)
+                });
+                assert!(
+                    durable.as_ref().is_some_and(|d| {
+                        *d == current || current.contains_key(UPGRADE_LABEL) || *selector != v3 || withdrawing
+                    }),
                     "the selector {current:?} was switched before it was recorded (recorded: {durable:?})"
                 );
                 c.service.as_mut().unwrap().spec.as_mut().unwrap().selector = Some(selector.clone());
@@ -649,6 +687,27 @@ impl World {
                 endpoints.extend((0..web_pods).map(|i| Endpoint {
                     pod: Some(format!("web-{i}")),
                     ready: i < web_ready,
+                }));
+            }
+        }
+        if let Some(chart) = &c.chart_web {
+            let labels = chart
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap();
+            let (ready, want) = crate::resources::deployments::views::availability(chart);
+            if selector_matches(&selector, &labels) {
+                let name = chart.metadata.name.clone().unwrap();
+                endpoints.extend((0..want).map(|i| Endpoint {
+                    pod: Some(format!("{name}-abc-{i}")),
+                    ready: i < ready,
                 }));
             }
         }
@@ -782,6 +841,7 @@ mod drain_and_verify;
 mod drain_properties;
 mod env_as_langfuse_reads_it;
 mod flow;
+mod handoff;
 mod migrations;
 mod needs_and_look_ahead;
 mod order_of_facts;
