@@ -1868,3 +1868,304 @@ async fn faults_on_real_servers_are_reported_waited_out_and_recovered_from() {
     let _ = std::fs::create_dir_all(&dir);
     std::fs::write(dir.join("faults.tsv"), report).unwrap();
 }
+
+/// The values of this test's world that a committed handoff fixture holds as placeholders,
+/// matched as whole values (the database user is `langfuse`, a word found everywhere).
+fn placeholders(w: &World) -> Vec<(String, &'static str)> {
+    let env = support::env();
+    let url = w.db.pg_url.expose().to_string();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let (auth, rest) = rest.split_once('@').unwrap();
+    let user = auth.split(':').next().unwrap();
+    let (host, name) = rest.split_once('/').unwrap();
+    let name = name.split('?').next().unwrap();
+    let mut out = vec![
+        (host.to_string(), "__DB_HOST__"),
+        (name.to_string(), "__DB_NAME__"),
+        (user.to_string(), "__DB_USER__"),
+        (w.db.ch.url.clone(), "__CLICKHOUSE_URL__"),
+        (w.db.ch.database.clone().unwrap_or_default(), "__CLICKHOUSE_DB__"),
+        (env.s3_endpoint.clone(), "__S3_ENDPOINT__"),
+        (w.ns.name.clone(), "__NAMESPACE__"),
+    ];
+    out.retain(|(real, _)| !real.is_empty());
+    out
+}
+
+/// Every string value equal to one of `pairs`' first, replaced by its second (the first pair
+/// that matches: the test's Postgres and ClickHouse databases share a name).
+fn generalized(v: &mut Value, pairs: &[(String, &'static str)]) {
+    match v {
+        Value::String(s) => {
+            if let Some((_, p)) = pairs.iter().find(|(real, _)| real == s) {
+                *s = p.to_string();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| generalized(i, pairs)),
+        Value::Object(map) => map.values_mut().for_each(|i| generalized(i, pairs)),
+        _ => {}
+    }
+}
+
+fn kubectl_lfu(args: &[&str]) -> (i32, String, String) {
+    let env = e2e_support::cluster_env();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-lfu"))
+        .args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kubectl-lfu runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// What `helm install prod-v3` of the official chart at `chart` makes from the generated values:
+/// the committed render (tests/handoff/e2e), this world's strings put back, and the ownership
+/// metadata Helm adds. `tweak` changes the text first (a wrong tag, for the refusal).
+fn chart_release(w: &World, chart: &str, tweak: impl Fn(String) -> String) -> String {
+    let render = std::fs::read_to_string(format!(
+        "{}/tests/handoff/e2e/render-{chart}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("the committed render");
+    let mut text = tweak(render);
+    for (real, placeholder) in placeholders(w) {
+        text = text.replace(placeholder, &real);
+    }
+    let docs: Vec<String> = serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| {
+            let mut v: Value = serde::Deserialize::deserialize(d).ok()?;
+            v.get("kind")?;
+            v["metadata"]["namespace"] = json!(w.ns.name);
+            v["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!("prod-v3");
+            v["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!(w.ns.name);
+            Some(serde_json::to_string(&v).unwrap())
+        })
+        .collect();
+    docs.join("\n---\n")
+}
+
+/// v2 from the chart 0.8.0 render, upgraded to `version`, then handed to a chart `chart`
+/// release installed from `kubectl lfu handoff`'s values: no moment without a ready endpoint,
+/// the SALT unchanged, the chart's pods serving, the operator's Deployments gone. Returns the
+/// upgrade's final status. With LFU_HANDOFF_RECORD=DIR it writes the values with this world's
+/// strings as placeholders to DIR and stops there (to render the fixture: tests/handoff/e2e).
+async fn handed_off(
+    label: &str,
+    version: &str,
+    chart: &str,
+) -> Option<langfuse_upgrade_operator::api::LangfuseUpgradeStatus> {
+    let mut w = World::with_layout(label, Layout::Chart080).await;
+    let observer = w.observe();
+    let _op = Operator::start(&w.ns.name, "a");
+    let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
+    let web = e2e_support::play_web(&w.ns, &w.db, "prod-langfuse-web");
+    let mut up = w.upgrade();
+    up["spec"]["target"] = json!({ "version": "3.29.0", "finalVersion": version, "web": { "replicas": 2 } });
+    up["spec"]["backup"]["acknowledgedHops"] = json!([version]);
+    w.apply(&up);
+    w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
+    let ns = w.ns.name.clone();
+    // Chart 0.8.0 put SALT in the pod as a literal: the handoff wants it by reference.
+    let (code, _, err) = kubectl_lfu(&["-n", &ns, "handoff", UPGRADE, "--chart", chart]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("SALT"), "{err}");
+    let salt = "chart-0.8.0-literal-salt";
+    e2e_support::kubectl(
+        &[
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "generic",
+            "prod-langfuse-salt",
+            &format!("--from-literal=SALT={salt}"),
+        ],
+        None,
+    );
+    for (d, c) in [
+        ("deploy/prod-langfuse-web", "langfuse-web"),
+        ("deploy/prod-langfuse-worker", "langfuse-worker"),
+    ] {
+        let from = "--from=secret/prod-langfuse-salt";
+        e2e_support::kubectl(&["-n", &ns, "set", "env", d, "-c", c, from], None);
+        e2e_support::kubectl(&["-n", &ns, "rollout", "status", d, "--timeout=120s"], None);
+    }
+    let (code, values, err) = kubectl_lfu(&["-n", &ns, "handoff", UPGRADE, "--chart", chart]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!values.contains(salt), "a secret in clear");
+    let mut parsed: Value = serde_yaml::from_str(&values).unwrap();
+    generalized(&mut parsed, &placeholders(&w));
+    let general = serde_yaml::to_string(&parsed).unwrap();
+    if let Ok(dir) = std::env::var("LFU_HANDOFF_RECORD") {
+        std::fs::write(format!("{dir}/values-{chart}.yaml"), &general).unwrap();
+        web.abort();
+        worker.abort();
+        w.finish().await;
+        return None;
+    }
+    let committed = std::fs::read_to_string(format!(
+        "{}/tests/handoff/e2e/values-{chart}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let committed: Value = serde_yaml::from_str(&committed).unwrap();
+    assert_eq!(
+        parsed, committed,
+        "the committed render is of other values: re-record (tests/handoff/e2e/README.md)"
+    );
+    // The handoff asked for: the old release's objects kept, then it waits for the release.
+    let patch = r#"{"spec":{"handoff":{"release":"prod-v3"}}}"#;
+    e2e_support::kubectl(
+        &["-n", &ns, "patch", "lfu", UPGRADE, "--type", "merge", "-p", patch],
+        None,
+    );
+    let waiting = wait_condition(&w, "HandedOff", "WaitingForChart").await;
+    assert!(waiting.2.contains("helm install prod-v3"), "{waiting:?}");
+    // Installed at another release than runs: refused, nothing moved.
+    let wrong = chart_release(&w, chart, |t| t.replace(&format!(":{version}"), ":3.224.1"));
+    e2e_support::kubectl(&["apply", "--field-manager=helm", "-f", "-"], Some(&wrong));
+    let refused = wait_condition(&w, "HandedOff", "ChartDiffers").await;
+    assert!(
+        refused.2.contains("image") && refused.2.contains("3.224.1"),
+        "{refused:?}"
+    );
+    // `helm upgrade` of that release with the generated values: the handoff goes through.
+    let right = chart_release(&w, chart, |t| t);
+    e2e_support::kubectl(&["apply", "--field-manager=helm", "-f", "-"], Some(&right));
+    let done = wait_condition(&w, "HandedOff", "HandedOff").await;
+    eprintln!("handed off: {}", done.2);
+    let u = w.ns.upgrade(UPGRADE).await;
+    let s = u.status.clone().unwrap();
+    assert_no_downtime(&w, &observer);
+    let v = observer.violations();
+    assert!(v.is_empty(), "invariant violations observed: {v:#?}");
+    let deleted: Vec<String> = observer
+        .deleted()
+        .into_iter()
+        .filter(|d| d.starts_with("Deployment/"))
+        .collect();
+    assert_eq!(
+        deleted,
+        ["Deployment/prod-langfuse-web", "Deployment/prod-langfuse-worker"]
+    );
+    // The Service serves the chart's pods alone, which read the same SALT.
+    let svc = e2e_support::kubectl(&["-n", &ns, "get", "svc", V2, "-o", "json"], None);
+    let svc: Value = serde_json::from_str(&svc).unwrap();
+    assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/instance"], json!("prod-v3"));
+    assert_eq!(svc["metadata"]["annotations"]["helm.sh/resource-policy"], json!("keep"));
+    let slices = e2e_support::kubectl(
+        &[
+            "-n",
+            &ns,
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={V2}"),
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let slices: Value = serde_json::from_str(&slices).unwrap();
+    let pods: Vec<String> = slices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["targetRef"]["name"].as_str().map(String::from))
+        .collect();
+    assert!(
+        !pods.is_empty() && pods.iter().all(|p| p.starts_with("prod-v3-langfuse-web-")),
+        "{pods:?}"
+    );
+    let chart_web = pod_spec(&w, "prod-v3-langfuse-web").await;
+    let salt_ref = chart_web
+        .containers
+        .iter()
+        .find(|c| c.name == "langfuse-web")
+        .expect("the chart names its container langfuse-web")
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SALT")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|f| f.secret_key_ref.clone())
+        .expect("SALT by reference");
+    let template = format!("go-template={{{{index .data \"{}\" | base64decode}}}}", salt_ref.key);
+    let stored = e2e_support::kubectl(&["-n", &ns, "get", "secret", &salt_ref.name, "-o", &template], None);
+    assert_eq!(stored, salt, "API keys stay valid");
+    if version.starts_with("4.") {
+        // v4 stays in `legacy` on the chart's pods: the cutover is not the chart's to make.
+        let worker_pod = pod_spec(&w, "prod-v3-langfuse-worker").await;
+        let mode = worker_pod
+            .containers
+            .iter()
+            .find(|c| c.name == "langfuse-worker")
+            .and_then(|c| {
+                c.env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == "LANGFUSE_MIGRATION_V4_WRITE_MODE")
+            })
+            .and_then(|e| e.value.clone());
+        assert_eq!(mode.as_deref(), Some("legacy"));
+    }
+    for kept in [
+        "secret/prod-langfuse-nextauth",
+        "secret/prod-langfuse-salt",
+        "serviceaccount/prod-langfuse",
+    ] {
+        let o = e2e_support::kubectl(
+            &["-n", &ns, "get", kept, "-o", "jsonpath={.metadata.annotations}"],
+            None,
+        );
+        assert!(o.contains("\"helm.sh/resource-policy\":\"keep\""), "{kept}: {o}");
+    }
+    for gone in ["prod-langfuse-web", "prod-langfuse-worker"] {
+        let (_, ok) = kubectl_status(&["-n", &ns, "get", "deploy", gone], None);
+        assert!(!ok, "{gone} still there");
+    }
+    // The worker overlap: the chart's worker Available until the operator's was deleted.
+    let timeline = observer.timeline_us();
+    let at_release = format!("prod-v3-langfuse-worker Available ghcr.io/langfuse/langfuse-worker:{version}");
+    let overlap = timeline["deleted Deployment/prod-langfuse-worker"] as i64 - timeline[&at_release] as i64;
+    eprintln!(
+        "worker overlap (chart worker Available -> ours deleted): {} ms",
+        overlap / 1000
+    );
+    web.abort();
+    worker.abort();
+    w.traffic.take();
+    w.finish().await;
+    Some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_chart_0_8_0_install_upgraded_to_3_225_4_is_handed_to_chart_1_5_41_without_downtime() {
+    let Some(s) = handed_off("handoff-v3", "3.225.4", "1.5.41").await else {
+        return;
+    };
+    let h = s.chart_handoff.as_ref().unwrap();
+    assert!(
+        h.leftovers
+            .iter()
+            .any(|l| l.contains("Deployment prod-langfuse (v2, 0 replicas): may be deleted")),
+        "{:?}",
+        h.leftovers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane and databases: run `make e2e` (tests/e2e/run.sh), which starts them and passes --include-ignored"]
+async fn a_chart_0_8_0_install_upgraded_to_4_16_0_is_handed_to_chart_2_0_0_in_legacy_mode() {
+    let Some(s) = handed_off("handoff-v4", "4.16.0", "2.0.0").await else {
+        return;
+    };
+    let h = s.chart_handoff.as_ref().unwrap();
+    assert!(h.switched_at.is_some() && h.retired_at.is_some(), "{h:?}");
+}

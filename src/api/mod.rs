@@ -3,6 +3,7 @@
 pub mod conditions;
 pub mod handoff;
 pub mod migrations_spec;
+pub mod phase;
 pub mod reference;
 pub mod remedies;
 pub mod spec;

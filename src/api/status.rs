@@ -7,78 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum Phase {
-    Pending,
-    Provisioning,
-    AwaitingPromotion,
-    ShiftingTraffic,
-    Draining,
-    Migrating,
-    Verifying,
-    RetiringSource,
-    Finalizing,
-    Completed,
-    /// Completed, and handing Langfuse to a release of the official chart (`spec.handoff`).
-    HandingOff,
-    Paused,
-    Blocked,
-    Degraded,
-    RollingBack,
-    RolledBack,
-    Failed,
-}
-
-impl Phase {
-    /// Every phase, once (metrics export one series per phase).
-    pub const ALL: [Phase; 17] = [
-        Phase::Pending,
-        Phase::Provisioning,
-        Phase::AwaitingPromotion,
-        Phase::ShiftingTraffic,
-        Phase::Draining,
-        Phase::Migrating,
-        Phase::Verifying,
-        Phase::RetiringSource,
-        Phase::Finalizing,
-        Phase::Completed,
-        Phase::HandingOff,
-        Phase::Paused,
-        Phase::Blocked,
-        Phase::Degraded,
-        Phase::RollingBack,
-        Phase::RolledBack,
-        Phase::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Provisioning => "Provisioning",
-            Phase::AwaitingPromotion => "AwaitingPromotion",
-            Phase::ShiftingTraffic => "ShiftingTraffic",
-            Phase::Draining => "Draining",
-            Phase::Migrating => "Migrating",
-            Phase::Verifying => "Verifying",
-            Phase::RetiringSource => "RetiringSource",
-            Phase::Finalizing => "Finalizing",
-            Phase::Completed => "Completed",
-            Phase::HandingOff => "HandingOff",
-            Phase::Paused => "Paused",
-            Phase::Blocked => "Blocked",
-            Phase::Degraded => "Degraded",
-            Phase::RollingBack => "RollingBack",
-            Phase::RolledBack => "RolledBack",
-            Phase::Failed => "Failed",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use super::phase::Phase;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum CheckResult {

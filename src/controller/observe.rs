@@ -100,7 +100,8 @@ async fn cluster<S: ObjectSource>(
         Some(h) => {
             let name = |role| crate::handoff::chart::deployment(&h.release, h.fullname_override.as_deref(), role);
             let (web, worker) = (name(Role::Web), name(Role::Worker));
-            tokio::try_join!(objects.deployment(&web), objects.deployment(&worker))?
+            let (web, worker) = tokio::try_join!(objects.deployment(&web), objects.deployment(&worker))?;
+            (web.map(Box::new), worker.map(Box::new))
         }
         None => (None, None),
     };

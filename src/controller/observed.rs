@@ -46,9 +46,10 @@ pub struct Observed {
     pub service: Option<Service>,
     pub web: Option<Deployment>,
     pub worker: Option<Deployment>,
-    /// `spec.handoff`: the chart release's web and worker Deployments.
-    pub chart_web: Option<Deployment>,
-    pub chart_worker: Option<Deployment>,
+    /// `spec.handoff`: the chart release's web and worker Deployments (boxed: a reconcile's
+    /// future holds an `Observed`, and it must fit a worker's stack).
+    pub chart_web: Option<Box<Deployment>>,
+    pub chart_worker: Option<Box<Deployment>>,
     /// Every endpoint of every EndpointSlice of the Service.
     pub endpoints: Vec<Endpoint>,
     /// Names of the pods carrying this upgrade's v3 web labels.

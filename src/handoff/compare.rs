@@ -11,10 +11,10 @@ use crate::resources::deployments::views::{Role, langfuse_container};
 const THE_CHARTS_OWN: [&str; 2] = ["PORT", "HOSTNAME"];
 
 /// Variables the chart may set although the running pods do not: each changes what runs (a new
-/// key breaks API keys or encrypted columns; a v4 flag moves the data model).
-const MUST_NOT_APPEAR: [&str; 8] = [
+/// salt breaks API keys; a v4 flag moves the data model). Not ENCRYPTION_KEY: chart 2.x
+/// generates one when none is given, and pods that ran without one encrypted nothing.
+const MUST_NOT_APPEAR: [&str; 7] = [
     "SALT",
-    "ENCRYPTION_KEY",
     "NEXTAUTH_SECRET",
     "CLICKHOUSE_CLUSTER_ENABLED",
     "LANGFUSE_MIGRATION_V4_WRITE_MODE",

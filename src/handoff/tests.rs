@@ -254,3 +254,47 @@ fn a_naive_values_file_is_caught_conflict_by_conflict() {
     assert!(text.contains("a downgrade the database refuses"), "{text}");
     assert!(text.contains("langfuse.salt is given in clear"), "{text}");
 }
+
+/// Chart 0.8.0's own database style (no DATABASE_URL): the parts go to `postgresql.*`, the
+/// password by reference; a password in clear blocks.
+#[test]
+fn postgres_by_parts_goes_to_the_charts_own_keys() {
+    let (mut web, mut worker) = at("3.225.4");
+    for d in [&mut web, &mut worker] {
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        c.env.as_mut().unwrap().retain(|e| e.name != "DATABASE_URL");
+        set_env(d, "DATABASE_HOST", "prod-postgresql");
+        set_env(d, "DATABASE_NAME", "postgres_langfuse");
+        set_env(d, "DATABASE_USERNAME", "langfuse");
+        let c = &mut d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        c.env.as_mut().unwrap().push(EnvVar {
+            name: "DATABASE_PASSWORD".into(),
+            value: None,
+            value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                    name: "prod-postgresql".into(),
+                    key: "password".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        });
+    }
+    let v = values(ChartLine::V1, &web, &worker, crate::testing::catalog())
+        .unwrap()
+        .values;
+    assert_eq!(v["postgresql"]["host"], json!("prod-postgresql"));
+    assert_eq!(v["postgresql"]["auth"]["username"], json!("langfuse"));
+    assert_eq!(v["postgresql"]["auth"]["database"], json!("postgres_langfuse"));
+    assert_eq!(v["postgresql"]["auth"]["existingSecret"], json!("prod-postgresql"));
+    assert_eq!(
+        v["postgresql"]["auth"]["secretKeys"]["userPasswordKey"],
+        json!("password")
+    );
+    let names: Vec<String> = env(&v).into_iter().map(|(n, _)| n).collect();
+    assert!(!names.iter().any(|n| n.starts_with("DATABASE_")), "{names:?}");
+    set_env(&mut web, "DATABASE_PASSWORD", "hunter2-in-clear");
+    let blocked = values(ChartLine::V1, &web, &worker, crate::testing::catalog()).unwrap_err();
+    assert!(blocked.iter().any(|b| b.contains("DATABASE_PASSWORD")), "{blocked:?}");
+    assert!(!blocked.join(" ").contains("hunter2"), "a secret in the words");
+}

@@ -74,6 +74,10 @@ const S3_KINDS: [(&str, &str); 3] = [
     ("LANGFUSE_S3_MEDIA_UPLOAD_", "mediaUpload"),
 ];
 
+/// Postgres by parts (no DATABASE_URL, chart 0.8.0's own style): the chart renders these from
+/// `postgresql.*` and needs the password by reference there.
+const POSTGRES_BY_PARTS: [&str; 4] = ["DATABASE_HOST", "DATABASE_PORT", "DATABASE_PASSWORD", "DATABASE_ARGS"];
+
 /// Redis by host (the chart builds its connection string; its validation wants `redis.host`).
 const REDIS_BY_HOST: [&str; 4] = ["REDIS_HOST", "REDIS_PORT", "REDIS_AUTH", "REDIS_TLS_ENABLED"];
 
@@ -180,6 +184,10 @@ pub fn values(
             set(&mut v, path, json!(""));
         }
     }
+    let postgres_by_parts = !env.iter().any(|e| e.name == "DATABASE_URL");
+    if postgres_by_parts {
+        postgres(&env, &mut v, &mut blocked);
+    }
     // ClickHouse rides in additionalEnv: with CLICKHOUSE_MIGRATION_URL there the chart renders
     // none of its own ClickHouse env (CLICKHOUSE_CLUSTER_ENABLED included), so all of it is ours.
     if literal(&env, "CLICKHOUSE_CLUSTER_ENABLED").is_some_and(|c| c == "true") {
@@ -192,7 +200,8 @@ pub fn values(
         let structured = STRUCTURED.contains(&e.name.as_str())
             || S3_KINDS.iter().any(|(prefix, _)| e.name.starts_with(prefix))
             || FEATURES.iter().any(|(n, ..)| *n == e.name && e.value.is_some())
-            || (redis_by_host && REDIS_BY_HOST.contains(&e.name.as_str()));
+            || (redis_by_host && REDIS_BY_HOST.contains(&e.name.as_str()))
+            || (postgres_by_parts && postgres_part(e));
         if structured {
             continue;
         }
@@ -260,6 +269,46 @@ fn credentials_in_clear(e: &EnvVar) -> Option<String> {
             e.name
         )
     })
+}
+
+/// A Postgres setting the chart renders from `postgresql.*` (a username or database name from a
+/// Secret rides in additionalEnv: the chart takes only literals for them).
+fn postgres_part(e: &EnvVar) -> bool {
+    POSTGRES_BY_PARTS.contains(&e.name.as_str())
+        || (matches!(e.name.as_str(), "DATABASE_USERNAME" | "DATABASE_NAME") && e.value.is_some())
+}
+
+fn postgres(env: &[EnvVar], v: &mut Value, blocked: &mut Vec<String>) {
+    match literal(env, "DATABASE_HOST") {
+        Some(host) => set(v, &["postgresql", "host"], json!(host)),
+        None => blocked.push(
+            "neither DATABASE_URL nor a literal DATABASE_HOST is set in the running web container; the chart needs one"
+                .into(),
+        ),
+    }
+    for (name, path) in [
+        ("DATABASE_PORT", &["postgresql", "port"][..]),
+        ("DATABASE_USERNAME", &["postgresql", "auth", "username"][..]),
+        ("DATABASE_NAME", &["postgresql", "auth", "database"][..]),
+        ("DATABASE_ARGS", &["postgresql", "args"][..]),
+    ] {
+        if let Some(x) = literal(env, name) {
+            set(v, path, json!(x));
+        }
+    }
+    match by_reference(env, "DATABASE_PASSWORD") {
+        Ok(Some(r)) => {
+            set(v, &["postgresql", "auth", "existingSecret"], r["name"].clone());
+            set(
+                v,
+                &["postgresql", "auth", "secretKeys", "userPasswordKey"],
+                r["key"].clone(),
+            );
+        }
+        Ok(None) => blocked
+            .push("DATABASE_PASSWORD is not set in the running web container; the chart needs it by reference".into()),
+        Err(why) => blocked.push(why),
+    }
 }
 
 fn redis(env: &[EnvVar], v: &mut Value, blocked: &mut Vec<String>) {

@@ -68,7 +68,10 @@ fn steps(p: &mut Planner, spec: &HandoffSpec, h: &mut ChartHandoffStatus) -> Hol
         return Hold::new(Phase::Blocked, reason::INVALID_SPEC, message, wait::IDLE);
     }
     protect(p, h);
-    let (Some(cw), Some(ck)) = (p.obs.chart_web.clone(), p.obs.chart_worker.clone()) else {
+    let (Some(cw), Some(ck)) = (
+        p.obs.chart_web.as_deref().cloned(),
+        p.obs.chart_worker.as_deref().cloned(),
+    ) else {
         return waiting_for_release(p, spec);
     };
     let (Some(web), Some(worker)) = (p.obs.web.clone(), p.obs.worker.clone()) else {

@@ -1498,7 +1498,12 @@ fn completed_says_whether_the_chart_can_take_over() {
             value: Some("langfuse-events".into()),
             value_from: None,
         };
-        c.env = Some(vec![salt("SALT"), salt("NEXTAUTH_SECRET"), bucket]);
+        c.env = Some(vec![
+            salt("SALT"),
+            salt("NEXTAUTH_SECRET"),
+            salt("DATABASE_URL"),
+            bucket,
+        ]);
     }
     let d = w.step();
     let note = d.status.handoff.unwrap();

@@ -282,6 +282,31 @@ fn check(snap: &Snapshot, rec: &Mutex<Record>, upgrade: &str, source: &str, star
     let fact = |r: &mut Record, name: &str| {
         r.timeline_us.entry(name.to_string()).or_insert(at);
     };
+    // Any Deployment's first moment rolled out and Available at each Langfuse image, and its
+    // deletion (a handoff's worker overlap).
+    for (name, d) in &snap.deployments {
+        let (Some(spec), Some(st)) = (d.spec.as_ref(), d.status.as_ref()) else {
+            continue;
+        };
+        let want = spec.replicas.unwrap_or(0);
+        let rolled = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+            && st.updated_replicas.unwrap_or(0) >= want
+            && st.available_replicas.unwrap_or(0) >= want;
+        let image = spec
+            .template
+            .spec
+            .iter()
+            .flat_map(|p| p.containers.iter())
+            .find(|c| c.name.starts_with("langfuse-"))
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        if want > 0 && rolled {
+            fact(&mut r, &format!("{name} Available {image}"));
+        }
+    }
+    for gone in r.deleted.clone() {
+        fact(&mut r, &format!("deleted {gone}"));
+    }
     let status = snap.upgrade.as_ref().and_then(|u| u.status.clone()).unwrap_or_default();
     let rolling_back = snap
         .upgrade

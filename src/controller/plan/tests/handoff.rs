@@ -36,8 +36,8 @@ fn hand_off(w: &mut World, release: &str) {
 
 fn install_chart(w: &mut World) {
     let c = &mut w.cluster;
-    c.chart_web = Some(chart_copy(c.web.as_ref().unwrap(), Role::Web));
-    c.chart_worker = Some(chart_copy(c.worker.as_ref().unwrap(), Role::Worker));
+    c.chart_web = Some(Box::new(chart_copy(c.web.as_ref().unwrap(), Role::Web)));
+    c.chart_worker = Some(Box::new(chart_copy(c.worker.as_ref().unwrap(), Role::Worker)));
 }
 
 /// The decision's reason and message, as its Ready condition says them.
@@ -140,7 +140,7 @@ fn a_chart_release_running_something_else_is_refused_difference_by_difference() 
     let c = &mut web.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
     c.image = Some("ghcr.io/langfuse/langfuse:3.224.1".into());
     c.env.as_mut().unwrap().push(k8s_openapi::api::core::v1::EnvVar {
-        name: "ENCRYPTION_KEY".into(),
+        name: "SALT".into(),
         value: Some("0".repeat(64)),
         value_from: None,
     });
@@ -153,8 +153,7 @@ fn a_chart_release_running_something_else_is_refused_difference_by_difference() 
         d.message
     );
     assert!(
-        d.message
-            .contains("ENCRYPTION_KEY is another literal value where it is unset"),
+        d.message.contains("SALT is another literal value where Secret"),
         "{}",
         d.message
     );

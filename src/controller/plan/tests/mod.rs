@@ -575,7 +575,8 @@ impl World {
                 let durable = self.upgrade.status.as_ref().and_then(|s| s.previous_selector.clone());
                 let v3 = v3_selector(UPGRADE, Role::Web);
                 // The handoff's switch: the selector it replaces is recorded first.
-                if selector.contains_key("app.kubernetes.io/instance") {
+                let handoff = self.upgrade.spec.handoff.as_ref();
+                if handoff.is_some_and(|h| *selector == crate::handoff::chart::selector(&h.release, Role::Web)) {
                     let recorded = self
                         .upgrade
                         .status
