@@ -79,13 +79,14 @@ pub struct VerificationView {
     pub verdict: String,
 }
 
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     cond::PREFLIGHT_PASSED,
     cond::TRAFFIC_SHIFTED,
     cond::MIGRATIONS_COMPLETE,
     cond::VERIFIED,
     cond::SOURCE_RETIRED,
     cond::ROAD_FOLLOWED,
+    cond::HANDED_OFF,
 ];
 
 fn secs(from: &Time, to: Timestamp) -> i64 {
@@ -109,6 +110,7 @@ fn phase_start(s: &LangfuseUpgradeStatus, phase: Option<Phase>) -> Option<&Time>
         Phase::Completed => s.completed_at.as_ref(),
         Phase::RolledBack => s.rolled_back_at.as_ref(),
         Phase::RollingBack => s.rollback.as_ref().and_then(|r| r.started_at.as_ref()),
+        Phase::HandingOff => s.chart_handoff.as_ref().and_then(|h| h.protected_at.as_ref()),
         _ => s.condition(cond::READY).map(|c| &c.last_transition_time),
     }
 }
@@ -232,6 +234,16 @@ fn you_may(u: &LangfuseUpgrade, s: &LangfuseUpgradeStatus, name: &str) -> Vec<St
         )),
         Some(_) if !u.spec.paused => out.push(format!("{}      stop acting (observation goes on)", cmd("pause"))),
         _ => {}
+    }
+    let can_hand_off = s.handoff.as_deref().is_some_and(|h| h.starts_with("possible"));
+    if s.phase == Some(Phase::Completed) && u.spec.handoff.is_none() && s.chart_handoff.is_none() && can_hand_off {
+        let chart = match s.target_version.as_deref().and_then(crate::version::Version::parse) {
+            Some(v) if v.major >= 4 => "2.0.0",
+            _ => "1.5.41",
+        };
+        out.push(format!(
+            "kubectl lfu -n {ns} handoff {name} --chart {chart} > values.yaml    back to the official chart (README: the day after)"
+        ));
     }
     if reason == "SelectorReverted" {
         out.push("restore the selector with the command in the message above".into());

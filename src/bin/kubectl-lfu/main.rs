@@ -22,7 +22,10 @@ use langfuse_upgrade_operator::controller::plan::{needs, plan};
 use langfuse_upgrade_operator::databases::Live;
 use serde_json::json;
 
+mod complete;
 mod handoff;
+mod list;
+use list::list;
 mod road;
 mod spec_file;
 use spec_file::{plan_offline, read_upgrade};
@@ -124,6 +127,14 @@ enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// A completion script for bash, zsh or fish (`source <(kubectl lfu completion bash)`).
+    Completion { shell: clap_complete::Shell },
+    /// kubectl's plugin completion (called by the `kubectl_complete-lfu` shim).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
     /// The timeline of an upgrade: its recorded facts and Events.
     History {
         name: String,
@@ -192,6 +203,13 @@ fn terminal() -> bool {
 }
 
 async fn run(cli: Cli) -> Fallible<ExitCode> {
+    if let Command::Completion { shell } = &cli.command {
+        print!("{}", complete::script::<Cli>(*shell));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Complete { words } = &cli.command {
+        return complete::answer(client(&cli).await, words).await;
+    }
     if let Command::Road {
         from,
         to,
@@ -247,23 +265,10 @@ async fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Resume { name } => act(&api, &ns, name, json!({ "spec": { "paused": false } }), "resumed").await,
         Command::Abort { name, yes } => abort(&api, &ns, name, *yes).await,
         Command::History { name, output } => history(&client, &api, &ns, name, *output).await,
-        Command::Road { .. } => unreachable!("answered without a cluster above"),
-        Command::List { all_namespaces } => {
-            let scope: Api<LangfuseUpgrade> = match all_namespaces {
-                true => Api::all(client.clone()),
-                false => api.clone(),
-            };
-            let items = scope
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| api_error(e, "LangfuseUpgrades"))?
-                .items;
-            print!(
-                "{}",
-                langfuse_upgrade_operator::cli::list::list_text(&items, Timestamp::now(), *all_namespaces)
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Road { .. } | Command::Completion { .. } | Command::Complete { .. } => {
+            unreachable!("answered without a cluster above")
         }
+        Command::List { all_namespaces } => list(&client, &api, *all_namespaces).await,
         Command::Handoff { name, chart } => handoff::handoff(&client, &ns, &get(&api, &ns, name).await?, chart).await,
     }
 }

@@ -163,10 +163,15 @@ fn note_handoff(p: &mut Planner) {
     let (Some(web), Some(worker)) = (p.obs.web.as_ref(), p.obs.worker.as_ref()) else {
         return;
     };
-    let chart = crate::handoff::ChartLine::V2;
+    let v4 = crate::resources::deployments::views::running_version(Some(web), crate::resources::labels::Role::Web)
+        .is_some_and(|v| v.major >= 4);
+    let (chart, version) = match v4 {
+        true => (crate::handoff::ChartLine::V2, "2.0.0"),
+        false => (crate::handoff::ChartLine::V1, "1.5.41"),
+    };
     p.status.handoff = Some(match crate::handoff::values(chart, web, worker, p.catalog) {
         Ok(_) => format!(
-            "possible: kubectl lfu handoff {} --chart 2.0.0 prints the official chart's values for what runs",
+            "possible: kubectl lfu handoff {} --chart {version} prints the official chart's values for what runs; spec.handoff then moves Langfuse to that release",
             p.name()
         ),
         Err(blocked) => format!("blocked: {}", blocked.join("; ")),
