@@ -1,7 +1,7 @@
 # The two set-up commands of the README:
 #   make demo   the operator takes a simulated Langfuse v2 through the upgrade on a local control plane
 #   make test   every test: lint, unit + plan + CRD, databases, end to end, GitOps, Helm chart
-.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down cli-fixtures image
+.PHONY: demo test lint unit db e2e gitops chart crd bench env-up env-down cli-fixtures image catalog
 
 CARGO ?= cargo
 
@@ -17,7 +17,7 @@ lint:
 # No servers: the pure plan over a simulated cluster, builders, CRD sync and CEL rules; and the
 # shape of src/ (make shape).
 unit: shape
-	$(CARGO) test --locked --lib --bins --test crd --test shipping --test fuzz_corpus
+	$(CARGO) test --locked --lib --bins --test crd --test shipping --test fuzz_corpus --test catalog_generate
 	$(CARGO) test --locked -p lfu-testkit --lib
 
 # The shape of src/, guarded: no production file over 450 lines, no function in the plan over
@@ -61,6 +61,20 @@ image:
 cli-fixtures:
 	$(CARGO) test --locked --lib generate_cli_fixtures -- --ignored
 	LFU_BLESS=1 $(CARGO) test --locked --lib cli::tests
+
+# Regenerate the release catalog (catalog/langfuse.yaml) from Langfuse's history merged with
+# catalog/overlay.yaml: from a Langfuse git checkout (LANGFUSE_CHECKOUT=path; the test's
+# history is rewritten from it too), else from the test's history (tests/catalog/history.yaml),
+# which gives the committed catalog byte for byte. Then the chart's admission policy from it.
+catalog:
+ifdef LANGFUSE_CHECKOUT
+	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- catalog generate --from $(LANGFUSE_CHECKOUT) > catalog/langfuse.yaml.new
+	mv catalog/langfuse.yaml.new catalog/langfuse.yaml
+	LANGFUSE_CHECKOUT=$(LANGFUSE_CHECKOUT) $(CARGO) test --locked --test catalog_generate -- --ignored write_history
+else
+	$(CARGO) test --locked --test catalog_generate -- --ignored write_catalog
+endif
+	$(CARGO) run --quiet --locked --bin langfuse-upgrade-operator -- admission-policy > charts/langfuse-upgrade-operator/templates/admission-policy.yaml
 
 # Regenerate the committed CRD from the Rust types (and the chart's admission policy from the
 # release catalog).

@@ -36,8 +36,12 @@ enum Command {
     Crd,
     /// Print the spec and status reference (docs/reference.md) as Markdown.
     Reference,
-    /// Print the compiled-in release catalog (a starting point for `run --catalog`).
-    Catalog,
+    /// Print the compiled-in release catalog (a starting point for `run --catalog`), or
+    /// generate one from a Langfuse checkout.
+    Catalog {
+        #[command(subcommand)]
+        action: Option<CatalogAction>,
+    },
     /// Print the ValidatingAdmissionPolicy that refuses a Langfuse image change skipping a
     /// required stop (the chart's template; with --name and --exempt, plain YAML to apply).
     AdmissionPolicy {
@@ -53,6 +57,24 @@ enum Command {
     },
     /// Run the controller against the cluster (in-cluster config or the current kubeconfig).
     Run(RunArgs),
+}
+
+#[derive(Subcommand)]
+enum CatalogAction {
+    /// Derive the catalog from a Langfuse git checkout's release tags (ClickHouse heights,
+    /// background-migration rows and gates, v4 defaults, newest releases), merged with the
+    /// overlay; printed to stdout, what needs a person's look to stderr.
+    Generate {
+        /// A Langfuse git repository (a checkout or a bare mirror).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The hand-written part.
+        #[arg(long, default_value = "catalog/overlay.yaml")]
+        overlay: std::path::PathBuf,
+        /// Ignore releases above this one.
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -89,6 +111,31 @@ struct RunArgs {
     catalog_key: String,
 }
 
+/// The catalog from `from`'s history and the overlay; warnings go to stderr.
+fn generate_catalog(from: &std::path::Path, overlay: &std::path::Path, until: Option<&str>) -> Result<String, String> {
+    use langfuse_upgrade_operator::catalog::generate::{Overlay, generate, git::Git};
+    let overlay = std::fs::read_to_string(overlay)
+        .map_err(|e| format!("cannot read {}: {e}", overlay.display()))
+        .and_then(|t| Overlay::from_yaml(&t))?;
+    let until = match until {
+        Some(u) => Some(
+            langfuse_upgrade_operator::version::Version::parse(u).ok_or(format!("--until {u:?} is not a release"))?,
+        ),
+        None => None,
+    };
+    let (text, warnings) = generate(
+        &Git {
+            dir: from.to_path_buf(),
+        },
+        &overlay,
+        until,
+    )?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(text)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -101,10 +148,22 @@ async fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Catalog => {
+        Command::Catalog { action: None } => {
             print!("{}", langfuse_upgrade_operator::catalog::BUILTIN);
             ExitCode::SUCCESS
         }
+        Command::Catalog {
+            action: Some(CatalogAction::Generate { from, overlay, until }),
+        } => match generate_catalog(&from, &overlay, until.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::AdmissionPolicy {
             name,
             exempt,

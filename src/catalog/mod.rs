@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod env_defaults;
+pub mod generate;
 pub mod road;
 
 use serde::Deserialize;
