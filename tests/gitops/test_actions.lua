@@ -39,6 +39,7 @@ local cases = {
   { "retiring-source", "pause,abort" },
   { "finalizing", "pause" }, -- v2 retired: the operator would refuse an abort
   { "completed", "" },
+  { "handing-off", "pause" }, -- v2 retired: no abort; the handoff honours pause
   { "paused", "resume,abort" },
   { "blocked-selector-reverted", "pause,abort" },
   { "degraded-counts-mismatch", "pause,abort" },

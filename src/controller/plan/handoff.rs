@@ -17,6 +17,14 @@ use crate::resources::service::selector_of;
 
 /// What the handoff decides once the upgrade is completed; `None` when there is none to drive.
 pub(super) fn gate(p: &mut Planner) -> Option<Hold> {
+    let under_way = match &p.status.chart_handoff {
+        Some(h) => h.retired_at.is_none(),
+        None => p.spec.handoff.is_some(),
+    };
+    if p.spec.paused && under_way {
+        let message = "spec.paused is true: the handoff changes nothing until it is false".to_string();
+        return Some(Hold::new(Phase::Paused, reason::PAUSED, message, wait::IDLE));
+    }
     let Some(spec) = p.spec.handoff.clone() else {
         return withdraw(p);
     };

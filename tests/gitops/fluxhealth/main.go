@@ -41,6 +41,7 @@ var expected = map[string][2]string{
 	"retiring-source":                  {"InProgress", "InProgress"},
 	"finalizing":                       {"InProgress", "InProgress"},
 	"completed":                        {"Current", "Current"},
+	"handing-off":                      {"InProgress", "InProgress"},
 	"paused":                           {"InProgress", "InProgress"},
 	"blocked-selector-reverted":        {"Failed", "Failed"},
 	"degraded-counts-mismatch":         {"Failed", "Failed"},

@@ -204,3 +204,17 @@ fn the_release_that_would_take_the_operators_names_is_refused() {
     assert!(d.message.contains("prod-langfuse-web"), "{}", d.message);
     assert!(d.actions.is_empty(), "{:?}", d.actions);
 }
+
+#[test]
+fn a_paused_handoff_changes_nothing_until_resumed() {
+    let mut w = completed();
+    hand_off(&mut w, RELEASE);
+    install_chart(&mut w);
+    w.upgrade.spec.paused = true;
+    let d = said(w.step());
+    assert_eq!((d.phase, d.reason), (Phase::Paused, reason::PAUSED));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    w.upgrade.spec.paused = false;
+    let d = said(w.step());
+    assert_eq!(d.phase, Phase::HandingOff, "{}", d.message);
+}
