@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod catalog_watch;
+pub mod coalesce;
 pub mod decide;
 pub mod dispatch;
 pub mod events;
@@ -54,6 +55,8 @@ pub struct Context<D> {
     caches: std::sync::OnceLock<cache::Caches>,
     /// Read-your-writes: the version of each upgrade this operator last wrote or read fresh.
     memo: memo::WriteMemo,
+    /// When each upgrade's status was last written: progress at most once a second.
+    coalescer: coalesce::Coalescer,
 }
 
 impl<D> Context<D> {
@@ -74,6 +77,7 @@ impl<D> Context<D> {
             fence: fence::Fence::none(),
             caches: std::sync::OnceLock::new(),
             memo: memo::WriteMemo::default(),
+            coalescer: coalesce::Coalescer::default(),
         }
     }
 }

@@ -98,8 +98,32 @@ async fn reconcile_once<D: Databases>(
         .await?;
         clock.executed = clock.started.elapsed();
         ctx.fence.check()?;
-        let reported = report::report(&ctx.client, &ctx.events, upgrade, status, &executed, resource_version).await?;
+        // Progress alone, within a second of the last status write: not written now (see
+        // `coalesce`), so the next watch event does not wait behind it.
+        let key = ObjectRef::from(upgrade.as_ref());
+        let before = upgrade.status.clone().unwrap_or_default();
+        let progress_only = executed.is_empty() && super::coalesce::progress_only(&before, status);
+        let deferred = ctx.coalescer.defer(&key, progress_only, Instant::now());
+        let reporting = match deferred {
+            Some(_) => &before,
+            None => status,
+        };
+        let reported = report::report(
+            &ctx.client,
+            &ctx.events,
+            upgrade,
+            reporting,
+            &executed,
+            resource_version,
+        )
+        .await?;
+        if reported.object.is_some() || executed.contains(&Write::RecordFacts) {
+            ctx.coalescer.wrote(key.clone(), Instant::now());
+        }
         let removed = executed.contains(&Write::RemoveFinalizer);
+        if removed {
+            ctx.coalescer.forget(&key);
+        }
         ctx.memo.remember(
             ObjectRef::from(upgrade.as_ref()),
             upgrade.resource_version(),
@@ -115,10 +139,8 @@ async fn reconcile_once<D: Databases>(
             .lock()
             .expect("failures lock")
             .remove(&ObjectRef::from(upgrade.as_ref()));
-        Ok(Requeue::After(spread(
-            decision.requeue.max(plan::wait::FLOOR),
-            rand::rng().random(),
-        )))
+        let requeue = spread(decision.requeue.max(plan::wait::FLOOR), rand::rng().random());
+        Ok(Requeue::After(deferred.map_or(requeue, |wait| requeue.min(wait))))
     }
     .instrument(span)
     .await

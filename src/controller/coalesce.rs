@@ -1,0 +1,142 @@
+//! Progress is written at most once a second per upgrade. A reconcile whose status differs from
+//! the stored one only by progress (condition messages under the same status and reason, the
+//! copies' cursors and percentages) and comes within a second of the last status write writes
+//! nothing and asks to run again when the second is up: it ends sooner, so a watch event that
+//! makes a fact true (v3 Available, the EndpointSlices only v3) is not queued behind a write
+//! that only moved a percentage. Anything else (a phase, a fact, a condition's status or reason,
+//! a write to the cluster) is written at once, as before.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::{LangfuseUpgrade, LangfuseUpgradeStatus};
+
+/// At most one progress-only status write per upgrade in this long.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// `new` differs from `old` by progress alone (and does differ).
+pub fn progress_only(old: &LangfuseUpgradeStatus, new: &LangfuseUpgradeStatus) -> bool {
+    old != new && without_progress(old) == without_progress(new)
+}
+
+/// The status with what only reports progress blanked out.
+fn without_progress(s: &LangfuseUpgradeStatus) -> LangfuseUpgradeStatus {
+    let mut s = s.clone();
+    s.migration_progress = None;
+    for m in &mut s.migrations {
+        m.cursor = None;
+        m.progress_percent = None;
+        m.cursor_since = None;
+        m.estimated_rows = None;
+    }
+    for c in &mut s.conditions {
+        c.message.clear();
+    }
+    s
+}
+
+/// When each upgrade's status was last written by this replica.
+#[derive(Default)]
+pub struct Coalescer {
+    last: Mutex<HashMap<ObjectRef<LangfuseUpgrade>, Instant>>,
+}
+
+impl Coalescer {
+    /// `Some(wait)`: skip this progress-only write, and run again within `wait`.
+    pub fn defer(&self, key: &ObjectRef<LangfuseUpgrade>, progress_only: bool, now: Instant) -> Option<Duration> {
+        if !progress_only {
+            return None;
+        }
+        let last = *self.last.lock().expect("coalescer lock").get(key)?;
+        let since = now.saturating_duration_since(last);
+        (since < PROGRESS_EVERY).then(|| PROGRESS_EVERY - since)
+    }
+
+    /// A status write landed at `now`.
+    pub fn wrote(&self, key: ObjectRef<LangfuseUpgrade>, now: Instant) {
+        self.last.lock().expect("coalescer lock").insert(key, now);
+    }
+
+    pub fn forget(&self, key: &ObjectRef<LangfuseUpgrade>) {
+        self.last.lock().expect("coalescer lock").remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MigrationStatus, Phase};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn status(percent: i32, message: &str, reason: &str) -> LangfuseUpgradeStatus {
+        LangfuseUpgradeStatus {
+            phase: Some(Phase::Migrating),
+            migration_progress: Some(format!("{percent}%")),
+            migrations: vec![MigrationStatus {
+                name: "traces".into(),
+                state: "running".into(),
+                cursor: Some(format!("2026-01-01T00:00:{percent:02}Z")),
+                progress_percent: Some(percent),
+                failed_reason: None,
+                cursor_since: None,
+                batch_size: None,
+                start_cursor: None,
+                estimated_rows: Some(1000),
+            }],
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: message.into(),
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: Some(1),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_moved_percentage_is_progress_and_a_reason_phase_or_state_is_not() {
+        let a = status(10, "copying: 10%", "Migrating");
+        assert!(progress_only(&a, &status(20, "copying: 20%", "Migrating")));
+        assert!(!progress_only(&a, &a), "no change is not a write at all");
+        assert!(!progress_only(&a, &status(20, "failed", "MigrationFailed")));
+        let mut phase = status(20, "copying: 20%", "Migrating");
+        phase.phase = Some(Phase::Verifying);
+        assert!(!progress_only(&a, &phase));
+        let mut state = status(10, "copying: 10%", "Migrating");
+        state.migrations[0].state = "finished".into();
+        assert!(!progress_only(&a, &state));
+        let mut fact = status(10, "copying: 10%", "Migrating");
+        fact.migrations_finished_at = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(!progress_only(&a, &fact), "a fact is never held back");
+    }
+
+    #[test]
+    fn progress_is_written_at_most_once_a_second_per_upgrade() {
+        let c = Coalescer::default();
+        let key = ObjectRef::new("a").within("ns");
+        let other = ObjectRef::new("b").within("ns");
+        let t0 = Instant::now();
+        assert_eq!(c.defer(&key, true, t0), None, "nothing written yet: write");
+        c.wrote(key.clone(), t0);
+        let wait = c.defer(&key, true, t0 + Duration::from_millis(300));
+        assert_eq!(wait, Some(Duration::from_millis(700)));
+        assert_eq!(
+            c.defer(&key, false, t0 + Duration::from_millis(300)),
+            None,
+            "not progress: at once"
+        );
+        assert_eq!(
+            c.defer(&other, true, t0 + Duration::from_millis(300)),
+            None,
+            "per upgrade"
+        );
+        assert_eq!(c.defer(&key, true, t0 + PROGRESS_EVERY), None);
+        c.forget(&key);
+        assert_eq!(c.defer(&key, true, t0 + Duration::from_millis(10)), None);
+    }
+}
