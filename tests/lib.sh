@@ -90,8 +90,8 @@ ensure_musl_target() {
   for p in "$@"; do command -v "$p" >/dev/null || need+=("$p"); done
   if ((${#need[@]})); then
     echo "installing ${need[*]} (apt)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+    "$(dirname "${BASH_SOURCE[0]}")/apt-get.sh" update -qq >&2
+    "$(dirname "${BASH_SOURCE[0]}")/apt-get.sh" install -y -q "${need[@]}" >/dev/null
   fi
   rustup target list --installed | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET" >&2
   echo "$MUSL_TARGET"

@@ -55,8 +55,8 @@ ensure_postgres() {
   [[ -x $PG_BIN/initdb && -x $PG_BIN/postgres && -x $PG_BIN/psql ]] && return 0
   (( EUID == 0 )) || die "PostgreSQL $PG_VERSION missing in $PG_BIN and not root to apt-get it"
   log "installing PostgreSQL $PG_VERSION from apt"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  "$(dirname "${BASH_SOURCE[0]}")/../apt-get.sh" update -qq
+  "$(dirname "${BASH_SOURCE[0]}")/../apt-get.sh" install -y -qq --no-install-recommends \
     "postgresql-$PG_VERSION" >/dev/null
 }
 
@@ -66,8 +66,8 @@ ensure_redis() {
   log "installing redis-server from apt"
   # Only the binaries are used. (Where package scripts may start services, Debian's own redis
   # also starts on 6379; it is not ours and is left alone.)
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  "$(dirname "${BASH_SOURCE[0]}")/../apt-get.sh" update -qq
+  "$(dirname "${BASH_SOURCE[0]}")/../apt-get.sh" install -y -qq --no-install-recommends \
     redis-server >/dev/null
 }
 

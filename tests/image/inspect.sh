@@ -11,8 +11,8 @@ need=()
 command -v jq >/dev/null || need+=(jq)
 command -v file >/dev/null || need+=(file)
 if ((${#need[@]})); then
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  "$root/tests/apt-get.sh" update -qq
+  "$root/tests/apt-get.sh" install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 work="$(mktemp -d /tmp/lfu-image.XXXXXX)"
 trap 'umount "$work/rootfs" 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -5,8 +5,9 @@ if ! command -v lua5.1 >/dev/null 2>&1; then
   echo "installing lua5.1 (apt)" >&2
   sudo_cmd=()
   [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  if ! DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends lua5.1 >/dev/null 2>&1; then
-    "${sudo_cmd[@]}" apt-get update >/dev/null
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends lua5.1 >/dev/null
+  apt_get="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/apt-get.sh"
+  if ! "${sudo_cmd[@]}" "$apt_get" install -y --no-install-recommends lua5.1 >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" "$apt_get" update >/dev/null
+    "${sudo_cmd[@]}" "$apt_get" install -y --no-install-recommends lua5.1 >/dev/null
   fi
 fi
