@@ -117,7 +117,8 @@ async fn reconcile_once<D: Databases>(
             resource_version,
         )
         .await?;
-        if reported.object.is_some() || executed.contains(&Write::RecordFacts) {
+        let wrote_status = reported.object.is_some();
+        if wrote_status || executed.contains(&Write::RecordFacts) {
             ctx.coalescer.wrote(key.clone(), Instant::now());
         }
         let removed = executed.contains(&Write::RemoveFinalizer);
@@ -132,8 +133,10 @@ async fn reconcile_once<D: Databases>(
         );
         record_metrics(&ctx, upgrade, status, &executed);
         ctx.metrics.reconciled(clock.started.elapsed());
-        if !executed.is_empty() || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {
-            clock.log(&decided, executed.len(), *looked_ahead);
+        if !executed.is_empty() || wrote_status || upgrade.status.as_ref().and_then(|s| s.phase) != Some(decision.phase) {
+            clock.log(&decided, executed.len(), *looked_ahead, wrote_status);
+        } else if deferred.is_some() {
+            tracing::debug!(wake_ms = ?clock.woken.map(|w| clock.started.saturating_duration_since(w)), took = ?clock.started.elapsed(), "progress only: status write deferred");
         }
         ctx.failures
             .lock()
@@ -188,12 +191,13 @@ impl Clock {
         }
     }
 
-    fn log(&self, decided: &Decided, writes: usize, looked_ahead: bool) {
+    fn log(&self, decided: &Decided, writes: usize, looked_ahead: bool, status_written: bool) {
         let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
         let took = &decided.observed.took;
         info!(
             phase = %decided.decision.phase,
             writes,
+            status_written,
             looked_ahead,
             wake_ms = self.woken.map(|w| ms(self.started.saturating_duration_since(w))),
             get_ms = ms(self.read),

@@ -467,7 +467,11 @@ impl Operator {
                 "KUBECONFIG",
                 self.kubeconfig.as_ref().unwrap_or(&env.operator_kubeconfig),
             )
-            .env("RUST_LOG", "info,kube=warn")
+            // LFU_OPERATOR_RUST_LOG: more of the operator's log when a test is diagnosed.
+            .env(
+                "RUST_LOG",
+                std::env::var("LFU_OPERATOR_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
