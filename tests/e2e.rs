@@ -1908,18 +1908,7 @@ fn generalized(v: &mut Value, pairs: &[(String, &'static str)]) {
 }
 
 fn kubectl_lfu(args: &[&str]) -> (i32, String, String) {
-    let env = e2e_support::cluster_env();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-lfu"))
-        .args(args)
-        .env("KUBECONFIG", &env.kubeconfig)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kubectl-lfu runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    e2e_support::kubectl_lfu(env!("CARGO_BIN_EXE_kubectl-lfu"), args, None)
 }
 
 /// What `helm install prod-v3` of the official chart at `chart` makes from the generated values:

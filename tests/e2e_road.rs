@@ -486,18 +486,7 @@ async fn a_held_image_change_that_lands_after_the_next_hop_never_takes_web_back(
 
 /// `kubectl lfu`, the plugin binary, as a person or a pipeline runs it.
 fn lfu(args: &[&str], kubeconfig: Option<&std::path::Path>) -> (i32, String, String) {
-    let env = e2e_support::cluster_env();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-lfu"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig.unwrap_or(&env.kubeconfig))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kubectl-lfu runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    e2e_support::kubectl_lfu(env!("CARGO_BIN_EXE_kubectl-lfu"), args, kubeconfig)
 }
 
 /// One clear line on stderr and a non-zero exit: never a panic or a trace.

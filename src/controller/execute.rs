@@ -264,33 +264,36 @@ pub async fn execute<D: Databases>(
 /// `helm.sh/resource-policy: keep` on one object, by a merge patch (not an apply: an object
 /// that is gone is not created again); one that is not there has nothing to keep.
 async fn protect(client: &Client, ns: &str, kept: &crate::handoff::keep::Kept) -> Result<()> {
-    use crate::handoff::keep::{KEEP_ANNOTATION, KeptKind};
+    use crate::handoff::keep::KeptKind;
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-    let patch = Patch::Merge(json!({ "metadata": { "annotations": { KEEP_ANNOTATION: "keep" } } }));
-    let params = PatchParams::default();
+    let name = kept.name.as_str();
     let answer = match kept.kind {
-        KeptKind::Service => Api::<Service>::namespaced(client.clone(), ns)
-            .patch_metadata(&kept.name, &params, &patch)
-            .await
-            .map(|_| ()),
-        KeptKind::Secret => Api::<Secret>::namespaced(client.clone(), ns)
-            .patch_metadata(&kept.name, &params, &patch)
-            .await
-            .map(|_| ()),
-        KeptKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client.clone(), ns)
-            .patch_metadata(&kept.name, &params, &patch)
-            .await
-            .map(|_| ()),
-        KeptKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-            .patch_metadata(&kept.name, &params, &patch)
-            .await
-            .map(|_| ()),
+        KeptKind::Service => keep::<Service>(client, ns, name).await,
+        KeptKind::Secret => keep::<Secret>(client, ns, name).await,
+        KeptKind::ServiceAccount => keep::<ServiceAccount>(client, ns, name).await,
+        KeptKind::StatefulSet => keep::<StatefulSet>(client, ns, name).await,
     };
     match answer {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// The keep annotation alone, as a metadata merge patch of one object of kind `K`.
+async fn keep<K>(client: &Client, ns: &str, name: &str) -> kube::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let patch =
+        Patch::Merge(json!({ "metadata": { "annotations": { crate::handoff::keep::KEEP_ANNOTATION: "keep" } } }));
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch_metadata(name, &PatchParams::default(), &patch)
+        .await
+        .map(|_| ())
 }
 
 /// Delete a Deployment this upgrade made: its selector carries the upgrade's label (owner

@@ -65,6 +65,23 @@ pub fn backends_spec(db: &crate::support::TestDb) -> serde_json::Value {
     })
 }
 
+/// `kubectl lfu` (the plugin binary at `bin`) against the test cluster or `kubeconfig`:
+/// (exit code, stdout, stderr).
+pub fn kubectl_lfu(bin: &str, args: &[&str], kubeconfig: Option<&Path>) -> (i32, String, String) {
+    let env = cluster_env();
+    let out = Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig.unwrap_or(&env.kubeconfig))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kubectl-lfu runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// The CRD, installed server-side from the operator's own types, and Established.
 pub fn install_crd() {
     let (out, ok) = kubectl_status(
