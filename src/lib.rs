@@ -6,6 +6,7 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod controller;
+pub mod data_model;
 pub mod databases;
 pub mod error;
 pub mod handoff;

@@ -213,6 +213,7 @@ pub fn spec() -> LangfuseUpgradeSpec {
         },
         paused: false,
         abort: false,
+        data_model: Default::default(),
         handoff: None,
     }
 }
@@ -275,6 +276,7 @@ pub fn healthy_clickhouse() -> ClickHouseFacts {
         ])),
         copy_counts: None,
         v4: Reading::NotAsked,
+        events: Reading::NotAsked,
     }
 }
 

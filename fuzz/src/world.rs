@@ -122,6 +122,7 @@ fn clickhouse() -> ClickHouseFacts {
         grants: Reading::NotAsked,
         copy_counts: None,
         v4: Reading::NotAsked,
+        events: Reading::NotAsked,
     }
 }
 
@@ -323,7 +324,8 @@ impl World {
                     Remedy::SetBatchSize { name, .. }
                     | Remedy::ClearFailure { name }
                     | Remedy::RerunWindow { name, .. }
-                    | Remedy::FinishOrphan { name, .. } => name,
+                    | Remedy::FinishOrphan { name, .. }
+                    | Remedy::ResetBackfillRow { name, .. } => name,
                 };
                 for row in self.rows.iter_mut().filter(|r| &r.name == name) {
                     match remedy {
@@ -339,10 +341,15 @@ impl World {
                             row.failed_reason = None;
                         }
                         Remedy::FinishOrphan { .. } => row.finished_at = Some(t(self.now)),
+                        Remedy::ResetBackfillRow { .. } => {
+                            row.failed_at = None;
+                            row.failed_reason = None;
+                            row.finished_at = None;
+                        }
                     }
                 }
             }
-            Action::SetImage(_) | Action::Protect(_) => {}
+            Action::SetImage(_) | Action::SetFlags(_) | Action::Protect(_) => {}
         }
     }
 

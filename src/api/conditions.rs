@@ -19,9 +19,11 @@ pub const ERROR_RATIO_HEALTHY: &str = "ErrorRatioHealthy";
 /// `spec.handoff`: Langfuse runs on the official chart's release and the operator's own
 /// Deployments are gone.
 pub const HANDED_OFF: &str = "HandedOff";
+/// `spec.target.dataModel`: the v4 data-model road has reached its target.
+pub const DATA_MODEL: &str = "DataModel";
 
 /// Every condition type the operator writes, in the order it writes them.
-pub const ALL_TYPES: [&str; 11] = [
+pub const ALL_TYPES: [&str; 12] = [
     READY,
     RECONCILING,
     STALLED,
@@ -33,6 +35,7 @@ pub const ALL_TYPES: [&str; 11] = [
     ROAD_FOLLOWED,
     ERROR_RATIO_HEALTHY,
     HANDED_OFF,
+    DATA_MODEL,
 ];
 
 /// A condition as the plan wants it; times are filled in by [`merge`].
@@ -172,10 +175,38 @@ pub enum Reason {
     HandedOff,
     /// `spec.handoff` was removed before the operator's Deployments were deleted: the Service was put back.
     HandoffWithdrawn,
+    /// The data-model road writes a stage's flags: web first, then the worker.
+    MovingDataModel,
+    /// The data-model road cannot go on (not v4, ClickHouse grants, the chart owns the Deployments).
+    DataModelBlocked,
+    /// The dual write's propagation job has not run within its stuck threshold.
+    PropagationStuck,
+    /// The oldest staging partition not yet propagated is older than `dataModel.lagAlert`.
+    PropagationLagging,
+    /// The dual write has not yet been healthy for `dataModel.dualWriteHealthyFor`.
+    WaitingForHealthyDualWrite,
+    /// ClickHouse has too little free disk for the historic backfill.
+    DiskHeadroom,
+    /// Background rows M1-M4 copy the historic data into the events tables.
+    Backfilling,
+    /// A backfill row failed and its documented remedies are used up.
+    BackfillRowFailed,
+    /// `historicData: RetentionWindow`: the cutover waits for one retention window of dual write.
+    RetentionWindow,
+    /// Producers seen in `events_core` that `events_only` would reject.
+    IncompatibleProducers,
+    /// Every check passed; the irreversible step waits for `dataModel.acknowledge`.
+    AwaitingAcknowledgement,
+    /// `target.dataModel` is reached (and, in Dual, the dual write is healthy).
+    DataModelReached,
+    /// A step back was asked for after the cutover, which cannot be undone.
+    ForwardOnly,
+    /// Back to `legacy` from `dual` or the backfill, before the cutover.
+    BackedOut,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 56] = [
+    pub const ALL: [Reason; 70] = [
         Reason::InvalidSpec,
         Reason::ReconcileError,
         Reason::OutOfOrder,
@@ -232,6 +263,20 @@ impl Reason {
         Reason::HandingOff,
         Reason::HandedOff,
         Reason::HandoffWithdrawn,
+        Reason::MovingDataModel,
+        Reason::DataModelBlocked,
+        Reason::PropagationStuck,
+        Reason::PropagationLagging,
+        Reason::WaitingForHealthyDualWrite,
+        Reason::DiskHeadroom,
+        Reason::Backfilling,
+        Reason::BackfillRowFailed,
+        Reason::RetentionWindow,
+        Reason::IncompatibleProducers,
+        Reason::AwaitingAcknowledgement,
+        Reason::DataModelReached,
+        Reason::ForwardOnly,
+        Reason::BackedOut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -292,6 +337,20 @@ impl Reason {
             Reason::HandingOff => "HandingOff",
             Reason::HandedOff => "HandedOff",
             Reason::HandoffWithdrawn => "HandoffWithdrawn",
+            Reason::MovingDataModel => "MovingDataModel",
+            Reason::DataModelBlocked => "DataModelBlocked",
+            Reason::PropagationStuck => "PropagationStuck",
+            Reason::PropagationLagging => "PropagationLagging",
+            Reason::WaitingForHealthyDualWrite => "WaitingForHealthyDualWrite",
+            Reason::DiskHeadroom => "DiskHeadroom",
+            Reason::Backfilling => "Backfilling",
+            Reason::BackfillRowFailed => "BackfillRowFailed",
+            Reason::RetentionWindow => "RetentionWindow",
+            Reason::IncompatibleProducers => "IncompatibleProducers",
+            Reason::AwaitingAcknowledgement => "AwaitingAcknowledgement",
+            Reason::DataModelReached => "DataModelReached",
+            Reason::ForwardOnly => "ForwardOnly",
+            Reason::BackedOut => "BackedOut",
         }
     }
 }
@@ -303,66 +362,9 @@ impl std::fmt::Display for Reason {
 }
 
 /// The reasons by their old constant names, so call sites read `reason::DRAINING`.
-pub mod reason {
-    use super::Reason;
-
-    pub const INVALID_SPEC: Reason = Reason::InvalidSpec;
-    pub const RECONCILE_ERROR: Reason = Reason::ReconcileError;
-    pub const OUT_OF_ORDER: Reason = Reason::OutOfOrder;
-    pub const PENDING: Reason = Reason::Pending;
-    pub const PREFLIGHT_RUNNING: Reason = Reason::PreflightRunning;
-    pub const PREFLIGHT_FAILED: Reason = Reason::PreflightFailed;
-    pub const CHECKS_PASSED: Reason = Reason::ChecksPassed;
-    pub const PROVISIONING: Reason = Reason::Provisioning;
-    pub const WEB_NOT_AVAILABLE: Reason = Reason::WebNotAvailable;
-    pub const AWAITING_APPROVAL: Reason = Reason::AwaitingApproval;
-    pub const SHIFTING: Reason = Reason::Shifting;
-    pub const SHIFTED: Reason = Reason::Shifted;
-    pub const NOT_SHIFTED: Reason = Reason::NotShifted;
-    pub const SELECTOR_REVERTED: Reason = Reason::SelectorReverted;
-    pub const SOURCE_MISSING: Reason = Reason::SourceMissing;
-    pub const DRAINING: Reason = Reason::Draining;
-    pub const POSTGRES_UNAVAILABLE: Reason = Reason::PostgresUnavailable;
-    pub const CLICKHOUSE_UNAVAILABLE: Reason = Reason::ClickHouseUnavailable;
-    pub const MIGRATING: Reason = Reason::Migrating;
-    pub const MIGRATION_FAILED: Reason = Reason::MigrationFailed;
-    pub const MIGRATION_STALLED: Reason = Reason::MigrationStalled;
-    pub const MIGRATIONS_FINISHED: Reason = Reason::MigrationsFinished;
-    pub const MIGRATION_STUCK: Reason = Reason::MigrationStuck;
-    pub const REMEDY_APPLIED: Reason = Reason::RemedyApplied;
-    pub const NOT_STARTED: Reason = Reason::NotStarted;
-    pub const VERIFYING: Reason = Reason::Verifying;
-    pub const COUNTS_MATCH: Reason = Reason::CountsMatch;
-    pub const COUNTS_MISMATCH: Reason = Reason::CountsMismatch;
-    pub const LATE_WRITES: Reason = Reason::LateWrites;
-    pub const WAITING_TO_RETIRE: Reason = Reason::WaitingToRetire;
-    pub const RETIRING: Reason = Reason::Retiring;
-    pub const RETIRED: Reason = Reason::Retired;
-    pub const SOURCE_SCALED_UP: Reason = Reason::SourceScaledUp;
-    pub const FINALIZING: Reason = Reason::Finalizing;
-    pub const COMPLETED: Reason = Reason::Completed;
-    pub const PAUSED: Reason = Reason::Paused;
-    pub const ROLLING_BACK: Reason = Reason::RollingBack;
-    pub const ROLLED_BACK: Reason = Reason::RolledBack;
-    pub const ABORT_TOO_LATE: Reason = Reason::AbortTooLate;
-    pub const HOP_BLOCKED: Reason = Reason::HopBlocked;
-    pub const HOPPING: Reason = Reason::Hopping;
-    pub const AWAITING_IMAGE_CHANGE: Reason = Reason::AwaitingImageChange;
-    pub const STOP_SKIPPED: Reason = Reason::StopSkipped;
-    pub const DOWNGRADED: Reason = Reason::Downgraded;
-    pub const V4_DEFAULTS_IN_EFFECT: Reason = Reason::V4DefaultsInEffect;
-    pub const ORPHAN_ROW: Reason = Reason::OrphanRow;
-    pub const HOPS_DONE: Reason = Reason::HopsDone;
-    pub const ERROR_RATIO_OK: Reason = Reason::ErrorRatioOk;
-    pub const ERROR_RATIO_HIGH: Reason = Reason::ErrorRatioHigh;
-    pub const ERROR_RATIO_SUSTAINED: Reason = Reason::ErrorRatioSustained;
-    pub const ANALYSIS_UNAVAILABLE: Reason = Reason::AnalysisUnavailable;
-    pub const WAITING_FOR_CHART: Reason = Reason::WaitingForChart;
-    pub const CHART_DIFFERS: Reason = Reason::ChartDiffers;
-    pub const HANDING_OFF: Reason = Reason::HandingOff;
-    pub const HANDED_OFF: Reason = Reason::HandedOff;
-    pub const HANDOFF_WITHDRAWN: Reason = Reason::HandoffWithdrawn;
-}
+/// The reasons by their old constant names, so call sites read `reason::DRAINING`.
+#[path = "reasons.rs"]
+pub mod reason;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! The `LangfuseUpgrade` custom resource: spec, status and conditions.
 
 pub mod conditions;
+pub mod data_model;
 pub mod handoff;
 pub mod migrations_spec;
 pub mod phase;
@@ -9,6 +10,10 @@ pub mod remedies;
 pub mod spec;
 pub mod status;
 
+pub use data_model::{
+    BackfillRowStatus, CountMismatch, DataModel, DataModelSpec, DataModelStage, DataModelStatus, HistoricData,
+    IrreversibleStep, ProducerStatus, PropagationStatus,
+};
 pub use handoff::{ChartHandoffStatus, HandoffSpec};
 pub use migrations_spec::MigrationsSpec;
 pub use remedies::RemedyKind;

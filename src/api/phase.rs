@@ -18,6 +18,8 @@ pub enum Phase {
     // Completed, and handing Langfuse to a release of the official chart (`spec.handoff`); a
     // plain comment: a doc comment would turn the schema's enum into a oneOf.
     HandingOff,
+    // Completed, and walking v4's data-model road (`spec.target.dataModel`).
+    MigratingDataModel,
     Paused,
     Blocked,
     Degraded,
@@ -28,7 +30,7 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, once (metrics export one series per phase).
-    pub const ALL: [Phase; 17] = [
+    pub const ALL: [Phase; 18] = [
         Phase::Pending,
         Phase::Provisioning,
         Phase::AwaitingPromotion,
@@ -40,6 +42,7 @@ impl Phase {
         Phase::Finalizing,
         Phase::Completed,
         Phase::HandingOff,
+        Phase::MigratingDataModel,
         Phase::Paused,
         Phase::Blocked,
         Phase::Degraded,
@@ -61,6 +64,7 @@ impl Phase {
             Phase::Finalizing => "Finalizing",
             Phase::Completed => "Completed",
             Phase::HandingOff => "HandingOff",
+            Phase::MigratingDataModel => "MigratingDataModel",
             Phase::Paused => "Paused",
             Phase::Blocked => "Blocked",
             Phase::Degraded => "Degraded",

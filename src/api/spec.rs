@@ -75,6 +75,9 @@ pub struct LangfuseUpgradeSpec {
     /// Once completed: hand Langfuse to a release of the official chart installed beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<super::HandoffSpec>,
+    /// How v4's data-model road (`target.dataModel`) is walked.
+    #[serde(default)]
+    pub data_model: super::DataModelSpec,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -131,6 +134,10 @@ pub struct TargetSpec {
     /// catalog's checks for it (its schema height, its background migrations, what it drops).
     #[serde(default)]
     pub accept_unknown_release: bool,
+    /// On v4, once the release is reached: where writes go, walked stage by stage
+    /// (`Legacy` -> `Dual` -> historic data -> `Events`). Unset: the v4 hop's `Legacy`, not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_model: Option<super::DataModel>,
 }
 
 impl Default for TargetSpec {
@@ -142,6 +149,7 @@ impl Default for TargetSpec {
             worker: default_worker(),
             extra_env: Vec::new(),
             accept_unknown_release: false,
+            data_model: None,
         }
     }
 }

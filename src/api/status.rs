@@ -166,6 +166,9 @@ pub struct LangfuseUpgradeStatus {
     /// The handoff to the official chart asked for by `spec.handoff`, fact by fact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart_handoff: Option<super::ChartHandoffStatus>,
+    /// v4's data-model road (`spec.target.dataModel`), fact by fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_model: Option<super::DataModelStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
     /// The road from the release v2 runs to the one asked for, stop by stop (from the release

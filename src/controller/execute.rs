@@ -62,6 +62,7 @@ impl<'a> Forget<'a> {
                 Some(name.as_str())
             }
             Action::SetImage(change) => Some(change.deployment.as_str()),
+            Action::SetFlags(change) => Some(change.deployment.as_str()),
             Action::ScaleSource(_) | Action::DeleteSource => Some(source),
             _ => None,
         };
@@ -230,6 +231,14 @@ pub async fn execute<D: Databases>(
                 onto_observed(&mut body, observed, &change.deployment);
                 deployments
                     .patch(&change.deployment, &apply_params(), &Patch::Apply(body))
+                    .await?;
+            }
+            Action::SetFlags(change) => {
+                let mut body = crate::resources::deployments::flag_change_body(change, &ns);
+                onto_observed(&mut body, observed, &change.deployment);
+                let params = PatchParams::apply(crate::resources::deployments::DATA_MODEL_MANAGER).force();
+                deployments
+                    .patch(&change.deployment, &params, &Patch::Apply(body))
                     .await?;
             }
             Action::Remedy(remedy) => {

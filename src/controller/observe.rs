@@ -167,8 +167,8 @@ async fn databases<D: Databases>(
     }
     // Redis and S3, Postgres and ClickHouse answer independently: read them all at once.
     let stores = async {
-        if !needs.stores && !needs.redis {
-            return Ok::<_, crate::error::Error>((None, None));
+        if !needs.stores && !needs.redis && !needs.propagation {
+            return Ok::<_, crate::error::Error>(((None, None), None));
         }
         let r = &spec.redis;
         let (conn, auth) = (
@@ -185,10 +185,17 @@ async fn databases<D: Databases>(
             false => (None, None),
         };
         // A missing Secret key is the secrets line's failure; no probe without the settings.
+        let target = redis_target(r, conn, auth);
         let redis = async {
-            match redis_target(r, conn, auth) {
-                Some(target) => Some(db.redis(&target).await),
-                None => None,
+            match &target {
+                Some(target) if needs.stores || needs.redis => Some(db.redis(target).await),
+                _ => None,
+            }
+        };
+        let keys = async {
+            match &target {
+                Some(target) if needs.propagation => Some(db.propagation_keys(target).await),
+                _ => None,
             }
         };
         let bucket = async {
@@ -197,7 +204,8 @@ async fn databases<D: Databases>(
                 _ => None,
             }
         };
-        Ok(tokio::join!(redis, bucket))
+        let (redis, bucket, keys) = tokio::join!(redis, bucket, keys);
+        Ok(((redis, bucket), keys))
     };
     let source = observed.source.as_ref();
     let postgres = async {
@@ -238,7 +246,7 @@ async fn databases<D: Databases>(
     // The first API error (a Secret) still ends the observation at once. Each read on the
     // heap: the database clients' futures are most of a reconcile's size (68 KB inline), and
     // one that has answered (a refused Redis) frees its share while another still waits.
-    let (((redis, s3), stores_took), (postgres, postgres_took), (clickhouse, clickhouse_took)) = tokio::try_join!(
+    let ((((redis, s3), keys), stores_took), (postgres, postgres_took), (clickhouse, clickhouse_took)) = tokio::try_join!(
         Box::pin(timed(stores)),
         Box::pin(timed(postgres)),
         Box::pin(timed(clickhouse))
@@ -249,6 +257,7 @@ async fn databases<D: Databases>(
         stores: stores_took,
     };
     observed.redis = redis.map(Reading::from).unwrap_or_default();
+    observed.propagation = keys.map(Reading::from).unwrap_or_default();
     observed.s3 = s3.map(Reading::from).unwrap_or_default();
     if let Some((facts, url)) = postgres {
         observed.postgres = facts.into();

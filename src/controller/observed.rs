@@ -63,6 +63,8 @@ pub struct Observed {
     pub postgres_url: Option<SecretString>,
     pub clickhouse: Reading<ClickHouseFacts>,
     pub redis: Reading<RedisFacts, RedisProblem>,
+    /// The dual write's propagation cursor and heartbeat (Redis), when asked for.
+    pub propagation: Reading<crate::data_model::PropagationKeys, RedisProblem>,
     pub s3: Reading<S3Facts, S3Problem>,
     pub error_ratio: Reading<crate::analysis::ErrorRatioFacts>,
     /// When the last read came back (to the millisecond; `None` when nothing was read): every

@@ -65,6 +65,11 @@ pub trait Databases: Send + Sync + 'static {
     fn remedy(&self, url: &SecretString, remedy: &Remedy) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Connect and authenticate to Redis as v3 will, and read its version.
     fn redis(&self, target: &RedisTarget) -> impl Future<Output = Result<RedisFacts, RedisProblem>> + Send;
+    /// The dual write's propagation job's cursor and heartbeat keys (v4's data-model road).
+    fn propagation_keys(
+        &self,
+        target: &RedisTarget,
+    ) -> impl Future<Output = Result<crate::data_model::PropagationKeys, RedisProblem>> + Send;
     /// Reach the event bucket as v3 will (and write and delete a marker when asked).
     fn s3(&self, target: &S3Target) -> impl Future<Output = Result<S3Facts, S3Problem>> + Send;
     /// v3 web's error ratio from Prometheus, now and over the analysis window.

@@ -193,6 +193,7 @@ impl Metrics {
                     Remedy::ClearFailure { .. } => "clearFailure",
                     Remedy::RerunWindow { .. } => "rerunWindow",
                     Remedy::FinishOrphan { .. } => "finishOrphan",
+                    Remedy::ResetBackfillRow { .. } => "resetBackfillRow",
                 },
                 1,
             );

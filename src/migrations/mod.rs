@@ -229,4 +229,6 @@ pub struct PostgresFacts {
     pub estimated_rows: Option<EstimatedRows>,
     /// The copies' source tables, when asked for.
     pub copy_sources: Option<copies::CopySources>,
+    /// v4's backfill rows M1-M5, when asked for.
+    pub backfill_rows: Option<Vec<crate::data_model::progress::BackfillRow>>,
 }

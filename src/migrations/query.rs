@@ -21,6 +21,8 @@ pub struct PostgresQuery {
     pub late_writes_until: Option<Timestamp>,
     /// Count these copies' source tables (before a hop that drops them).
     pub copy_sources: Vec<super::copies::CopiedTable>,
+    /// v4's backfill rows M1-M5 with their `state` (the data-model road).
+    pub backfill_rows: bool,
 }
 
 /// Per table, the instant after which a Postgres row was not copied by the migration.
@@ -68,4 +70,9 @@ pub enum Remedy {
     /// An unfinished orphan row (its script gone from the running release): `finished_at =
     /// now()` (kept where already set), only where the row runs `script`.
     FinishOrphan { name: String, script: String },
+    /// A failed v4 backfill row (M1-M4) re-run as its script says: `failed_at`,
+    /// `failed_reason`, `finished_at` cleared, `args.retryFailed = true`, and with
+    /// `reload_chunks` also `state.chunksLoaded = false` (M3 after a part merged away). Only
+    /// where the row is failed.
+    ResetBackfillRow { name: String, reload_chunks: bool },
 }

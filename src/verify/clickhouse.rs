@@ -204,5 +204,8 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
     if !query.copy_counts.is_empty() {
         facts.copy_counts = Some(super::copies::copy_counts(client, &query.copy_counts).await?);
     }
+    if query.events != crate::data_model::EventsQuery::default() {
+        facts.events = crate::data_model::read::read(client, &query.events).await.into();
+    }
     Ok(facts)
 }

@@ -31,6 +31,8 @@ pub struct ClickHouseFacts {
     pub copy_counts: Option<Vec<(crate::migrations::copies::CopiedTable, i64)>>,
     /// What v4 needs of the server beyond its database, when asked for.
     pub v4: crate::reading::Reading<readiness::V4Readiness>,
+    /// The data-model road's reads, when asked for.
+    pub events: crate::reading::Reading<crate::data_model::EventsFacts>,
 }
 
 /// One table's verdict: ClickHouse holds every Postgres row up to the cut-off, or some are

@@ -17,6 +17,8 @@ pub struct ClickHouseQuery {
     /// The time zone, system-table access, grants and disk v4 needs: preflight and between
     /// hops (eight small queries at once).
     pub v4_readiness: bool,
+    /// The data-model road's reads (staging, producers, counts).
+    pub events: crate::data_model::EventsQuery,
 }
 
 impl ClickHouseQuery {

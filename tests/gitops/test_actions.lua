@@ -40,6 +40,7 @@ local cases = {
   { "finalizing", "pause" }, -- v2 retired: the operator would refuse an abort
   { "completed", "" },
   { "handing-off", "pause" }, -- v2 retired: no abort; the handoff honours pause
+  { "migrating-data-model", "pause" }, -- completed: no abort; the data-model road honours pause
   { "paused", "resume,abort" },
   { "blocked-selector-reverted", "pause,abort" },
   { "degraded-counts-mismatch", "pause,abort" },

@@ -40,6 +40,7 @@ local cases = {
   { "retiring-source", "Progressing", "RetiringSource: verified; v2 is kept until 2026-11-21T11:16:00Z (retireSourceAfter 1h)" },
   { "finalizing", "Progressing", "Finalizing: rolling v3 to 3.40.0" },
   { "handing-off", "Progressing", "HandingOff: moving the Service prod-langfuse to the chart's web pods" },
+  { "migrating-data-model", "Progressing", "MigratingDataModel: historic backfill: M1 finished; M2 backfill 3/10 chunks; M3 waiting; M4 waiting" },
   { "completed", "Healthy", "Completed: to-v3 is complete: v3 3.29.0 serves prod-langfuse, v2 prod-langfuse kept at 0 replicas" },
   { "paused", "Suspended", PAUSED },
   { "blocked-selector-reverted", "Degraded", from_ready("blocked-selector-reverted") },
@@ -125,7 +126,7 @@ for phase in string.gmatch(enum or "", "%- (%a+)") do
     t.check("phase " .. phase .. " has a sample", phases_in_samples[phase])
   end
 end
-t.eq("phases in the CRD enum", n, 17)
+t.eq("phases in the CRD enum", n, 18)
 
 -- The health of an object is a function of the object: running twice gives the same answer and
 -- the script does not modify what it was given.

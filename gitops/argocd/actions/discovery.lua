@@ -8,8 +8,9 @@
 --            or the annotation upgrades.lfu-operator.dev/approve: "true"), or phase AwaitingPromotion
 --   pause    not paused, not finished (Completed, RolledBack), not aborting, not being deleted
 --   resume   spec.paused is true
---   abort    not finished, not already aborting, not being deleted, and v2 not retired yet
---            (after that the operator refuses to roll back: Blocked, reason AbortTooLate)
+--   abort    not finished, not already aborting, not being deleted, v2 not retired yet and the
+--            road not completed (after that the operator refuses to roll back: Blocked, reason
+--            AbortTooLate; the handoff and the data-model road come after completion)
 
 local APPROVE_ANNOTATION = "upgrades.lfu-operator.dev/approve"
 
@@ -45,6 +46,7 @@ local aborting = spec.abort == true
 local approved = strategy.approved == true or annotations[APPROVE_ANNOTATION] == "true"
 local shifted = status.trafficShiftedAt ~= nil or condition_true("TrafficShifted")
 local retired = status.sourceRetiredAt ~= nil or condition_true("SourceRetired")
+local completed = status.completedAt ~= nil
 
 local active = not deleting and not finished and not aborting
 
@@ -62,7 +64,7 @@ if paused and not deleting then
   actions["resume"]["disabled"] = false
 end
 
-if active and not retired then
+if active and not retired and not completed then
   actions["abort"]["disabled"] = false
 end
 

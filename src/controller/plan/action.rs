@@ -29,6 +29,8 @@ pub enum Action {
     /// An in-place hop on Deployments the operator does not own (a source already on v3/v4):
     /// only the container's image and the env the operator owns, by server-side apply.
     SetImage(Box<ImageChange>),
+    /// The data-model road: a stage's flags on web or worker, by a field manager of its own.
+    SetFlags(Box<crate::resources::deployments::FlagChange>),
     /// `spec.handoff`: mark an object `helm.sh/resource-policy: keep` (a merge patch: one that
     /// is not there is not created).
     Protect(crate::handoff::keep::Kept),
@@ -52,6 +54,7 @@ impl Action {
             | Action::DeleteSource
             | Action::Remedy(_)
             | Action::SetImage(_)
+            | Action::SetFlags(_)
             | Action::RetireDeployment(_) => true,
             Action::Protect(_) => false,
         }
@@ -87,6 +90,7 @@ impl Action {
                 "deleted the v2 Deployment (spec.strategy.deleteSource)".into(),
             ),
             Action::SetImage(c) => ("ImageSet", image_text(c)),
+            Action::SetFlags(c) => ("FlagsSet", flags_text(c)),
             Action::Remedy(r) => ("RemedyApplied", remedy_text(r)),
         }
     }
@@ -127,6 +131,24 @@ fn image_text(c: &ImageChange) -> String {
     )
 }
 
+fn flags_text(c: &crate::resources::deployments::FlagChange) -> String {
+    let pairs: Vec<String> = c
+        .env
+        .iter()
+        .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+        .collect();
+    let restart = match c.restart {
+        Some(n) => format!(" and restarted its pods (reset {n})"),
+        None => String::new(),
+    };
+    format!(
+        "set {} on Deployment {} container {}{restart}",
+        pairs.join(", "),
+        c.deployment,
+        c.container
+    )
+}
+
 fn remedy_text(r: &Remedy) -> String {
     match r {
         Remedy::SetBatchSize { name, size } => format!("set args.batchSize = {size} on background migration {name}"),
@@ -139,6 +161,14 @@ fn remedy_text(r: &Remedy) -> String {
             max_rows,
         } => format!(
             "re-running background migration {name} for the {max_rows} rows v2 wrote after the migrations started (up to {max_date})"
+        ),
+        Remedy::ResetBackfillRow { name, reload_chunks } => format!(
+            "reset failed backfill row {name} (failed_at cleared, args.retryFailed = true{}); the worker re-runs its failed chunks at its next start",
+            if *reload_chunks {
+                ", state.chunksLoaded = false"
+            } else {
+                ""
+            }
         ),
         Remedy::FinishOrphan { name, script } => format!(
             "marked orphan background migration {name} finished: the running worker has no {script} script, and the rows after it can run"

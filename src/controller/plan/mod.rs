@@ -5,6 +5,7 @@
 //! the `phase` field, or restarting the operator between any two writes, gives the same answer.
 
 mod action;
+pub(crate) mod data_model;
 pub(crate) mod dirty;
 mod drain;
 mod facts;
@@ -182,5 +183,7 @@ fn settings(p: &Planner) -> Result<crate::controller::validate::Settings, Hold> 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_data_model;
 #[cfg(test)]
 mod tests_hops;

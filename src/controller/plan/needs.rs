@@ -23,6 +23,8 @@ pub struct Needs {
     pub stores: bool,
     /// Reach Redis alone (`spec.redis`), for a v4 hop's gates.
     pub redis: bool,
+    /// Read the dual write's propagation keys from Redis (the data-model road).
+    pub propagation: bool,
     /// Write and delete a marker object in the bucket (not from `kubectl lfu plan`).
     pub s3_marker: bool,
     /// v3 web's error ratio, from the shift until v2 is retired (`strategy.analysis`).
@@ -123,6 +125,7 @@ impl Needs {
                 late_writes_after: one(&p.late_writes_after, &q.late_writes_after)?,
                 late_writes_until: one(&p.late_writes_until, &q.late_writes_until)?,
                 copy_sources: list(&p.copy_sources, &q.copy_sources)?,
+                backfill_rows: p.backfill_rows || q.backfill_rows,
             },
             clickhouse: ClickHouseQuery {
                 server: c.server || d.server,
@@ -131,9 +134,15 @@ impl Needs {
                 recent_after: one(&c.recent_after, &d.recent_after)?,
                 copy_counts: list(&c.copy_counts, &d.copy_counts)?,
                 v4_readiness: c.v4_readiness || d.v4_readiness,
+                events: match (&c.events, &d.events) {
+                    (a, b) if *a == crate::data_model::EventsQuery::default() => b.clone(),
+                    (a, b) if *b == crate::data_model::EventsQuery::default() || a == b => a.clone(),
+                    _ => return None,
+                },
             },
             stores: self.stores || other.stores,
             redis: self.redis || other.redis,
+            propagation: self.propagation || other.propagation,
             s3_marker: self.s3_marker || other.s3_marker,
             error_ratio: one(&self.error_ratio, &other.error_ratio)?,
         })
@@ -183,9 +192,43 @@ fn needs_for(spec: &LangfuseUpgradeSpec, deleting: bool, s: &LangfuseUpgradeStat
             }
             (n.postgres.copy_sources, n.clickhouse.copy_counts) = super::in_place::copies::needed(s);
         }
-        Stage::Provisioning | Stage::Completed | Stage::RollingBack | Stage::RolledBack => {}
+        Stage::Completed => data_model_needs(&mut n, spec, s, now),
+        Stage::Provisioning | Stage::RollingBack | Stage::RolledBack => {}
     }
     n
+}
+
+/// The data-model road's reads, from its recorded facts: the grants before the dual write,
+/// the propagation while it is the data path, the disk before the backfill, its rows while it
+/// runs, the counts once and the producers before the cutover.
+fn data_model_needs(n: &mut Needs, spec: &LangfuseUpgradeSpec, s: &LangfuseUpgradeStatus, now: Timestamp) {
+    use crate::api::DataModel;
+    let Some(target) = spec.target.data_model else {
+        return;
+    };
+    let Ok(settings) = crate::controller::validate::validate_spec(spec) else {
+        return;
+    };
+    let dm = s.data_model.clone().unwrap_or_default();
+    let committed = dm.cutover_started_at.is_some();
+    if target == DataModel::Legacy || committed {
+        n.postgres.backfill_rows = committed && dm.cleaned_up_at.is_none();
+        return;
+    }
+    n.clickhouse.v4_readiness = dm.backfill_started_at.is_none();
+    n.propagation = dm.dual_since.is_some();
+    n.redis = false;
+    n.clickhouse.events.staging = dm.dual_since.is_some();
+    n.postgres.backfill_rows = dm.backfill_started_at.is_some();
+    if target == DataModel::Events && dm.historic_done_at.is_some() {
+        let historic = spec.data_model.historic_data;
+        if dm.counts_matched_at.is_none() {
+            n.clickhouse.events.counts = super::data_model::count_window(historic, &settings.data_model, &dm);
+        }
+        n.clickhouse.events.producers_since = jiff::SignedDuration::try_from(settings.data_model.producer_window)
+            .ok()
+            .map(|w| now - w);
+    }
 }
 
 /// Preflight reads everything its checks judge.

@@ -309,7 +309,13 @@ impl<'a> Planner<'a> {
         } = hold;
         self.step_conditions_from_facts(true);
         let (ready, reconciling, stalled) = match phase {
-            Phase::Completed if reason == reason::COMPLETED || reason == reason::HANDED_OFF => (true, false, false),
+            Phase::Completed
+                if reason == reason::COMPLETED
+                    || reason == reason::HANDED_OFF
+                    || reason == reason::DATA_MODEL_REACHED =>
+            {
+                (true, false, false)
+            }
             Phase::Completed => (false, false, true),
             Phase::Paused => (false, false, false),
             Phase::Blocked | Phase::Degraded | Phase::Failed | Phase::RolledBack | Phase::Pending => {

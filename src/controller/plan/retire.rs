@@ -217,6 +217,9 @@ pub(super) fn completed_message(p: &Planner) -> String {
 /// A selector someone moved on to deliberately (e.g. the v3 chart's own) still has endpoints.
 pub(super) fn after_completion(p: &mut Planner) -> Hold {
     note_handoff(p);
+    if let Some(hold) = super::data_model::gate(p) {
+        return hold;
+    }
     if let Some(hold) = super::handoff::gate(p) {
         return hold;
     }

@@ -47,7 +47,7 @@ fn chart_deployment(name: &str, container: &str, image: &str) -> Deployment {
     rolled_out(d)
 }
 
-fn chart_spec(to: &str) -> LangfuseUpgradeSpec {
+pub(super) fn chart_spec(to: &str) -> LangfuseUpgradeSpec {
     let mut s = spec();
     s.source.deployment = "langfuse-web".into();
     s.source.service = "langfuse-web".into();
@@ -58,34 +58,37 @@ fn chart_spec(to: &str) -> LangfuseUpgradeSpec {
 
 /// A chart-installed Langfuse: web and worker Deployments, its databases, and what each
 /// release's web and worker do to them when they start.
-struct Chart {
-    upgrade: crate::api::LangfuseUpgrade,
-    web: Deployment,
-    worker: Deployment,
-    rows: Vec<MigrationRow>,
-    ch_version: String,
-    ch_height: i64,
-    pg_major: i64,
-    now: i64,
-    history: Vec<Decision>,
-    events: Vec<(EventType, String, String)>,
+pub(super) struct Chart {
+    pub(super) upgrade: crate::api::LangfuseUpgrade,
+    pub(super) web: Deployment,
+    pub(super) worker: Deployment,
+    pub(super) rows: Vec<MigrationRow>,
+    pub(super) ch_version: String,
+    pub(super) ch_height: i64,
+    pub(super) pg_major: i64,
+    pub(super) now: i64,
+    pub(super) history: Vec<Decision>,
+    pub(super) events: Vec<(EventType, String, String)>,
     /// Every image the web Deployment was set to, in order, with the worker's at that moment.
-    web_images: Vec<(String, String)>,
-    writes: usize,
+    pub(super) web_images: Vec<(String, String)>,
+    pub(super) writes: usize,
     /// The copied tables' rows, in PostgreSQL and in ClickHouse (a day-old copy, complete).
-    pg_copies: std::collections::BTreeMap<CopiedTable, i64>,
-    ch_copies: std::collections::BTreeMap<CopiedTable, i64>,
+    pub(super) pg_copies: std::collections::BTreeMap<CopiedTable, i64>,
+    pub(super) ch_copies: std::collections::BTreeMap<CopiedTable, i64>,
     /// How many times ClickHouse was asked to count the copies.
-    copy_counts_read: usize,
+    pub(super) copy_counts_read: usize,
     /// Redis's `maxmemory-policy`, and what v4 needs of ClickHouse beyond its database.
-    redis_policy: String,
-    v4: crate::verify::readiness::V4Readiness,
+    pub(super) redis_policy: String,
+    pub(super) v4: crate::verify::readiness::V4Readiness,
     /// golang-migrate's dirty flag: a web pod stopped in the middle of a migration.
-    ch_dirty: bool,
+    pub(super) ch_dirty: bool,
+    /// The data-model road's world: backfill rows M1-M5, the propagation keys, the staging
+    /// partitions, producers and per-month counts ClickHouse answers with.
+    pub(super) dm: super::tests_data_model::DmWorld,
 }
 
 impl Chart {
-    fn new(spec: LangfuseUpgradeSpec, running: &str) -> Self {
+    pub(super) fn new(spec: LangfuseUpgradeSpec, running: &str) -> Self {
         let mut chart = Self {
             upgrade: upgrade(spec, Default::default()),
             web: chart_deployment("langfuse-web", "langfuse-web", &format!("langfuse/langfuse:{running}")),
@@ -108,6 +111,7 @@ impl Chart {
             copy_counts_read: 0,
             redis_policy: "noeviction".into(),
             ch_dirty: false,
+            dm: Default::default(),
             v4: crate::verify::readiness::V4Readiness {
                 timezone: "UTC".into(),
                 denied_tables: Vec::new(),
@@ -172,7 +176,7 @@ impl Chart {
         }
     }
 
-    fn observe(&self) -> Observed {
+    pub(super) fn observe(&self) -> Observed {
         self.observe_with(&needs(&self.upgrade, t(self.now)))
     }
 
@@ -199,6 +203,7 @@ impl Chart {
             ..untouched()
         };
         obs.source = Some(self.web.clone());
+        obs.propagation = Reading::when(n.propagation, || Ok(self.dm.keys.clone()));
         obs.redis = Reading::when(n.redis || n.stores, || {
             Ok(crate::databases::RedisFacts {
                 version: "7.2.4".into(),
@@ -212,6 +217,7 @@ impl Chart {
                 server_version_num: Some(self.pg_major * 10000 + 8),
                 migrations: self.rows.clone(),
                 copy_sources: self.copy_sources(&n.postgres.copy_sources),
+                backfill_rows: n.postgres.backfill_rows.then(|| self.dm.rows.clone()),
                 ..healthy_postgres()
             });
         }
@@ -226,6 +232,7 @@ impl Chart {
                     Reading::NotAsked
                 },
                 v4: Reading::when(n.clickhouse.v4_readiness, || Ok(self.v4.clone())),
+                events: self.dm.events(&n.clickhouse.events),
                 copy_counts: (!n.clickhouse.copy_counts.is_empty()).then(|| {
                     n.clickhouse
                         .copy_counts
@@ -239,7 +246,7 @@ impl Chart {
         obs
     }
 
-    fn step(&mut self) -> Decision {
+    pub(super) fn step(&mut self) -> Decision {
         self.copy_counts_read += usize::from(!needs(&self.upgrade, t(self.now)).clickhouse.copy_counts.is_empty());
         // The Deployment controller finishes what the last step started.
         for d in [&mut self.web, &mut self.worker] {
@@ -284,7 +291,7 @@ impl Chart {
         decision
     }
 
-    fn run_until(&mut self, phase: Phase, max: usize) -> Decision {
+    pub(super) fn run_until(&mut self, phase: Phase, max: usize) -> Decision {
         for _ in 0..max {
             let d = self.step();
             if d.phase == phase {
@@ -375,6 +382,10 @@ impl Chart {
                 let row = self.rows.iter_mut().find(|r| r.name == *name).unwrap();
                 (row.failed_at, row.failed_reason) = (None, None);
             }
+            Action::SetFlags(change) => self.dm_flags(change),
+            Action::Remedy(crate::databases::Remedy::ResetBackfillRow { name, reload_chunks }) => {
+                self.dm.reset(name, *reload_chunks)
+            }
             other => {
                 panic!("an in-place road writes nothing but images, the finalizer and allowed remedies: {other:?}")
             }
@@ -399,11 +410,11 @@ impl Chart {
         }
     }
 
-    fn status(&self) -> crate::api::LangfuseUpgradeStatus {
+    pub(super) fn status(&self) -> crate::api::LangfuseUpgradeStatus {
         self.upgrade.status.clone().unwrap_or_default()
     }
 
-    fn event_reasons(&self) -> Vec<String> {
+    pub(super) fn event_reasons(&self) -> Vec<String> {
         self.events.iter().map(|(_, r, _)| r.clone()).collect()
     }
 }
@@ -429,7 +440,7 @@ fn image(d: &Deployment) -> String {
         .unwrap()
 }
 
-fn env_of(d: &Deployment, name: &str) -> Option<String> {
+pub(super) fn env_of(d: &Deployment, name: &str) -> Option<String> {
     d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
         .env
         .iter()

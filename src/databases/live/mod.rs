@@ -337,6 +337,13 @@ impl Databases for Live {
         redis::probe(target, self.config.connect_timeout * 2).await
     }
 
+    async fn propagation_keys(
+        &self,
+        target: &super::RedisTarget,
+    ) -> Result<crate::data_model::PropagationKeys, super::RedisProblem> {
+        redis::propagation_keys(target, self.config.connect_timeout * 2).await
+    }
+
     async fn s3(&self, target: &super::S3Target) -> Result<super::S3Facts, super::S3Problem> {
         s3::probe(target, s3::BUDGET).await
     }
@@ -376,7 +383,7 @@ impl Databases for Live {
         let entry = self.ch_entry(conn);
         let secrets = vec![conn.password.expose().to_string()];
         // `count() FINAL` over a large table is slow on any server: verification gets the long budget.
-        let budget = if query.counts_until.is_some() {
+        let budget = if query.counts_until.is_some() || query.events.counts.is_some() {
             self.config.clickhouse_timeout.max(LONG_STATEMENT_TIMEOUT)
         } else {
             self.config.clickhouse_timeout

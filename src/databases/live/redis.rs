@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use crate::databases::stores::{RedisFacts, RedisProblem, RedisTarget};
 
-/// One connection, `INFO server` and `INFO memory` (read where `CONFIG GET` is refused, as
-/// managed services do), within `budget`; the password never leaves `target.url`.
-pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts, RedisProblem> {
+/// The client for `target`, the address as shown in messages (no password), and whether TLS.
+fn client(target: &RedisTarget) -> Result<(redis::Client, String, bool), RedisProblem> {
     let client = redis::Client::open(target.url.expose()).map_err(|e| RedisProblem::Other {
         target: "(unparsable URL)".into(),
         // The kind only: the error's detail may quote the URL and its password.
@@ -20,6 +19,13 @@ pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts,
         }
         other => other.to_string(),
     };
+    Ok((client, shown, tls))
+}
+
+/// One connection, `INFO server` and `INFO memory` (read where `CONFIG GET` is refused, as
+/// managed services do), within `budget`; the password never leaves `target.url`.
+pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts, RedisProblem> {
+    let (client, shown, tls) = client(target)?;
     let work = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         let server = redis::cmd("INFO")
@@ -52,6 +58,35 @@ pub async fn probe(target: &RedisTarget, budget: Duration) -> Result<RedisFacts,
         tls,
         eviction_policy: field("maxmemory_policy:"),
     })
+}
+
+/// GET the propagation job's two keys (`None` where unset), within `budget`.
+pub async fn propagation_keys(
+    target: &RedisTarget,
+    budget: Duration,
+) -> Result<crate::data_model::PropagationKeys, RedisProblem> {
+    use crate::data_model::{CURSOR_KEY, HEARTBEAT_KEY, PropagationKeys};
+    let (client, shown, tls) = client(target)?;
+    let work = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let (cursor, heartbeat): (Option<String>, Option<String>) = redis::pipe()
+            .get(CURSOR_KEY)
+            .get(HEARTBEAT_KEY)
+            .query_async(&mut conn)
+            .await?;
+        Ok::<_, redis::RedisError>(PropagationKeys {
+            cursor,
+            heartbeat_ms: heartbeat.and_then(|h| h.trim().parse().ok()),
+        })
+    };
+    match tokio::time::timeout(budget, work).await {
+        Ok(Ok(keys)) => Ok(keys),
+        Ok(Err(e)) => Err(problem(&shown, tls, &e)),
+        Err(_) => Err(RedisProblem::Unreachable {
+            target: shown,
+            detail: format!("no answer within {}s", budget.as_secs()),
+        }),
+    }
 }
 
 fn problem(target: &str, tls: bool, e: &redis::RedisError) -> RedisProblem {

@@ -27,6 +27,7 @@ use crate::migrations::Table;
 /// Statement timeout for the one-off full-index reads (preflight scan, verification counts).
 pub const LONG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+mod backfill;
 mod copies;
 mod sql;
 
@@ -346,6 +347,9 @@ pub async fn read(conn: &mut PgConnection, query: &PostgresQuery) -> Result<Post
     if !query.copy_sources.is_empty() {
         facts.copy_sources = Some(copies::copy_sources(conn, &query.copy_sources, Timestamp::now()).await?);
     }
+    if query.backfill_rows {
+        facts.backfill_rows = Some(backfill::backfill_rows(conn).await?);
+    }
     Ok(facts)
 }
 
@@ -367,6 +371,15 @@ pub async fn remedy(conn: &mut PgConnection, remedy: &Remedy) -> Result<()> {
             let r = sqlx::query(SET_BATCH_SIZE_SQL)
                 .bind(name)
                 .bind(size)
+                .execute(&mut *conn)
+                .await;
+            (name, what, r)
+        }
+        Remedy::ResetBackfillRow { name, reload_chunks } => {
+            let what = format!("resetting failed backfill row {name} to re-run its failed chunks");
+            let r = sqlx::query(RESET_BACKFILL_ROW_SQL)
+                .bind(name)
+                .bind(reload_chunks)
                 .execute(&mut *conn)
                 .await;
             (name, what, r)

@@ -87,6 +87,11 @@ SELECT (SELECT count(*) FROM traces WHERE created_at > timestamp 'epoch' + $1::b
 
 pub const SET_BATCH_SIZE_SQL: &str =
     "UPDATE background_migrations SET args = jsonb_set(args, '{batchSize}', to_jsonb($2::bigint)) WHERE name = $1";
+/// Only a failed row: a reset repeated after the worker took the row again changes nothing.
+pub const RESET_BACKFILL_ROW_SQL: &str = "UPDATE background_migrations SET failed_at = NULL, failed_reason = NULL, \
+     finished_at = NULL, args = coalesce(args, '{}'::jsonb) || '{\"retryFailed\": true}'::jsonb, \
+     state = CASE WHEN $2 THEN jsonb_set(coalesce(state, '{}'::jsonb), '{chunksLoaded}', 'false'::jsonb) ELSE state END \
+     WHERE name = $1 AND failed_at IS NOT NULL";
 pub const CLEAR_FAILURE_SQL: &str =
     "UPDATE background_migrations SET failed_at = NULL, failed_reason = NULL WHERE name = $1";
 /// Idempotent: a row already finished keeps its time; one running another script is not touched.

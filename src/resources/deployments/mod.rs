@@ -368,6 +368,36 @@ pub struct ImageChange {
     pub startup_probe: Option<Probe>,
 }
 
+/// The data-model road's write: only the flags it owns on the Langfuse container (and, to
+/// restart the worker after a backfill row was reset, a pod-template annotation), applied by
+/// a field manager of its own ([`DATA_MODEL_MANAGER`]) so that nothing another manager (the
+/// operator's whole-Deployment applies, Helm) set is touched or taken away.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlagChange {
+    pub deployment: String,
+    pub container: String,
+    pub env: Vec<EnvVar>,
+    /// The restart annotation's value (the resets made so far), when a restart is wanted.
+    pub restart: Option<u32>,
+}
+
+pub const DATA_MODEL_MANAGER: &str = "langfuse-upgrade-operator-data-model";
+pub const DATA_MODEL_RESTART_ANNOTATION: &str = "upgrades.lfu-operator.dev/data-model-restart";
+
+pub fn flag_change_body(change: &FlagChange, namespace: &str) -> serde_json::Value {
+    let container = serde_json::json!({ "name": change.container, "env": change.env });
+    let mut template = serde_json::json!({ "spec": { "containers": [container] } });
+    if let Some(n) = change.restart {
+        template["metadata"] = serde_json::json!({ "annotations": { DATA_MODEL_RESTART_ANNOTATION: n.to_string() } });
+    }
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": change.deployment, "namespace": namespace },
+        "spec": { "template": template },
+    })
+}
+
 /// On a Deployment the operator does not own: the web's startup probe is the operator's, given
 /// for a hop's migrations and taken away when the road is done.
 pub const STARTUP_PROBE_ANNOTATION: &str = "upgrades.lfu-operator.dev/startup-probe";

@@ -153,6 +153,7 @@ impl Runner {
             }
             // Beside v2 there is no orphan row: the road from v2 never writes this remedy.
             Remedy::FinishOrphan { name, .. } => panic!("no orphan row on the road from v2: {name}"),
+            Remedy::ResetBackfillRow { name, .. } => panic!("no v4 backfill row on the road from v2: {name}"),
         }
     }
 
@@ -615,6 +616,21 @@ impl World {
             }
             Action::DeleteSource => c.source = None,
             Action::Remedy(r) => self.runner.remedy(r),
+            Action::SetFlags(change) => {
+                for d in [&mut c.source, &mut c.web, &mut c.worker].into_iter().flatten() {
+                    if d.metadata.name.as_deref() != Some(change.deployment.as_str()) {
+                        continue;
+                    }
+                    let pod = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+                    let container = pod.containers.iter_mut().find(|k| k.name == change.container).unwrap();
+                    let env = container.env.get_or_insert_with(Vec::new);
+                    for var in &change.env {
+                        env.retain(|e| e.name != var.name);
+                        env.push(var.clone());
+                    }
+                    *d = rolled_out(d.clone());
+                }
+            }
             Action::SetImage(change) => {
                 for d in [&mut c.source, &mut c.web, &mut c.worker].into_iter().flatten() {
                     if d.metadata.name.as_deref() != Some(change.deployment.as_str()) {

@@ -10,6 +10,10 @@ use crate::api::{LangfuseUpgrade, LangfuseUpgradeSpec};
 use crate::resources::deployments::MIGRATIONS_ENV;
 use crate::version::Version;
 
+mod data_model;
+pub use data_model::DataModelSettings;
+use data_model::data_model;
+
 /// The spec, parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -20,6 +24,7 @@ pub struct Settings {
     pub rollback_after: Duration,
     pub stuck_after: Duration,
     pub analysis: Option<Analysis>,
+    pub data_model: DataModelSettings,
 }
 
 /// `spec.strategy.analysis`, parsed.
@@ -311,6 +316,7 @@ pub fn validate_spec(spec: &LangfuseUpgradeSpec) -> Result<Settings, InvalidSpec
         rollback_after: duration("spec.strategy.rollbackAfter", &spec.strategy.rollback_after)?,
         stuck_after: duration("spec.migrations.stuckAfter", &spec.migrations.stuck_after)?,
         analysis: analysis(spec)?,
+        data_model: data_model(spec)?,
     })
 }
 
