@@ -37,7 +37,7 @@ export LFU_TEST_DB_ENV=$WORKDIR/env
 cd "$ROOT"
 # The server tests are #[ignore] so a plain `cargo test` passes without servers; here the
 # servers are up, so every one of them runs (--include-ignored): nothing is skipped.
-args=(test --locked -j "${LFU_TEST_JOBS:-2}" --test postgres --test clickhouse --test standin_worker --test stores --test copies "$@" -- --include-ignored)
+args=(test --locked -j "${LFU_TEST_JOBS:-2}" --test postgres --test clickhouse --test standin_worker --test stores --test copies --test data_model "$@" -- --include-ignored)
 if [[ -n ${LFU_TEST_THREADS:-} ]]; then
   "$CARGO" "${args[@]}" --test-threads "$LFU_TEST_THREADS"
 else

@@ -10,10 +10,12 @@
 //! it calls [`TestDb::finish`] at its end; a failed test leaves them behind for inspection
 //! (down.sh throws everything away).
 
+pub mod events_data;
 pub mod faults;
 pub mod langfuse_data;
 pub mod process;
 pub mod standin_worker;
+pub mod v4_worker;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,6 +31,8 @@ const HOW_TO: &str = "start the test servers first: `tests/db/run-tests.sh` does
 
 pub const PG_FIXTURE: &str = include_str!("../../../../tests/db/fixtures/postgres_v2.sql");
 pub const CH_FIXTURE: &str = include_str!("../../../../tests/db/fixtures/clickhouse_v3.sql");
+/// v4's events tables (migrations 38-42), loaded where a test plays a v4 release.
+pub const CH_V4_EVENTS: &str = include_str!("../../../../tests/db/fixtures/clickhouse_v4_events.sql");
 pub const PROJECT: &str = "lfu-test-project";
 
 pub const TRACES: &str = "20241024_1730_migrate_traces_from_pg_to_ch";
@@ -395,6 +399,11 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// The tables a v4 web's ClickHouse migrations create (events, staging).
+    pub async fn load_v4_events(&self) {
+        load_v4_events(&self.ch_client).await;
+    }
+
     pub async fn ch_u64(&self, sql: &str) -> u64 {
         self.ch_client
             .query(sql)
@@ -412,6 +421,17 @@ impl TestDb {
     /// Every inserted row version, duplicates included (what a copy wrote).
     pub async fn ch_raw_count(&self, table: &str) -> u64 {
         self.ch_u64(&format!("SELECT count() FROM {table}")).await
+    }
+}
+
+/// v4's events tables into the database of `client`.
+pub async fn load_v4_events(client: &clickhouse::Client) {
+    for stmt in clickhouse_statements(CH_V4_EVENTS) {
+        client
+            .query(&stmt)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("loading clickhouse_v4_events.sql: {e}\n{stmt}"));
     }
 }
 
