@@ -324,7 +324,8 @@ async fn chunks(ch: &clickhouse::Client, step: Step) -> Result<Vec<String>, Stri
     .map_err(|e| format!("load chunks of {table}: {e}"))
 }
 
-const NOT_DRI: &str = "trace_id NOT IN (SELECT trace_id FROM dataset_run_items_rmt FINAL WHERE is_deleted = 0)";
+/// Traces a dataset run item references: M1 and M3 leave them to M4.
+const DRI_TRACES: &str = "SELECT trace_id FROM dataset_run_items_rmt FINAL WHERE is_deleted = 0";
 
 async fn copy_chunk(ch: &clickhouse::Client, step: Step, chunk: &str) -> Result<(), String> {
     let sql = match step {
@@ -333,7 +334,7 @@ async fn copy_chunk(ch: &clickhouse::Client, step: Step, chunk: &str) -> Result<
              user_id, session_id, source, event_ts, is_deleted) \
              SELECT project_id, id, concat('t-', id), '', timestamp, name, 'SPAN', environment, ifNull(user_id, ''), \
              ifNull(session_id, ''), 'backfill', now64(3), 0 FROM traces FINAL \
-             WHERE toYYYYMM(timestamp) = toUInt32(?) AND is_deleted = 0 AND id NOT IN (SELECT trace_id FROM dataset_run_items_rmt FINAL WHERE is_deleted = 0)"
+             WHERE toYYYYMM(timestamp) = toUInt32(?) AND is_deleted = 0 AND id NOT IN ({DRI_TRACES})"
         ),
         Step::Scratch => "INSERT INTO observations_pid_tid_sorting SELECT * FROM observations FINAL \
              WHERE toYYYYMM(start_time) = toUInt32(?) AND is_deleted = 0"
@@ -342,7 +343,7 @@ async fn copy_chunk(ch: &clickhouse::Client, step: Step, chunk: &str) -> Result<
             "INSERT INTO events_full (project_id, trace_id, span_id, parent_span_id, start_time, name, type, environment, \
              source, event_ts, is_deleted) \
              SELECT project_id, trace_id, id, ifNull(parent_observation_id, concat('t-', trace_id)), start_time, name, type, \
-             environment, 'backfill', now64(3), 0 FROM observations_pid_tid_sorting WHERE _part = ? AND {NOT_DRI}"
+             environment, 'backfill', now64(3), 0 FROM observations_pid_tid_sorting WHERE _part = ? AND trace_id NOT IN ({DRI_TRACES})"
         ),
     };
     ch.query(&sql)
