@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 
 const FLOW: Duration = Duration::from_secs(180);
 
+#[path = "e2e_road/data_model.rs"]
+mod data_model;
+
 struct Road {
     ns: TestNs,
     db: TestDb,

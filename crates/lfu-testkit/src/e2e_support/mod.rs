@@ -10,6 +10,7 @@ pub mod observer;
 pub mod own_redis;
 pub mod proxy;
 pub mod share;
+pub mod v4_player;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,8 +3,10 @@
 //! §3-§4 (not from Langfuse's code):
 //!
 //! - the dual write's propagation job: each run sets its heartbeat key, lists the staging
-//!   table's partitions older than the partition delay and after its cursor (`system.parts`),
-//!   copies the oldest one into `events_full` and moves the cursor to it;
+//!   table's partitions after its cursor whose start is older than the partition delay
+//!   (`system.parts`), copies the oldest one into `events_full` and moves the cursor to it.
+//!   Langfuse's delay (10 minutes) exceeds the 3-minute partition, so only complete partitions
+//!   are taken; the stand-in never waits less than the partition's width, to keep that;
 //! - the background rows M1-M5, picked as the runner picks them (by name, unfinished and not
 //!   failed, gate open), each writing `state` as the scripts do: M1 one root span `t-<trace id>`
 //!   per trace not referenced by a dataset run item, one `traces` partition per chunk; M2 the
@@ -63,7 +65,7 @@ pub async fn propagate_once(
              AND table = 'observations_batch_staging' AND active \
              AND toDateTime(partition) < now() - toIntervalSecond(?) AND partition > ? ORDER BY partition",
         )
-        .bind(delay.as_secs())
+        .bind(delay.as_secs().max(180))
         .bind(cursor.unwrap_or_default())
         .fetch_all()
         .await
