@@ -108,6 +108,11 @@ pub fn status_text(v: &StatusView, style: Style) -> String {
         let stops: Vec<String> = v.road.iter().map(|s| stop_text(&style, s)).collect();
         let _ = writeln!(o, "Road      {}", stops.join("  ->  "));
     }
+    if let Some(dm) = &v.data_model {
+        for line in super::data_model::data_model_lines(dm, style.terminal) {
+            let _ = writeln!(o, "{line}");
+        }
+    }
     let _ = writeln!(o, "Now       {}", v.waiting_for);
     if !v.you_may.is_empty() {
         let _ = writeln!(o, "You may");

@@ -115,6 +115,17 @@ fn the_screen_says_what_matters_in_each_state() {
     );
     let back = plain("phase-rolledback");
     assert!(back.contains("rolled back to v2"), "{back}");
+    let producers = plain("data-model-producers");
+    assert!(
+        producers.contains("historic data (done)  ->  events_only (now)")
+            && producers.contains("python 2.60.3  pk-lf-1234  420 events"),
+        "{producers}"
+    );
+    let reset = plain("data-model-backfill-reset");
+    assert!(
+        reset.contains("M3  failed") && reset.contains("1 resets") && reset.contains("propagation  cursor"),
+        "{reset}"
+    );
     let draining = plain("phase-draining");
     assert!(
         draining.contains("abort to-v3      roll back (asks first)"),

@@ -20,6 +20,8 @@ pub struct StatusView {
     pub target_version: Option<String>,
     pub destination: String,
     pub road: Vec<StopView>,
+    /// v4's data-model road, when `spec.target.dataModel` asks for one.
+    pub data_model: Option<super::data_model::DataModelView>,
     /// The operator's own words on what it waits for (the Ready condition).
     pub waiting_for: String,
     pub steps: Vec<StepView>,
@@ -79,7 +81,7 @@ pub struct VerificationView {
     pub verdict: String,
 }
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     cond::PREFLIGHT_PASSED,
     cond::TRAFFIC_SHIFTED,
     cond::MIGRATIONS_COMPLETE,
@@ -87,6 +89,7 @@ const STEPS: [&str; 7] = [
     cond::SOURCE_RETIRED,
     cond::ROAD_FOLLOWED,
     cond::HANDED_OFF,
+    cond::DATA_MODEL,
 ];
 
 fn secs(from: &Time, to: Timestamp) -> i64 {
@@ -189,6 +192,7 @@ pub fn status_view(u: &LangfuseUpgrade, now: Timestamp) -> StatusView {
                 },
             })
             .collect(),
+        data_model: super::data_model::data_model_view(u),
         waiting_for: ready.map(|c| c.message.clone()).unwrap_or_default(),
         steps,
         checks: s

@@ -466,3 +466,42 @@ fn the_retention_window_waits_instead_of_the_backfill_and_never_turns_it_on() {
     assert!(w.dm.writes.iter().all(|(_, _, b)| b == "false"), "{:?}", w.dm.writes);
     assert!(w.dm.rows.iter().all(|r| !r.taken));
 }
+
+/// Writes the data-model road's `kubectl lfu status` fixtures (`make cli-fixtures`).
+#[test]
+#[ignore = "writes tests/cli/fixtures: run by make cli-fixtures"]
+fn generate_cli_fixtures_data_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/fixtures");
+    let save = |w: &Chart, name: &str| {
+        let mut u = w.upgrade.clone();
+        u.metadata.name = Some("to-events".into());
+        u.metadata.namespace = Some("langfuse".into());
+        u.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("lfu.test/now".into(), t(w.now).to_string());
+        u.metadata.finalizers = None;
+        std::fs::write(dir.join(format!("{name}.yaml")), serde_yaml::to_string(&u).unwrap()).unwrap();
+    };
+    let mut w = completed_on_v4(DataModel::Events);
+    w.upgrade.spec.data_model.acknowledge = vec![IrreversibleStep::Cutover];
+    w.dm.m3_failures = 1;
+    w.dm.m3_reason = "1 chunks failed after 3 retries; clear failed_at and re-run with args.retryFailed".into();
+    w.dm_until(reason::REMEDY_APPLIED, 80);
+    save(&w, "data-model-backfill-reset");
+    w.dm.producers = vec![ProducerRow {
+        project: "proj-a".into(),
+        source: "ingestion-api-dual-write".into(),
+        sdk_name: "python".into(),
+        sdk_version: "2.60.3".into(),
+        public_key: "pk-lf-1234".into(),
+        events: 420,
+    }];
+    for _ in 0..40 {
+        let d = w.dm_step();
+        if data_model_message(&d).contains("would be rejected") {
+            break;
+        }
+    }
+    save(&w, "data-model-producers");
+}
