@@ -23,3 +23,4 @@ cd "$ROOT"
 LFU_BENCH_COMMIT=$(git describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)
 export LFU_BENCH_COMMIT
 cargo bench --locked -j "${LFU_TEST_JOBS:-2}" --bench db_poll
+cargo bench --locked -j "${LFU_TEST_JOBS:-2}" --bench data_model_counts
