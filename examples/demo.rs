@@ -6,6 +6,9 @@
 
 use lfu_testkit::{e2e_support, support};
 
+#[path = "demo/data_model.rs"]
+mod data_model;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -442,8 +445,18 @@ async fn main() {
         backends.len(),
         applied.elapsed().as_secs_f64()
     );
+    // The second road: v4's data model, from legacy to events_only; the v4 worker's part is
+    // played from here on by the data-model stand-in.
     worker.abort();
+    let walked = data_model::walk(&ns, &db, "to-v3", "prod-langfuse-worker", &stamp).await;
     web.abort();
+    if let Err(e) = walked {
+        eprintln!(
+            "demo: the data-model road did not complete: {e}\noperator log:\n{}",
+            operator.logs()
+        );
+        std::process::exit(1);
+    }
     drop(operator);
     ns.delete().await;
     db.finish().await;

@@ -810,8 +810,12 @@ pub fn play_web(ns: &TestNs, db: &crate::support::TestDb, web: &str) -> tokio::t
 }
 
 /// The ClickHouse migrations of release `v`: `schema_migrations` up to the height the catalog
-/// says it ships (never down: an older image does not rewind the schema).
+/// says it ships (never down: an older image does not rewind the schema); from v4 the events
+/// tables those migrations create.
 async fn raise_schema(ch: &clickhouse::Client, v: langfuse_upgrade_operator::version::Version) {
+    if v.major >= 4 {
+        crate::support::load_v4_events(ch).await;
+    }
     let height = langfuse_upgrade_operator::catalog::Catalog::builtin().schema_height(v) as i64;
     let current: i64 = ch
         .query("SELECT toInt64(max(version)) FROM schema_migrations")
