@@ -50,6 +50,17 @@ impl Setting {
         ]
     }
 
+    /// As a person names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Setting::Legacy => "legacy",
+            Setting::Dual => "dual",
+            Setting::DualBackfill => "dual + historic backfill",
+            Setting::Events => "events_only",
+            Setting::EventsCleanup => "events_only + scratch-table drop",
+        }
+    }
+
     /// The data model these settings write into.
     pub fn model(self) -> DataModel {
         match self {

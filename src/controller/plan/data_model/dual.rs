@@ -87,7 +87,12 @@ pub(super) fn watch(p: &mut Planner, s: &DataModelSettings, dm: &mut DataModelSt
         return Ok(());
     };
     dm.healthy_since = None;
-    Err(moving(p, why, message, wait::POLL))
+    // The job's first run follows the worker's start within seconds: look again soon.
+    let requeue = match why {
+        reason::MOVING_DATA_MODEL => wait::DB_RETRY,
+        _ => wait::POLL,
+    };
+    Err(moving(p, why, message, requeue))
 }
 
 type Unread = (cond::Reason, String, std::time::Duration);

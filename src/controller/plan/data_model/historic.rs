@@ -128,7 +128,8 @@ fn rows(p: &mut Planner, dm: &mut DataModelStatus) -> Gate {
     }
     let progress: Vec<String> = dm.rows.iter().filter(|r| r.step != "M5").map(progress_text).collect();
     let message = format!("historic backfill: {}", progress.join("; "));
-    Err(moving(p, reason::BACKFILLING, message, wait::POLL))
+    // One small read of the rows: the last one finishing moves the road on without a long wait.
+    Err(moving(p, reason::BACKFILLING, message, wait::DB_RETRY))
 }
 
 fn progress_text(r: &BackfillRowStatus) -> String {

@@ -56,8 +56,8 @@ fn rolling(
         Role::Worker => "",
     };
     let message = format!(
-        "{doing} the {:?} flags on {} {} ({available}/{want} available){then}",
-        setting.model(),
+        "{doing} the {} flags on {} {} ({available}/{want} available){then}",
+        setting.label(),
         role.as_str(),
         d.metadata.name.clone().unwrap_or_default(),
     );
