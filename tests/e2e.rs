@@ -984,6 +984,36 @@ async fn two_replicas_without_leader_election_still_complete_without_a_wrong_wri
     let mut up = w.upgrade();
     up["spec"]["strategy"]["drainPeriod"] = json!("2s");
     w.apply(&up);
+    // Whichever replica acts first is paused (SIGSTOP) until the other has acted too, then goes
+    // on with its old view: both act, whatever the scheduling (a loaded machine once let one
+    // replica win every compare-and-swap of a run, and the test then proved nothing).
+    let reporters = || async {
+        let events: Api<K8sEvent> = Api::namespaced(w.ns.client.clone(), &w.ns.name);
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter_map(|e| e.reporting_instance)
+            .filter(|r| r.starts_with("replica-"))
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let started = Instant::now();
+    let first = loop {
+        if let Some(r) = reporters().await.into_iter().next() {
+            break r;
+        }
+        assert!(started.elapsed() < FLOW, "no replica acted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (paused, other) = match first.as_str() {
+        "replica-a" => (&a, "replica-b"),
+        _ => (&b, "replica-a"),
+    };
+    paused.freeze(true);
+    while !reporters().await.contains(other) {
+        assert!(started.elapsed() < FLOW, "{other} never acted while {first} was paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    paused.freeze(false);
     let u = w.ns.wait_phase(UPGRADE, Phase::Completed, FLOW).await;
     assert_every_row_verified(&w.db, u.status.as_ref().unwrap()).await;
     let instances: std::collections::BTreeSet<String> = w

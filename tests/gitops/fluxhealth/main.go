@@ -42,6 +42,7 @@ var expected = map[string][2]string{
 	"finalizing":                       {"InProgress", "InProgress"},
 	"completed":                        {"Current", "Current"},
 	"handing-off":                      {"InProgress", "InProgress"},
+	"migrating-data-model":             {"InProgress", "InProgress"},
 	"paused":                           {"InProgress", "InProgress"},
 	"blocked-selector-reverted":        {"Failed", "Failed"},
 	"degraded-counts-mismatch":         {"Failed", "Failed"},
