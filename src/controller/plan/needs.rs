@@ -217,7 +217,8 @@ fn data_model_needs(n: &mut Needs, spec: &LangfuseUpgradeSpec, s: &LangfuseUpgra
     }
     n.clickhouse.v4_readiness = dm.backfill_started_at.is_none();
     n.propagation = dm.dual_since.is_some();
-    n.redis = false;
+    // Redis's version and eviction policy before the dual write; its propagation keys after.
+    n.redis = dm.dual_since.is_none();
     n.clickhouse.events.staging = dm.dual_since.is_some();
     n.postgres.backfill_rows = dm.backfill_started_at.is_some();
     if target == DataModel::Events && dm.historic_done_at.is_some() {

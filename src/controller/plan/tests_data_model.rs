@@ -454,6 +454,21 @@ fn missing_system_grants_block_the_dual_write_before_anything_is_written() {
 }
 
 #[test]
+fn a_redis_that_evicts_blocks_the_dual_write_of_an_installation_never_hopped() {
+    let mut w = completed_on_v4(DataModel::Dual);
+    w.redis_policy = "allkeys-lru".into();
+    let d = w.dm_until(reason::DATA_MODEL_BLOCKED, 10);
+    assert!(
+        data_model_message(&d).contains("maxmemory-policy noeviction"),
+        "{}",
+        data_model_message(&d)
+    );
+    assert!(w.dm.writes.is_empty());
+    w.redis_policy = "noeviction".into();
+    w.dm_until(reason::DATA_MODEL_REACHED, 20);
+}
+
+#[test]
 fn the_retention_window_waits_instead_of_the_backfill_and_never_turns_it_on() {
     let mut w = completed_on_v4(DataModel::Events);
     w.upgrade.spec.data_model.historic_data = HistoricData::RetentionWindow;

@@ -51,3 +51,35 @@ pub(super) fn data_model(spec: &LangfuseUpgradeSpec) -> Result<DataModelSettings
         retention_window,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DataModel, HistoricData};
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    #[test]
+    fn a_window_without_its_length_and_a_flag_left_to_extra_env_are_refused() {
+        let mut spec = crate::testing::spec();
+        spec.target.data_model = Some(DataModel::Events);
+        assert!(data_model(&spec).is_ok());
+        spec.data_model.historic_data = HistoricData::RetentionWindow;
+        let e = data_model(&spec).unwrap_err();
+        assert_eq!(e.field, "spec.dataModel.retentionWindow");
+        spec.data_model.retention_window = Some("720h".into());
+        assert_eq!(
+            data_model(&spec).unwrap().retention_window,
+            Some(Duration::from_secs(720 * 3600))
+        );
+        spec.target.extra_env.push(EnvVar {
+            name: "LANGFUSE_MIGRATION_V4_WRITE_MODE".into(),
+            value: Some("dual".into()),
+            value_from: None,
+        });
+        let e = data_model(&spec).unwrap_err();
+        assert!(e.message.contains("remove it from extraEnv"), "{}", e.message);
+        spec.data_model.lag_alert = "soon".into();
+        spec.target.extra_env.clear();
+        assert_eq!(data_model(&spec).unwrap_err().field, "spec.dataModel.lagAlert");
+    }
+}

@@ -20,7 +20,7 @@ pub(super) fn enter(p: &mut Planner, dm: &mut DataModelStatus) -> Gate {
         return Ok(());
     }
     if !roll::written(p, Setting::Dual) {
-        grants(p)?;
+        stores(p)?;
     }
     roll::apply(p, Setting::Dual, None)?;
     dm.dual_since = Some(p.now_time());
@@ -28,36 +28,29 @@ pub(super) fn enter(p: &mut Planner, dm: &mut DataModelStatus) -> Gate {
     Ok(())
 }
 
-/// The propagation job reads `system.parts`: without the grant it finds no work, silently.
-fn grants(p: &mut Planner) -> Gate {
-    let readiness = match &p.obs.clickhouse {
-        Reading::Answered(ch) => ch.v4.clone(),
-        Reading::Failed(e) => Reading::Failed(e.clone()),
-        Reading::NotAsked => Reading::NotAsked,
-    };
-    let denied = match readiness {
-        Reading::Answered(r) => r.denied_tables,
-        Reading::Failed(e) => {
-            let message = format!("ClickHouse could not be read before the dual write ({e})");
-            return Err(moving(p, reason::CLICKHOUSE_UNAVAILABLE, message, wait::POLL));
-        }
-        Reading::NotAsked => {
-            let message = "reading ClickHouse's grants before the dual write".to_string();
-            return Err(moving(p, reason::MOVING_DATA_MODEL, message, wait::NOW));
-        }
-    };
-    if denied.is_empty() {
+/// What v4 needs of its stores before the dual write, checked again here: an installation the
+/// operator did not hop (the chart's own v4) was never gated. The propagation job lists its
+/// work in `system.parts`: without the grant it finds none, silently; its queues need Redis
+/// 7.0 with `noeviction`; ClickHouse in UTC.
+fn stores(p: &mut Planner) -> Gate {
+    if !p.obs.clickhouse.answered().is_some_and(|c| c.v4.is_asked()) {
+        let message = match p.obs.clickhouse.failed() {
+            Some(e) => format!("ClickHouse could not be read before the dual write ({e})"),
+            None => "reading what the dual write needs of ClickHouse and Redis".to_string(),
+        };
+        return Err(moving(p, reason::MOVING_DATA_MODEL, message, wait::DB_RETRY));
+    }
+    let running = p
+        .status
+        .target_version
+        .as_deref()
+        .and_then(crate::version::Version::parse)
+        .unwrap_or(crate::version::Version::new(4, 0, 0));
+    let unmet = crate::controller::plan::in_place::v4_infra::unmet(p, running, REDIS_MIN);
+    if unmet.is_empty() {
         return Ok(());
     }
-    let statements: Vec<String> = denied
-        .iter()
-        .map(|t| format!("GRANT SELECT ON system.{t} TO <user>"))
-        .collect();
-    let message = format!(
-        "the dual write's propagation job lists work in system.parts; the ClickHouse user lacks {}: as an admin run {}",
-        denied.join(", "),
-        statements.join("; ")
-    );
+    let message = format!("before the dual write: {}", unmet.join("; "));
     Err(p.hold_step(
         cond::DATA_MODEL,
         Phase::Blocked,
@@ -66,6 +59,9 @@ fn grants(p: &mut Planner) -> Gate {
         wait::POLL,
     ))
 }
+
+/// Langfuse v4's Redis minimum.
+const REDIS_MIN: &str = "7.0";
 
 /// The dual write judged now: `Ok` healthy, else the hold that says why not. Updates the
 /// status's view of the job and the start of its healthy run.

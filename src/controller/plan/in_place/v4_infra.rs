@@ -20,7 +20,7 @@ const UTC: [&str; 6] = ["UTC", "Etc/UTC", "Etc/UCT", "UCT", "Universal", "Etc/Un
 const WHO: &str = "<user>";
 
 /// The unmet needs of a hop to `to` (a v4 release) whose Redis minimum is `redis_min`.
-pub(super) fn unmet(p: &Planner, to: crate::version::Version, redis_min: &str) -> Vec<String> {
+pub(crate) fn unmet(p: &Planner, to: crate::version::Version, redis_min: &str) -> Vec<String> {
     let mut unmet = redis(p, to, redis_min);
     if let Reading::Answered(ch) = &p.obs.clickhouse {
         match &ch.v4 {
