@@ -44,10 +44,13 @@ with_cluster_and_databases() {
   tests/cluster/up.sh "$LFU_WORK/cluster"
   pick_db_ports
   tests/db/up.sh "$LFU_WORK/db"
-  # A real Prometheus for the error-ratio analysis (targets: one file per test).
-  tests/prometheus/up.sh "$LFU_WORK/prometheus"
   export LFU_TEST_CLUSTER_ENV="$LFU_WORK/cluster/env" LFU_TEST_DB_ENV="$LFU_WORK/db/env"
-  export LFU_TEST_PROMETHEUS_ENV="$LFU_WORK/prometheus/env"
+  # A real Prometheus for the error-ratio analysis (targets: one file per test); not for the
+  # demo (--no-prometheus), which shows no analysis: a first run builds it for 85 s.
+  if [[ ${2:-} != --no-prometheus ]]; then
+    tests/prometheus/up.sh "$LFU_WORK/prometheus"
+    export LFU_TEST_PROMETHEUS_ENV="$LFU_WORK/prometheus/env"
+  fi
 }
 
 # ---- stopping our own daemons (the down.sh scripts) ----
