@@ -5,7 +5,7 @@
 //!   LFU_TEST_DB_ENV=/tmp/lfu-db/env cargo bench --bench data_model_counts
 //!
 //! Knob: LFU_BENCH_DM_ROWS (observations, comma-separated; default "100000,10000000"; four per
-//! trace, over 90 days, 1% of the traces in dataset runs). Per size: the load, rows M1-M3 of
+//! trace, over 90 days, 1% of the traces in dataset runs). Per size: the load, rows M1-M4 of
 //! the stand-in (what `events_full` then holds), and the median of 3 of: the cutover's counts
 //! per project and month (`COUNTS_SQL`, both sides `FINAL`), the producers in `events_core`
 //! over a day, the staging partitions. Last, a Markdown table with the date and commit.
@@ -47,7 +47,7 @@ fn main() {
         }
         let commit = std::env::var("LFU_BENCH_COMMIT").unwrap_or_else(|_| "unknown".into());
         println!(
-            "\n| observations | load | rows M1-M3 | events_full rows | counts (p50 of 3) | producers | staging |  \n|---|---|---|---|---|---|---|"
+            "\n| observations | load | rows M1-M4 | events_full rows | counts (p50 of 3) | producers | staging |  \n|---|---|---|---|---|---|---|"
         );
         for r in &rows {
             println!(
@@ -67,24 +67,8 @@ fn main() {
 
 async fn size(observations: u64) -> Row {
     let db = TestDb::new(&format!("bench_dm_{observations}")).await;
-    db.load_v4_events().await;
-    for (i, name) in [
-        "20260701_v4_step_1_create_root_spans_from_traces",
-        "20260701_v4_step_2_rewrite_observations_to_pid_tid_sorting",
-        "20260701_v4_step_3_backfill_events_full_from_observations",
-    ]
-    .iter()
-    .enumerate()
-    {
-        sqlx::query("INSERT INTO background_migrations (id, name, script, args) VALUES ($1, $1, $2, '{}'::jsonb)")
-            .bind(name)
-            .bind(format!("v4Step{}", i + 1))
-            .execute(&db.pool)
-            .await
-            .unwrap();
-    }
-    db.pg_exec("UPDATE background_migrations SET finished_at = now() WHERE name NOT LIKE '20260701_v4_step_%'")
-        .await;
+    // As 4.16.0 left it: M1-M5 registered with their gates, the events tables created.
+    lfu_testkit::e2e_support::as_if_ran(&db, "4.16.0").await;
     let now = Timestamp::now();
     let traces = observations / 4;
     let started = Instant::now();
@@ -111,7 +95,7 @@ async fn size(observations: u64) -> Row {
     )
     .await
     .expect("the stand-in's backfill");
-    assert_eq!(report.finished.len(), 3, "{report:?}");
+    assert_eq!(report.finished.len(), 4, "M1-M4: {report:?}");
     let backfill = started.elapsed();
     let events_rows = db.ch_raw_count("events_full").await;
     let live = Live::default();
@@ -153,7 +137,7 @@ async fn size(observations: u64) -> Row {
         ..Default::default()
     })
     .await;
-    eprintln!("{observations} observations: load {load:?}, M1-M3 {backfill:?}, counts {counts:?}");
+    eprintln!("{observations} observations: load {load:?}, M1-M4 {backfill:?}, counts {counts:?}");
     db.finish().await;
     let _ = support::env();
     Row {

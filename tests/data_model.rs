@@ -27,28 +27,11 @@ const ROWS: [&str; 5] = [
     "20260701_v4_step_5_drop_pid_tid_sorting_tables",
 ];
 
-/// A v4 database: the events tables, and rows M1-M5 registered as a v4 web's Prisma migrations do.
+/// A database 4.16.0 ran on: the catalog's rows registered (M1-M5 with their gates, unfinished;
+/// every other row finished), its ClickHouse schema and events tables.
 async fn v4_db(label: &str) -> TestDb {
     let db = TestDb::new(label).await;
-    db.load_v4_events().await;
-    for (i, name) in ROWS.iter().enumerate() {
-        let gate = match i {
-            4 => "LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES",
-            _ => "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL",
-        };
-        sqlx::query(
-            "INSERT INTO background_migrations (id, name, script, args) VALUES ($1, $1, $2, jsonb_build_object('envGate', $3::text))",
-        )
-        .bind(name)
-        .bind(format!("v4Step{}", i + 1))
-        .bind(gate)
-        .execute(&db.pool)
-        .await
-        .expect("register a v4 row");
-    }
-    // v3's own rows ran before the v4 hop.
-    db.pg_exec("UPDATE background_migrations SET finished_at = now() WHERE name NOT LIKE '20260701_v4_step_%'")
-        .await;
+    lfu_testkit::e2e_support::as_if_ran(&db, "4.16.0").await;
     db
 }
 

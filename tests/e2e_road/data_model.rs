@@ -125,7 +125,7 @@ async fn a_v4_installation_in_legacy_is_walked_to_events_held_on_counts_producer
     w.apply(&u);
 
     // Dual on web and worker.
-    let dual = until(&w, "to-events", "dual", FLOW, |u| {
+    until(&w, "to-events", "dual", FLOW, |u| {
         u.status
             .as_ref()
             .and_then(|s| s.data_model.as_ref())
@@ -276,7 +276,6 @@ async fn a_v4_installation_in_legacy_is_walked_to_events_held_on_counts_producer
         t_checks.as_millis(),
         t_cutover.as_millis()
     );
-    let _ = dual;
     w.assert_clean(&observer);
     worker.abort();
     w.finish().await;

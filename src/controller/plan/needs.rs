@@ -215,7 +215,12 @@ fn data_model_needs(n: &mut Needs, spec: &LangfuseUpgradeSpec, s: &LangfuseUpgra
         n.postgres.backfill_rows = committed && dm.cleaned_up_at.is_none();
         return;
     }
-    n.clickhouse.v4_readiness = dm.backfill_started_at.is_none();
+    // What v4 needs of ClickHouse before the dual write, its disk before a backfill that will
+    // run: not on every look of a dual write that stays (eight queries each time).
+    let backfill_ahead = target == DataModel::Events
+        && spec.data_model.historic_data == crate::api::HistoricData::Backfill
+        && dm.backfill_started_at.is_none();
+    n.clickhouse.v4_readiness = dm.dual_since.is_none() || backfill_ahead;
     n.propagation = dm.dual_since.is_some();
     // Redis's version and eviction policy before the dual write; its propagation keys after.
     n.redis = dm.dual_since.is_none();

@@ -56,32 +56,10 @@ fn counts(p: &mut Planner, s: &DataModelSettings, dm: &mut DataModelStatus) -> G
     }
     let historic = p.spec.data_model.historic_data;
     let Some(window) = count_window(historic, s, dm) else {
-        return Err(p
-            .require("count the events tables", &[("the window's facts", false)])
-            .unwrap_err());
+        return p.require("count the events tables", &[("the window's facts", false)]);
     };
     dm.counts_until = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(window.until));
-    let read = p.obs.clickhouse.answered().map(|c| c.events.clone());
-    let counted = match read {
-        Some(crate::reading::Reading::Answered(e)) => e.counts,
-        Some(crate::reading::Reading::Failed(e)) => {
-            return Err(moving(
-                p,
-                reason::CLICKHOUSE_UNAVAILABLE,
-                format!("the counts failed: {e}"),
-                wait::POLL,
-            ));
-        }
-        _ => None,
-    };
-    let Some(counted) = counted else {
-        return Err(moving(
-            p,
-            reason::VERIFYING,
-            "counting the old and the events tables".into(),
-            wait::NOW,
-        ));
-    };
+    let counted = super::events_part(p, "the counts of the old and the events tables", |e| e.counts.clone())?;
     let found = mismatches(&counted, historic == HistoricData::Backfill);
     if found.is_empty() {
         dm.count_mismatches.clear();
@@ -114,27 +92,7 @@ fn producers(p: &mut Planner, s: &DataModelSettings, dm: &mut DataModelStatus) -
         p.requeue_at_most(s.producer_window - dual);
         return Err(moving(p, reason::INCOMPATIBLE_PRODUCERS, message, wait::POLL));
     }
-    let read = p.obs.clickhouse.answered().map(|c| c.events.clone());
-    let rows = match read {
-        Some(crate::reading::Reading::Answered(e)) => e.producers,
-        Some(crate::reading::Reading::Failed(e)) => {
-            return Err(moving(
-                p,
-                reason::CLICKHOUSE_UNAVAILABLE,
-                format!("the producers could not be read: {e}"),
-                wait::POLL,
-            ));
-        }
-        _ => None,
-    };
-    let Some(rows) = rows else {
-        return Err(moving(
-            p,
-            reason::MOVING_DATA_MODEL,
-            "reading the producers in events_core".into(),
-            wait::NOW,
-        ));
-    };
+    let rows = super::events_part(p, "the producers in events_core", |e| e.producers.clone())?;
     let bad = incompatible(&rows);
     dm.producers = bad.iter().take(50).cloned().collect();
     let Some(first) = bad.first() else {

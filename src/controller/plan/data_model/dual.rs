@@ -12,7 +12,6 @@ use crate::data_model::flags::Setting;
 use std::time::Duration;
 
 use crate::data_model::propagation::{Health, STUCK_AFTER, human, judge};
-use crate::data_model::{PropagationKeys, StagingPartition};
 
 /// Web and worker on `dual`, its start recorded.
 pub(super) fn enter(p: &mut Planner, dm: &mut DataModelStatus) -> Gate {
@@ -66,56 +65,48 @@ const REDIS_MIN: &str = "7.0";
 /// The dual write judged now: `Ok` healthy, else the hold that says why not. Updates the
 /// status's view of the job and the start of its healthy run.
 pub(super) fn watch(p: &mut Planner, s: &DataModelSettings, dm: &mut DataModelStatus) -> Gate {
-    let (keys, partitions) = match read(p) {
+    let read = match &p.obs.propagation {
+        Reading::Answered(keys) => {
+            let keys = keys.clone();
+            super::events_part(p, "the staging table", |e| Some(e.staging_partitions.clone()))
+                .map(|parts| (keys, parts))
+        }
+        Reading::Failed(e) => {
+            let message = format!("the propagation job's cursor could not be read from Redis: {e}");
+            Err(moving(p, reason::PROPAGATION_STUCK, message, wait::POLL))
+        }
+        Reading::NotAsked => Err(moving(
+            p,
+            reason::MOVING_DATA_MODEL,
+            "reading the dual write".into(),
+            wait::NOW,
+        )),
+    };
+    let (keys, partitions) = match read {
         Ok(read) => read,
-        Err((why, message, requeue)) => {
-            if requeue != wait::NOW {
+        Err(hold) => {
+            // A read not made yet says nothing of the job; one that failed breaks the healthy run.
+            if hold.requeue != wait::NOW {
                 dm.healthy_since = None;
             }
-            return Err(moving(p, why, message, requeue));
+            return Err(hold);
         }
     };
     let (status, health) = judge(&keys, &partitions, s.lag_alert, p.now);
     dm.propagation = Some(status);
     let since_dual = p.since(&dm.dual_since).unwrap_or_default();
-    let Some((why, message)) = unhealthy(health, s, since_dual) else {
+    let Some((why, message, requeue)) = unhealthy(health, s, since_dual) else {
         dm.healthy_since = dm.healthy_since.clone().or_else(|| Some(p.now_time()));
         return Ok(());
     };
     dm.healthy_since = None;
-    // The job's first run follows the worker's start within seconds: look again soon.
-    let requeue = match why {
-        reason::MOVING_DATA_MODEL => wait::DB_RETRY,
-        _ => wait::POLL,
-    };
     Err(moving(p, why, message, requeue))
 }
 
-type Unread = (cond::Reason, String, std::time::Duration);
-
-/// The propagation keys (Redis) and the staging partitions (ClickHouse), or why not.
-fn read(p: &Planner) -> Result<(PropagationKeys, Vec<StagingPartition>), Unread> {
-    let keys = match &p.obs.propagation {
-        Reading::Answered(k) => k.clone(),
-        Reading::Failed(e) => {
-            let message = format!("the propagation job's cursor could not be read from Redis: {e}");
-            return Err((reason::PROPAGATION_STUCK, message, wait::POLL));
-        }
-        Reading::NotAsked => return Err((reason::MOVING_DATA_MODEL, "reading the dual write".into(), wait::NOW)),
-    };
-    match p.obs.clickhouse.answered().map(|c| &c.events) {
-        Some(Reading::Answered(e)) => Ok((keys, e.staging_partitions.clone())),
-        Some(Reading::Failed(e)) => {
-            let message = format!("the staging table could not be read: {e}");
-            Err((reason::CLICKHOUSE_UNAVAILABLE, message, wait::POLL))
-        }
-        _ => Err((reason::MOVING_DATA_MODEL, "reading the staging table".into(), wait::NOW)),
-    }
-}
-
 /// Why the dual write is not healthy, in a person's words; `None` when it is.
-fn unhealthy(health: Health, s: &DataModelSettings, since_dual: Duration) -> Option<(cond::Reason, String)> {
-    Some(match health {
+/// The job's first run follows the worker's start within seconds: that wait looks again soon.
+fn unhealthy(health: Health, s: &DataModelSettings, since_dual: Duration) -> Option<(cond::Reason, String, Duration)> {
+    let (why, message) = match health {
         Health::Healthy => return None,
         Health::NotStarted if since_dual < STUCK_AFTER => (
             reason::MOVING_DATA_MODEL,
@@ -147,7 +138,12 @@ fn unhealthy(health: Health, s: &DataModelSettings, since_dual: Duration) -> Opt
                 human(before_loss)
             ),
         ),
-    })
+    };
+    let requeue = match why {
+        reason::MOVING_DATA_MODEL => wait::DB_RETRY,
+        _ => wait::POLL,
+    };
+    Some((why, message, requeue))
 }
 
 /// `target.dataModel: Dual` reached: the dual write stays watched (Degraded while unhealthy).

@@ -133,6 +133,34 @@ fn moving(p: &mut Planner, why: cond::Reason, message: String, requeue: std::tim
     p.hold_step(cond::DATA_MODEL, Phase::MigratingDataModel, why, message, requeue)
 }
 
+/// One part of this reconcile's read of the events tables, or the hold that says why it is not
+/// there (not asked this look: at once; failed: after a poll).
+fn events_part<T>(
+    p: &mut Planner,
+    what: &str,
+    pick: impl FnOnce(&crate::data_model::EventsFacts) -> Option<T>,
+) -> Result<T, Hold> {
+    use crate::reading::Reading;
+    let read = p.obs.clickhouse.answered().map(|c| &c.events);
+    let failed = match read {
+        Some(Reading::Answered(e)) => match pick(e) {
+            Some(part) => return Ok(part),
+            None => None,
+        },
+        Some(Reading::Failed(e)) => Some(e.clone()),
+        _ => None,
+    };
+    Err(match failed {
+        Some(e) => moving(
+            p,
+            reason::CLICKHOUSE_UNAVAILABLE,
+            format!("{what} could not be read: {e}"),
+            wait::POLL,
+        ),
+        None => moving(p, reason::MOVING_DATA_MODEL, format!("reading {what}"), wait::NOW),
+    })
+}
+
 /// The flags the stage after the dual write runs with.
 fn backfill_setting(historic: HistoricData) -> Setting {
     match historic {
