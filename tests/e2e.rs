@@ -708,23 +708,55 @@ async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
     let worker = play_worker(&w.ns, &w.db, "prod-langfuse-worker");
     w.apply(&w.upgrade());
     let mut killed_in = Vec::new();
-    // Each phase as the watch delivers it (a short phase, like the switch, lasts only one
-    // reconcile): killed the moment it is first seen.
-    let mut phases = {
+    let mut killed_at_switch = false;
+    // Each phase as the watch delivers it (a short phase lasts only one reconcile): killed the
+    // moment it is first seen. And the switch: the status does not say `ShiftingTraffic` when
+    // the endpoints follow within a second (the shift and `Draining` are one write), so the
+    // kill between the selector write and any record of it is made on the Service's own watch
+    // event.
+    enum Seen {
+        Phase(Option<Phase>),
+        Switched,
+    }
+    let mut seen = {
         use futures::StreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
         let config = watcher::Config::default().fields(&format!("metadata.name={UPGRADE}"));
-        watcher(w.ns.upgrades(), config).applied_objects().boxed()
+        let phases = watcher(w.ns.upgrades(), config)
+            .applied_objects()
+            .map(|u| u.map(|u| Seen::Phase(u.status.and_then(|s| s.phase))));
+        let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(w.ns.client.clone(), &w.ns.name);
+        let switched = watcher(services, watcher::Config::default())
+            .applied_objects()
+            .map(|s| {
+                s.map(|s| {
+                    let ours = s
+                        .spec
+                        .and_then(|s| s.selector)
+                        .is_some_and(|sel| sel.keys().any(|k| k.starts_with("upgrades.lfu-operator.dev/")));
+                    if ours { Seen::Switched } else { Seen::Phase(None) }
+                })
+            });
+        futures::stream::select(phases.boxed(), switched.boxed())
     };
     let deadline = Instant::now() + FLOW;
     loop {
         use futures::StreamExt;
         let left = deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, phases.next()).await;
-        let Ok(Some(Ok(u))) = next else {
-            panic!("not completed; killed in {killed_in:?}: {next:?}");
+        let next = tokio::time::timeout(left, seen.next()).await;
+        let Ok(Some(Ok(event))) = next else {
+            panic!("not completed; killed in {killed_in:?}, at the switch: {killed_at_switch}");
         };
-        let phase = u.status.and_then(|s| s.phase);
+        let phase = match event {
+            Seen::Switched if !killed_at_switch => {
+                op.restart();
+                killed_at_switch = true;
+                continue;
+            }
+            Seen::Switched => continue,
+            Seen::Phase(phase) => phase,
+        };
         if phase == Some(Phase::Completed) {
             break;
         }
@@ -735,10 +767,10 @@ async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
             killed_in.push(p);
         }
     }
+    assert!(killed_at_switch, "never killed right after the selector write");
     eprintln!("killed (SIGKILL) and restarted in {killed_in:?}; {} starts", op.starts);
     for p in [
         Phase::Provisioning,
-        Phase::ShiftingTraffic,
         Phase::Draining,
         Phase::Migrating,
         Phase::RetiringSource,

@@ -98,12 +98,12 @@ async fn reconcile_once<D: Databases>(
         .await?;
         clock.executed = clock.started.elapsed();
         ctx.fence.check()?;
-        // Progress alone, within a second of the last status write: not written now (see
-        // `coalesce`), so the next watch event does not wait behind it.
+        // Progress alone within a second of the last status write, or the switch's narration:
+        // not written now (see `coalesce`), so the next watch event does not wait behind it.
         let key = ObjectRef::from(upgrade.as_ref());
         let before = upgrade.status.clone().unwrap_or_default();
-        let progress_only = executed.is_empty() && super::coalesce::progress_only(&before, status);
-        let deferred = ctx.coalescer.defer(&key, progress_only, Instant::now());
+        let why = super::coalesce::deferrable(&before, status, &executed);
+        let deferred = ctx.coalescer.defer(&key, why, Instant::now());
         let reporting = match deferred {
             Some(_) => &before,
             None => status,
