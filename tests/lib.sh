@@ -99,3 +99,29 @@ ensure_musl_target() {
   rustup target list --installed | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET" >&2
   echo "$MUSL_TARGET"
 }
+
+# ---- first-run builds ----
+# with_progress <label> <estimate seconds> <command...>: runs the command and, while it runs,
+# says every 30 s how long it has taken against the estimate measured on this project's 2-core
+# machine (a first run builds for minutes; silence looks like a hang). Keeps its exit code.
+with_progress() {
+  local label=$1 estimate=$2 start=$SECONDS pid rc
+  shift 2
+  "$@" &
+  pid=$!
+  while ! wait_up_to 30 "$pid"; do
+    echo "  $label: $((SECONDS - start)) s so far (about $estimate s on 2 cores)" >&2
+  done
+  wait "$pid" && rc=0 || rc=$?
+  return "$rc"
+}
+
+# True when $2 has exited within $1 seconds (polled every second).
+wait_up_to() {
+  local i
+  for ((i = 0; i < $1; i++)); do
+    kill -0 "$2" 2>/dev/null || return 0
+    sleep 1
+  done
+  return 1
+}

@@ -30,6 +30,11 @@ if [[ -f $WORKDIR/seaweedfs/ports ]] && ! live_pid "$WORKDIR/pids/seaweedfs.pid"
   done
 fi
 
+# VersityGW (the demo's S3): exits at once on SIGTERM.
+if pid=$(live_pid "$WORKDIR/pids/versitygw.pid" versitygw); then
+  stop_pid "$pid" 5
+fi
+
 # Redis (no persistence configured: SIGTERM exits at once; it deletes its pid file).
 if pid=$(live_pid "$WORKDIR/pids/redis.pid" redis-server); then
   stop_pid "$pid" 10

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # TEST INFRASTRUCTURE ONLY: start a throwaway PostgreSQL 15, the chdb-backed ClickHouse HTTP
 # stand-in (tests/db/chdb_http.py), Redis (Debian's redis-server, plain + TLS port) and SeaweedFS
-# S3 (the S3 store of the Langfuse Helm chart 2.x) for the operator's integration tests. All on
-# 127.0.0.1 only.
+# S3 (the S3 store of the Langfuse Helm chart 2.x; VersityGW with LFU_TEST_S3_SERVER=versitygw)
+# for the operator's integration tests. All on 127.0.0.1 only.
 #
 #   tests/db/up.sh <workdir>     # <workdir> must be absent or empty; it becomes ours
 #   . <workdir>/env              # LFU_TEST_DATABASE_URL, LFU_TEST_CLICKHOUSE_*, LFU_TEST_REDIS_*,
@@ -13,9 +13,10 @@
 #            LFU_TEST_REDIS_TLS_PORT (26380), LFU_TEST_S3_PORT (28333; SeaweedFS's internal
 #            master/volume/filer/gRPC ports are the next free ones above it),
 #            LFU_CACHE_DIR (~/.cache/langfuse-upgrade-operator; holds the Python venv and weed),
+#            LFU_TEST_S3_SERVER (seaweedfs; versitygw for the demo, see tests/db/s3-servers.sh),
 #            LFU_CHDB_COMPATIBILITY (25.3; ClickHouse `compatibility` setting, '' = off).
 # Installs PostgreSQL 15 and redis-server with apt (needs root), the pinned chdb-core venv and
-# the pinned SeaweedFS build (tests/db/build-seaweedfs.sh) if missing.
+# the pinned S3 server build (tests/db/build-s3-server.sh) if missing.
 set -euo pipefail
 
 die() { echo "up.sh: $*" >&2; exit 1; }
@@ -40,11 +41,17 @@ REDIS_CLI=/usr/bin/redis-cli
 S3_REGION=us-east-1
 S3_BUCKET=langfuse-events
 START_TIMEOUT=60
+# seaweedfs (the test tiers: the store the official chart 2.x ships) or versitygw (the demo: a
+# real S3 gateway that builds in a quarter of the time); both must pass the same checks below.
+S3_SERVER=${LFU_TEST_S3_SERVER:-seaweedfs}
+[[ $S3_SERVER == seaweedfs || $S3_SERVER == versitygw ]] ||
+  { echo "up.sh: LFU_TEST_S3_SERVER must be seaweedfs or versitygw, not $S3_SERVER" >&2; exit 2; }
 
 log() { echo "up.sh: $*" >&2; }
 # Run a postgres binary unprivileged (as the postgres OS user when we are root).
 as_pg() { if (( EUID == 0 )); then runuser -u "$PG_OS_USER" -- "$@"; else "$@"; fi; }
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/s3-servers.sh"
 gen_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }   # hex: URL-safe, no quoting
 # S3-shaped keys: a 20-character upper-case access key id, a 40-character secret.
 gen_access_key() { printf 'LFU%s' "$(od -An -tx1 -N9 /dev/urandom | tr -d ' \n' | tr a-f A-F | cut -c1-17)"; }
@@ -132,7 +139,7 @@ ensure_postgres
 ensure_venv
 ensure_redis
 # Prints the binary's path; builds it (minutes, once per pin change) when missing.
-WEED=$("$HERE/build-seaweedfs.sh")
+S3_BIN=$("$HERE/build-s3-server.sh" "$S3_SERVER")
 
 PG_PASSWORD=$(gen_secret)
 CH_PASSWORD=$(gen_secret)
@@ -241,71 +248,8 @@ EOF
 setsid "$REDIS_SERVER" "$WORKDIR/redis/redis.conf" </dev/null >>"$LOGS/redis.log" 2>&1 &
 REDIS_LAUNCH_PID=$!
 
-# ---- SeaweedFS S3 ----------------------------------------------------------------------------
-# `weed server` = master + volume + filer + S3 gateway in one process. Its internal HTTP and gRPC
-# ports (it would default gRPC to HTTP+10000, past 65535 here) are the next free ones above the
-# S3 port; they are recorded for down.sh, which removes the unix sockets weed keeps in /tmp.
-# A port free when picked can still be taken before weed binds it (by another run, or by an
-# outgoing connection if the ports were set inside the kernel's ephemeral range, 32768+): launch_weed
-# is tried again on fresh ports then.
-pick_port() {  # pick_port VAR: the next free port above the S3 port, not given out yet
-  local p=$((S3_PORT + 1))
-  while [[ $ports_taken == *" $p "* ]] || port_in_use "$p"; do p=$((p + 1)); done
-  (( p < 65536 )) || die "no free port above LFU_TEST_S3_PORT=$S3_PORT for SeaweedFS"
-  ports_taken+="$p "
-  printf -v "$1" '%s' "$p"
-}
-SW_DIR=$WORKDIR/seaweedfs
-mkdir -p "$SW_DIR/data"
-
-# Static S3 identities (0600; the keys live only here and in the env file).
-(
-  umask 077
-  cat >"$SW_DIR/s3.json" <<EOF
-{
-  "identities": [
-    {
-      "name": "lfu-admin",
-      "credentials": [{ "accessKey": "$S3_ACCESS_KEY_ID", "secretKey": "$S3_SECRET_ACCESS_KEY" }],
-      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
-    },
-    {
-      "name": "lfu-readonly",
-      "credentials": [{ "accessKey": "$S3_RO_ACCESS_KEY_ID", "secretKey": "$S3_RO_SECRET_ACCESS_KEY" }],
-      "actions": ["Read", "List"]
-    }
-  ]
-}
-EOF
-)
-# cwd = its own dir: weed reads master.toml/security.toml etc. from ".", and must find none.
-# Telemetry off (no traffic off this machine); the Iceberg and Lance side ports off; no bucket
-# auto-creation (else a PUT into a missing bucket creates it instead of NoSuchBucket); small
-# volumes (not preallocated), 64 of them (each bucket takes 7); no pre-stop delay.
-launch_weed() {
-  for v in SW_MASTER_PORT SW_MASTER_GRPC SW_VOLUME_PORT SW_VOLUME_GRPC SW_FILER_PORT SW_FILER_GRPC SW_S3_GRPC; do
-    pick_port "$v"
-  done
-  echo "$SW_MASTER_PORT $SW_MASTER_GRPC $SW_VOLUME_PORT $SW_VOLUME_GRPC $SW_FILER_PORT $SW_FILER_GRPC" \
-    "$S3_PORT $SW_S3_GRPC" >"$SW_DIR/ports"
-  (
-    cd "$SW_DIR"
-    exec setsid "$WEED" -logtostderr=true server \
-      -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$SW_DIR/data" \
-      -master.port="$SW_MASTER_PORT" -master.port.grpc="$SW_MASTER_GRPC" \
-      -master.telemetry=false -master.volumeSizeLimitMB=64 -master.defaultReplication=000 \
-      -volume.port="$SW_VOLUME_PORT" -volume.port.grpc="$SW_VOLUME_GRPC" \
-      -volume.max=64 -volume.preStopSeconds=0 \
-      -filer.port="$SW_FILER_PORT" -filer.port.grpc="$SW_FILER_GRPC" \
-      -s3 -s3.port="$S3_PORT" -s3.port.grpc="$SW_S3_GRPC" -s3.port.iceberg=0 -s3.port.lance=0 \
-      -s3.autoCreateBucket=false -s3.config="$SW_DIR/s3.json"
-  ) </dev/null >>"$LOGS/seaweedfs.log" 2>&1 &
-  SW_LAUNCH_PID=$!
-  echo "$SW_LAUNCH_PID" >"$PIDS/seaweedfs.pid"
-}
-SW_LAUNCHES=1
-launch_weed
-
+# ---- S3 (tests/db/s3-servers.sh: SeaweedFS, or VersityGW for the demo) ------------------------
+s3_launch
 # ---- wait until all answer -------------------------------------------------------------------
 pg_query() {
   PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=2 "$PG_BIN/psql" -XAtq -h 127.0.0.1 -p "$PG_PORT" \
@@ -349,7 +293,7 @@ s3() {
   local ak=$1 sk=$2 method=$3 path=$4 payload=${5-} out status code
   local args=(-X "$method")
   [[ -n $payload ]] && args+=(--data-binary "$payload")
-  out=$(mktemp "$SW_DIR/.s3-body.XXXXXX")
+  out=$(mktemp "$S3_DIR/.s3-body.XXXXXX")
   status=$(curl -sS --max-time 10 -o "$out" -w '%{http_code}' "${args[@]}" \
     -K <(printf 'user = "%s:%s"\naws-sigv4 = "aws:amz:%s:s3"\n' "$ak" "$sk" "$S3_REGION") \
     -H "x-amz-content-sha256: $(printf '%s' "$payload" | sha256sum | cut -d' ' -f1)" \
@@ -359,34 +303,19 @@ s3() {
   echo "$status ${code:--}"
 }
 s3_admin() { s3 "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY" "$@"; }
-# The S3 gateway starts a few seconds after the master, volume and filer: wait for a signed
-# ListBuckets to succeed.
-until [[ $(s3_admin GET /) == "200 -" ]]; do
-  if ! kill -0 "$SW_LAUNCH_PID" 2>/dev/null; then
-    # One of its ports was taken between the pick and the bind: again on ports not tried yet.
-    grep -q 'address already in use' "$LOGS/seaweedfs.log" && (( SW_LAUNCHES < 3 )) ||
-      die "weed server exited during startup (see $LOGS/seaweedfs.log)"
-    echo "up.sh: a SeaweedFS port was taken before weed bound it; launching again" >&2
-    : >"$LOGS/seaweedfs.log"
-    for port in $(<"$SW_DIR/ports"); do rm -f /tmp/seaweedfs-*-"$port".sock; done
-    SW_LAUNCHES=$((SW_LAUNCHES + 1))
-    launch_weed
-  fi
-  (( SECONDS < deadline )) || die "SeaweedFS S3 did not answer within ${START_TIMEOUT}s"
-  sleep 0.5
-done
-# down.sh stops weed by this pid (setsid did not fork: we are not a process group leader).
-tr '\0' ' ' <"/proc/$SW_LAUNCH_PID/cmdline" | grep -q weed || die "pid $SW_LAUNCH_PID is not weed"
+s3_wait
 [[ $(s3_admin PUT "/$S3_BUCKET") == "200 -" ]] || die "could not create S3 bucket $S3_BUCKET"
+s3_grant_read_only
 
-# The behaviour the operator's S3 preflight is tested against; fail here if a SeaweedFS bump
-# changes it. (The first write may wait for a volume to be grown: retried until the deadline.)
+# The behaviour the operator's S3 preflight is tested against, from either server; fail here if
+# a bump changes it. (SeaweedFS's first write may wait for a volume to be grown: retried until
+# the deadline.)
 check_s3() {  # check_s3 <want> <what> <got>
-  [[ $3 == "$1" ]] || die "SeaweedFS S3: $2 returned '$3', expected '$1'"
+  [[ $3 == "$1" ]] || die "$S3_SERVER S3: $2 returned '$3', expected '$1'"
 }
 probe=/$S3_BUCKET/events/lfu-up-check
 until [[ $(s3_admin PUT "$probe" ok) == "200 -" ]]; do
-  (( SECONDS < deadline )) || die "SeaweedFS S3: admin PUT $probe did not succeed within ${START_TIMEOUT}s"
+  (( SECONDS < deadline )) || die "$S3_SERVER S3: admin PUT $probe did not succeed within ${START_TIMEOUT}s"
   sleep 0.5
 done
 check_s3 "204 -" "admin DELETE" "$(s3_admin DELETE "$probe")"
@@ -397,7 +326,7 @@ check_s3 "200 -" "read-only ListObjectsV2" \
 check_s3 "403 SignatureDoesNotMatch" "wrong secret" \
   "$(s3 "$S3_ACCESS_KEY_ID" "wrong$S3_SECRET_ACCESS_KEY" PUT "$probe" ok)"
 check_s3 "403 InvalidAccessKeyId" "unknown access key" \
-  "$(s3 "$(gen_access_key)" "$S3_SECRET_ACCESS_KEY" PUT "$probe" ok)"   # weed logs the key id
+  "$(s3 "$(gen_access_key)" "$S3_SECRET_ACCESS_KEY" PUT "$probe" ok)"   # the server logs the key id
 check_s3 "404 NoSuchBucket" "missing bucket" "$(s3_admin PUT "/lfu-no-such-bucket/events/x" ok)"
 
 # ---- env file (the only place the passwords are written) -------------------------------------
@@ -429,5 +358,5 @@ EOF
 
 log "ready: postgres 127.0.0.1:$PG_PORT (pid $(cat "$PIDS/postgres.pid")), clickhouse stand-in" \
   "http://127.0.0.1:$CH_PORT (pid $(cat "$PIDS/chdb_http.pid")), redis $(redis_version)" \
-  "127.0.0.1:$REDIS_PORT + TLS :$REDIS_TLS_PORT (pid $(cat "$PIDS/redis.pid")), seaweedfs S3" \
-  "http://127.0.0.1:$S3_PORT bucket $S3_BUCKET (pid $(cat "$PIDS/seaweedfs.pid")); env: $WORKDIR/env"
+  "127.0.0.1:$REDIS_PORT + TLS :$REDIS_TLS_PORT (pid $(cat "$PIDS/redis.pid")), $S3_SERVER S3" \
+  "http://127.0.0.1:$S3_PORT bucket $S3_BUCKET (pid $S3_PID); env: $WORKDIR/env"

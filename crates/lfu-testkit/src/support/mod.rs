@@ -53,7 +53,8 @@ pub struct Env {
     pub redis_port: String,
     pub redis_password: String,
     pub redis_tls_port: String,
-    /// SeaweedFS S3: one full and one read-only identity, bucket pre-created.
+    /// S3 (SeaweedFS, or VersityGW in the e2e tier and the demo): one full and one read-only
+    /// identity, bucket pre-created.
     pub s3_endpoint: String,
     pub s3_region: String,
     pub s3_bucket: String,

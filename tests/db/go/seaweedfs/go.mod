@@ -1,4 +1,4 @@
-// Pins the SeaweedFS `weed` server built by tests/db/build-seaweedfs.sh: the S3 store the
+// Pins the SeaweedFS `weed` server built by tests/db/build-s3-server.sh: the S3 store the
 // official Langfuse Helm chart 2.x ships, started by tests/db/up.sh for the S3 preflight tests.
 // The version is the one pseudo-version the module proxy serves here. The replace line below
 // repeats the one in seaweedfs's own go.mod (replaces only apply in the main module); keep them
