@@ -41,17 +41,26 @@ pub const SCHEMA_VERSION_SQL: &str = "SELECT toInt64(version) AS version, toUInt
 /// `?`, once per table; `created_at` is `DateTime64(3)` and compares by instant whatever the
 /// server time zone). One statement: the server runs the three scalar subqueries one after
 /// another, as three statements would, in one round trip. A scalar subquery is typed Nullable
-/// (it could return no row); a `count()` without `GROUP BY` always returns one.
+/// (it could return no row); a `count()` without `GROUP BY` always returns one. The setting is
+/// part of the statement (see [`FINAL_SETTING`]).
 pub const COUNT_SQL: &str = "SELECT \
      assumeNotNull((SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS traces, \
      assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
-     assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores";
+     assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores \
+     SETTINGS do_not_merge_across_partitions_select_final = 1";
 
 /// As [`COUNT_SQL`], over (first `?`, second `?`] per table: the recent rows only.
 pub const COUNT_BETWEEN_SQL: &str = "SELECT \
      assumeNotNull((SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS traces, \
      assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
-     assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores";
+     assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores \
+     SETTINGS do_not_merge_across_partitions_select_final = 1";
+
+/// Safe for Langfuse's tables: each partition key (the month of `timestamp` / `start_time`) is a
+/// function of the sorting key's `toDate(...)`, so the versions of one row never span
+/// partitions; FINAL then merges partitions independently. Written in the statement (a
+/// query-level setting, as an HTTP parameter would be): no session state for it to change.
+pub const FINAL_SETTING: &str = "SETTINGS do_not_merge_across_partitions_select_final = 1";
 
 pub use super::query_error::QueryError;
 use super::query_error::err;
@@ -122,14 +131,7 @@ pub async fn counts_between(client: &Client, after: Timestamp, cutoff: Timestamp
 }
 
 async fn fetch_counts(query: clickhouse::query::Query, what: &'static str) -> Result<TableCounts> {
-    let row = query
-        // Safe for Langfuse's tables: each partition key (the month of `timestamp` /
-        // `start_time`) is a function of the sorting key's `toDate(...)`, so the versions of
-        // one row never span partitions; FINAL then merges partitions independently.
-        .with_setting("do_not_merge_across_partitions_select_final", "1")
-        .fetch_one::<CountsRow>()
-        .await
-        .map_err(err(what))?;
+    let row = query.fetch_one::<CountsRow>().await.map_err(err(what))?;
     let n = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Ok(TableCounts {
         traces: n(row.traces),
@@ -208,4 +210,15 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
         facts.events = crate::data_model::read::read(client, &query.events).await.into();
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod final_setting_tests {
+    use super::*;
+
+    #[test]
+    fn both_counts_carry_the_final_setting_in_the_statement() {
+        assert!(COUNT_SQL.ends_with(FINAL_SETTING));
+        assert!(COUNT_BETWEEN_SQL.ends_with(FINAL_SETTING));
+    }
 }

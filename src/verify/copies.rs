@@ -24,28 +24,28 @@ struct Counted {
     rows: u64,
 }
 
-/// Every window in one statement (`UNION ALL`, each count tagged with its window): one round
-/// trip and one setting for the lot, where a statement per table cost one each. The server
+/// Every window in one statement (`UNION ALL`, each count tagged with its window) with the
+/// verification's setting: one round trip for the lot, where a statement per table cost one each. The server
 /// shares the query's threads between the branches, so the load stays that of one count.
 pub async fn copy_counts(client: &Client, windows: &[CopyWindow]) -> Result<Vec<(CopiedTable, i64)>, QueryError> {
     const WHAT: &str = "counting the copied tables in ClickHouse";
     if windows.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = (0..windows.len())
+    let branches = (0..windows.len())
         .map(|i| count_sql(i, windows[i].table))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
+    // The setting on the outer statement holds for every branch.
+    let sql = format!(
+        "SELECT place, rows FROM ({branches}) {}",
+        super::clickhouse::FINAL_SETTING
+    );
     let mut query = client.query(&sql);
     for w in windows {
         query = query.bind(w.since.map_or(0, millis_floor)).bind(millis_floor(w.until));
     }
-    let rows = query
-        // As the verification's counts: versions of one row never span partitions.
-        .with_setting("do_not_merge_across_partitions_select_final", "1")
-        .fetch_all::<Counted>()
-        .await
-        .map_err(err(WHAT))?;
+    let rows = query.fetch_all::<Counted>().await.map_err(err(WHAT))?;
     windows
         .iter()
         .enumerate()
