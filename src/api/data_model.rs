@@ -216,6 +216,10 @@ pub struct DataModelStatus {
     /// The point of commitment: web and worker Available at `events_only`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover_at: Option<Time>,
+    /// Recorded before the first write of the scratch table's drop: from here on the cleanup
+    /// goes on, whatever `acknowledge` says later (M5 may already be dropping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleaned_up_at: Option<Time>,
     /// The last back-out to `legacy`, and what it left behind.
@@ -251,6 +255,7 @@ impl Default for DataModelStatus {
             counts_matched_at: None,
             cutover_started_at: None,
             cutover_at: None,
+            cleanup_started_at: None,
             cleaned_up_at: None,
             backed_out_at: None,
             propagation: None,

@@ -273,6 +273,47 @@ fn legacy_is_walked_to_events_stage_by_stage_web_first_and_waits_for_the_acknowl
     assert_eq!(w.dm.writes.len(), 8);
 }
 
+/// Invariant 11 for the cleanup: its start is recorded before the first drop flag goes out, and
+/// once out, taking `Cleanup` back from the acknowledgement does not leave the drop half-rolled
+/// (web with the flag, the worker without) and unwatched. Failed before `cleanupStartedAt`:
+/// the worker never got the flag and the stage stayed `EventsOnly`.
+#[test]
+fn a_cleanup_once_started_goes_on_after_its_acknowledgement_is_taken_back() {
+    let mut w = completed_on_v4(DataModel::Events);
+    w.upgrade.spec.data_model.acknowledge = vec![IrreversibleStep::Cutover];
+    w.dm_until(reason::DATA_MODEL_REACHED, 80);
+    let cut_over = w.dm.writes.len();
+    w.upgrade.spec.data_model.acknowledge.push(IrreversibleStep::Cleanup);
+    let first = loop {
+        let d = w.dm_step();
+        if w.dm.writes.len() > cut_over {
+            break d;
+        }
+        assert!(w.history.len() < 10_000, "no drop flag written");
+    };
+    let record = first.actions.iter().position(|a| matches!(a, Action::RecordFacts));
+    let flags = first.actions.iter().position(|a| matches!(a, Action::SetFlags(_)));
+    assert!(
+        matches!((record, flags), (Some(r), Some(f)) if r < f),
+        "the start before the flags: {:?}",
+        first.actions
+    );
+    assert!(
+        first
+            .status
+            .data_model
+            .as_ref()
+            .is_some_and(|d| d.cleanup_started_at.is_some())
+    );
+    assert_eq!(w.dm.writes.len(), cut_over + 1, "web first");
+    w.upgrade.spec.data_model.acknowledge = vec![IrreversibleStep::Cutover];
+    for _ in 0..10 {
+        w.dm_step();
+    }
+    assert_eq!(w.dm.writes.len(), cut_over + 2, "the worker follows web");
+    assert_eq!(w.dm_status().stage, DataModelStage::CleanedUp);
+}
+
 #[test]
 fn the_cutover_is_held_on_a_count_mismatch_then_goes_on_once_the_rows_are_there() {
     let mut w = completed_on_v4(DataModel::Events);

@@ -126,11 +126,17 @@ pub(super) fn cut_over(p: &mut Planner, dm: &mut DataModelStatus) -> Gate {
     Ok(())
 }
 
-/// Row M5 drops the scratch table, once a person named `Cleanup`.
+/// Row M5 drops the scratch table, once a person named `Cleanup`; its start recorded before the
+/// first write, and from then on it goes on (taking `Cleanup` back does not undo a drop).
 pub(super) fn cleanup(p: &mut Planner, dm: &mut DataModelStatus) -> Gate {
     let asked = p.spec.data_model.acknowledge.contains(&IrreversibleStep::Cleanup);
-    if dm.cleaned_up_at.is_some() || !asked || p.spec.data_model.historic_data != HistoricData::Backfill {
+    let started = dm.cleanup_started_at.is_some();
+    if dm.cleaned_up_at.is_some() || !(asked || started) || p.spec.data_model.historic_data != HistoricData::Backfill {
         return Ok(());
+    }
+    if !started {
+        dm.cleanup_started_at = Some(p.now_time());
+        p.act(Action::RecordFacts);
     }
     roll::apply(p, Setting::EventsCleanup, None)?;
     let m5 = p
