@@ -42,7 +42,7 @@ pub const SCHEMA_VERSION_SQL: &str = "SELECT toInt64(version) AS version, toUInt
 /// server time zone). One statement: the server runs the three scalar subqueries one after
 /// another, as three statements would, in one round trip. A scalar subquery is typed Nullable
 /// (it could return no row); a `count()` without `GROUP BY` always returns one. The setting is
-/// part of the statement (see [`FINAL_SETTING`]).
+/// part of the statement (see [`super::copies::FINAL_SETTING`]).
 pub const COUNT_SQL: &str = "SELECT \
      assumeNotNull((SELECT count() FROM traces FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS traces, \
      assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
@@ -55,12 +55,6 @@ pub const COUNT_BETWEEN_SQL: &str = "SELECT \
      assumeNotNull((SELECT count() FROM observations FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS observations, \
      assumeNotNull((SELECT count() FROM scores FINAL WHERE is_deleted = 0 AND created_at > fromUnixTimestamp64Milli(toInt64(?)) AND created_at <= fromUnixTimestamp64Milli(toInt64(?)))) AS scores \
      SETTINGS do_not_merge_across_partitions_select_final = 1";
-
-/// Safe for Langfuse's tables: each partition key (the month of `timestamp` / `start_time`) is a
-/// function of the sorting key's `toDate(...)`, so the versions of one row never span
-/// partitions; FINAL then merges partitions independently. Written in the statement (a
-/// query-level setting, as an HTTP parameter would be): no session state for it to change.
-pub const FINAL_SETTING: &str = "SETTINGS do_not_merge_across_partitions_select_final = 1";
 
 pub use super::query_error::QueryError;
 use super::query_error::err;
@@ -214,6 +208,7 @@ pub async fn read(client: &Client, query: &ClickHouseQuery) -> Result<ClickHouse
 
 #[cfg(test)]
 mod final_setting_tests {
+    use super::super::copies::FINAL_SETTING;
     use super::*;
 
     #[test]

@@ -8,6 +8,12 @@ use super::query_error::{QueryError, err};
 use crate::migrations::copies::{CopiedTable, CopyWindow};
 use crate::precision::millis_floor;
 
+/// Safe for Langfuse's tables: each partition key (the month of `timestamp` / `start_time`) is a
+/// function of the sorting key's `toDate(...)`, so the versions of one row never span
+/// partitions; FINAL then merges partitions independently. Written in the statement (a
+/// query-level setting, as an HTTP parameter would be): no session state for it to change.
+pub const FINAL_SETTING: &str = "SETTINGS do_not_merge_across_partitions_select_final = 1";
+
 /// Rows in (`since`, `until`] of one table, tagged with its place in the request; a `since` of 0
 /// counts from the start.
 fn count_sql(place: usize, table: CopiedTable) -> String {
@@ -37,10 +43,7 @@ pub async fn copy_counts(client: &Client, windows: &[CopyWindow]) -> Result<Vec<
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     // The setting on the outer statement holds for every branch.
-    let sql = format!(
-        "SELECT place, rows FROM ({branches}) {}",
-        super::clickhouse::FINAL_SETTING
-    );
+    let sql = format!("SELECT place, rows FROM ({branches}) {}", FINAL_SETTING);
     let mut query = client.query(&sql);
     for w in windows {
         query = query.bind(w.since.map_or(0, millis_floor)).bind(millis_floor(w.until));
