@@ -6,7 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 source tests/lib.sh
-# S3: VersityGW, a real S3 gateway that builds in a quarter of SeaweedFS's time (the db tier
+# S3: VersityGW, a real S3 gateway that builds in a fifth of SeaweedFS's time (the db tier
 # keeps SeaweedFS, the store the official chart 2.x ships; both pass tests/db/up.sh's checks).
 export LFU_TEST_S3_SERVER=${LFU_TEST_S3_SERVER:-versitygw}
 

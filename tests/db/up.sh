@@ -41,8 +41,8 @@ REDIS_CLI=/usr/bin/redis-cli
 S3_REGION=us-east-1
 S3_BUCKET=langfuse-events
 START_TIMEOUT=60
-# seaweedfs (the test tiers: the store the official chart 2.x ships) or versitygw (the demo: a
-# real S3 gateway that builds in a quarter of the time); both must pass the same checks below.
+# seaweedfs (the db tier: the store the official chart 2.x ships) or versitygw (the demo and the
+# e2e tier: a real S3 gateway that builds in a fifth of the time); both pass the checks below.
 S3_SERVER=${LFU_TEST_S3_SERVER:-seaweedfs}
 [[ $S3_SERVER == seaweedfs || $S3_SERVER == versitygw ]] ||
   { echo "up.sh: LFU_TEST_S3_SERVER must be seaweedfs or versitygw, not $S3_SERVER" >&2; exit 2; }

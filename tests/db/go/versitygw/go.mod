@@ -1,8 +1,8 @@
-// Pins VersityGW, the S3 gateway `make demo` runs (tests/db/up.sh with LFU_TEST_S3_SERVER=versitygw):
-// a real S3 server (SigV4, IAM accounts, bucket policies) over a plain directory, built in about
-// a quarter of SeaweedFS's time on 2 cores. The test tiers keep SeaweedFS, the store the official
-// chart 2.x ships. To bump: change the version, then (GOFLAGS=-mod=mod) go get
-// github.com/versity/versitygw/cmd/versitygw@<version>.
+// Pins VersityGW, the S3 gateway `make demo` and the e2e tier run (tests/db/up.sh with
+// LFU_TEST_S3_SERVER=versitygw): a real S3 server (SigV4, IAM accounts, bucket policies) over a
+// plain directory, built in about a fifth of SeaweedFS's time on 2 cores. The db tier keeps
+// SeaweedFS, the store the official chart 2.x ships. To bump: change the version, then
+// (GOFLAGS=-mod=mod) go get github.com/versity/versitygw/cmd/versitygw@<version>.
 module langfuse-upgrade-operator/tests/db/go/versitygw
 
 go 1.26.6
