@@ -725,19 +725,22 @@ async fn sigkill_in_every_phase_still_completes_without_a_wrong_write() {
         let phases = watcher(w.ns.upgrades(), config)
             .applied_objects()
             .map(|u| u.map(|u| Seen::Phase(u.status.and_then(|s| s.phase))));
+        use langfuse_upgrade_operator::resources::labels::{Role, v3_selector};
+        // The source Service itself, switched when its whole selector is v3 web's.
         let services: kube::Api<k8s_openapi::api::core::v1::Service> =
             kube::Api::namespaced(w.ns.client.clone(), &w.ns.name);
-        let switched = watcher(services, watcher::Config::default())
-            .applied_objects()
-            .map(|s| {
-                s.map(|s| {
-                    let ours = s
-                        .spec
-                        .and_then(|s| s.selector)
-                        .is_some_and(|sel| sel.keys().any(|k| k.starts_with("upgrades.lfu-operator.dev/")));
-                    if ours { Seen::Switched } else { Seen::Phase(None) }
-                })
-            });
+        let v3_web = v3_selector(UPGRADE, Role::Web);
+        let switched = watcher(
+            services,
+            watcher::Config::default().fields(&format!("metadata.name={V2}")),
+        )
+        .applied_objects()
+        .map(move |s| {
+            s.map(|s| match s.spec.and_then(|s| s.selector) {
+                Some(selector) if selector == v3_web => Seen::Switched,
+                _ => Seen::Phase(None),
+            })
+        });
         futures::stream::select(phases.boxed(), switched.boxed())
     };
     let deadline = Instant::now() + FLOW;

@@ -63,24 +63,31 @@ pub async fn read(client: &Client) -> Result<V4Readiness, QueryError> {
     };
     let at_once = client.query(AT_ONCE_SQL).fetch_one::<AtOnce>();
     let (grants, at_once, apart) = tokio::join!(grants, at_once, probe(client, PROBED_APART));
+    let (grants, apart) = (grants?, apart?);
     match at_once {
         Ok(r) => Ok(V4Readiness {
             timezone: r.timezone,
-            denied_tables: if apart? {
-                Vec::new()
-            } else {
-                vec![PROBED_APART.to_string()]
-            },
-            grants: Grants::parse(&grants?),
+            denied_tables: denied(|table| table != PROBED_APART || apart),
+            grants: Grants::parse(&grants),
             free_bytes: r.free_bytes,
             observations_bytes: r.observations_bytes,
         }),
-        Err(_) => one_by_one(client, grants?).await,
+        Err(_) => one_by_one(client, grants, apart).await,
     }
 }
 
-/// Every read on its own, at once: each is one small query.
-async fn one_by_one(client: &Client, grants: Vec<String>) -> Result<V4Readiness, QueryError> {
+/// The tables of [`V4_SYSTEM_TABLES`] not readable, in that order.
+fn denied(readable: impl Fn(&str) -> bool) -> Vec<String> {
+    V4_SYSTEM_TABLES
+        .iter()
+        .filter(|t| !readable(t))
+        .map(|t| t.to_string())
+        .collect()
+}
+
+/// Every other read on its own, at once: each is one small query (`query_log`'s probe is in).
+async fn one_by_one(client: &Client, grants: Vec<String>, apart: bool) -> Result<V4Readiness, QueryError> {
+    let others: Vec<&str> = V4_SYSTEM_TABLES.into_iter().filter(|t| *t != PROBED_APART).collect();
     let timezone = async {
         client
             .query("SELECT timezone()")
@@ -88,7 +95,7 @@ async fn one_by_one(client: &Client, grants: Vec<String>) -> Result<V4Readiness,
             .await
             .map_err(err("reading ClickHouse's time zone"))
     };
-    let probes = futures::future::join_all(V4_SYSTEM_TABLES.iter().map(|t| probe(client, t)));
+    let probes = futures::future::join_all(others.iter().map(|t| probe(client, t)));
     let free = async {
         client
             .query("SELECT free_space FROM system.disks WHERE name = 'default'")
@@ -108,15 +115,21 @@ async fn one_by_one(client: &Client, grants: Vec<String>) -> Result<V4Readiness,
             .ok()
     };
     let (timezone, probes, free_bytes, observations_bytes) = tokio::join!(timezone, probes, free, observations);
-    let mut denied_tables = Vec::new();
-    for (table, probe) in V4_SYSTEM_TABLES.iter().zip(probes) {
-        if !probe? {
-            denied_tables.push(table.to_string());
+    let mut readable = Vec::new();
+    for (table, probe) in others.iter().zip(probes) {
+        if probe? {
+            readable.push(*table);
         }
     }
     Ok(V4Readiness {
         timezone: timezone?,
-        denied_tables,
+        denied_tables: denied(|table| {
+            if table == PROBED_APART {
+                apart
+            } else {
+                readable.contains(&table)
+            }
+        }),
         grants: Grants::parse(&grants),
         free_bytes,
         observations_bytes,
